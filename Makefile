@@ -1,0 +1,41 @@
+# The two set-up commands are `make demo` and `make test`; everything else supports them.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: demo test dev lint bench services dagster-home clean
+
+$(BIN)/activate:
+	PYTHON="$(PYTHON)" scripts/bootstrap.sh "$(VENV)"
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $@
+
+# dagster dev ignores ./dagster.yaml once DAGSTER_HOME is set, so the home holds a link to it.
+dagster-home:
+	mkdir -p "$(DAGSTER_HOME)"
+	ln -sf "$(CURDIR)/dagster.yaml" "$(DAGSTER_HOME)/dagster.yaml"
+
+services:
+	scripts/services.sh
+
+demo: $(VENV)/.installed dagster-home
+	$(BIN)/python -m iotswarm_pipelines.demo
+
+dev: $(VENV)/.installed dagster-home
+	$(BIN)/dagster dev -w workspace.yaml
+
+test: $(VENV)/.installed services
+	ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true; \
+	$(BIN)/python -m pytest; rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; exit 1; }; exit $$rc
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check iotswarm_pipelines iotswarm_tests benchmarks
+	$(BIN)/ruff format --check iotswarm_pipelines iotswarm_tests benchmarks
+
+clean:
+	rm -rf .demo .dagster_home

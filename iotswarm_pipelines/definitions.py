@@ -1,0 +1,9 @@
+"""The code location: every asset, job, sensor and schedule, with resources for the deployment."""
+
+import dagster as dg
+
+from iotswarm_pipelines.resources import build_resources
+
+defs = dg.Definitions.merge(
+    dg.Definitions(resources=build_resources()),
+)

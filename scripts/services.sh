@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Makes sure the services the tests need are up: PostgreSQL on 127.0.0.1:5432 and Mosquitto on
+# 127.0.0.1:1883. On a machine that lacks them they are installed from Debian's packages.
+# The S3-compatible server (moto) is started by the tests themselves on a free loopback port.
+set -euo pipefail
+sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+apt_updated=0
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then $sudo_cmd apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "$@"
+}
+
+wait_for() {  # port, name
+  for _ in $(seq 1 100); do listening "$1" && return 0; sleep 0.2; done
+  echo "services: $2 did not start listening on 127.0.0.1:$1" >&2; return 1
+}
+
+if ! listening 5432; then
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  $sudo_cmd pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_for 5432 PostgreSQL
+  # A fresh cluster only trusts local sockets: give the tests' user a known password.
+  $sudo_cmd su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\"" || true
+fi
+echo "services: PostgreSQL on 127.0.0.1:5432"
+
+if ! listening 1883; then
+  command -v mosquitto >/dev/null || apt_install mosquitto mosquitto-clients
+  conf=/etc/mosquitto/mosquitto.conf
+  [ -f "$conf" ] || conf=/dev/null
+  $sudo_cmd mosquitto -d -c "$conf"
+  wait_for 1883 Mosquitto
+fi
+command -v mosquitto_pub >/dev/null || apt_install mosquitto-clients
+echo "services: Mosquitto on 127.0.0.1:1883"
