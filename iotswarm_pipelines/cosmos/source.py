@@ -1,0 +1,403 @@
+"""The COSMOS source: the only place that reads the COSMOS database (Oracle, PostgreSQL or SQLite).
+
+Reads are short index probes or per-site streams (see ``queries``). Transient database failures
+(a dropped connection, a restarting server) are retried with exponential backoff; a stream
+re-issues its query from the last row it delivered, so nothing is duplicated or skipped.
+Everything else (bad URL, wrong credentials, missing table) becomes one ``SourceError`` line
+that names the database without its password.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import Field
+
+from iotswarm_pipelines.cosmos import catalogue, queries, schema
+
+T = TypeVar("T")
+
+
+class SourceError(Exception):
+    """The COSMOS database cannot answer; the message says what is wrong and never a password."""
+
+
+class SourceTableError(SourceError, catalogue.UnknownTableError):
+    """A table name that is not in the catalogue, or a catalogue table the database lacks."""
+
+
+# Driver messages and SQLSTATEs of failures that a later attempt can get past.
+_TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "08000", "08001", "08003", "08006"})
+_TRANSIENT_MARKERS = (
+    "ORA-03113",  # end-of-file on communication channel
+    "ORA-03114",  # not connected
+    "ORA-03135",  # connection lost contact
+    "ORA-12170",  # connect timeout
+    "ORA-12537",  # connection closed
+    "ORA-12541",  # no listener
+    "ORA-12547",  # lost contact
+    "ORA-12560",  # protocol adapter error
+    "ORA-12528",  # instance blocking new connections
+    "ORA-01033",  # initialisation or shutdown in progress
+    "ORA-01089",  # immediate shutdown in progress
+    "DPY-1001",  # not connected
+    "DPY-4011",  # connection closed by the database or network
+    "DPY-6005",  # cannot connect
+    "connection refused",
+    "could not connect",
+    "server closed the connection",
+    "terminating connection",
+    "connection timeout expired",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "consuming input failed",
+    "database is locked",
+)
+_AUTH_MARKERS = (
+    "password authentication failed",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "ORA-01017",
+    "ORA-28000",
+    "ORA-01045",
+    "DPY-4001",
+)
+_MISSING_TABLE_MARKERS = ("ORA-00942", "no such table", "UndefinedTable", "does not exist")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying could succeed: a disconnect, not a bad query or bad credentials."""
+    if isinstance(exc, sa.exc.DisconnectionError):
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    text = str(exc.orig)
+    if any(marker.lower() in text.lower() for marker in _AUTH_MARKERS):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    return any(marker.lower() in text.lower() for marker in _TRANSIENT_MARKERS)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return lines[0] if lines else type(orig).__name__
+
+
+def _redacted(url: str) -> str:
+    """The URL for messages: password hidden; an unparseable URL is shown by its scheme only."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return f"{url.partition('://')[0] or 'an'} URL that cannot be parsed"
+
+
+# One engine (and its connection pool) per process and database, shared by every instance of
+# the resource: Dagster builds a new resource object for each run, sensor tick and asset.
+_ENGINES: dict[tuple[int, str, str | None, float], sa.Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection of this process (tests, and before a database restart)."""
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose()
+        _ENGINES.clear()
+
+
+def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:
+    backend = url.get_backend_name()
+    if backend == "postgresql" and url.get_driver_name() in ("psycopg", "psycopg2"):
+        return {"connect_timeout": max(2, round(timeout))}
+    if backend == "oracle" and url.get_driver_name() == "oracledb":
+        return {"tcp_connect_timeout": timeout}
+    if backend == "sqlite":
+        return {"timeout": timeout}
+    return {}
+
+
+class CosmosSource(dg.ConfigurableResource):
+    """Reads COSMOS tables by site and time from any SQLAlchemy URL, streaming large reads."""
+
+    url: str = Field(
+        description="SQLAlchemy URL: oracle+oracledb://..., postgresql+psycopg://..., sqlite:///..."
+    )
+    schema_name: str | None = Field(
+        default=None, description="Schema holding the tables, e.g. COSMOS on Oracle."
+    )
+    chunk_rows: int = Field(default=5000, gt=0, description="Rows fetched per round trip.")
+    retries: int = Field(default=4, ge=0, description="Retries of a transient failure.")
+    retry_backoff_seconds: float = Field(
+        default=0.5, ge=0, description="First retry delay; doubles on each further retry."
+    )
+    connect_timeout_seconds: float = Field(
+        default=10, gt=0, description="Give up connecting after this long."
+    )
+
+    # ----------------------------------------------------------------- public reads
+
+    def check(self, tables: Sequence[str] = ()) -> None:
+        """Fail with a ``SourceError`` unless the database answers and has ``tables``."""
+        self._run(lambda conn: conn.execute(queries.ping()).scalar_one())
+        if tables:
+            missing = self._run(
+                lambda conn: [
+                    t.name
+                    for t in map(self._catalogue_table, tables)
+                    if not sa.inspect(conn).has_table(t.name, schema=self.schema_name)
+                ]
+            )
+            if missing:
+                raise SourceTableError(
+                    f"COSMOS source {self._safe_url}: missing table(s) {', '.join(missing)}; "
+                    "create them (cosmos-sample for a sample database) or fix schema_name"
+                )
+
+    def list_sites(self, table: str | None = None) -> list[str]:
+        """Sorted site IDs: those with rows in ``table``, else the ``SITES`` table's.
+
+        Without ``SITES`` (or with it empty) the sites with rows in any catalogue table are used.
+        """
+        if table is not None:
+            return self._sites_in(self._sa_table(table))
+        try:
+            listed = self._run(lambda conn: list(conn.execute(queries.listed_sites()).scalars()))
+        except SourceTableError:
+            listed = []
+        if listed:
+            return listed
+        present = self._run(
+            lambda conn: [
+                name
+                for name in catalogue.TABLE_NAMES
+                if sa.inspect(conn).has_table(name, schema=self.schema_name)
+            ]
+        )
+        return sorted({s for name in present for s in self._sites_in(schema.sa_table(name))})
+
+    def newest_times(
+        self, table: str, site_ids: Sequence[str] | None = None
+    ) -> dict[str, datetime]:
+        """Each site's newest ``DATE_TIME`` in ``table``; sites without rows are left out."""
+        sa_table = self._sa_table(table)
+        sites = self._sites_for(sa_table, site_ids)
+        if not sites:
+            return {}
+        rows = self._run(
+            lambda conn: conn.execute(queries.newest_times(sa_table, sites)).all(), table
+        )
+        return {site: newest for site, newest in sorted(rows) if newest is not None}
+
+    def latest_rows(
+        self, table: str, site_ids: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Each site's newest row in ``table`` (the first one if several share the time)."""
+        sa_table = self._sa_table(table)
+        sites = self._sites_for(sa_table, site_ids)
+        if not sites:
+            return {}
+        rows = self._run(
+            lambda conn: conn.execute(queries.latest_rows(sa_table, sites)).all(), table
+        )
+        names = tuple(sa_table.c.keys())
+        latest: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            latest.setdefault(row[0], dict(zip(names, row, strict=True)))
+        return dict(sorted(latest.items()))
+
+    def rows_after(
+        self,
+        table: str,
+        site_id: str,
+        after: datetime | None,
+        until: datetime | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """One site's rows with ``after < DATE_TIME <= until``, oldest first, streamed.
+
+        ``after=None`` starts at the site's first row; ``until=None`` reads to the newest.
+        """
+        return self._stream(self._sa_table(table), site_id, after, until)
+
+    def rows_between(
+        self,
+        table: str,
+        after: datetime,
+        until: datetime,
+        site_ids: Sequence[str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Rows with ``after < DATE_TIME <= until`` ordered by ``SITE_ID`` then ``DATE_TIME``.
+
+        Read site by site so each query is an index range scan; all sites with rows in the
+        table when ``site_ids`` is None.
+        """
+        sa_table = self._sa_table(table)
+        sites = self._sites_for(sa_table, site_ids)
+        for site_id in sites:
+            yield from self._stream(sa_table, site_id, after, until)
+
+    def recent_rows(self, table: str, site_id: str, limit: int) -> list[dict[str, Any]]:
+        """A site's newest ``limit`` rows, oldest first (history for a swarm device to replay)."""
+        if limit <= 0:
+            return []
+        sa_table = self._sa_table(table)
+        names = tuple(sa_table.c.keys())
+        rows = self._run(
+            lambda conn: conn.execute(queries.recent_rows(sa_table, site_id, limit)).all(),
+            table,
+        )
+        return [dict(zip(names, row, strict=True)) for row in reversed(rows)]
+
+    # ----------------------------------------------------------------- machinery
+
+    @property
+    def _safe_url(self) -> str:
+        return _redacted(self.url)
+
+    def _catalogue_table(self, name: str) -> catalogue.Table:
+        try:
+            return catalogue.get_table(name)
+        except catalogue.UnknownTableError as exc:
+            raise SourceTableError(str(exc)) from None
+
+    def _sa_table(self, name: str) -> sa.Table:
+        return schema.TABLES[self._catalogue_table(name).name]
+
+    def _sites_for(self, table: sa.Table, site_ids: Sequence[str] | None) -> list[str]:
+        if site_ids is None:
+            return self._sites_in(table)
+        return sorted({catalogue.get_site(s).site_id for s in site_ids})
+
+    def _sites_in(self, table: sa.Table) -> list[str]:
+        """Distinct site IDs of a table by a loose index scan: one probe per site, not a scan."""
+
+        def probe(conn: sa.Connection) -> list[str]:
+            sites: list[str] = []
+            while True:
+                site = conn.execute(queries.next_site(table, sites[-1] if sites else None)).scalar()
+                if site is None:
+                    return sites
+                sites.append(site)
+
+        return self._run(probe, table.name)
+
+    def _engine(self) -> sa.Engine:
+        key = (os.getpid(), self.url, self.schema_name, self.connect_timeout_seconds)
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                engine = self._create_engine()
+                _ENGINES[key] = engine
+            return engine
+
+    def _create_engine(self) -> sa.Engine:
+        try:
+            url = sa.engine.make_url(self.url)
+        except sa.exc.ArgumentError:
+            raise SourceError(
+                f"COSMOS source URL is not a SQLAlchemy URL ({self._safe_url}): expected "
+                "oracle+oracledb://user:password@host:1521/?service_name=..., "
+                "postgresql+psycopg://user:password@host/db or sqlite:///path/to/cosmos.sqlite"
+            ) from None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            path = Path(url.database)
+            if not path.is_file():
+                raise SourceError(
+                    f"COSMOS source {self._safe_url}: SQLite file {path} does not exist; "
+                    "create it with `cosmos-sample` or point the URL at an existing database"
+                )
+        options: dict[str, Any] = {}
+        if self.schema_name:
+            options["schema_translate_map"] = {None: self.schema_name}
+        try:
+            return sa.create_engine(
+                url,
+                pool_pre_ping=True,
+                connect_args=_connect_args(url, self.connect_timeout_seconds),
+                execution_options=options,
+            )
+        except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError, ImportError) as exc:
+            raise SourceError(
+                f"COSMOS source {self._safe_url}: cannot use this database URL "
+                f"({_first_line(exc)}); is the dialect spelled right and its driver installed?"
+            ) from None
+
+    def _fail(self, exc: sa.exc.SQLAlchemyError, table: str | None) -> SourceError:
+        detail = _first_line(exc).replace(sa.engine.make_url(self.url).password or "\0", "***")
+        if table is not None and any(m.lower() in detail.lower() for m in _MISSING_TABLE_MARKERS):
+            return SourceTableError(
+                f"COSMOS source {self._safe_url}: table {table} is missing ({detail}); "
+                "create it (cosmos-sample for a sample database) or fix schema_name"
+            )
+        return SourceError(f"COSMOS source {self._safe_url}: {detail}")
+
+    def _backoff(self, attempt: int) -> None:
+        time.sleep(self.retry_backoff_seconds * 2 ** (attempt - 1))
+
+    def _run(self, work: Callable[[sa.Connection], T], table: str | None = None) -> T:
+        """``work`` in one connection, re-run from scratch after a transient failure."""
+        engine = self._engine()
+        attempt = 0
+        while True:
+            try:
+                with engine.connect() as conn:
+                    return work(conn)
+            except sa.exc.SQLAlchemyError as exc:
+                attempt += 1
+                if not is_transient(exc) or attempt > self.retries:
+                    raise self._fail(exc, table) from None
+                self._backoff(attempt)
+
+    def _stream(
+        self,
+        table: sa.Table,
+        site_id: str,
+        after: datetime | None,
+        until: datetime | None,
+    ) -> Iterator[dict[str, Any]]:
+        """Stream one site's rows in chunks; after a transient failure resume at the last row.
+
+        Rows can share a ``DATE_TIME`` (the tables have no primary key), so a resumed query
+        starts *at* the last time delivered and skips as many rows at that time as were sent.
+        """
+        engine = self._engine()
+        names = tuple(table.c.keys())
+        lower, include_lower, skip, same = after, False, 0, 0
+        attempt = 0
+        while True:
+            statement = queries.site_rows(table, site_id, lower, until, include_after=include_lower)
+            try:
+                with engine.connect() as conn:
+                    result = conn.execution_options(
+                        stream_results=True, yield_per=self.chunk_rows
+                    ).execute(statement)
+                    for row in result:
+                        if skip:
+                            skip -= 1
+                            continue
+                        when = row[1]
+                        if include_lower and when == lower:
+                            same += 1
+                        else:
+                            lower, include_lower, same = when, True, 1
+                        attempt = 0
+                        yield dict(zip(names, row, strict=True))
+                    return
+            except sa.exc.SQLAlchemyError as exc:
+                attempt += 1
+                if not is_transient(exc) or attempt > self.retries:
+                    raise self._fail(exc, table.name) from None
+                if include_lower:
+                    skip = same
+                self._backoff(attempt)
