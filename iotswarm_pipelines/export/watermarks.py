@@ -1,0 +1,101 @@
+"""Which rows go into which payload, and how far a site's watermark may move.
+
+Pure rules, no I/O. Uploads finish in any order, so a site's watermark may only reach the newest
+row of the longest run of its payloads that are all stored, counted from the first one: a gap
+(a payload that failed, or is still in flight) stops it, and the next run starts from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from iotswarm_pipelines.cosmos.catalogue import DATE_TIME, SITE_ID
+
+Row = Mapping[str, Any]
+
+
+def batch_rows(rows: Iterable[Row], batch_size: int) -> Iterator[list[Row]]:
+    """Group rows into payloads of at most ``batch_size`` rows; a new site starts a new payload.
+
+    Rows must arrive grouped by site and oldest first (as ``rows_after``/``rows_between`` give
+    them). Only one batch is held at a time, so a backlog of any size streams through.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    batch: list[Row] = []
+    for row in rows:
+        if batch and (len(batch) == batch_size or row[SITE_ID] != batch[0][SITE_ID]):
+            yield batch
+            batch = []
+        batch.append(row)
+    if batch:
+        yield batch
+
+
+def newest_time(rows: Sequence[Row]) -> datetime:
+    """The payload's key timestamp: its newest ``DATE_TIME`` (rows need not be sorted)."""
+    return max(row[DATE_TIME] for row in rows)
+
+
+def safe_watermark(payload_newest: Sequence[datetime], stored: Sequence[bool]) -> datetime | None:
+    """The newest time covered by the stored prefix of a site's payloads, in their send order.
+
+    ``None`` when the first payload is not stored: the site must not advance at all.
+    """
+    if len(payload_newest) != len(stored):
+        raise ValueError("payload_newest and stored must have one entry per payload")
+    newest: datetime | None = None
+    for when, ok in zip(payload_newest, stored, strict=True):
+        if not ok:
+            break
+        newest = when if newest is None else max(newest, when)
+    return newest
+
+
+def replay_may_advance(watermark: datetime | None, since: datetime) -> bool:
+    """A replay window may move a watermark forward only if it starts at or before it.
+
+    A window that starts later would leave the rows between the watermark and ``since``
+    unexported for good once the watermark jumped over them.
+    """
+    return watermark is None or since <= watermark
+
+
+class SiteProgress:
+    """The stored prefix of one site's payloads while their uploads complete in any order.
+
+    Memory stays bounded by the uploads in flight: completed payloads are folded into the
+    watermark as soon as the prefix reaches them, and after a failure nothing later is kept,
+    because nothing later can move the watermark in this run.
+    """
+
+    def __init__(self) -> None:
+        self._sent = 0
+        self._done = 0  # payloads 0.._done-1 are all stored
+        self._finished: dict[int, datetime] = {}
+        self._failed = False
+        self.watermark: datetime | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self._failed
+
+    def sent(self) -> int:
+        """Register the next payload in send order; returns its sequence number."""
+        self._sent += 1
+        return self._sent - 1
+
+    def stored(self, seq: int, newest: datetime) -> None:
+        if self._failed:
+            return
+        self._finished[seq] = newest
+        while self._done in self._finished:
+            when = self._finished.pop(self._done)
+            self.watermark = when if self.watermark is None else max(self.watermark, when)
+            self._done += 1
+
+    def failed_at(self, seq: int) -> None:
+        self._failed = True
+        self._finished.clear()

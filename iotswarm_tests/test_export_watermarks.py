@@ -1,0 +1,99 @@
+"""The pure rules of how far a watermark may move and how rows become payloads."""
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from iotswarm_pipelines.export.watermarks import (
+    SiteProgress,
+    batch_rows,
+    newest_time,
+    replay_may_advance,
+    safe_watermark,
+)
+
+T0 = datetime(2024, 6, 1)
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def rows(site: str, *minutes: int) -> list[dict]:
+    return [{"SITE_ID": site, "DATE_TIME": at(m), "X": m} for m in minutes]
+
+
+def test_safe_watermark_stops_at_the_first_gap():
+    times = [at(1), at(2), at(3), at(4)]
+    assert safe_watermark(times, [True, True, False, True]) == at(2)
+    assert safe_watermark(times, [True] * 4) == at(4)
+    assert safe_watermark(times, [False, True, True, True]) is None
+    assert safe_watermark([], []) is None
+
+
+def test_safe_watermark_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="one entry per payload"):
+        safe_watermark([at(1)], [])
+
+
+def test_batches_never_mix_sites_and_respect_the_size():
+    data = rows("ALIC1", 1, 2, 3, 4, 5) + rows("BALRD", 6, 7)
+    batches = list(batch_rows(iter(data), 2))
+    assert [[r["X"] for r in b] for b in batches] == [[1, 2], [3, 4], [5], [6, 7]]
+    assert all(len({r["SITE_ID"] for r in b}) == 1 for b in batches)
+
+
+def test_batch_size_one_gives_one_payload_per_row():
+    assert len(list(batch_rows(iter(rows("ALIC1", 1, 2, 3)), 1))) == 3
+
+
+def test_batch_size_must_be_positive():
+    with pytest.raises(ValueError, match="at least 1"):
+        list(batch_rows(iter([]), 0))
+
+
+def test_batching_streams_without_reading_ahead():
+    consumed = []
+
+    def source():
+        for row in rows("ALIC1", *range(1000)):
+            consumed.append(row)
+            yield row
+
+    first = next(batch_rows(source(), 10))
+    assert len(first) == 10
+    assert len(consumed) == 11  # the 11th row is what showed the batch was full
+
+
+def test_newest_time_is_the_latest_row():
+    assert newest_time(rows("ALIC1", 5, 2, 9, 1)) == at(9)
+
+
+def test_progress_follows_the_stored_prefix_in_any_completion_order():
+    progress = SiteProgress()
+    seqs = [progress.sent() for _ in range(4)]
+    progress.stored(seqs[2], at(3))
+    progress.stored(seqs[1], at(2))
+    assert progress.watermark is None  # payload 0 still in flight
+    progress.stored(seqs[0], at(1))
+    assert progress.watermark == at(3)
+    progress.stored(seqs[3], at(4))
+    assert progress.watermark == at(4)
+
+
+def test_a_failure_freezes_the_watermark_at_the_gap():
+    progress = SiteProgress()
+    seqs = [progress.sent() for _ in range(4)]
+    progress.stored(seqs[0], at(1))
+    progress.failed_at(seqs[1])
+    progress.stored(seqs[2], at(3))
+    progress.stored(seqs[3], at(4))
+    assert progress.failed
+    assert progress.watermark == at(1)
+
+
+def test_replay_may_advance_only_from_at_or_before_the_watermark():
+    assert replay_may_advance(None, at(5))
+    assert replay_may_advance(at(5), at(5))
+    assert replay_may_advance(at(10), at(5))
+    assert not replay_may_advance(at(5), at(10))
