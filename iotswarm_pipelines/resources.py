@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.export.object_store import LocalObjectStore, S3ObjectStore
+from iotswarm_pipelines.export.state_store import StateStore
 
 
 def build_resources() -> dict[str, Any]:
@@ -18,5 +22,42 @@ def build_resources() -> dict[str, Any]:
             CosmosSource(url=dg.EnvVar("COSMOS_DB_URL"), schema_name=catalogue.SCHEMA)
             if prod
             else CosmosSource(url=settings.sample_db_url())
+        ),
+        **_export_resources(prod),
+    }
+
+
+EXPORT_PREFIX = "fdri/cosmos_swarm"
+
+
+def _set_env(**names: str) -> dict[str, dg.EnvVar]:
+    """EnvVars for the variables that are set; unset ones fall back to boto3's own lookup."""
+    return {field: dg.EnvVar(name) for field, name in names.items() if os.environ.get(name)}
+
+
+def _export_resources(prod: bool) -> dict[str, Any]:
+    """State files and object store of the live export (see README, "Export storage")."""
+    if not prod:
+        return {
+            "state": StateStore(state_dir=str(settings.data_dir() / "state")),
+            "object_store": LocalObjectStore(
+                root=str(settings.data_dir() / "objects"), prefix=EXPORT_PREFIX
+            ),
+        }
+    s3 = S3Resource(
+        **_set_env(
+            region_name="AWS_REGION",
+            endpoint_url="LIVECOSMOS_S3_ENDPOINT_URL",
+            aws_access_key_id="AWS_ACCESS_KEY_ID",
+            aws_secret_access_key="AWS_SECRET_ACCESS_KEY",
+            aws_session_token="AWS_SESSION_TOKEN",
+        )
+    )
+    return {
+        "state": StateStore(**_set_env(state_dir="LIVECOSMOS_STATE_DIR")),
+        "object_store": S3ObjectStore(
+            s3=s3,
+            bucket=dg.EnvVar("LIVECOSMOS_BUCKET"),
+            prefix=os.environ.get("LIVECOSMOS_BUCKET_PREFIX", EXPORT_PREFIX),
         ),
     }

@@ -1,0 +1,132 @@
+"""Watermark state rules, compatible with the existing uploader's pickle files.
+
+A state is ``{"last_run": datetime | None, "sites": {site_id: {"site_id": str,
+"last_data": datetime}}}``: the shape the old uploader pickled, so its files load unchanged and it
+could read ours. The watermark of a site is its ``last_data``: every row up to it is stored.
+
+Unpickling is restricted: a state file is data, and a pickle that names anything other than a
+datetime (for example ``os.system``) is treated as corrupt without running anything. Allowed are
+``datetime.datetime`` plus ``datetime.timezone`` / ``datetime.timedelta`` (so a tz-aware value
+written by some other tool still loads; it is converted to naive UTC, as the project never holds
+tz-aware datetimes) and, for protocol 0-2 pickles, a latin-1-only stand-in for
+``_codecs.encode``, which those protocols use to carry a datetime's bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+State = dict[str, Any]
+
+# Protocol 4 is readable by every Python 3 the old uploader can have run on.
+PICKLE_PROTOCOL = 4
+
+
+class CorruptStateError(ValueError):
+    """A state file that cannot be trusted: not a pickle, a forbidden pickle, or a wrong shape."""
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"encoding {encoding!r} is not allowed in a state file")
+    return text.encode("latin-1")
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("datetime", "datetime"): datetime,
+    ("datetime", "timezone"): timezone,
+    ("datetime", "timedelta"): timedelta,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _StateUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"{module}.{name} is not allowed in a state file (only datetimes)"
+            ) from None
+
+
+def empty_state() -> State:
+    return {"last_run": None, "sites": {}}
+
+
+def _naive_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _validated(obj: Any) -> State:
+    """A fresh, checked copy of an unpickled object; raises CorruptStateError on a wrong shape."""
+    if not isinstance(obj, dict) or set(obj) != {"last_run", "sites"}:
+        raise CorruptStateError("a state must be a dict with exactly 'last_run' and 'sites'")
+    last_run = obj["last_run"]
+    if last_run is not None and not isinstance(last_run, datetime):
+        raise CorruptStateError(f"'last_run' must be a datetime or None, not {last_run!r}")
+    sites = obj["sites"]
+    if not isinstance(sites, dict):
+        raise CorruptStateError(f"'sites' must be a dict, not {type(sites).__name__}")
+    checked: dict[str, dict[str, Any]] = {}
+    for site_id, entry in sites.items():
+        if (
+            not isinstance(site_id, str)
+            or not isinstance(entry, dict)
+            or set(entry) != {"site_id", "last_data"}
+            or entry["site_id"] != site_id
+            or not isinstance(entry["last_data"], datetime)
+        ):
+            raise CorruptStateError(
+                f"site entry {site_id!r} must be {{'site_id': {site_id!r}, 'last_data': datetime}}"
+                f", not {entry!r}"
+            )
+        checked[site_id] = {"site_id": site_id, "last_data": _naive_utc(entry["last_data"])}
+    return {"last_run": None if last_run is None else _naive_utc(last_run), "sites": checked}
+
+
+def loads_state(data: bytes) -> State:
+    """Unpickle a state file's bytes; anything but a well-formed state is CorruptStateError."""
+    try:
+        obj = _StateUnpickler(io.BytesIO(data)).load()
+    except Exception as exc:  # every unpickling failure means the same thing: do not trust it
+        raise CorruptStateError(
+            f"not a readable state pickle ({type(exc).__name__}: {exc})"
+        ) from exc
+    return _validated(obj)
+
+
+def dumps_state(state: State) -> bytes:
+    """Pickle a state exactly as the existing uploader did: a plain dict of datetimes."""
+    return pickle.dumps(_validated(state), protocol=PICKLE_PROTOCOL)
+
+
+def watermark(state: State, site_id: str) -> datetime | None:
+    entry = state["sites"].get(site_id)
+    return None if entry is None else entry["last_data"]
+
+
+def advance(state: State, updates: Mapping[str, datetime]) -> State:
+    """A new state in which each updated site moves forward, never back.
+
+    A site is added when new, or moved when its new time is later; an older or equal time is
+    ignored, so a replay of an old window can never rewind a watermark. ``last_run`` follows the
+    newest data in the state (and never moves back either).
+    """
+    new = _validated(state)
+    for site_id, when in updates.items():
+        if not isinstance(when, datetime) or when.tzinfo is not None:
+            raise ValueError(f"watermark for {site_id!r} must be a naive UTC datetime: {when!r}")
+        current = watermark(new, site_id)
+        if current is None or when > current:
+            new["sites"][site_id] = {"site_id": site_id, "last_data": when}
+    newest = max((e["last_data"] for e in new["sites"].values()), default=None)
+    if newest is not None and (new["last_run"] is None or newest > new["last_run"]):
+        new["last_run"] = newest
+    return new
