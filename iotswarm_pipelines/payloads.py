@@ -1,0 +1,310 @@
+"""CR1000X JSON payloads, byte-compatible with what downstream consumers already read.
+
+The rules (field types, process names, time format, key order) are those of the existing uploader
+and swarm, written down in the team's reference notes; consumers have parsed this exact text for
+years, so nothing here may change silently.
+
+Building a payload is on the export's and the swarm's hot path (a 148-column SOILMET row per
+message), so the ``head`` of a payload, which depends only on the station, the columns and the
+column types, is built and serialised once and reused. Payloads returned by
+:func:`cr1000x_payload` share that ``head`` object: treat payloads as read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from operator import itemgetter
+from typing import Any
+
+from iotswarm_pipelines import __version__
+
+DATE_TIME_COLUMN = "DATE_TIME"
+DEFAULT_OS_VERSION = "CR1000X.Std.07.02"
+DEFAULT_PROG_NAME = f"CPU:iotswarm-{__version__}.CR1X"
+
+# Field types from low to high rank; a column's type is the highest rank among its values.
+TYPE_NAMES = (
+    "xsi:nil",
+    "xsd:string",
+    "xsd:boolean",
+    "xsd:dateTime",
+    "xsd:short",
+    "xsd:int",
+    "xsd:long",
+    "xsd:integer",
+    "xsd:float",
+    "xsd:double",
+)
+NIL, STRING, BOOLEAN, DATETIME, SHORT, INT, LONG, INTEGER, FLOAT, DOUBLE = range(len(TYPE_NAMES))
+
+_FLOAT32_TINY = 1.1754943508222875e-38
+_FLOAT32_MAX = 3.4028234663852886e38
+_INT32 = 2**31
+_INT64 = 2**63
+
+_PROCESS_SUFFIXES = (
+    ("_std", "Std"),
+    ("_avg", "Avg"),
+    ("_max", "Max"),
+    ("_min", "Min"),
+    ("_mom", "Mom"),
+    ("_tot", "Tot"),
+    ("_cov", "Cov"),
+)
+
+
+def process_of(column: str) -> str:
+    """Campbell's processing name, read from the column name's suffix."""
+    lowered = column.lower()
+    for suffix, process in _PROCESS_SUFFIXES:
+        if lowered.endswith(suffix):
+            return process
+    return "Smp"
+
+
+def serial_number(station_name: str) -> str:
+    """Each character's code point in decimal, joined by '-' (``ALIC1`` -> ``65-76-73-67-49``)."""
+    return "-".join(str(ord(c)) for c in station_name)
+
+
+def _int_rank(value: int) -> int:
+    if value != 0 and -32768 <= value <= 32767:
+        return SHORT
+    if -_INT32 <= value < _INT32:  # zero lands here: an xsd:int, a quirk consumers rely on
+        return INT
+    if -_INT64 <= value < _INT64:
+        return LONG
+    return INTEGER
+
+
+def _float_rank(value: float) -> int:
+    magnitude = abs(value)
+    if value != 0 and (magnitude < _FLOAT32_TINY or magnitude > _FLOAT32_MAX):
+        return DOUBLE
+    return FLOAT
+
+
+@lru_cache(maxsize=65536)
+def _str_rank(value: str) -> int:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return STRING
+    return DATETIME
+
+
+_RANK_BY_TYPE = {
+    type(None): lambda v: NIL,
+    float: _float_rank,
+    int: _int_rank,
+    str: _str_rank,
+    bool: lambda v: BOOLEAN,
+    datetime: lambda v: DATETIME,
+    date: lambda v: DATETIME,
+}
+
+
+def value_rank(value: Any) -> int:
+    """The rank (index into ``TYPE_NAMES``) of one value's CR1000X type."""
+    rank = _RANK_BY_TYPE.get(type(value))
+    if rank is not None:
+        return rank(value)
+    if isinstance(value, bool):
+        return BOOLEAN
+    if isinstance(value, int):
+        return _int_rank(value)
+    if isinstance(value, float):
+        return _float_rank(value)
+    if isinstance(value, Decimal):
+        return _int_rank(int(value)) if value == value.to_integral_value() else FLOAT
+    if isinstance(value, str):
+        return _str_rank(value)
+    if isinstance(value, date):
+        return DATETIME
+    raise TypeError(f"cannot put a {type(value).__name__} value ({value!r}) in a CR1000X payload")
+
+
+def value_type(value: Any) -> str:
+    return TYPE_NAMES[value_rank(value)]
+
+
+def format_time(value: datetime | date | str) -> str:
+    """ISO 8601 without a time zone and with microseconds: ``2024-06-01T00:30:00.000000``."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _json_value(value: Any) -> Any:
+    """The JSON form of one value; NaN has no JSON spelling, so it becomes null."""
+    if type(value) is float:
+        return None if math.isnan(value) else value
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    if isinstance(value, (datetime, date)):
+        return format_time(value)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+class Cr1000xPayload(dict):
+    """A payload dict that remembers the serialised text of its shared ``head``."""
+
+    __slots__ = ("head", "head_text")
+
+
+@lru_cache(maxsize=8192)
+def _head(
+    station_name: str, columns: tuple[str, ...], ranks: tuple[int, ...], prog_name: str
+) -> tuple[dict, str]:
+    head = {
+        "transaction": 0,
+        "signature": 111111,
+        "environment": {
+            "station_name": station_name,
+            "table_name": "default",
+            "model": "CR1000X",
+            "serial_no": serial_number(station_name),
+            "os_version": DEFAULT_OS_VERSION,
+            "prog_name": prog_name,
+        },
+        "fields": [
+            {
+                "name": name,
+                "type": TYPE_NAMES[rank],
+                "units": "",
+                "process": process_of(name),
+                "settable": False,
+            }
+            for name, rank in zip(columns, ranks, strict=True)
+        ],
+    }
+    return head, json.dumps(head)
+
+
+@lru_cache(maxsize=256)
+def _value_columns(columns: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
+    time_column = next((c for c in columns if c.upper() == DATE_TIME_COLUMN), None)
+    return tuple(c for c in columns if c != time_column), time_column
+
+
+_JSON_NATIVE = (type(None), bool, int, float, str)
+
+
+class _RowPlan:
+    """What one pattern of value types needs: computed once per pattern, reused for every row.
+
+    A site's rows share one pattern (the same sensors present, the same columns NULL), so the
+    per-value work left on the hot path is the range checks of numbers, done with C-level
+    ``map``/``min``/``max`` rather than a Python loop.
+    """
+
+    __slots__ = ("base", "float_idx", "floats", "int_idx", "ints", "native", "other_idx")
+
+    def __init__(self, types: tuple[type, ...]) -> None:
+        self.base = [NIL] * len(types)
+        self.float_idx = [i for i, t in enumerate(types) if t is float]
+        self.int_idx = [i for i, t in enumerate(types) if t is int]
+        self.other_idx = [
+            i for i, t in enumerate(types) if t not in (float, int) and t is not type(None)
+        ]
+        self.native = all(t in _JSON_NATIVE for t in types)
+        self.floats = _getter(self.float_idx)
+        self.ints = _getter(self.int_idx)
+
+    def ranks(self, values: list[Any]) -> tuple[list[int], bool]:
+        """Ranks of one row's values, and whether the row holds a NaN."""
+        ranks = self.base.copy()
+        floats = self.floats(values)
+        has_nan = False
+        if floats:
+            magnitudes = list(map(abs, floats))
+            has_nan = any(map(math.isnan, floats))
+            if (
+                not has_nan
+                and max(magnitudes) <= _FLOAT32_MAX
+                and min(filter(None, magnitudes), default=1.0) >= _FLOAT32_TINY
+            ):
+                for i in self.float_idx:
+                    ranks[i] = FLOAT
+            else:
+                for i, v in zip(self.float_idx, floats, strict=True):
+                    ranks[i] = _float_rank(v)
+        for i, v in zip(self.int_idx, self.ints(values), strict=True):
+            ranks[i] = _int_rank(v)
+        for i in self.other_idx:
+            ranks[i] = value_rank(values[i])
+        return ranks, has_nan
+
+
+def _getter(indices: list[int]):
+    if not indices:
+        return lambda values: ()
+    if len(indices) == 1:
+        (index,) = indices
+        return lambda values: (values[index],)
+    return itemgetter(*indices)
+
+
+@lru_cache(maxsize=4096)
+def _row_plan(types: tuple[type, ...]) -> _RowPlan:
+    return _RowPlan(types)
+
+
+def cr1000x_payload(
+    station_name: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    prog_name: str | None = None,
+) -> Cr1000xPayload:
+    """One payload carrying ``rows`` (oldest first) of one station.
+
+    Fields follow the first row's column order; ``DATE_TIME`` (any case) becomes each data row's
+    ``time``. Types are computed over every row of the payload.
+    """
+    if not rows:
+        raise ValueError(f"a CR1000X payload needs at least one row (station {station_name})")
+    columns, time_column = _value_columns(tuple(rows[0]))
+    if time_column is None:
+        raise ValueError(f"rows of station {station_name} have no DATE_TIME column: {columns[:5]}")
+    take = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
+    ranks: list[int] | None = None
+    data = []
+    for row in rows:
+        values = list(take(row))
+        plan = _row_plan(tuple(map(type, values)))
+        row_ranks, has_nan = plan.ranks(values)
+        ranks = row_ranks if ranks is None else list(map(max, ranks, row_ranks))
+        if has_nan or not plan.native:
+            values = [_json_value(v) for v in values]
+        data.append({"time": format_time(row[time_column]), "vals": values})
+    head, head_text = _head(station_name, columns, tuple(ranks), prog_name or DEFAULT_PROG_NAME)
+    payload = Cr1000xPayload(head=head, data=data)
+    payload.head, payload.head_text = head, head_text
+    return payload
+
+
+def payload_json(payload: Mapping[str, Any]) -> str:
+    """The exact text that is stored or sent: ``json.dumps`` with its default separators."""
+    if (
+        isinstance(payload, Cr1000xPayload)
+        and list(payload) == ["head", "data"]
+        and payload["head"] is getattr(payload, "head", None)
+    ):
+        return f'{{"head": {payload.head_text}, "data": {json.dumps(payload["data"])}}}'
+    return json.dumps(payload)
+
+
+def basic_payload(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row as plain JSON: the swarm's ``basic`` device type."""
+    return {column: _json_value(value) for column, value in row.items()}
