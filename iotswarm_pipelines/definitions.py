@@ -2,8 +2,10 @@
 
 import dagster as dg
 
+from iotswarm_pipelines.export import definitions as export
 from iotswarm_pipelines.resources import build_resources
 
 defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources()),
+    export.defs,
 )

@@ -1,0 +1,234 @@
+"""The export assets: thin Dagster shells around ``pipeline.export_table`` / ``export_window``.
+
+``cosmos_live_export`` (one partition per table) is what every trigger runs: a UI launch, the
+sensors, the schedules, a backfill over several tables and the ``live-cosmos`` command line.
+``cosmos_history_export`` (day x table) re-sends one day of one table for backfills.
+"""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import pydantic
+
+from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.export import pipeline
+from iotswarm_pipelines.export.object_store import ObjectStore
+from iotswarm_pipelines.export.partitions import daily_table_partitions, table_partitions
+from iotswarm_pipelines.export.state_store import StateStore
+
+GROUP = "cosmos_export"
+TABLE_TAG = "iotswarm/table"
+"""Every export run carries its table under this tag; dagster.yaml allows one run per value."""
+
+DEFAULT_BATCH_SIZES: dict[str, int] = {name: 1 for name in catalogue.TABLE_NAMES}
+"""Rows per payload when the run config does not say: one, as the existing uploader sent.
+
+The one place to change a table's default (e.g. larger batches for the 1-minute tables).
+"""
+
+_OWNERS = ["team:fdri-cosmos"]
+
+
+def run_tags(table: str) -> dict[str, str]:
+    return {TABLE_TAG: catalogue.get_table(table).name}
+
+
+def _parse_time(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{name}={value!r} is not an ISO 8601 date/time; write it like 2024-06-01T00:30 (GMT)"
+        ) from None
+    if parsed.tzinfo is not None:
+        raise ValueError(
+            f"{name}={value!r} has a time zone; give GMT without one (2024-06-01T00:30)"
+        )
+    return value
+
+
+class LiveExportConfig(dg.Config):
+    """Run config of one live export run (one table)."""
+
+    sites: list[str] | None = pydantic.Field(
+        default=None, description="Site IDs to export; all sites of the table when empty."
+    )
+    fallback_hours: float = pydantic.Field(
+        default=pipeline.DEFAULT_FALLBACK_HOURS,
+        ge=0,
+        description="How far back to start for a site the state has never seen.",
+    )
+    batch_size: int | None = pydantic.Field(
+        default=None, ge=1, description="Rows per payload; the table's default (1) when empty."
+    )
+    since: str | None = pydantic.Field(
+        default=None,
+        description="Replay: re-export rows after this GMT time whatever the watermark says.",
+    )
+    until: str | None = pydantic.Field(
+        default=None, description="Replay: stop at this GMT time (inclusive)."
+    )
+    dry_run: bool = pydantic.Field(
+        default=False, description="Build and count payloads; store nothing, move no watermark."
+    )
+
+    @pydantic.field_validator("since", "until")
+    @classmethod
+    def _iso_time(cls, value: str | None, info: pydantic.ValidationInfo) -> str | None:
+        return _parse_time(info.field_name or "time", value)
+
+    @pydantic.model_validator(mode="after")
+    def _window(self) -> "LiveExportConfig":
+        if self.since and self.until and self.until_time <= self.since_time:  # type: ignore[operator]
+            raise ValueError(f"until={self.until!r} must be later than since={self.since!r}")
+        return self
+
+    @property
+    def since_time(self) -> datetime | None:
+        return datetime.fromisoformat(self.since) if self.since else None
+
+    @property
+    def until_time(self) -> datetime | None:
+        return datetime.fromisoformat(self.until) if self.until else None
+
+
+class HistoryExportConfig(dg.Config):
+    """Run config of one historical re-export (one day of one table)."""
+
+    sites: list[str] | None = pydantic.Field(
+        default=None, description="Site IDs to re-export; all sites of the table when empty."
+    )
+    batch_size: int | None = pydantic.Field(
+        default=None, ge=1, description="Rows per payload; the table's default (1) when empty."
+    )
+    dry_run: bool = pydantic.Field(default=False, description="Build and count; store nothing.")
+
+
+def summary_metadata(summary: pipeline.ExportSummary, destination: str) -> dict[str, Any]:
+    """Numeric stage counts (plotted by the UI across runs) plus where the objects went."""
+    metadata: dict[str, Any] = {
+        "rows_read": dg.MetadataValue.int(summary.rows_read),
+        "payloads": dg.MetadataValue.int(summary.payloads_built),
+        "objects": dg.MetadataValue.int(summary.objects_stored),
+        "bytes": dg.MetadataValue.int(summary.bytes_stored),
+        "failed": dg.MetadataValue.int(summary.failed),
+        "sites": dg.MetadataValue.int(summary.sites),
+        "sites_advanced": dg.MetadataValue.int(summary.sites_advanced),
+        "dry_run": dg.MetadataValue.bool(summary.dry_run),
+        "destination": dg.MetadataValue.text(destination),
+        "watermarks": dg.MetadataValue.json(
+            {site: when.isoformat() for site, when in summary.watermarks.items()}
+        ),
+    }
+    if summary.lag_seconds is not None:
+        metadata["lag_seconds"] = dg.MetadataValue.float(summary.lag_seconds)
+    return metadata
+
+
+def _batch_size(table: str, configured: int | None) -> int:
+    return configured or DEFAULT_BATCH_SIZES[catalogue.get_table(table).name]
+
+
+@dg.asset(
+    key=["cosmos", "live_export"],
+    group_name=GROUP,
+    partitions_def=table_partitions,
+    kinds={"sql", "s3"},
+    owners=_OWNERS,
+    description=(
+        "New COSMOS rows of one table (the partition), as CR1000X JSON payloads: one object per "
+        "payload under <bucket_prefix>/<SITE_ID>/LIVE_<table>/ in the object store (S3 in prod, a "
+        "local folder by default). Watermarks per site live in the state files."
+    ),
+)
+def cosmos_live_export(
+    context: dg.AssetExecutionContext,
+    config: LiveExportConfig,
+    cosmos: CosmosSource,
+    object_store: dg.ResourceParam[ObjectStore],
+    state: StateStore,
+) -> dg.MaterializeResult:
+    table = context.partition_key
+    summary = pipeline.export_table(
+        table,
+        source=cosmos,
+        store=object_store,
+        state=state,
+        sites=config.sites,
+        fallback_hours=config.fallback_hours,
+        batch_size=_batch_size(table, config.batch_size),
+        since=config.since_time,
+        until=config.until_time,
+        dry_run=config.dry_run,
+        log=context.log,
+    )
+    return dg.MaterializeResult(metadata=summary_metadata(summary, object_store.describe()))
+
+
+@dg.asset(
+    key=["cosmos", "history_export"],
+    group_name=GROUP,
+    partitions_def=daily_table_partitions,
+    kinds={"sql", "s3"},
+    owners=_OWNERS,
+    description=(
+        "One day of one COSMOS table re-sent as CR1000X payloads under the same keys as the live "
+        "export (identical for batch_size 1). Ignores and never moves the watermarks."
+    ),
+)
+def cosmos_history_export(
+    context: dg.AssetExecutionContext,
+    config: HistoryExportConfig,
+    cosmos: CosmosSource,
+    object_store: dg.ResourceParam[ObjectStore],
+) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+    table = keys["table"]
+    day = datetime.fromisoformat(keys["date"])
+    # DATE_TIME ends its period, so a day holds (00:00, 24:00]: midnight is the day before.
+    summary = pipeline.export_window(
+        table,
+        source=cosmos,
+        store=object_store,
+        after=day,
+        until=day + timedelta(days=1),
+        sites=config.sites,
+        batch_size=_batch_size(table, config.batch_size),
+        dry_run=config.dry_run,
+        log=context.log,
+    )
+    return dg.MaterializeResult(metadata=summary_metadata(summary, object_store.describe()))
+
+
+def _table_tags(partition_key: str) -> dict[str, str]:
+    table = partition_key.split("|")[-1]  # multi-partition keys are "date|table"
+    return run_tags(table)
+
+
+live_export_job = dg.define_asset_job(
+    "cosmos_live_export_job",
+    selection=[cosmos_live_export],
+    partitions_def=table_partitions,
+    config=dg.PartitionedConfig(
+        partitions_def=table_partitions,
+        run_config_for_partition_key_fn=lambda key: {},
+        tags_for_partition_key_fn=_table_tags,
+    ),
+    description="The live export of one COSMOS table (partition); one run per table at a time.",
+)
+
+history_export_job = dg.define_asset_job(
+    "cosmos_history_export_job",
+    selection=[cosmos_history_export],
+    partitions_def=daily_table_partitions,
+    config=dg.PartitionedConfig(
+        partitions_def=daily_table_partitions,
+        run_config_for_partition_key_fn=lambda key: {},
+        tags_for_partition_key_fn=_table_tags,
+    ),
+    description="Re-export of one day of one COSMOS table; backfill a date range per table.",
+)
