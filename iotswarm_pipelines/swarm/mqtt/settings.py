@@ -1,0 +1,244 @@
+"""How the swarm reaches its broker, checked once before any device starts."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+import paho.mqtt.client as paho
+
+from iotswarm_pipelines.swarm.mqtt.tls import build_ssl_context
+
+PROTOCOLS = {"3.1.1": paho.MQTTv311, "5": paho.MQTTv5}
+
+
+class MqttConfigError(ValueError):
+    """The MQTT settings cannot work (bad value, unreadable or invalid certificate file)."""
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be used; the message is one line naming the broker."""
+
+
+class BrokerUnreachableError(BrokerError):
+    """No MQTT broker answered: connection refused, unknown host or timeout."""
+
+
+class BrokerRefusedError(BrokerError):
+    """The broker answered but refused us: credentials, authorisation or TLS handshake."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    qos: int = 1
+    keepalive: int = 60
+    clean_session: bool = True
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls_insecure: bool = False
+    alpn: tuple[str, ...] = ()
+    connect_rate: float = 200.0
+    """New connections per second (ramp-up); 0 = no limit."""
+    max_publish_rate: float = 100.0
+    """Publishes per second per connection (AWS IoT Core allows 100); 0 = no limit."""
+    reconnect_min_delay: float = 0.5
+    reconnect_max_delay: float = 30.0
+    connect_timeout: float = 10.0
+
+    def __repr__(self) -> str:
+        def shown(name: str) -> str:
+            value = getattr(self, name)
+            return "'***'" if name == "password" and value else repr(value)
+
+        listed = ", ".join(f"{f.name}={shown(f.name)}" for f in fields(self))
+        return f"MqttSettings({listed})"
+
+    __str__ = __repr__
+
+    def validate(self) -> None:
+        """Raise `MqttConfigError` (one line) for settings that cannot work."""
+        if not self.host:
+            raise MqttConfigError("MQTT host is empty: give the broker's host name or address")
+        if not 0 < self.port < 65536:
+            raise MqttConfigError(f"MQTT port {self.port} is out of range 1-65535")
+        if self.protocol not in PROTOCOLS:
+            raise MqttConfigError(f"MQTT protocol {self.protocol!r} is not one of '3.1.1', '5'")
+        if self.qos not in (0, 1):
+            raise MqttConfigError(f"MQTT QoS {self.qos} is not supported: use 0 or 1")
+        if self.keepalive < 5:
+            raise MqttConfigError(f"MQTT keepalive {self.keepalive}s is too short: use >= 5")
+        if self.password is not None and self.username is None:
+            raise MqttConfigError("MQTT password given without a username")
+        for name in ("connect_rate", "max_publish_rate"):
+            if getattr(self, name) < 0:
+                raise MqttConfigError(f"MQTT {name} must be >= 0 (0 = no limit)")
+        if not 0 < self.reconnect_min_delay <= self.reconnect_max_delay:
+            raise MqttConfigError(
+                "MQTT reconnect delays need 0 < reconnect_min_delay <= reconnect_max_delay"
+            )
+        if self.connect_timeout <= 0:
+            raise MqttConfigError("MQTT connect_timeout must be > 0 seconds")
+        if not self.tls and (self.ca_file or self.cert_file or self.key_file or self.alpn):
+            raise MqttConfigError("MQTT certificate files or ALPN given but tls is off: set tls")
+        if self.tls:
+            self.ssl_context()
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for every connection, built (and its files checked) once."""
+        if not self.tls:
+            return None
+        key = (self.ca_file, self.cert_file, self.key_file, self.tls_insecure, self.alpn)
+        cached = _CONTEXTS.get(key)
+        if cached is None:
+            cached = _CONTEXTS[key] = build_ssl_context(
+                ca_file=self.ca_file,
+                cert_file=self.cert_file,
+                key_file=self.key_file,
+                insecure=self.tls_insecure,
+                alpn=self.alpn,
+                error=MqttConfigError,
+            )
+        return cached
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+_CONTEXTS: dict[tuple, ssl.SSLContext] = {}
+
+
+def new_client(
+    settings: MqttSettings,
+    client_id: str,
+    *,
+    clean: bool | None = None,
+    timeout: float | None = None,
+    inflight: int = 20,
+) -> paho.Client:
+    """A paho client configured from the settings; it is not connected yet.
+
+    `inflight` is paho's QoS 1 window (0 = unlimited); its queue is unlimited, as callers keep
+    their own bounds.
+    """
+    protocol = PROTOCOLS[settings.protocol]
+    clean_session = settings.clean_session if clean is None else clean
+    if protocol == paho.MQTTv5:
+        client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+        )
+    else:
+        client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            clean_session=clean_session,
+        )
+    client.connect_timeout = settings.connect_timeout if timeout is None else timeout
+    client.max_inflight_messages_set(inflight)
+    client.max_queued_messages_set(0)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    context = settings.ssl_context()
+    if context is not None:
+        client.tls_set_context(context)
+        # The context checks the host name itself (unless insecure); paho must not repeat it.
+        client.tls_insecure_set(True)
+    # connect_async only records the address: the caller's loop calls reconnect().
+    if protocol == paho.MQTTv5:
+        client.connect_async(
+            settings.host, settings.port, settings.keepalive, clean_start=clean_session
+        )
+    else:
+        client.connect_async(settings.host, settings.port, settings.keepalive)
+    return client
+
+
+def classify_connect_error(settings: MqttSettings, err: BaseException) -> BrokerError:
+    """Turn an exception raised while opening a connection into a one-line broker error."""
+    where = f"MQTT broker {settings.address}"
+    if isinstance(err, socket.gaierror):
+        return BrokerUnreachableError(f"{where}: cannot resolve host name ({err.strerror})")
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return BrokerRefusedError(
+            f"{where}: TLS server certificate rejected ({err.verify_message}); give the broker's "
+            "CA with ca_file (tls_insecure=True only for tests)"
+        )
+    if isinstance(err, ssl.SSLError):
+        return BrokerRefusedError(f"{where}: TLS handshake failed ({err.reason or err})")
+    if isinstance(err, ConnectionRefusedError):
+        return BrokerUnreachableError(f"{where}: connection refused (is the broker running?)")
+    if isinstance(err, TimeoutError | socket.timeout):
+        return BrokerUnreachableError(
+            f"{where}: no answer within {settings.connect_timeout:g}s (wrong host, port or tls?)"
+        )
+    if isinstance(err, ConnectionError):
+        return BrokerRefusedError(f"{where}: connection closed by the broker ({err})")
+    if isinstance(err, OSError):
+        return BrokerUnreachableError(f"{where}: {err.strerror or err}")
+    return BrokerUnreachableError(f"{where}: {err}")
+
+
+def check_broker(settings: MqttSettings, timeout: float = 10) -> None:
+    """One real CONNECT/DISCONNECT: a bad address or credential fails before any device starts."""
+    settings.validate()
+    client_id = f"iotswarm-check-{uuid.uuid4().hex[:12]}"
+    client = new_client(settings, client_id, clean=True, timeout=timeout)
+    outcome: dict[str, object] = {}
+    last_error: list[str] = []
+
+    def on_connect(_client, _userdata, _flags, reason_code, _properties) -> None:
+        outcome["connack"] = reason_code
+
+    def on_disconnect(_client, _userdata, _flags, reason_code, _properties) -> None:
+        outcome.setdefault("disconnect", reason_code)
+
+    def on_log(_client, _userdata, level, buf) -> None:
+        if level == paho.MQTT_LOG_ERR:
+            last_error.append(buf)
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.on_log = on_log
+    where = f"MQTT broker {settings.address}"
+    try:
+        client.reconnect()
+    except Exception as err:
+        raise classify_connect_error(settings, err) from None
+    deadline = time.monotonic() + timeout
+    try:
+        while "connack" not in outcome and "disconnect" not in outcome:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerUnreachableError(
+                    f"{where}: no CONNACK within {timeout:g}s (wrong port, or tls mismatch?)"
+                )
+            client.loop(min(remaining, 0.5))
+        reason = outcome.get("connack")
+        if reason is None:
+            detail = last_error[-1] if last_error else "closed before CONNACK"
+            hint = " (client certificate rejected?)" if settings.tls else ""
+            raise BrokerRefusedError(f"{where}: connection refused{hint}: {detail}")
+        if reason.is_failure:
+            raise BrokerRefusedError(f"{where}: connection refused: {reason}")
+        client.disconnect()
+        client.loop(0.1)
+    finally:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+        with contextlib.suppress(Exception):
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
