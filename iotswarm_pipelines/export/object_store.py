@@ -86,10 +86,11 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         meta = exc.response.get("ResponseMetadata", {})
+        attempts = meta.get("RetryAttempts", 0) + 1
         text = (
             f"{error.get('Code', 'Error')} (HTTP {meta.get('HTTPStatusCode', '?')}) after "
-            f"{meta.get('RetryAttempts', 0) + 1} attempt(s): {error.get('Message', '')}".rstrip(": ")
-        )
+            f"{attempts} attempt(s): {error.get('Message', '')}"
+        ).rstrip(": ")
     else:
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
