@@ -10,8 +10,10 @@ that names the database without its password.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +36,7 @@ class SourceTableError(SourceError, catalogue.UnknownTableError):
     """A table name that is not in the catalogue, or a catalogue table the database lacks."""
 
 
-# Driver messages and SQLSTATEs of failures that a later attempt can get past.
+# Failures a later attempt can get past: the connection dropped or the server is (re)starting.
 _TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "08000", "08001", "08003", "08006"})
 _TRANSIENT_MARKERS = (
     "ORA-03113",  # end-of-file on communication channel
@@ -61,16 +63,19 @@ _TRANSIENT_MARKERS = (
     "consuming input failed",
     "database is locked",
 )
-_AUTH_MARKERS = (
-    "password authentication failed",
-    "authentication failed",
-    "no pg_hba.conf entry",
-    "ORA-01017",
-    "ORA-28000",
-    "ORA-01045",
-    "DPY-4001",
+# Failures that no retry fixes and that must surface at once: credentials and roles.
+_AUTH_SQLSTATES = frozenset({"28000", "28P01"})
+_AUTH_PATTERN = re.compile(
+    r"authentication failed|no pg_hba\.conf entry|not permitted to log in"
+    r"|role \".*\" does not exist|ORA-01017|ORA-28000|ORA-01045|DPY-4001",
+    re.IGNORECASE,
 )
-_MISSING_TABLE_MARKERS = ("ORA-00942", "no such table", "UndefinedTable", "does not exist")
+_MISSING_TABLE_SQLSTATES = frozenset({"42P01"})
+_MISSING_TABLE_PATTERN = re.compile(r"ORA-00942|no such table", re.IGNORECASE)
+
+
+def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -80,13 +85,19 @@ def is_transient(exc: BaseException) -> bool:
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
     text = str(exc.orig)
-    if any(marker.lower() in text.lower() for marker in _AUTH_MARKERS):
+    if _sqlstate(exc) in _AUTH_SQLSTATES or _AUTH_PATTERN.search(text):
         return False
-    if exc.connection_invalidated:
-        return True
-    if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+    if exc.connection_invalidated or _sqlstate(exc) in _TRANSIENT_SQLSTATES:
         return True
     return any(marker.lower() in text.lower() for marker in _TRANSIENT_MARKERS)
+
+
+def _is_missing_table(exc: sa.exc.SQLAlchemyError) -> bool:
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    return _sqlstate(exc) in _MISSING_TABLE_SQLSTATES or bool(
+        _MISSING_TABLE_PATTERN.search(str(exc.orig))
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -100,13 +111,25 @@ def _redacted(url: str) -> str:
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
-        return f"{url.partition('://')[0] or 'an'} URL that cannot be parsed"
+        return "<a URL that cannot be parsed>"  # never echoed: it may hold a password
 
 
 # One engine (and its connection pool) per process and database, shared by every instance of
 # the resource: Dagster builds a new resource object for each run, sensor tick and asset.
-_ENGINES: dict[tuple[int, str, str | None, float], sa.Engine] = {}
+_ENGINES: dict[tuple[str, str | None, float], sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
+
+
+def _forget_inherited_engines() -> None:
+    """In a forked child, drop the parent's pools without closing the sockets it still uses."""
+    global _ENGINES_LOCK
+    _ENGINES_LOCK = threading.Lock()
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+    _ENGINES.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_engines)
 
 
 def dispose_engines() -> None:
@@ -173,7 +196,10 @@ class CosmosSource(dg.ConfigurableResource):
         if table is not None:
             return self._sites_in(self._sa_table(table))
         try:
-            listed = self._run(lambda conn: list(conn.execute(queries.listed_sites()).scalars()))
+            listed = self._run(
+                lambda conn: list(conn.execute(queries.listed_sites()).scalars()),
+                catalogue.SITES_TABLE,
+            )
         except SourceTableError:
             listed = []
         if listed:
@@ -242,10 +268,13 @@ class CosmosSource(dg.ConfigurableResource):
         Read site by site so each query is an index range scan; all sites with rows in the
         table when ``site_ids`` is None.
         """
-        sa_table = self._sa_table(table)
-        sites = self._sites_for(sa_table, site_ids)
-        for site_id in sites:
-            yield from self._stream(sa_table, site_id, after, until)
+        sa_table = self._sa_table(table)  # an unknown table fails here, not at the first row
+
+        def stream() -> Iterator[dict[str, Any]]:
+            for site_id in self._sites_for(sa_table, site_ids):
+                yield from self._stream(sa_table, site_id, after, until)
+
+        return stream()
 
     def recent_rows(self, table: str, site_id: str, limit: int) -> list[dict[str, Any]]:
         """A site's newest ``limit`` rows, oldest first (history for a swarm device to replay)."""
@@ -277,7 +306,7 @@ class CosmosSource(dg.ConfigurableResource):
     def _sites_for(self, table: sa.Table, site_ids: Sequence[str] | None) -> list[str]:
         if site_ids is None:
             return self._sites_in(table)
-        return sorted({catalogue.get_site(s).site_id for s in site_ids})
+        return sorted({s.strip().upper() for s in site_ids})
 
     def _sites_in(self, table: sa.Table) -> list[str]:
         """Distinct site IDs of a table by a loose index scan: one probe per site, not a scan."""
@@ -293,7 +322,7 @@ class CosmosSource(dg.ConfigurableResource):
         return self._run(probe, table.name)
 
     def _engine(self) -> sa.Engine:
-        key = (os.getpid(), self.url, self.schema_name, self.connect_timeout_seconds)
+        key = (self.url, self.schema_name, self.connect_timeout_seconds)
         with _ENGINES_LOCK:
             engine = _ENGINES.get(key)
             if engine is None:
@@ -306,7 +335,7 @@ class CosmosSource(dg.ConfigurableResource):
             url = sa.engine.make_url(self.url)
         except sa.exc.ArgumentError:
             raise SourceError(
-                f"COSMOS source URL is not a SQLAlchemy URL ({self._safe_url}): expected "
+                "COSMOS source URL cannot be parsed as a SQLAlchemy URL: expected "
                 "oracle+oracledb://user:password@host:1521/?service_name=..., "
                 "postgresql+psycopg://user:password@host/db or sqlite:///path/to/cosmos.sqlite"
             ) from None
@@ -334,10 +363,13 @@ class CosmosSource(dg.ConfigurableResource):
             ) from None
 
     def _fail(self, exc: sa.exc.SQLAlchemyError, table: str | None) -> SourceError:
-        detail = _first_line(exc).replace(sa.engine.make_url(self.url).password or "\0", "***")
-        if table is not None and any(m.lower() in detail.lower() for m in _MISSING_TABLE_MARKERS):
+        detail = _first_line(exc)
+        password = sa.engine.make_url(self.url).password
+        if password:  # drivers do not echo it; this is a second line of defence
+            detail = re.sub(rf"(?<!\w){re.escape(str(password))}(?!\w)", "***", detail)
+        if table is not None and _is_missing_table(exc):
             return SourceTableError(
-                f"COSMOS source {self._safe_url}: table {table} is missing ({detail}); "
+                f"COSMOS source {self._safe_url}: table {table} does not exist ({detail}); "
                 "create it (cosmos-sample for a sample database) or fix schema_name"
             )
         return SourceError(f"COSMOS source {self._safe_url}: {detail}")
@@ -369,35 +401,39 @@ class CosmosSource(dg.ConfigurableResource):
         """Stream one site's rows in chunks; after a transient failure resume at the last row.
 
         Rows can share a ``DATE_TIME`` (the tables have no primary key), so a resumed query
-        starts *at* the last time delivered and skips as many rows at that time as were sent.
+        starts *at* the last time delivered and drops exactly the rows at that time that were
+        already delivered, whatever order the database returns them in this time.
         """
         engine = self._engine()
         names = tuple(table.c.keys())
-        lower, include_lower, skip, same = after, False, 0, 0
+        lower = after
+        at_lower: list[tuple[Any, ...]] = []  # rows delivered whose DATE_TIME is ``lower``
         attempt = 0
         while True:
-            statement = queries.site_rows(table, site_id, lower, until, include_after=include_lower)
+            statement = queries.site_rows(
+                table, site_id, lower, until, include_after=bool(at_lower)
+            )
+            already = Counter(at_lower)
             try:
                 with engine.connect() as conn:
                     result = conn.execution_options(
                         stream_results=True, yield_per=self.chunk_rows
                     ).execute(statement)
                     for row in result:
-                        if skip:
-                            skip -= 1
-                            continue
-                        when = row[1]
-                        if include_lower and when == lower:
-                            same += 1
+                        values = tuple(row)
+                        when = values[1]
+                        if when == lower:
+                            if already[values]:
+                                already[values] -= 1
+                                continue
+                            at_lower.append(values)
                         else:
-                            lower, include_lower, same = when, True, 1
+                            lower, at_lower = when, [values]
                         attempt = 0
-                        yield dict(zip(names, row, strict=True))
+                        yield dict(zip(names, values, strict=True))
                     return
             except sa.exc.SQLAlchemyError as exc:
                 attempt += 1
                 if not is_transient(exc) or attempt > self.retries:
                     raise self._fail(exc, table.name) from None
-                if include_lower:
-                    skip = same
                 self._backoff(attempt)

@@ -1,0 +1,422 @@
+"""The COSMOS source against real SQLite files and the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from iotswarm_pipelines.cosmos import catalogue, schema
+from iotswarm_pipelines.cosmos.source import (
+    CosmosSource,
+    SourceError,
+    SourceTableError,
+    dispose_engines,
+)
+from iotswarm_tests.services import free_port
+
+RAINE = "LEVEL1_PRECIP_RAINE_1MIN"
+SOILMET = "LEVEL1_SOILMET_30MIN"
+T0 = datetime(2024, 6, 1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_engines() -> Iterator[None]:
+    """Each test's databases are new, so their pooled connections must not outlive the test."""
+    yield
+    dispose_engines()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """An empty database with every COSMOS table and ``SITES`` created."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'cosmos.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    engine = sa.create_engine(url)
+    schema.metadata.create_all(engine)
+    engine.dispose()
+    return url
+
+
+def insert(url: str, table: sa.Table, rows: list[dict]) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), rows)
+    engine.dispose()
+
+
+def raine_rows(site_id: str, minutes: range) -> list[dict]:
+    return [
+        {
+            "SITE_ID": site_id,
+            "DATE_TIME": T0 + timedelta(minutes=m),
+            "PRECIP_RAINE": m / 10,
+            "PRECIP_RAINE_DIAG": m,
+        }
+        for m in minutes
+    ]
+
+
+@pytest.fixture
+def raine_db(db_url) -> str:
+    """Two sites with ten rows each (minutes 1..10) and one site with three (1..3)."""
+    insert(
+        db_url,
+        schema.sa_table(RAINE),
+        raine_rows("ALIC1", range(1, 11))
+        + raine_rows("BALRD", range(1, 11))
+        + raine_rows("CHIMN", range(1, 4)),
+    )
+    return db_url
+
+
+def at(minute: int) -> datetime:
+    return T0 + timedelta(minutes=minute)
+
+
+# ------------------------------------------------------------------------------ sites
+
+
+def test_list_sites_comes_from_the_sites_table(db_url):
+    insert(
+        db_url,
+        schema.SITES,
+        [{"SITE_ID": s.site_id, "SITE_NAME": s.name} for s in catalogue.SITES[:5]],
+    )
+    insert(db_url, schema.sa_table(RAINE), raine_rows("WYTH1", range(1, 3)))
+
+    assert CosmosSource(url=db_url).list_sites() == sorted(s.site_id for s in catalogue.SITES[:5])
+
+
+def test_list_sites_of_a_table_are_the_sites_with_rows(raine_db):
+    insert(raine_db, schema.SITES, [{"SITE_ID": "ZZZZZ", "SITE_NAME": "listed only"}])
+
+    assert CosmosSource(url=raine_db).list_sites(RAINE) == ["ALIC1", "BALRD", "CHIMN"]
+
+
+def test_list_sites_falls_back_to_table_contents_when_sites_is_empty(raine_db):
+    insert(raine_db, schema.sa_table(SOILMET), [{"SITE_ID": "MORLY", "DATE_TIME": T0}])
+
+    assert CosmosSource(url=raine_db).list_sites() == ["ALIC1", "BALRD", "CHIMN", "MORLY"]
+
+
+def test_list_sites_falls_back_when_the_sites_table_is_missing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'no-sites.sqlite'}"
+    engine = sa.create_engine(url)
+    schema.sa_table(RAINE).create(engine)
+    engine.dispose()
+    insert(url, schema.sa_table(RAINE), raine_rows("HOLLN", range(1, 3)))
+
+    assert CosmosSource(url=url).list_sites() == ["HOLLN"]
+
+
+# ------------------------------------------------------------------------------ newest
+
+
+def test_newest_times_per_site_are_naive_datetimes(raine_db):
+    newest = CosmosSource(url=raine_db).newest_times(RAINE)
+
+    assert newest == {"ALIC1": at(10), "BALRD": at(10), "CHIMN": at(3)}
+    assert all(type(t) is datetime and t.tzinfo is None for t in newest.values())
+
+
+def test_newest_times_of_chosen_sites_leave_out_sites_without_rows(raine_db):
+    newest = CosmosSource(url=raine_db).newest_times(RAINE, ["chimn", "MORLY"])
+
+    assert newest == {"CHIMN": at(3)}
+
+
+def test_newest_times_of_an_empty_table_is_empty(db_url):
+    assert CosmosSource(url=db_url).newest_times(SOILMET) == {}
+
+
+def test_latest_rows_are_whole_rows_in_catalogue_order_with_driver_types(raine_db):
+    latest = CosmosSource(url=raine_db).latest_rows(RAINE, ["BALRD", "CHIMN"])
+
+    assert latest == {
+        "BALRD": {
+            "SITE_ID": "BALRD",
+            "DATE_TIME": at(10),
+            "PRECIP_RAINE": 1.0,
+            "PRECIP_RAINE_DIAG": 10,
+        },
+        "CHIMN": {
+            "SITE_ID": "CHIMN",
+            "DATE_TIME": at(3),
+            "PRECIP_RAINE": 0.3,
+            "PRECIP_RAINE_DIAG": 3,
+        },
+    }
+    row = latest["BALRD"]
+    assert list(row) == list(catalogue.get_table(RAINE).column_names)
+    assert type(row["PRECIP_RAINE_DIAG"]) is int
+    assert type(row["PRECIP_RAINE"]) is float
+
+
+def test_latest_rows_of_a_wide_table_keep_nulls(db_url):
+    table = catalogue.get_table(SOILMET)
+    insert(
+        db_url,
+        schema.sa_table(SOILMET),
+        [
+            {"SITE_ID": "ALIC1", "DATE_TIME": T0, "TA": 1.5, "RECORD": 7},
+            {"SITE_ID": "ALIC1", "DATE_TIME": T0 + table.cadence, "TA": 2.5, "RECORD": 8},
+        ],
+    )
+
+    row = CosmosSource(url=db_url).latest_rows(SOILMET)["ALIC1"]
+
+    assert list(row) == list(table.column_names)
+    assert (row["DATE_TIME"], row["TA"], row["RECORD"], row["SWIN"]) == (
+        T0 + table.cadence,
+        2.5,
+        8,
+        None,
+    )
+
+
+def test_recent_rows_are_the_newest_few_oldest_first(raine_db):
+    rows = CosmosSource(url=raine_db).recent_rows(RAINE, "ALIC1", 3)
+
+    assert [r["DATE_TIME"] for r in rows] == [at(8), at(9), at(10)]
+
+
+# ------------------------------------------------------------------------------ streams
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 5000])
+def test_rows_after_is_exclusive_below_inclusive_above_and_oldest_first(raine_db, chunk_rows):
+    source = CosmosSource(url=raine_db, chunk_rows=chunk_rows)
+
+    assert [r["DATE_TIME"] for r in source.rows_after(RAINE, "ALIC1", at(3), at(7))] == [
+        at(4),
+        at(5),
+        at(6),
+        at(7),
+    ]
+    assert [r["PRECIP_RAINE_DIAG"] for r in source.rows_after(RAINE, "BALRD", at(8))] == [9, 10]
+    assert len(list(source.rows_after(RAINE, "CHIMN", None))) == 3
+    assert list(source.rows_after(RAINE, "ALIC1", at(10))) == []
+
+
+def test_rows_between_are_ordered_by_site_then_time(raine_db):
+    source = CosmosSource(url=raine_db, chunk_rows=2)
+
+    keys = [(r["SITE_ID"], r["DATE_TIME"]) for r in source.rows_between(RAINE, at(2), at(4))]
+
+    assert keys == [
+        ("ALIC1", at(3)),
+        ("ALIC1", at(4)),
+        ("BALRD", at(3)),
+        ("BALRD", at(4)),
+        ("CHIMN", at(3)),
+    ]
+
+
+def test_rows_between_chosen_sites(raine_db):
+    rows = CosmosSource(url=raine_db).rows_between(RAINE, at(0), at(100), ["CHIMN", "ALIC1"])
+
+    assert Counter(r["SITE_ID"] for r in rows) == {"ALIC1": 10, "CHIMN": 3}
+
+
+def test_abandoned_stream_gives_its_connection_back(raine_db):
+    source = CosmosSource(url=raine_db, chunk_rows=2)
+    pool = source._engine().pool
+
+    stream = source.rows_after(RAINE, "ALIC1", None)
+    next(stream)
+    assert pool.checkedout() == 1
+    stream.close()
+
+    assert pool.checkedout() == 0
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_unknown_table_is_a_source_error_and_an_unknown_table_error(raine_db):
+    source = CosmosSource(url=raine_db)
+
+    for call in (
+        lambda: source.newest_times("LEVEL1_NOPE"),
+        lambda: source.rows_between("LEVEL1_NOPE", at(0), at(1)),
+        lambda: source.rows_after("LEVEL1_NOPE", "ALIC1", at(0)),
+    ):
+        with pytest.raises(SourceError, match="unknown COSMOS table 'LEVEL1_NOPE'") as caught:
+            call()
+        assert isinstance(caught.value, catalogue.UnknownTableError)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_missing_table_names_the_table(request, tmp_path, backend):
+    url = (
+        f"sqlite:///{tmp_path / 'empty.sqlite'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    sa.create_engine(url).connect().close()  # creates the empty SQLite file
+    source = CosmosSource(url=url, retry_backoff_seconds=0)
+
+    with pytest.raises(SourceTableError, match=f"table {RAINE} does not exist"):
+        list(source.rows_after(RAINE, "ALIC1", None))
+    with pytest.raises(SourceTableError, match=f"table {RAINE} does not exist"):
+        source.newest_times(RAINE, ["ALIC1"])
+    with pytest.raises(SourceTableError, match=f"missing table\\(s\\) {RAINE}"):
+        source.check([RAINE])
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url with s3cret", "cannot be parsed as a SQLAlchemy URL"),
+        ("nosuchdb://user:s3cret@host/db", "cannot use this database URL"),
+        ("mysql+nosuchdriver://user:s3cret@host/db", "cannot use this database URL"),
+        ("sqlite:////nonexistent-iotswarm/cosmos.sqlite", "does not exist"),
+    ],
+)
+def test_bad_url_is_one_clear_line_without_the_password(url, message):
+    with pytest.raises(SourceError, match=message) as caught:
+        CosmosSource(url=url).check()
+
+    text = str(caught.value)
+    assert "\n" not in text
+    assert "s3cret" not in text
+
+
+def _count_connects(source: CosmosSource) -> list[int]:
+    attempts = [0]
+
+    @sa.event.listens_for(source._engine(), "do_connect")
+    def count(*_):
+        attempts[0] += 1
+
+    return attempts
+
+
+@pytest.fixture
+def pg_role(pg_server_url) -> Iterator[str]:
+    """A role with a password that may not log in: the server trusts loopback passwords."""
+    name = f"iotswarm_src_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {name} NOLOGIN PASSWORD 'rightpassword'"))
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {name}"))
+        admin.dispose()
+
+
+def test_refused_credentials_fail_at_once_without_the_password(pg_url, pg_role):
+    url = sa.engine.make_url(pg_url).set(username=pg_role, password="wr0ngpassw0rd")
+    source = CosmosSource(
+        url=url.render_as_string(hide_password=False), retries=4, retry_backoff_seconds=60
+    )
+    attempts = _count_connects(source)
+
+    with pytest.raises(SourceError, match=f'role "{pg_role}" is not permitted to log in') as caught:
+        source.newest_times(RAINE, ["ALIC1"])
+
+    assert attempts[0] == 1
+    assert "wr0ngpassw0rd" not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+def test_unknown_role_fails_at_once(pg_url):
+    url = sa.engine.make_url(pg_url).set(username="iotswarm_no_such_role", password="x")
+    source = CosmosSource(url=url.render_as_string(hide_password=False), retry_backoff_seconds=60)
+    attempts = _count_connects(source)
+
+    with pytest.raises(SourceError, match="does not exist"):
+        source.check()
+    assert attempts[0] == 1
+
+
+def test_unreachable_server_is_retried_then_named():
+    url = f"postgresql+psycopg://cosmos:s3cret@127.0.0.1:{free_port()}/cosmos"
+    source = CosmosSource(url=url, retries=2, retry_backoff_seconds=0.01)
+    attempts = _count_connects(source)
+
+    with pytest.raises(SourceError, match="Connection refused") as caught:
+        source.list_sites()
+
+    assert attempts[0] == 3
+    assert str(caught.value).startswith("COSMOS source postgresql+psycopg://cosmos:***@127.0.0.1:")
+    assert "s3cret" not in str(caught.value)
+
+
+# ------------------------------------------------------------------------------ retries
+
+
+def _terminate_other_backends(pg_url: str) -> int:
+    """Kill every connection to the test database except this one, like a server restart."""
+    database = sa.engine.make_url(pg_url).database
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": database},
+        ).scalar_one()
+    admin.dispose()
+    return killed
+
+
+@pytest.fixture
+def pg_duplicates(pg_url) -> tuple[str, list[tuple]]:
+    """Two sites x 1000 minutes, two different rows at every minute (no primary key)."""
+    engine = sa.create_engine(pg_url)
+    schema.sa_table(RAINE).create(engine)
+    engine.dispose()
+    rows = [
+        {"SITE_ID": site, "DATE_TIME": at(m), "PRECIP_RAINE": m / 10, "PRECIP_RAINE_DIAG": copy}
+        for site in ("ALIC1", "BALRD")
+        for m in range(1, 1001)
+        for copy in (0, 1)
+    ]
+    insert(pg_url, schema.sa_table(RAINE), rows)
+    return pg_url, [tuple(r.values()) for r in rows]
+
+
+def test_stream_survives_a_killed_connection_without_duplicates_or_gaps(pg_duplicates):
+    pg_url, expected = pg_duplicates
+    # An odd chunk size makes the connection die between the two rows of one minute.
+    source = CosmosSource(url=pg_url, chunk_rows=101, retry_backoff_seconds=0.01)
+    stream = source.rows_between(RAINE, at(0), at(5000))
+    received = [tuple(next(stream).values()) for _ in range(101)]
+
+    assert _terminate_other_backends(pg_url) == 1
+    received += [tuple(r.values()) for r in stream]
+
+    assert len(received) == len(expected)
+    assert Counter(received) == Counter(expected)
+    assert [r[:2] for r in received] == sorted(r[:2] for r in expected)
+
+
+def test_stream_gives_up_after_its_retries(pg_duplicates):
+    pg_url, _ = pg_duplicates
+    source = CosmosSource(url=pg_url, chunk_rows=10, retries=0)
+    stream = source.rows_after(RAINE, "ALIC1", None)
+    next(stream)
+
+    assert _terminate_other_backends(pg_url) == 1
+    with pytest.raises(SourceError, match="terminating connection due to administrator command"):
+        list(stream)
+
+
+def test_probe_after_a_database_restart_reconnects(raine_db):
+    source = CosmosSource(url=raine_db)
+    assert source.newest_times(RAINE, ["ALIC1"]) == {"ALIC1": at(10)}
+    if raine_db.startswith("postgresql"):
+        assert _terminate_other_backends(raine_db) == 1  # the idle pooled connection
+
+    assert source.latest_rows(RAINE, ["ALIC1"])["ALIC1"]["DATE_TIME"] == at(10)
