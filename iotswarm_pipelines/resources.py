@@ -13,6 +13,7 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.object_store import LocalObjectStore, S3ObjectStore
 from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.swarm.resources import MqttResource
 
 
 def build_resources() -> dict[str, Any]:
@@ -24,6 +25,7 @@ def build_resources() -> dict[str, Any]:
             else CosmosSource(url=settings.sample_db_url())
         ),
         **_export_resources(prod),
+        "mqtt": _mqtt_resource(prod),
     }
 
 
@@ -61,3 +63,23 @@ def _export_resources(prod: bool) -> dict[str, Any]:
             prefix=os.environ.get("LIVECOSMOS_BUCKET_PREFIX", EXPORT_PREFIX),
         ),
     }
+
+
+def _mqtt_resource(prod: bool) -> MqttResource:
+    """The swarm's broker: Mosquitto on loopback locally, ``IOTSWARM_MQTT_*`` in production."""
+    if not prod:
+        return MqttResource(host="127.0.0.1", port=1883)
+    alpn = os.environ.get("IOTSWARM_MQTT_ALPN", "")
+    return MqttResource(
+        host=dg.EnvVar("IOTSWARM_MQTT_HOST"),
+        port=int(os.environ.get("IOTSWARM_MQTT_PORT", "8883")),
+        tls=os.environ.get("IOTSWARM_MQTT_TLS", "true").lower() in ("1", "true", "yes"),
+        alpn=[a for a in alpn.split(",") if a],
+        **_set_env(
+            username="IOTSWARM_MQTT_USERNAME",
+            password="IOTSWARM_MQTT_PASSWORD",
+            ca_file="IOTSWARM_MQTT_CA_FILE",
+            cert_file="IOTSWARM_MQTT_CERT_FILE",
+            key_file="IOTSWARM_MQTT_KEY_FILE",
+        ),
+    )

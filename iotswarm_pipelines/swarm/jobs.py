@@ -1,0 +1,31 @@
+"""The swarm job: plan, one step per shard, report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from iotswarm_pipelines.swarm.ops import plan_swarm, run_shard, swarm_report
+
+
+def build_swarm_job(resource_defs: dict[str, Any] | None = None) -> dg.JobDefinition:
+    """The job, with resources from the code location (None) or given (the CLI's)."""
+
+    @dg.job(
+        name="swarm_job",
+        description="Simulate COSMOS dataloggers over MQTT in shards; report delivery and latency.",
+        resource_defs=resource_defs,
+        tags={"iotswarm/area": "swarm"},
+    )
+    def swarm_job() -> None:
+        shards, spec = plan_swarm()
+        swarm_report(spec, shards.map(run_shard).collect())
+
+    return swarm_job
+
+
+# The default executor runs every shard step in its own process (multiprocess), with the
+# instance's IO manager moving the plain data between them. Shards on other machines need an IO
+# manager they all reach, e.g. dagster_aws.s3.S3PickleIOManager.
+swarm_job = build_swarm_job()

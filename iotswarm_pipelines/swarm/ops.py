@@ -1,0 +1,182 @@
+"""The swarm job's three steps: plan and fan out, run one shard, report.
+
+Steps exchange only plain picklable data (``ShardPlan``, ``ShardResult``, ``SwarmReport``), so
+any executor and IO manager that can move pickles between processes works.
+"""
+
+import threading
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+
+from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.swarm import config as cf
+from iotswarm_pipelines.swarm import data, sessions
+from iotswarm_pipelines.swarm.config import ShardPlan, SwarmConfig, SwarmPlan, SwarmSpec
+from iotswarm_pipelines.swarm.devices import SwarmConfigError
+from iotswarm_pipelines.swarm.mqtt.engine import ShardResult
+from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
+from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
+from iotswarm_pipelines.swarm.report import SwarmReport, render_markdown, render_text, summarize
+from iotswarm_pipelines.swarm.resources import MqttResource
+
+SWARM_TAG = "iotswarm/swarm"
+
+
+def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name: str) -> SwarmPlan:
+    """Every check that can fail before a device starts; raises one-line errors.
+
+    ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
+    """
+    cf.check_config(config)
+    settings = mqtt.settings(
+        qos=config.qos,
+        protocol=config.protocol,
+        connect_rate=config.connect_rate,
+        max_publish_rate=config.max_publish_rate,
+    )
+    settings.validate()
+    rows = cf.check_sources(config, cosmos)
+    swarm = cf.plan(config, rows, name)
+    if not config.dry:
+        check_broker(settings, timeout=settings.connect_timeout)
+    return swarm
+
+
+@dg.op(
+    out={"shards": dg.DynamicOut(ShardPlan), "spec": dg.Out(SwarmSpec)},
+    description="Check the options, source and broker; plan devices; one output per shard.",
+)
+def plan_swarm(
+    context: dg.OpExecutionContext, config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource
+) -> Iterator[dg.Output | dg.DynamicOutput]:
+    try:
+        swarm = prepare(config, cosmos, mqtt, f"swarm-{context.run_id[:8]}")
+    except (SwarmConfigError, MqttConfigError, BrokerError) as exc:
+        raise dg.Failure(description=str(exc)) from None
+    name = swarm.spec.swarm_name
+    if context.run.tags.get(SWARM_TAG) != name:
+        context.instance.add_run_tags(context.run_id, {SWARM_TAG: name})
+    context.log.info(
+        f"swarm {name}: {swarm.devices} devices from {len(swarm.sites)} sites in "
+        f"{len(swarm.shards)} shard(s), mode {swarm.spec.mode}, {swarm.resumed} resumed"
+    )
+    yield dg.Output(
+        swarm.spec,
+        "spec",
+        metadata={"devices": swarm.devices, "sites": len(swarm.sites), "shards": len(swarm.shards)},
+    )
+    for shard in swarm.shards:
+        yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{shard.shard}")
+
+
+def _progress_line(result: ShardResult) -> str:
+    seconds = max(time.time() - result.started_at, 1e-9)
+    line = (
+        f"shard {result.shard}: sent {result.sent} ({result.sent / seconds:.1f}/s), "
+        f"acknowledged {result.acknowledged}, failed {result.failed}, skipped {result.skipped}"
+    )
+    if result.verified:
+        line += f", delivered {result.delivered}, lost so far {result.lost}"
+    return line
+
+
+@dg.op(description="Publish one shard's devices in this process and account for every message.")
+def run_shard(
+    context: dg.OpExecutionContext, cosmos: CosmosSource, mqtt: MqttResource, shard: ShardPlan
+) -> dg.Output[ShardResult]:
+    spec = shard.spec
+    rows = cf.open_rows(spec.source, spec.table, cosmos)
+    streams = data.build_streams(
+        shard.devices,
+        rows,
+        mode=spec.mode,
+        device_type=spec.device_type,
+        rows_per_message=spec.rows_per_message,
+        sleep_time=spec.sleep_time,
+        speed=spec.speed,
+        positions=shard.positions,
+        history_start=spec.history_start,
+    )
+    settings = mqtt.settings(
+        qos=spec.qos,
+        protocol=spec.protocol,
+        connect_rate=spec.connect_rate,
+        max_publish_rate=spec.max_publish_rate,
+    )
+
+    def save_positions() -> None:
+        positions = {s.device_id: s.position for s in streams}
+        sessions.save_shard(
+            spec.swarm_name, shard.shard, spec.table, spec.mode, positions, spec.sessions_dir
+        )
+
+    def on_progress(result: ShardResult) -> None:
+        context.log.info(_progress_line(result))
+        save_positions()
+
+    stop = threading.Event()
+    outcome: dict[str, ShardResult | BaseException] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_engine(
+                shard.shard,
+                streams,
+                settings,
+                spec.schedule,
+                connections=spec.connections,  # type: ignore[arg-type]
+                dry=spec.dry,
+                verify=spec.verify,
+                should_stop=stop.is_set,
+                on_progress=on_progress,
+                progress_interval=spec.progress_interval,
+            )
+        except BaseException as exc:  # handed to the step's thread, which raises it
+            outcome["error"] = exc
+
+    # The engine runs in a worker thread so that the termination of the run (an exception in
+    # this, the main, thread) can ask it to stop and still collect its partial result.
+    worker = threading.Thread(target=work, name=f"swarm-shard-{shard.shard}", daemon=True)
+    worker.start()
+    interrupted = False
+    while worker.is_alive():
+        try:
+            worker.join(0.5)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            interrupted = True
+            context.log.warning(f"shard {shard.shard}: run terminated, stopping the devices")
+            stop.set()
+    save_positions()
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, MqttConfigError | BrokerError):
+            raise dg.Failure(description=f"shard {shard.shard}: {error}") from None
+        raise error  # type: ignore[misc]
+    result = outcome["result"]
+    assert isinstance(result, ShardResult)
+    summary = summarize([result])
+    context.log.info(
+        ("partial report after termination\n" if interrupted else "")
+        + render_text(summary, f"shard {shard.shard}")
+    )
+    return dg.Output(result, metadata=summary.metadata())
+
+
+@dg.op(description="Fold the shards' results into the swarm's report and its saved session.")
+def swarm_report(
+    context: dg.OpExecutionContext, spec: SwarmSpec, results: list[ShardResult]
+) -> dg.Output[SwarmReport]:
+    report = summarize(sorted(results, key=lambda r: r.shard))
+    sessions.consolidate(spec.swarm_name, spec.sessions_dir)
+    text = render_text(report, spec.swarm_name)
+    context.log.info(text)
+    metadata = {
+        **report.metadata(),
+        "swarm": spec.swarm_name,
+        "summary": dg.MetadataValue.md(render_markdown(report, spec.swarm_name)),
+    }
+    # Logged as an observation of one asset so the UI plots the figures across swarm runs.
+    context.log_event(dg.AssetMaterialization(asset_key="swarm_report", metadata=metadata))
+    return dg.Output(report, metadata=metadata)

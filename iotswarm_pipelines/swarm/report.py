@@ -1,0 +1,181 @@
+"""One swarm's report from its shards' results: totals, latency percentiles and a text chart.
+
+Pure functions over plain data, so the Dagster report step, the CLI and tests share them.
+Shard timelines are aligned on wall-clock time (each shard started at its own moment) before
+they are bucketed for the chart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+BARS = " ▁▂▃▄▅▆▇█"
+CHART_BUCKETS = 40
+
+
+@dataclass
+class SwarmReport:
+    devices: int = 0
+    connections: int = 0
+    sent: int = 0
+    acknowledged: int = 0
+    failed: int = 0
+    skipped: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    connect_failures: int = 0
+    verified: bool = False
+    seconds: float = 0.0
+    msgs_per_s: float = 0.0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    rate_series: list[float] = field(default_factory=list)
+    latency_series: list[float | None] = field(default_factory=list)
+    bucket_seconds: float = 1.0
+    errors: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, float | int]:
+        """Numbers for Dagster run metadata (the UI plots numeric metadata over runs)."""
+        numbers: dict[str, float | int] = {
+            k: getattr(self, k)
+            for k in (
+                "devices",
+                "connections",
+                "sent",
+                "acknowledged",
+                "failed",
+                "skipped",
+                "delivered",
+                "lost",
+                "duplicated",
+                "connect_failures",
+            )
+        }
+        numbers["msgs_per_s"] = round(self.msgs_per_s, 2)
+        for name in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                numbers[name] = round(value, 2)
+        return numbers
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None without samples."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _series(results: Sequence[Any], start: float, seconds: float) -> tuple:
+    buckets = max(1, min(CHART_BUCKETS, math.ceil(seconds)))
+    width = max(seconds, 1e-9) / buckets
+    sent = [0] * buckets
+    weighted = [0.0] * buckets
+    delivered = [0] * buckets
+    for result in results:
+        offset = result.started_at - start
+        for second, n_sent, n_delivered, mean_ms in result.timeline:
+            k = min(buckets - 1, max(0, int((offset + second) / width)))
+            sent[k] += n_sent
+            if n_delivered and mean_ms is not None and not math.isnan(mean_ms):
+                delivered[k] += n_delivered
+                weighted[k] += n_delivered * mean_ms
+    rates = [n / width for n in sent]
+    latencies = [w / d if d else None for w, d in zip(weighted, delivered, strict=True)]
+    return rates, latencies, width
+
+
+def summarize(results: Sequence[Any]) -> SwarmReport:
+    """Totals over the shards' ``ShardResult``s."""
+    report = SwarmReport()
+    if not results:
+        return report
+    for name in (
+        "devices",
+        "connections",
+        "sent",
+        "acknowledged",
+        "failed",
+        "skipped",
+        "delivered",
+        "lost",
+        "duplicated",
+        "connect_failures",
+    ):
+        setattr(report, name, sum(getattr(r, name) for r in results))
+    report.verified = all(r.verified for r in results)
+    start = min(r.started_at for r in results)
+    report.seconds = max(max(r.ended_at for r in results) - start, 0.0)
+    report.msgs_per_s = report.sent / report.seconds if report.seconds > 0 else 0.0
+    latencies = [x for r in results for x in r.latencies_ms]
+    report.latency_p50_ms = percentile(latencies, 50)
+    report.latency_p95_ms = percentile(latencies, 95)
+    report.latency_p99_ms = percentile(latencies, 99)
+    report.rate_series, report.latency_series, report.bucket_seconds = _series(
+        results, start, report.seconds
+    )
+    report.errors = sorted({e for r in results for e in r.errors})[:20]
+    return report
+
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """One character per value, scaled to the largest; gaps (no data) are blank."""
+    known = [v for v in values if v is not None]
+    top = max(known, default=0.0)
+    if top <= 0:
+        return "".join(" " if v is None else BARS[1] for v in values)
+    return "".join(
+        " " if v is None else BARS[max(1, round(v / top * (len(BARS) - 1)))] for v in values
+    )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def render_text(report: SwarmReport, title: str = "swarm") -> str:
+    """The report as the CLI prints it and the markdown summary embeds it."""
+    delivery = (
+        f"delivered {report.delivered}, lost {report.lost}, duplicated {report.duplicated}"
+        if report.verified
+        else "not verified (run with verify to count deliveries and latency)"
+    )
+    lines = [
+        f"{title}: {report.devices} devices on {report.connections} connections, "
+        f"{report.seconds:.1f} s",
+        f"sent {report.sent} ({report.msgs_per_s:.1f} msgs/s), acknowledged "
+        f"{report.acknowledged}, failed {report.failed}, skipped {report.skipped}, "
+        f"connect failures {report.connect_failures}",
+        delivery,
+    ]
+    if report.verified:
+        lines.append(
+            f"latency p50 {_ms(report.latency_p50_ms)}, p95 {_ms(report.latency_p95_ms)}, "
+            f"p99 {_ms(report.latency_p99_ms)}"
+        )
+    if report.rate_series:
+        peak = max(report.rate_series)
+        lines.append(
+            f"msgs/s  |{sparkline(report.rate_series)}| peak {peak:.1f}, "
+            f"{report.bucket_seconds:.1f} s per bar"
+        )
+    if report.verified and any(v is not None for v in report.latency_series):
+        worst = max(v for v in report.latency_series if v is not None)
+        lines.append(f"latency |{sparkline(report.latency_series)}| max {worst:.1f} ms")
+    lines.extend(f"error: {e}" for e in report.errors)
+    return "\n".join(lines)
+
+
+def render_markdown(report: SwarmReport, title: str = "swarm") -> str:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in report.metadata().items())
+    chart = render_text(report, title)
+    return (
+        f"## Swarm report: {title}\n\n| metric | value |\n|---|---|\n{rows}\n\n```\n{chart}\n```\n"
+    )
