@@ -97,3 +97,16 @@ def test_replay_may_advance_only_from_at_or_before_the_watermark():
     assert replay_may_advance(at(5), at(5))
     assert replay_may_advance(at(10), at(5))
     assert not replay_may_advance(at(5), at(10))
+
+
+def test_payloads_before_a_failure_still_count_when_they_finish_after_it():
+    progress = SiteProgress()
+    seqs = [progress.sent() for _ in range(4)]
+    progress.failed_at(seqs[2])
+    progress.stored(seqs[3], at(4))
+    progress.stored(seqs[1], at(2))
+    assert progress.watermark is None
+    progress.stored(seqs[0], at(1))
+    assert progress.watermark == at(2)
+    progress.failed_at(seqs[3])  # a later failure does not move the gap
+    assert progress.watermark == at(2)

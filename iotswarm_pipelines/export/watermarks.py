@@ -75,12 +75,12 @@ class SiteProgress:
         self._sent = 0
         self._done = 0  # payloads 0.._done-1 are all stored
         self._finished: dict[int, datetime] = {}
-        self._failed = False
+        self._gap: int | None = None  # the earliest payload that failed
         self.watermark: datetime | None = None
 
     @property
     def failed(self) -> bool:
-        return self._failed
+        return self._gap is not None
 
     def sent(self) -> int:
         """Register the next payload in send order; returns its sequence number."""
@@ -88,8 +88,8 @@ class SiteProgress:
         return self._sent - 1
 
     def stored(self, seq: int, newest: datetime) -> None:
-        if self._failed:
-            return
+        if self._gap is not None and seq > self._gap:
+            return  # beyond a failed payload: can never count in this run
         self._finished[seq] = newest
         while self._done in self._finished:
             when = self._finished.pop(self._done)
@@ -97,5 +97,6 @@ class SiteProgress:
             self._done += 1
 
     def failed_at(self, seq: int) -> None:
-        self._failed = True
-        self._finished.clear()
+        if self._gap is None or seq < self._gap:
+            self._gap = seq
+            self._finished = {s: t for s, t in self._finished.items() if s < seq}

@@ -1,0 +1,189 @@
+"""export_table against real databases, real object stores and real state files."""
+
+import json
+import re
+from datetime import datetime, timedelta
+
+import pytest
+
+from iotswarm_pipelines.export import keys
+from iotswarm_pipelines.export.pipeline import ExportError, export_table, export_window
+from iotswarm_tests.export_fixtures import (
+    PREFIX,
+    SOILMET,
+    insert_rows,
+    local_store,
+    make_rows,
+    s3_store,
+    source,
+    sqlite_url,
+    state_store,
+)
+
+NOW = datetime(2024, 6, 2, 12, 0)
+KEY = re.compile(rf"^{PREFIX}/(ALIC1|BALRD)/LIVE_SOILMET_30MIN/(\d{{13}})-([0-9a-f]{{32}})$")
+
+
+def half_hours(start: datetime, count: int) -> list[datetime]:
+    return [start + timedelta(minutes=30 * i) for i in range(count)]
+
+
+def seed(url: str, start: datetime, count: int, sites=("ALIC1", "BALRD")) -> None:
+    for site in sites:
+        insert_rows(url, SOILMET, make_rows(SOILMET, site, half_hours(start, count)))
+
+
+def run(url, store, state, **kwargs):
+    return export_table(SOILMET, source=source(url), store=store, state=state, now=NOW, **kwargs)
+
+
+def times_of(store) -> dict[str, list[datetime]]:
+    """Each site's row times, read back from the stored payloads."""
+    found: dict[str, list[datetime]] = {}
+    for key in store.list_keys():
+        payload = json.loads(store.get(key))
+        site = payload["head"]["environment"]["station_name"]
+        found.setdefault(site, []).extend(
+            datetime.fromisoformat(row["time"]) for row in payload["data"]
+        )
+    return {site: sorted(times) for site, times in found.items()}
+
+
+def test_first_run_starts_fallback_hours_back_and_second_run_sends_only_new_rows(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, NOW - timedelta(hours=10), 21)  # 02:00 .. 12:00
+
+    first = run(url, store, state, fallback_hours=3)
+
+    expected = half_hours(NOW - timedelta(hours=2, minutes=30), 6)  # after 09:00, up to 12:00
+    assert times_of(store) == {"ALIC1": expected, "BALRD": expected}
+    assert (first.rows_read, first.payloads_built, first.objects_stored) == (12, 12, 12)
+    assert first.watermarks == {"ALIC1": NOW, "BALRD": NOW}
+    assert first.sites_advanced == 2 and first.failed == 0
+    assert state.load(SOILMET)["sites"]["ALIC1"] == {"site_id": "ALIC1", "last_data": NOW}
+
+    seed(url, NOW + timedelta(minutes=30), 2, sites=("ALIC1",))
+    second = run(url, store, state, fallback_hours=3)
+
+    assert second.rows_read == 2
+    assert second.watermarks == {"ALIC1": NOW + timedelta(hours=1), "BALRD": NOW}
+    assert second.sites_advanced == 1
+    assert len(store.list_keys()) == 14
+    assert second.lag_seconds == 0
+
+
+def test_keys_follow_the_reference_format(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, NOW - timedelta(hours=1), 3, sites=("ALIC1",))
+    run(url, store, state)
+    for key in store.list_keys():
+        site, stamp, _ = KEY.match(key).groups()
+        body = store.get(key)
+        payload = json.loads(body)
+        newest = max(datetime.fromisoformat(r["time"]) for r in payload["data"])
+        assert int(stamp) == keys.epoch_ms(newest)
+        assert key == keys.object_key(PREFIX, site, SOILMET, newest, body)
+        assert payload["head"]["environment"]["serial_no"] == "65-76-73-67-49"
+
+
+def test_batches_hold_batch_size_rows_of_one_site(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, NOW - timedelta(hours=3), 7)
+    summary = run(url, store, state, batch_size=3, fallback_hours=4)
+    assert (summary.rows_read, summary.payloads_built) == (14, 6)  # 3 + 3 + 1 per site
+    sizes = sorted(len(json.loads(store.get(k))["data"]) for k in store.list_keys())
+    assert sizes == [1, 1, 3, 3, 3, 3]
+    for key in store.list_keys():
+        payload = json.loads(store.get(key))
+        assert {row["vals"][0] for row in payload["data"]} == {
+            payload["head"]["environment"]["station_name"]
+        }
+
+
+def test_replay_resends_a_window_on_the_same_keys_and_never_moves_watermarks_back(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, NOW - timedelta(hours=10), 21)
+    run(url, store, state, fallback_hours=3)
+    before = store.list_keys()
+
+    replay = run(url, store, state, since=NOW - timedelta(hours=2), until=NOW - timedelta(hours=1))
+    assert replay.rows_read == 4  # 10:30, 11:00 per site
+    assert store.list_keys() == before  # same keys: overwritten, nothing duplicated
+    assert replay.watermarks == {"ALIC1": NOW, "BALRD": NOW}
+
+    older = run(url, store, state, since=NOW - timedelta(hours=10), until=NOW - timedelta(hours=6))
+    assert older.rows_read == 16
+    assert len(store.list_keys()) == len(before) + 16
+    assert state.load(SOILMET)["sites"]["ALIC1"]["last_data"] == NOW
+
+
+def test_replay_that_starts_after_a_watermark_does_not_jump_over_unsent_rows(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, NOW - timedelta(hours=10), 21)
+    state.save(SOILMET, {"last_run": NOW, "sites": {}})
+    run(url, store, state, until=NOW - timedelta(hours=5), since=NOW - timedelta(hours=6))
+    assert state.load(SOILMET)["sites"] == {
+        site: {"site_id": site, "last_data": NOW - timedelta(hours=5)}
+        for site in ("ALIC1", "BALRD")
+    }  # never seen: the replay is their first export
+    replay = run(url, store, state, since=NOW - timedelta(hours=2))
+    assert replay.rows_read == 8
+    assert replay.sites_advanced == 0  # 07:00 .. 10:00 were never sent
+    assert replay.watermarks["ALIC1"] == NOW - timedelta(hours=5)
+
+
+def test_dry_run_counts_payloads_and_writes_nothing(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, NOW - timedelta(hours=2), 5)
+    summary = run(url, store, state, dry_run=True, batch_size=2)
+    assert (summary.rows_read, summary.payloads_built, summary.objects_stored) == (10, 6, 0)
+    assert summary.dry_run and summary.watermarks == {}
+    assert store.list_keys() == []
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_failed_payload_stops_its_site_at_the_gap_and_fails_the_run(tmp_path):
+    url, state = sqlite_url(tmp_path), state_store(tmp_path)
+    seed(url, NOW - timedelta(hours=2), 5)  # 10:00 .. 12:00
+    probe = local_store(tmp_path / "probe")
+    run(url, probe, state_store(tmp_path / "probe"))
+    blocked = [k for k in probe.list_keys() if "/ALIC1/" in k][2]  # ALIC1's 11:00 payload
+    store = local_store(tmp_path)
+    (tmp_path / "objects" / blocked).mkdir(parents=True)  # a folder where the object must go
+
+    with pytest.raises(ExportError, match="1 of 10 payloads were not stored"):
+        run(url, store, state)
+    sites = state.load(SOILMET)["sites"]
+    assert sites["ALIC1"]["last_data"] == NOW - timedelta(hours=1, minutes=30)
+    assert sites["BALRD"]["last_data"] == NOW
+
+    (tmp_path / "objects" / blocked).rmdir()
+    retry = run(url, store, state)
+    assert retry.rows_read == 3 and retry.failed == 0
+    assert sorted(store.list_keys()) == sorted(probe.list_keys())
+
+
+def test_postgresql_source_to_s3(tmp_path, pg_url, s3_endpoint, aws_test_credentials):
+    store, state = s3_store(s3_endpoint), state_store(tmp_path)
+    seed(pg_url, NOW - timedelta(hours=1), 3)
+    summary = run(pg_url, store, state, batch_size=2)
+    assert (summary.rows_read, summary.objects_stored) == (6, 4)
+    assert all(KEY.match(k) for k in store.list_keys())
+    assert times_of(store)["BALRD"] == half_hours(NOW - timedelta(hours=1), 3)
+    assert run(pg_url, store, state).rows_read == 0
+
+
+def test_export_window_resends_one_day_without_touching_the_state(tmp_path):
+    url, store = sqlite_url(tmp_path), local_store(tmp_path)
+    seed(url, datetime(2024, 6, 1), 49)  # 2024-06-01 00:00 .. 2024-06-02 00:00
+    day = export_window(
+        SOILMET,
+        source=source(url),
+        store=store,
+        sites=["ALIC1"],
+        after=datetime(2024, 6, 1),
+        until=datetime(2024, 6, 2),
+    )
+    assert (day.rows_read, day.sites) == (48, 1)  # midnight at the start ends the day before
+    assert times_of(store)["ALIC1"][-1] == datetime(2024, 6, 2)
+    assert not (tmp_path / "state").exists()
