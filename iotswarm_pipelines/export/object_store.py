@@ -125,7 +125,7 @@ class S3ObjectStore(dg.ConfigurableResource):
             s3 = self.s3
             config = Config(
                 max_pool_connections=max(10, self.max_concurrency),
-                retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
+                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
                 connect_timeout=10,
                 read_timeout=60,
                 # Path-style works for every S3-compatible server behind a custom endpoint.
