@@ -104,7 +104,8 @@ def recent_rows(table: sa.Table, site_id: str, limit: int) -> sa.Select:
         sa.select(*table.c)
         .where(_site(table) == site_id)
         .order_by(_time(table).desc())
-        .limit(limit)
+        # A bound limit keeps one SQL text for every limit (SQLAlchemy inlines plain integers).
+        .limit(sa.bindparam("row_limit", limit, type_=sa.Integer()))
     )
 
 
