@@ -1,0 +1,180 @@
+"""Objects per second to an S3-compatible server: the full export against raw boto3 and the old way.
+
+(a) The full export (COSMOS rows -> payloads -> S3 -> watermarks, ``export_table``) against raw
+    boto3 ``put_object`` of the same bodies with the same concurrency, straight to the server.
+(b) With 20 ms of round-trip latency injected by a delaying proxy on loopback: the full export
+    against the old uploader's way of working (one upload at a time, both state files rewritten
+    after every payload), plus raw boto3 through the same proxy to show what the server allows.
+
+The server is moto's (``python -m moto.server``) on loopback, which on a small machine tops out
+near 150 PUT/s by itself; the figures say what this server allows, not what AWS S3 would.
+
+    .venv/bin/python -m benchmarks.bench_export_s3 [--sites 8] [--days 2] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from dagster_aws.s3 import S3Resource
+
+from benchmarks.delay_proxy import delay_proxy
+from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.cosmos.sample import generate
+from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.export.object_store import S3ObjectStore
+from iotswarm_pipelines.export.pipeline import build_objects, export_table
+from iotswarm_pipelines.export.state import advance, empty_state
+from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.watermarks import batch_rows
+from iotswarm_tests.services import moto_server
+
+TABLE = "LEVEL1_SOILMET_30MIN"
+PREFIX = "fdri/cosmos_swarm"
+REGION = "eu-west-2"
+START = datetime(2024, 6, 1)
+
+
+def new_bucket(endpoint: str) -> str:
+    name = f"iotswarm-bench-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    return name
+
+
+def raw_client(endpoint: str, pool: int):
+    config = Config(max_pool_connections=max(10, pool), retries={"mode": "standard"})
+    return boto3.client("s3", endpoint_url=endpoint, region_name=REGION, config=config)
+
+
+def raw_boto3(endpoint: str, objects: list[tuple[str, bytes]], concurrency: int) -> float:
+    """Objects/s of plain put_object calls on a thread pool: the ceiling for this server."""
+    client, bucket = raw_client(endpoint, concurrency), new_bucket(endpoint)
+
+    def put(item: tuple[str, bytes]) -> None:
+        client.put_object(Bucket=bucket, Key=item[0], Body=item[1], ContentType="application/json")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(put, objects))
+    return len(objects) / (time.perf_counter() - started)
+
+
+def full_export(endpoint: str, db_url: str, work: Path, end: datetime, concurrency: int) -> float:
+    """Objects/s of export_table: read, build, upload, and watermark state files."""
+    store = S3ObjectStore(
+        s3=S3Resource(endpoint_url=endpoint, region_name=REGION),
+        bucket=new_bucket(endpoint),
+        prefix=PREFIX,
+        max_concurrency=concurrency,
+    )
+    state = StateStore(state_dir=str(work / f"state-{uuid.uuid4().hex[:8]}"))
+    hours = (end - START).total_seconds() / 3600 + 1
+    started = time.perf_counter()
+    summary = export_table(
+        TABLE,
+        source=CosmosSource(url=db_url),
+        store=store,
+        state=state,
+        fallback_hours=hours,
+        now=end,
+    )
+    elapsed = time.perf_counter() - started
+    assert summary.failed == 0 and summary.objects_stored > 0, summary
+    return summary.objects_stored / elapsed
+
+
+def old_way(endpoint: str, objects: list[tuple[str, bytes, datetime, str]], work: Path) -> float:
+    """The old uploader: one upload at a time, both state files rewritten after every payload."""
+    client, bucket = raw_client(endpoint, 1), new_bucket(endpoint)
+    main, backup = work / "old.pickle", work / "old.pickle.backup"
+    state = empty_state()
+    started = time.perf_counter()
+    for key, body, newest, site_id in objects:
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+        state = advance(state, {site_id: newest})
+        for path in (main, backup):
+            with open(path, "wb") as f:
+                pickle.dump(state, f)
+    return len(objects) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sites", type=int, default=8)
+    parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
+        os.environ.setdefault(key, value)
+
+    with tempfile.TemporaryDirectory(prefix="iotswarm-bench-") as tmp, moto_server() as moto:
+        work = Path(tmp)
+        db_url = f"sqlite:///{work / 'cosmos.sqlite'}"
+        end = START + timedelta(days=args.days)
+        sites = list(catalogue.SITE_IDS[: args.sites])
+        generate(db_url, start=START, end=end, sites=sites, tables=[TABLE])
+        spec = catalogue.get_table(TABLE)
+        rows = CosmosSource(url=db_url).rows_between(TABLE, START - timedelta(hours=1), end)
+        built = [
+            (key, body, max(r["DATE_TIME"] for r in batch), batch[0]["SITE_ID"])
+            for key, body, batch in build_objects(spec, PREFIX, batch_rows(rows, 1))
+        ]
+        objects = [(key, body) for key, body, _, _ in built]
+        c = args.concurrency
+        print(
+            f"{len(objects)} payloads of {TABLE} ({len(sites)} sites x {args.days} days), "
+            f"mean {sum(len(b) for _, b in objects) / len(objects):.0f} bytes; "
+            f"server: moto {moto}; concurrency {c}"
+        )
+
+        # (a) straight to the server; alternate the two so a slowing server hurts both alike.
+        raw, full = [], []
+        for _ in range(2):
+            raw.append(raw_boto3(moto, objects, c))
+            full.append(full_export(moto, db_url, work, end, c))
+        raw_best, full_best = max(raw), max(full)
+        print(
+            f"(a) raw boto3 put_object x{c}: {raw_best:8.1f} objects/s  (runs: "
+            f"{', '.join(f'{r:.1f}' for r in raw)})"
+        )
+        print(
+            f"(a) full export_table x{c}:    {full_best:8.1f} objects/s  (runs: "
+            f"{', '.join(f'{r:.1f}' for r in full)})"
+        )
+        print(f"(a) ratio full export / raw boto3 = {full_best / raw_best:.2f} (target >= 0.9)")
+
+        # (b) the same data behind a 20 ms round trip.
+        with delay_proxy(moto, round_trip=args.latency_ms / 1000) as slow:
+            old = old_way(slow, built, work)
+            new = full_export(slow, db_url, work, end, c)
+            raw_slow = raw_boto3(slow, objects, c)
+        print(
+            f"(b) {args.latency_ms:.0f} ms RTT, old way (1 at a time + 2 state files per payload): "
+            f"{old:8.1f} objects/s"
+        )
+        print(f"(b) {args.latency_ms:.0f} ms RTT, full export_table x{c}: {new:8.1f} objects/s")
+        print(
+            f"(b) {args.latency_ms:.0f} ms RTT, raw boto3 put_object x{c}: {raw_slow:8.1f} "
+            f"objects/s (what the server allows)"
+        )
+        print(
+            f"(b) ratio full export / old way = {new / old:.2f} (target >= 5); "
+            f"raw boto3 / old way = {raw_slow / old:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
