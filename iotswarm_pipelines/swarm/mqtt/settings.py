@@ -11,10 +11,13 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from iotswarm_pipelines.swarm.mqtt.tls import build_ssl_context
 
 PROTOCOLS = {"3.1.1": paho.MQTTv311, "5": paho.MQTTv5}
+SESSION_EXPIRY_SECONDS = 3600  # MQTT 5 persistent sessions (clean_session=False) outlive a drop
 
 
 class MqttConfigError(ValueError):
@@ -158,8 +161,16 @@ def new_client(
         client.tls_insecure_set(True)
     # connect_async only records the address: the caller's loop calls reconnect().
     if protocol == paho.MQTTv5:
+        properties = None
+        if not clean_session:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
         client.connect_async(
-            settings.host, settings.port, settings.keepalive, clean_start=clean_session
+            settings.host,
+            settings.port,
+            settings.keepalive,
+            clean_start=clean_session,
+            properties=properties,
         )
     else:
         client.connect_async(settings.host, settings.port, settings.keepalive)
