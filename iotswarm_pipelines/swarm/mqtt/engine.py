@@ -40,7 +40,7 @@ from iotswarm_pipelines.swarm.mqtt.settings import (
 )
 from iotswarm_pipelines.swarm.mqtt.verifier import Timeline, Verifier
 
-QOS1_WINDOW = 200  # unacknowledged QoS 1 publishes per connection
+QOS1_WINDOW = 200  # unacknowledged QoS 1 publishes per connection (the engine's, not paho's)
 QOS0_WINDOW = 500  # QoS 0 publishes queued but not yet written to the socket, per connection
 DRAIN_SECONDS = 10.0  # at the end: wait this long at most for acks and verifier arrivals
 STOP_CHECK_INTERVAL = 0.2
@@ -120,7 +120,8 @@ class _Connection:
         self.window = window
         self.bucket = TokenBucket(rate)
         self.ready: deque[_Device] = deque()
-        self.outstanding: set[int] = set()
+        # QoS 1: mids awaiting PUBACK; QoS 0: paho's infos of packets not yet written, in order.
+        self.outstanding: set[int] | deque[paho.MQTTMessageInfo] = set()
         self.connected = client is None  # dry: nothing to connect
         self.connecting = False
         self.queued = False  # waiting in the connect queue
@@ -181,6 +182,8 @@ class _Shard:
         self.dirty: set[_Connection] = set()
         self.connect_queue: deque[_Connection] = deque()
         self.connect_bucket = TokenBucket(settings.connect_rate)
+        if not settings.qos:
+            self.loop.on_written = self._on_written
         self.verifier: Verifier | None = None
         self.verifier_attempts = 0
         if verify and not dry:
@@ -216,12 +219,17 @@ class _Shard:
     # connections -------------------------------------------------------------------------
 
     def _new_connection(self, client_id: str, window: int) -> _Connection:
-        client = new_client(self.settings, client_id, inflight=window if self.qos else 0)
+        # paho's own inflight limit rescans every message on each PUBACK: the engine's window
+        # bounds what is in flight instead.
+        client = new_client(self.settings, client_id, inflight=0)
         conn = _Connection(client, window, self.settings.max_publish_rate)
+        if not self.qos:
+            conn.outstanding = deque()
         client.user_data_set(conn)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
+        if self.qos:
+            client.on_publish = self._on_publish  # QoS 0 is reaped without paho's per-packet call
         self.loop.attach(client)
         self.conns.append(conn)
         return conn
@@ -285,7 +293,8 @@ class _Shard:
         was_connected = conn.connected
         conn.connected = False
         conn.connecting = False
-        if self.qos == 0 and conn.outstanding:
+        if self.qos == 0:
+            self._reap_written(conn)
             self.result.failed += len(conn.outstanding)
             conn.outstanding.clear()
         if self.closing:
@@ -302,6 +311,27 @@ class _Shard:
             conn.outstanding.discard(mid)
             self.result.acknowledged += 1
             if conn.ready:
+                self.dirty.add(conn)
+
+    def _reap_written(self, conn: _Connection) -> None:
+        """Count QoS 0 publishes paho has written (in order) as done."""
+        infos = conn.outstanding
+        result = self.result
+        while infos:
+            try:
+                if not infos[0].is_published():
+                    break
+                result.acknowledged += 1
+            except (RuntimeError, ValueError):  # dropped by a reconnect before it was written
+                result.failed += 1
+            infos.popleft()
+
+    def _on_written(self, client: paho.Client) -> None:
+        conn: _Connection = client.user_data_get()
+        if conn is not None and conn.outstanding:
+            before = len(conn.outstanding)
+            self._reap_written(conn)
+            if conn.ready and len(conn.outstanding) < before:
                 self.dirty.add(conn)
 
     def _on_verifier_lost(self) -> None:
@@ -388,8 +418,10 @@ class _Shard:
                 if verifier is not None:
                     verifier.expect(device.topic, message.payload, sent_at)
                 info = client.publish(device.topic, message.payload, qos)
-                if info.rc == paho.MQTT_ERR_SUCCESS or qos:
-                    outstanding.add(info.mid)
+                if qos:
+                    outstanding.add(info.mid)  # paho re-sends it after a reconnect if need be
+                elif info.rc == paho.MQTT_ERR_SUCCESS:
+                    outstanding.append(info)
                 else:
                     result.failed += 1
                 published = True
@@ -398,6 +430,10 @@ class _Shard:
                 ready.clear()
         if published and conn.connected:
             client.loop_write()
+            if not qos:
+                self._reap_written(conn)
+                if ready and len(outstanding) < conn.window:
+                    self.dirty.add(conn)
 
     # running -----------------------------------------------------------------------------
 

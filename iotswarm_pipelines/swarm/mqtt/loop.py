@@ -26,6 +26,8 @@ class EventLoop:
         self._seq = itertools.count()
         self._clients: dict[paho.Client, object] = {}
         self._next_misc = time.monotonic() + MISC_INTERVAL
+        self.on_written: Callable[[paho.Client], None] | None = None
+        """Called after a socket took more bytes: QoS 0 sends are done once written."""
 
     def attach(self, client: paho.Client) -> None:
         """Route the client's socket through this loop (before it connects)."""
@@ -76,6 +78,8 @@ class EventLoop:
                     client.loop_read()
             if mask & selectors.EVENT_WRITE and client.socket() is sock:
                 client.loop_write()
+                if self.on_written is not None:
+                    self.on_written(client)
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, callback = heapq.heappop(self._timers)
