@@ -212,7 +212,6 @@ def _table_tags(partition_key: str) -> dict[str, str]:
 live_export_job = dg.define_asset_job(
     "cosmos_live_export_job",
     selection=[cosmos_live_export],
-    partitions_def=table_partitions,
     config=dg.PartitionedConfig(
         partitions_def=table_partitions,
         run_config_for_partition_key_fn=lambda key: {},
@@ -224,7 +223,6 @@ live_export_job = dg.define_asset_job(
 history_export_job = dg.define_asset_job(
     "cosmos_history_export_job",
     selection=[cosmos_history_export],
-    partitions_def=daily_table_partitions,
     config=dg.PartitionedConfig(
         partitions_def=daily_table_partitions,
         run_config_for_partition_key_fn=lambda key: {},

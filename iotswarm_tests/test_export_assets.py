@@ -1,0 +1,138 @@
+"""The export assets run through Dagster's own machinery, with real resources."""
+
+import json
+from datetime import datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from iotswarm_pipelines.export.assets import (
+    TABLE_TAG,
+    cosmos_history_export,
+    cosmos_live_export,
+    history_export_job,
+    live_export_job,
+)
+from iotswarm_pipelines.export.definitions import defs
+from iotswarm_pipelines.export.pipeline import utc_now
+from iotswarm_tests.export_fixtures import (
+    PRECIP,
+    SOILMET,
+    insert_rows,
+    local_store,
+    make_rows,
+    source,
+    sqlite_url,
+    state_store,
+)
+
+
+@pytest.fixture
+def resources(tmp_path):
+    url = sqlite_url(tmp_path)
+    recent = utc_now().replace(second=0, microsecond=0) - timedelta(minutes=40)
+    for site in ("ALIC1", "BALRD"):
+        insert_rows(
+            url, SOILMET, make_rows(SOILMET, site, [recent, recent + timedelta(minutes=30)])
+        )
+    insert_rows(
+        url, PRECIP, make_rows(PRECIP, "ALIC1", [recent + timedelta(minutes=i) for i in range(5)])
+    )
+    return {
+        "cosmos": source(url),
+        "object_store": local_store(tmp_path),
+        "state": state_store(tmp_path),
+    }
+
+
+def materialization_metadata(result, asset) -> dict:
+    [event] = result.asset_materializations_for_node(asset.op.name)
+    return {name: value.value for name, value in event.metadata.items()}
+
+
+def live_config(**config) -> dict:
+    return {"ops": {cosmos_live_export.op.name: {"config": config}}}
+
+
+def test_each_table_partition_exports_its_own_table(resources):
+    soilmet = dg.materialize([cosmos_live_export], partition_key=SOILMET, resources=resources)
+    precip = dg.materialize([cosmos_live_export], partition_key=PRECIP, resources=resources)
+    assert soilmet.success and precip.success
+    meta = materialization_metadata(soilmet, cosmos_live_export)
+    assert (meta["rows_read"], meta["payloads"], meta["objects"], meta["sites_advanced"]) == (
+        4,
+        4,
+        4,
+        2,
+    )
+    assert meta["failed"] == 0 and meta["bytes"] > 0 and meta["lag_seconds"] == 0
+    assert set(meta["watermarks"]) == {"ALIC1", "BALRD"}
+    assert materialization_metadata(precip, cosmos_live_export)["rows_read"] == 5
+    assert len(resources["object_store"].list_keys()) == 9
+
+
+def test_run_config_sites_batch_size_and_dry_run(resources):
+    result = dg.materialize(
+        [cosmos_live_export],
+        partition_key=SOILMET,
+        resources=resources,
+        run_config=live_config(sites=["BALRD"], batch_size=2, dry_run=True),
+    )
+    meta = materialization_metadata(result, cosmos_live_export)
+    assert (meta["rows_read"], meta["payloads"], meta["objects"], meta["dry_run"]) == (
+        2,
+        1,
+        0,
+        True,
+    )
+    assert resources["object_store"].list_keys() == []
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"since": "yesterday"}, "not an ISO 8601 date/time"),
+        ({"since": "2024-06-02T00:00", "until": "2024-06-01T00:00"}, "must be later than since"),
+        ({"until": "2024-06-01T00:00+01:00"}, "has a time zone"),
+    ],
+)
+def test_bad_replay_windows_fail_with_a_clear_message(resources, config, message):
+    with pytest.raises(Exception, match=message):
+        dg.materialize([cosmos_live_export], partition_key=SOILMET, resources=resources,
+                       run_config=live_config(**config))  # fmt: skip
+
+
+def test_history_partition_resends_one_day_and_leaves_the_watermarks(tmp_path):
+    url = sqlite_url(tmp_path)
+    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1",
+                [datetime(2024, 6, 1) + timedelta(minutes=30 * i) for i in range(60)]))  # fmt: skip
+    resources = {"cosmos": source(url), "object_store": local_store(tmp_path)}
+    key = dg.MultiPartitionKey({"date": "2024-06-01", "table": SOILMET})
+    result = dg.materialize([cosmos_history_export], partition_key=key, resources=resources)
+    meta = materialization_metadata(result, cosmos_history_export)
+    assert (meta["rows_read"], meta["objects"]) == (48, 48)
+    last = max(resources["object_store"].list_keys())
+    assert (
+        json.loads(resources["object_store"].get(last))["data"][0]["time"]
+        == "2024-06-02T00:00:00.000000"
+    )
+    assert not (tmp_path / "state").exists()
+
+
+def test_jobs_tag_every_partition_with_its_table(resources):
+    located = dg.Definitions.merge(defs, dg.Definitions(resources=resources))
+    live = located.resolve_job_def(live_export_job.name)
+    history = located.resolve_job_def(history_export_job.name)
+    assert live.get_tags_for_partition_key(SOILMET, selected_asset_keys=None)[TABLE_TAG] == SOILMET
+    key = dg.MultiPartitionKey({"date": "2024-06-01", "table": PRECIP})
+    assert history.get_tags_for_partition_key(key, selected_asset_keys=None)[TABLE_TAG] == PRECIP
+
+
+def test_live_job_runs_carry_the_table_tag(resources):
+    located = dg.Definitions.merge(defs, dg.Definitions(resources=resources))
+    job = located.resolve_job_def(live_export_job.name)
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(partition_key=SOILMET, instance=instance)
+        assert result.success
+        assert result.dagster_run.tags[TABLE_TAG] == SOILMET
+        assert result.dagster_run.tags["dagster/partition"] == SOILMET
