@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -63,17 +65,41 @@ def raine_rows(site_id: str, minutes: range) -> list[dict]:
     ]
 
 
-@pytest.fixture
-def raine_db(db_url) -> str:
+def fill_raine(url: str) -> str:
     """Two sites with ten rows each (minutes 1..10) and one site with three (1..3)."""
     insert(
-        db_url,
+        url,
         schema.sa_table(RAINE),
         raine_rows("ALIC1", range(1, 11))
         + raine_rows("BALRD", range(1, 11))
         + raine_rows("CHIMN", range(1, 4)),
     )
-    return db_url
+    return url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def raine_db(request, tmp_path_factory) -> Iterator[str]:
+    """``fill_raine`` data, shared by the tests that only read it (a database takes ~1 s)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('raine') / 'cosmos.sqlite'}"
+        admin = None
+    else:
+        server = request.getfixturevalue("pg_server_url")
+        name = f"iotswarm_test_source_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
+    engine = sa.create_engine(url)
+    schema.metadata.create_all(engine)
+    engine.dispose()
+    try:
+        yield fill_raine(url)
+    finally:
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
 
 
 def at(minute: int) -> datetime:
@@ -94,16 +120,18 @@ def test_list_sites_comes_from_the_sites_table(db_url):
     assert CosmosSource(url=db_url).list_sites() == sorted(s.site_id for s in catalogue.SITES[:5])
 
 
-def test_list_sites_of_a_table_are_the_sites_with_rows(raine_db):
-    insert(raine_db, schema.SITES, [{"SITE_ID": "ZZZZZ", "SITE_NAME": "listed only"}])
+def test_list_sites_of_a_table_are_the_sites_with_rows(db_url):
+    fill_raine(db_url)
+    insert(db_url, schema.SITES, [{"SITE_ID": "ZZZZZ", "SITE_NAME": "listed only"}])
 
-    assert CosmosSource(url=raine_db).list_sites(RAINE) == ["ALIC1", "BALRD", "CHIMN"]
+    assert CosmosSource(url=db_url).list_sites(RAINE) == ["ALIC1", "BALRD", "CHIMN"]
 
 
-def test_list_sites_falls_back_to_table_contents_when_sites_is_empty(raine_db):
-    insert(raine_db, schema.sa_table(SOILMET), [{"SITE_ID": "MORLY", "DATE_TIME": T0}])
+def test_list_sites_falls_back_to_table_contents_when_sites_is_empty(db_url):
+    fill_raine(db_url)
+    insert(db_url, schema.sa_table(SOILMET), [{"SITE_ID": "MORLY", "DATE_TIME": T0}])
 
-    assert CosmosSource(url=raine_db).list_sites() == ["ALIC1", "BALRD", "CHIMN", "MORLY"]
+    assert CosmosSource(url=db_url).list_sites() == ["ALIC1", "BALRD", "CHIMN", "MORLY"]
 
 
 def test_list_sites_falls_back_when_the_sites_table_is_missing(tmp_path):
@@ -420,3 +448,83 @@ def test_probe_after_a_database_restart_reconnects(raine_db):
         assert _terminate_other_backends(raine_db) == 1  # the idle pooled connection
 
     assert source.latest_rows(RAINE, ["ALIC1"])["ALIC1"]["DATE_TIME"] == at(10)
+
+
+# ------------------------------------------------------------------------------ volume
+
+MILLION = 1_000_000
+HALF = MILLION // 2
+
+
+def _bulk_load(url: str, insert_sql: str, params: dict) -> None:
+    """Create the table, load it in one statement, then index it (faster than indexing rows)."""
+    table = schema.sa_table(RAINE)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        table.create(conn)
+        for index in table.indexes:
+            index.drop(conn)
+        conn.execute(sa.text(insert_sql), params)
+        for index in table.indexes:
+            index.create(conn)
+    engine.dispose()
+
+
+def _fill_million_postgresql(url: str) -> None:
+    _bulk_load(
+        url,
+        f'INSERT INTO "{RAINE}" SELECT '
+        "CASE WHEN i < :half THEN 'ALIC1' ELSE 'BALRD' END, "
+        "CAST(:t0 AS timestamp) + (i % :half) * interval '1 minute', "
+        "(i % 7) / 10.0, i % :half FROM generate_series(0, :n - 1) AS i",
+        {"half": HALF, "t0": T0, "n": MILLION},
+    )
+
+
+def _fill_million_sqlite(url: str) -> None:
+    """Rows written by SQLite itself, with times in SQLAlchemy's SQLite DATETIME format."""
+    _bulk_load(
+        url,
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < :n - 1) "
+        f'INSERT INTO "{RAINE}" SELECT '
+        "CASE WHEN i < :half THEN 'ALIC1' ELSE 'BALRD' END, "
+        "strftime('%Y-%m-%d %H:%M:%S.000000', :t0, '+' || (i % :half) || ' minutes'), "
+        "(i % 7) / 10.0, i % :half FROM n",
+        {"half": HALF, "t0": T0.isoformat(sep=" "), "n": MILLION},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_million_rows_stream_in_bounded_memory(request, tmp_path, capsys, backend):
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'million.sqlite'}"
+        _fill_million_sqlite(url)
+    else:
+        url = request.getfixturevalue("pg_url")
+        _fill_million_postgresql(url)
+    source = CosmosSource(url=url, chunk_rows=5000)
+    process = psutil.Process()
+    baseline = peak = process.memory_info().rss
+    started = time.perf_counter()
+
+    count, previous = 0, ("", datetime.min)
+    for row in source.rows_between(RAINE, T0 - timedelta(minutes=1), T0 + timedelta(days=400)):
+        key = (row["SITE_ID"], row["DATE_TIME"])
+        assert key > previous
+        previous = key
+        count += 1
+        if count % 20_000 == 0:
+            peak = max(peak, process.memory_info().rss)
+    elapsed = time.perf_counter() - started
+    growth_mib = (peak - baseline) / 2**20
+
+    with capsys.disabled():
+        print(
+            f"\n[cosmos source] {backend}: streamed {count:,} rows in {elapsed:.1f} s "
+            f"({count / elapsed:,.0f} rows/s); RSS {baseline / 2**20:.0f} MiB before, "
+            f"peak {peak / 2**20:.0f} MiB (growth {growth_mib:.1f} MiB)"
+        )
+    assert count == MILLION
+    assert previous == ("BALRD", T0 + timedelta(minutes=HALF - 1))
+    assert growth_mib < 200

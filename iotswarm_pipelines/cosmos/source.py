@@ -407,7 +407,7 @@ class CosmosSource(dg.ConfigurableResource):
         engine = self._engine()
         names = tuple(table.c.keys())
         lower = after
-        at_lower: list[tuple[Any, ...]] = []  # rows delivered whose DATE_TIME is ``lower``
+        at_lower: list[sa.Row] = []  # rows delivered whose DATE_TIME is ``lower``
         attempt = 0
         while True:
             statement = queries.site_rows(
@@ -419,18 +419,18 @@ class CosmosSource(dg.ConfigurableResource):
                     result = conn.execution_options(
                         stream_results=True, yield_per=self.chunk_rows
                     ).execute(statement)
-                    for row in result:
-                        values = tuple(row)
-                        when = values[1]
-                        if when == lower:
-                            if already[values]:
-                                already[values] -= 1
-                                continue
-                            at_lower.append(values)
-                        else:
-                            lower, at_lower = when, [values]
+                    for chunk in result.partitions():
                         attempt = 0
-                        yield dict(zip(names, values, strict=True))
+                        for row in chunk:
+                            when = row[1]
+                            if when == lower:
+                                if already[row]:
+                                    already[row] -= 1
+                                    continue
+                                at_lower.append(row)
+                            else:
+                                lower, at_lower = when, [row]
+                            yield dict(zip(names, row))  # noqa: B905 - a row has every column
                     return
             except sa.exc.SQLAlchemyError as exc:
                 attempt += 1
