@@ -107,7 +107,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _redacted(url: str) -> str:
-    """The URL for messages: password hidden; an unparseable URL is shown by its scheme only."""
+    """The URL for messages, password hidden; an unparseable one is not shown at all."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
@@ -254,7 +254,7 @@ class CosmosSource(dg.ConfigurableResource):
 
         ``after=None`` starts at the site's first row; ``until=None`` reads to the newest.
         """
-        return self._stream(self._sa_table(table), site_id, after, until)
+        return self._stream(self._sa_table(table), site_id.strip().upper(), after, until)
 
     def rows_between(
         self,
@@ -282,6 +282,7 @@ class CosmosSource(dg.ConfigurableResource):
             return []
         sa_table = self._sa_table(table)
         names = tuple(sa_table.c.keys())
+        site_id = site_id.strip().upper()
         rows = self._run(
             lambda conn: conn.execute(queries.recent_rows(sa_table, site_id, limit)).all(),
             table,
