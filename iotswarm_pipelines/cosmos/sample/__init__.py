@@ -1,0 +1,6 @@
+"""A realistic synthetic COSMOS database: the embedded default data of this project."""
+
+from iotswarm_pipelines.cosmos.sample.follow import follow
+from iotswarm_pipelines.cosmos.sample.generator import SampleError, generate, summarise
+
+__all__ = ["SampleError", "follow", "generate", "summarise"]

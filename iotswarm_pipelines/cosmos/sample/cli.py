@@ -1,0 +1,139 @@
+"""``cosmos-sample``: write (and optionally keep growing) the sample COSMOS database.
+
+Bad input ends with one line on stderr and exit status 2; a database failure while writing
+with one line and status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+
+import psycopg
+import sqlalchemy as sa
+
+from iotswarm_pipelines import settings
+from iotswarm_pipelines.cosmos.sample.follow import follow
+from iotswarm_pipelines.cosmos.sample.generator import (
+    SampleError,
+    floor_to_hour,
+    generate,
+    utc_now,
+)
+
+PROG = "cosmos-sample"
+DEFAULT_DAYS = 2.0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see {PROG} --help)\n")
+
+
+def _when(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date/time: use ISO format such as 2026-11-27 or 2026-11-27T14:00"
+        ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _names(text: str) -> list[str]:
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Write a realistic synthetic COSMOS-UK database (all times naive UTC). "
+        "Rows already in the database are kept; only newer rows are added.",
+    )
+    p.add_argument("--url", help="SQLAlchemy URL (default: the project's sample SQLite file)")
+    p.add_argument("--start", type=_when, help="rows with DATE_TIME after this (ISO)")
+    p.add_argument("--end", type=_when, help="rows up to this (ISO; default: this hour)")
+    p.add_argument("--days", type=float, help=f"length of the range (default {DEFAULT_DAYS:g})")
+    p.add_argument("--sites", type=_names, help="site IDs, comma-separated (default: all 51)")
+    p.add_argument("--tables", type=_names, help="table names, comma-separated (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--follow", action="store_true", help="then keep appending rows (Ctrl-C)")
+    p.add_argument("--speed", type=float, default=1.0, help="follow mode: times real time")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _range(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[datetime, datetime]:
+    given = [x is not None for x in (args.start, args.end, args.days)]
+    if all(given):
+        parser.error("give at most two of --start, --end and --days")
+    if args.days is not None and not args.days > 0:
+        parser.error(f"--days must be > 0, got {args.days:g}")
+    span = timedelta(days=args.days or DEFAULT_DAYS)
+    if args.start is not None and args.end is None and args.days is not None:
+        return args.start, args.start + span
+    end = args.end or floor_to_hour(utc_now())
+    return args.start or end - span, end
+
+
+def _on_step(when: datetime, counts: dict[str, int]) -> None:
+    added = sum(counts.values())
+    if added:
+        parts = ", ".join(f"{name} +{n}" for name, n in counts.items() if n)
+        print(f"{when:%Y-%m-%d %H:%M}  {parts}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    start, end = _range(args, parser)
+    url = args.url or settings.sample_db_url()
+    if args.follow and not args.speed > 0:
+        parser.error(f"--speed must be > 0, got {args.speed:g}")
+    try:
+        counts = generate(
+            url,
+            start=start,
+            end=end,
+            sites=args.sites,
+            tables=args.tables,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+        for name, n in counts.items():
+            print(f"{name:<26} {n:>12,} rows written")
+        print(f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC into {_safe(url)}")
+        if args.follow:
+            print(f"following at {args.speed:g}x real time; Ctrl-C stops", flush=True)
+            totals = follow(
+                url,
+                seed=args.seed,
+                sites=args.sites,
+                tables=args.tables,
+                speed=args.speed,
+                on_step=_on_step,
+            )
+            print(f"follow mode stopped after {sum(totals.values()):,} rows")
+    except SampleError as exc:
+        parser.error(str(exc))
+    except (sa.exc.SQLAlchemyError, sqlite3.Error, psycopg.Error, OSError) as exc:
+        print(f"{PROG}: database error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun to continue where the data ends", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _safe(url: str) -> str:
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

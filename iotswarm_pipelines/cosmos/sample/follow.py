@@ -1,0 +1,89 @@
+"""Follow mode: keep appending rows as (possibly accelerated) time passes.
+
+Data time runs ``speed`` times faster than the clock, starting at ``start`` (default: now).
+Each step writes every row that has ended by the current data minute, continuing after the
+newest stored row of each (table, site), then waits for the next data minute. The rows are the
+ones ``generate`` would write for the same range and seed. The clock and the sleep are
+parameters so tests can drive follow mode without waiting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from iotswarm_pipelines.cosmos.sample import physics as ph
+from iotswarm_pipelines.cosmos.sample.generator import (
+    SampleDatabase,
+    SampleError,
+    Selection,
+    utc_now,
+    write_rows,
+)
+
+StepCallback = Callable[[datetime, dict[str, int]], None]
+
+
+def follow(
+    url: str,
+    *,
+    seed: int = 0,
+    sites: Sequence[str] | None = None,
+    tables: Sequence[str] | None = None,
+    speed: float = 1.0,
+    start: datetime | None = None,
+    until: datetime | None = None,
+    max_rows: int | None = None,
+    steps: int | None = None,
+    stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    on_step: StepCallback | None = None,
+) -> dict[str, int]:
+    """Append rows until a bound is reached or Ctrl-C; returns rows written per table.
+
+    Stops after the step in which data time reaches ``until``, the total reaches ``max_rows``,
+    ``steps`` steps have run, or ``stop()`` returns true; a KeyboardInterrupt ends it cleanly
+    (rows of the interrupted step that were not committed are written by the next run).
+    """
+    if not speed > 0:
+        raise SampleError(f"speed must be > 0 (times faster than real time), got {speed!r}")
+    selection = Selection.of(sites, tables, seed)
+    data_start = start or utc_now()
+    if data_start.tzinfo is not None or (until is not None and until.tzinfo is not None):
+        raise SampleError("start and until must be naive UTC datetimes (drop the time zone)")
+    totals = {t.name: 0 for t in selection.tables}
+    with SampleDatabase(url, bulk=False) as db:
+        db.prepare(selection.tables)
+        newest = db.newest(selection.tables)
+        after = ph.to_minutes(data_start)
+        t0 = clock()
+        step = 0
+        try:
+            while True:
+                data_now = data_start + timedelta(seconds=(clock() - t0) * speed)
+                target = ph.to_minutes(data_now)
+                if until is not None:
+                    target = min(target, ph.to_minutes(until))
+                counts = write_rows(
+                    db, selection, after=after, until=target, newest=newest, resume=True
+                )
+                for name, n in counts.items():
+                    totals[name] += n
+                step += 1
+                if on_step is not None:
+                    on_step(ph.from_minutes(target), counts)
+                if (
+                    (steps is not None and step >= steps)
+                    or (max_rows is not None and sum(totals.values()) >= max_rows)
+                    or (until is not None and target >= ph.to_minutes(until))
+                    or (stop is not None and stop())
+                ):
+                    break
+                next_minute = ph.from_minutes(target + 1)
+                data_now = data_start + timedelta(seconds=(clock() - t0) * speed)
+                sleep(max((next_minute - data_now).total_seconds() / speed, 0.0))
+        except KeyboardInterrupt:
+            pass
+    return totals
