@@ -13,12 +13,19 @@ import os
 import re
 from datetime import datetime, timedelta
 
+import oracledb
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 
 from iotswarm_pipelines.cosmos import catalogue, queries, schema
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError, dispose_engines
+from iotswarm_pipelines.cosmos.source import (
+    CosmosSource,
+    SourceError,
+    SourceTableError,
+    dispose_engines,
+    is_transient,
+)
 
 AFTER = datetime(2031, 7, 9, 1, 2, 3)
 UNTIL = datetime(2031, 7, 10, 4, 5, 6)
@@ -169,3 +176,58 @@ def test_live_oracle_wrong_password_is_one_line_without_it():
         assert "iotswarm-wrong-password" not in str(caught.value)
     finally:
         dispose_engines()
+
+
+def test_oracle_binds_times_as_date_so_the_index_stays_usable():
+    """A TIMESTAMP bind would make Oracle convert every DATE_TIME and skip the index."""
+    engine = sa.create_engine("oracle+oracledb://cosmos@db.example.invalid/?service_name=COSMOS")
+    statement = queries.site_rows(schema.sa_table("LEVEL1_PRECIP_1MIN"), "ALIC1", AFTER, UNTIL)
+
+    compiled = statement.compile(dialect=engine.dialect)
+    sizes = compiled._get_set_input_sizes_lookup()
+
+    time_binds = [
+        kind
+        for bind, kind in sizes.items()
+        if compiled.bind_names[bind].startswith(catalogue.DATE_TIME)
+    ]
+    assert len(time_binds) == 2
+    assert all(kind == oracledb.DB_TYPE_DATE for kind in time_binds)
+    engine.dispose()
+
+
+def _driver_error(message: str, kind: type[sa.exc.DBAPIError] = sa.exc.OperationalError):
+    return kind("SELECT 1 FROM DUAL", {}, Exception(message))
+
+
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        ("ORA-03113: end-of-file on communication channel", True),
+        ("ORA-03114: not connected to ORACLE", True),
+        ("ORA-12541: TNS:no listener", True),
+        ("DPY-4011: the database or network closed the connection", True),
+        ("DPY-6005: cannot connect to database", True),
+        ("ORA-01033: ORACLE initialization or shutdown in progress", True),
+        ("ORA-01017: invalid username/password; logon denied", False),
+        ("ORA-28000: the account is locked", False),
+        ("ORA-00942: table or view does not exist", False),
+        ("ORA-00904: invalid identifier", False),
+    ],
+)
+def test_oracle_errors_are_retried_only_when_transient(message, transient):
+    assert is_transient(_driver_error(message)) is transient
+
+
+def test_oracle_missing_table_is_named():
+    source = CosmosSource(url="oracle+oracledb://cosmos:s3cret@db.example.invalid/?service_name=X")
+    error = _driver_error("ORA-00942: table or view does not exist", sa.exc.DatabaseError)
+
+    failure = source._fail(error, "LEVEL1_NMDB_1HOUR")
+
+    assert isinstance(failure, SourceTableError)
+    assert str(failure) == (
+        "COSMOS source oracle+oracledb://cosmos:***@db.example.invalid/?service_name=X: "
+        "table LEVEL1_NMDB_1HOUR does not exist (ORA-00942: table or view does not exist); "
+        "create it (cosmos-sample for a sample database) or fix schema_name"
+    )
