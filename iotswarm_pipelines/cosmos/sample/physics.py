@@ -408,3 +408,10 @@ def bucket_emptied_before(phase_days: int, minute: int) -> int:
     period = BUCKET_DAYS * MINUTES_PER_DAY
     offset = phase_days * MINUTES_PER_DAY + 600  # at 10:00 on the service day
     return (minute - offset) // period * period + offset
+
+
+def clear_caches() -> None:
+    for cached in (_knots, _rain_events, rain_minutes, rain_half_hours, rain_total, _sky):
+        cached.cache_clear()
+    for cached in (weather, soil_temperatures, soil_moisture):
+        cached.cache_clear()

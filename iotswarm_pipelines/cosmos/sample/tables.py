@@ -406,3 +406,9 @@ def block(seed: int, table_name: str, site_id: str, day: int) -> Block:
         r,
         outages=table_name != catalogue.NMDB_1HOUR.name,
     )
+
+
+def clear_caches() -> None:
+    """Forget every cached day (tests use it to prove rows do not depend on the cache)."""
+    block.cache_clear()
+    ph.clear_caches()
