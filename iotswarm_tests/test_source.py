@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+import dagster as dg
 import psutil
 import pytest
 import sqlalchemy as sa
@@ -528,3 +529,47 @@ def test_a_million_rows_stream_in_bounded_memory(request, tmp_path, capsys, back
     assert count == MILLION
     assert previous == ("BALRD", T0 + timedelta(minutes=HALF - 1))
     assert growth_mib < 200
+
+
+# ------------------------------------------------------------------------------ Dagster
+
+
+def test_resources_share_one_engine_per_database(raine_db):
+    first, second = CosmosSource(url=raine_db), CosmosSource(url=raine_db, chunk_rows=7)
+
+    assert first._engine() is second._engine()
+    assert CosmosSource(url=raine_db, schema_name="OTHER")._engine() is not first._engine()
+
+
+def test_an_asset_reads_through_the_resource_with_the_url_from_the_environment(
+    raine_db, monkeypatch
+):
+    monkeypatch.setenv("IOTSWARM_TEST_COSMOS_URL", raine_db)
+
+    @dg.asset
+    def newest(cosmos: CosmosSource) -> dg.MaterializeResult:
+        times = cosmos.newest_times(RAINE)
+        return dg.MaterializeResult(
+            metadata={"sites": len(times), "newest": str(max(times.values()))}
+        )
+
+    result = dg.materialize(
+        [newest], resources={"cosmos": CosmosSource(url=dg.EnvVar("IOTSWARM_TEST_COSMOS_URL"))}
+    )
+
+    metadata = result.asset_materializations_for_node("newest")[0].metadata
+    assert (metadata["sites"].value, metadata["newest"].value) == (3, str(at(10)))
+
+
+def test_build_resources_reads_the_sample_locally_and_cosmos_db_url_in_prod(monkeypatch):
+    from iotswarm_pipelines import resources, settings
+
+    monkeypatch.setenv("IOTSWARM_DEPLOYMENT", "local")
+    local = resources.build_resources()["cosmos"]
+    assert (local.url, local.schema_name) == (settings.sample_db_url(), None)
+
+    monkeypatch.setenv("IOTSWARM_DEPLOYMENT", "prod")
+    monkeypatch.setenv("COSMOS_DB_URL", "oracle+oracledb://cosmos:s3cret@db/?service_name=C")
+    prod = resources.build_resources()["cosmos"]
+    assert prod.schema_name == catalogue.SCHEMA
+    assert prod.url == dg.EnvVar("COSMOS_DB_URL")
