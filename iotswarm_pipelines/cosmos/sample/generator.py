@@ -27,6 +27,7 @@ from iotswarm_pipelines.cosmos.sample.tables import Block, block, column_values,
 
 FLUSH_ROWS = 50_000
 _EPOCH64 = np.datetime64(ph.EPOCH, "m")
+_TIMES_OF_DAY = [f"{m // 60:02d}:{m % 60:02d}:00.000000" for m in range(ph.MINUTES_PER_DAY)]
 
 
 class SampleError(ValueError):
@@ -147,10 +148,17 @@ class SampleDatabase:
 
     def time_values(self, minutes: np.ndarray) -> list[Any]:
         """DATE_TIME values as the driver stores them (SQLite: SQLAlchemy's text format)."""
-        stamps = _EPOCH64 + minutes
-        if self.is_sqlite:
-            return [f"{s[:10]} {s[11:]}.000000" for s in np.datetime_as_string(stamps, unit="s")]
-        return stamps.astype("datetime64[us]").tolist()
+        if not self.is_sqlite:
+            return (_EPOCH64 + minutes).astype("datetime64[us]").tolist()
+        days = minutes // ph.MINUTES_PER_DAY
+        first = int(days[0])
+        dates = [
+            f"{d} "
+            for d in np.datetime_as_string(
+                _EPOCH64 + np.arange(first, int(days[-1]) + 1) * 1440, unit="D"
+            )
+        ]
+        return [dates[m // 1440 - first] + _TIMES_OF_DAY[m % 1440] for m in minutes.tolist()]
 
     def insert(self, table: catalogue.Table, rows: list[tuple[Any, ...]]) -> None:
         if not rows:

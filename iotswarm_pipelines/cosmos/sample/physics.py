@@ -32,8 +32,8 @@ NMDB_REFERENCE = 165.0  # Jungfraujoch counts per second, the reference intensit
 SOIL_DEPTHS_CM = (2, 5, 10, 20, 30, 50)
 _SOIL_TAU_HALF_HOURS = {2: 2.0, 5: 4.0, 10: 8.0, 20: 24.0, 30: 48.0, 50: 120.0}
 _SOIL_SEASON_WEIGHT = {2: 0.0, 5: 0.02, 10: 0.05, 20: 0.12, 30: 0.2, 50: 0.35}
-_SOIL_LOOKBACK_DAYS = 8
-_WATER_LOOKBACK_DAYS = 20
+_SOIL_LOOKBACK_DAYS = 4
+_WATER_LOOKBACK_DAYS = 15
 SIGMA = 5.670374419e-8
 BUCKET_DAYS = 14  # the Pluvio bucket is emptied on a fortnightly site visit
 
@@ -62,18 +62,46 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@lru_cache(maxsize=8192)
-def _knots(seed: int, key: str, stream: str, day: int, per_day: int) -> np.ndarray:
-    return _frozen(rng(seed, key, stream, "knots", day).standard_normal(per_day))
+# Every smooth-noise stream as (name, knot spacing in minutes). One random draw per (key, day)
+# gives the knots of all of them, so a new stream must be added here (at the end, to keep the
+# existing ones unchanged).
+_STREAMS = (
+    ("regime", 720),
+    ("regime", 360),
+    ("cloud", 180),
+    ("temperature", 720),
+    ("temperature", 360),
+    ("dryness", 360),
+    ("pressure", 720),
+    ("pressure-slow", 1440),
+    ("pressure", 180),
+    ("wind", 360),
+    ("wind", 120),
+    ("direction", 720),
+    ("direction", 180),
+    ("drift", 1440),
+    ("wiggle", 180),
+)
+_KNOT_COUNTS = [MINUTES_PER_DAY // k for _, k in _STREAMS]
+_STREAM_OFFSETS = dict(zip(_STREAMS, accumulate(_KNOT_COUNTS, initial=0), strict=False))
+_KNOTS_PER_DAY = sum(_KNOT_COUNTS)
+
+
+@lru_cache(maxsize=16384)
+def _knots(seed: int, key: str, day: int) -> np.ndarray:
+    return _frozen(rng(seed, key, "knots", day).standard_normal(_KNOTS_PER_DAY))
 
 
 def noise(seed: int, key: str, stream: str, minutes: np.ndarray, knot_minutes: int) -> np.ndarray:
     """Smooth unit-variance-ish noise: daily-seeded random knots, smoothstep in between."""
     per_day = MINUTES_PER_DAY // knot_minutes
+    offset = _STREAM_OFFSETS[(stream, knot_minutes)]
     k0 = minutes // knot_minutes
     frac = (minutes - k0 * knot_minutes) / knot_minutes
     first, last = int(k0.min()) // per_day, (int(k0.max()) + 1) // per_day
-    knots = np.concatenate([_knots(seed, key, stream, d, per_day) for d in range(first, last + 1)])
+    knots = np.concatenate(
+        [_knots(seed, key, d)[offset : offset + per_day] for d in range(first, last + 1)]
+    )
     base = first * per_day
     a, b = knots[k0 - base], knots[k0 + 1 - base]
     w = frac * frac * (3.0 - 2.0 * frac)
