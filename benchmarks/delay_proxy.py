@@ -1,15 +1,19 @@
 """A TCP proxy on loopback that adds a fixed latency, as a real link to S3 has.
 
-Every chunk is forwarded ``one_way`` seconds after it arrived, in each direction, so a request and
-its answer take ``2 * one_way`` longer; chunks are not held back by one another, so bandwidth and
-pipelining are unchanged. (The fault-injecting proxy of the tests works on HTTP requests instead
-of bytes, so the two share nothing but the idea.)
+Every chunk is forwarded ``round_trip / 2`` seconds after it arrived, in each direction, so a
+request and its answer take ``round_trip`` longer; chunks are not held back by one another, so
+bandwidth and pipelining are unchanged. It runs in its own process, so relaying bytes never takes
+the interpreter lock from the client being measured. (The fault-injecting proxy of the tests
+works on HTTP requests instead of bytes, so the two share nothing but the idea.)
+
+    python benchmarks/delay_proxy.py http://127.0.0.1:PORT 0.020   # prints the port it serves
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit
@@ -22,32 +26,25 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
     async def send() -> None:
         while True:
             due, data = await queue.get()
+            await asyncio.sleep(max(0.0, due - loop.time()))
             if not data:
                 break
-            await asyncio.sleep(max(0.0, due - loop.time()))
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()  # half-close: the answer may still be on its way back
 
     sender = asyncio.create_task(send())
-    try:
+    with suppress(ConnectionError):
         while data := await reader.read(65536):
             queue.put_nowait((loop.time() + delay, data))
-    except ConnectionError:
-        pass
     queue.put_nowait((loop.time() + delay, b""))
-    with suppress(ConnectionError):
+    with suppress(ConnectionError, RuntimeError):
         await sender
 
 
-@contextmanager
-def delay_proxy(upstream: str, round_trip: float = 0.020) -> Iterator[str]:
-    """Serve the proxy on a free loopback port in a background thread; yields its URL."""
+async def serve(upstream: str, round_trip: float) -> None:
     target = urlsplit(upstream)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    holder: dict[str, object] = {}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -61,22 +58,26 @@ def delay_proxy(upstream: str, round_trip: float = 0.020) -> Iterator[str]:
         up_writer.close()
         writer.close()
 
-    async def serve() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        holder["server"] = server
-        holder["port"] = server.sockets[0].getsockname()[1]
-        started.set()
-        async with server:
-            await server.serve_forever()
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
 
-    thread = threading.Thread(
-        target=lambda: loop.run_until_complete(serve()), name="delay-proxy", daemon=True
+
+@contextmanager
+def delay_proxy(upstream: str, round_trip: float = 0.020) -> Iterator[str]:
+    """Run the proxy in a child process; yields its URL (an S3 ``endpoint_url``)."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, upstream, str(round_trip)], stdout=subprocess.PIPE, text=True
     )
-    thread.start()
-    if not started.wait(10):
-        raise RuntimeError("delay proxy did not start")
     try:
-        yield f"http://127.0.0.1:{holder['port']}"
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
     finally:
-        loop.call_soon_threadsafe(holder["server"].close)  # type: ignore[attr-defined]
-        thread.join(10)
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    with suppress(KeyboardInterrupt):
+        asyncio.run(serve(sys.argv[1], float(sys.argv[2])))

@@ -222,3 +222,18 @@ def test_local_store_missing_key_and_empty_root(tmp_path):
     assert store.list_keys() == []
     with pytest.raises(KeyError, match="no object"):
         store.get("ALIC1/x")
+
+
+def test_a_failing_payload_source_still_reports_what_was_stored(tmp_path):
+    store = LocalObjectStore(root=str(tmp_path), prefix=PREFIX, max_concurrency=2)
+
+    def source():
+        yield from payloads(5)
+        raise RuntimeError("source went away")
+
+    seen: list[PutResult] = []
+    with pytest.raises(RuntimeError, match="source went away"):
+        for result in store.put_many(source()):
+            seen.append(result)
+    assert stored_ok(seen) == {key for key, _ in payloads(5)}
+    assert len(store.list_keys()) == 5
