@@ -49,6 +49,7 @@ cli_swarm_job = build_swarm_job(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="iot-swarm",
+        allow_abbrev=False,
         description="Simulate COSMOS-UK dataloggers publishing over MQTT and report delivery.",
     )
     d = p.add_argument_group("devices and data")

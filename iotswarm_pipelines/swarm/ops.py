@@ -135,15 +135,19 @@ def run_shard(
             )
         except BaseException as exc:  # handed to the step's thread, which raises it
             outcome["error"] = exc
+        finally:
+            done.set()
 
     # The engine runs in a worker thread so that the termination of the run (an exception in
     # this, the main, thread) can ask it to stop and still collect its partial result.
+    # An Event, not Thread.join: a join interrupted by a signal can leave is_alive() wrong.
+    done = threading.Event()
     worker = threading.Thread(target=work, name=f"swarm-shard-{shard.shard}", daemon=True)
     worker.start()
     interrupted = False
-    while worker.is_alive():
+    while not done.is_set():
         try:
-            worker.join(0.5)
+            done.wait(0.5)
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
             interrupted = True
             context.log.warning(f"shard {shard.shard}: run terminated, stopping the devices")

@@ -1,0 +1,152 @@
+"""``iot-swarm`` as a user runs it: dry and real runs, interruption, exit codes, bad input."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from iotswarm_pipelines.cosmos.sample import generate
+from iotswarm_pipelines.swarm.cli import main
+from iotswarm_tests.services import free_port, wait_until
+
+T0 = datetime(2024, 6, 1)
+REFERENCE_CSV = Path(__file__).parent / "data" / "level1_soilmet_30min_alic1_sample.csv"
+
+
+@pytest.fixture(scope="module")
+def sample_url(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('swarm-cli') / 'cosmos.sqlite'}"
+    generate(
+        url,
+        start=T0,
+        end=T0 + timedelta(hours=3),
+        sites=["ALIC1", "BALRD"],
+        tables=["LEVEL1_SOILMET_30MIN"],
+    )
+    return url
+
+
+def iot_swarm(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "iotswarm_pipelines.swarm.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_dry_run_of_the_reference_csv_prints_the_report():
+    proc = iot_swarm(
+        "--source",
+        str(REFERENCE_CSV),
+        "--mode",
+        "loop",
+        "--per-site",
+        "5",
+        "--max-cycles",
+        "3",
+        "--sleep-time",
+        "0",
+        "--dry",
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "5 devices on 0 connections" in out
+    assert "sent 15 " in out
+
+
+def test_real_run_at_qos1_delivers_everything_and_exits_zero(sample_url, mqtt_broker, tmp_path):
+    host, port = mqtt_broker
+    prefix = f"iotswarm-cli-{uuid.uuid4().hex[:8]}"
+    proc = iot_swarm(
+        "--source", sample_url, "--host", host, "--port", str(port), "--devices", "10",
+        "--mode", "loop", "--max-cycles", "2", "--sleep-time", "0.1", "--qos", "1",
+        "--verify", "--mqtt-prefix", prefix, "--sessions-dir", str(tmp_path),
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "10 devices on 10 connections" in out
+    assert "sent 20 " in out and "acknowledged 20" in out
+    assert "delivered 20, lost 0, duplicated 0" in out
+    assert re.search(r"latency p50 [\d.]+ ms", out)
+
+
+def test_unlimited_cycles_stop_on_interrupt_and_still_report(sample_url, mqtt_broker, tmp_path):
+    host, port = mqtt_broker
+    name = f"iotswarm-cli-{uuid.uuid4().hex[:8]}"
+    proc = iot_swarm(
+        "--source", sample_url, "--host", host, "--port", str(port), "--per-site", "3",
+        "--mode", "loop", "--max-cycles", "0", "--sleep-time", "0.2", "--verify",
+        "--mqtt-prefix", name, "--swarm-name", name, "--sessions-dir", str(tmp_path),
+    )  # fmt: skip
+    try:
+        # The shard saves positions every progress interval: then devices are publishing.
+        wait_until(lambda: any(tmp_path.glob(f"{name}.shard-*.json")), 120, "first session save")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "6 devices on 6 connections" in out
+    sent = int(re.search(r"sent (\d+) ", out).group(1))
+    assert sent > 0
+    assert f"delivered {sent}, lost 0" in out
+    assert (tmp_path / f"{name}.json").exists()
+
+
+def test_bad_input_in_a_subprocess_is_one_line_and_exit_2():
+    proc = iot_swarm("--source", str(REFERENCE_CSV), "--table", "NOPE", "--dry")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [
+        "iot-swarm: error: unknown COSMOS table 'NOPE': expected one of LEVEL1_SOILMET_30MIN, "
+        "LEVEL1_NMDB_1HOUR, LEVEL1_PRECIP_1MIN, LEVEL1_PRECIP_RAINE_1MIN, COSMOS_STATUS_1HOUR"
+    ]
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sites", "ALIC1,BALRD"], "site(s) BALRD have no rows"),
+        (["--sites", "XXXXX"], "unknown COSMOS site 'XXXXX'"),
+        (["--ca-file", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
+        (["--username", "u", "--password-file", "/nonexistent/pw"], "cannot read --password-file"),
+        (["--sleep-time", "-1"], "sleep_time must be at least 0"),
+        (["--mqtt-prefix", "a/#"], "wildcard"),
+        (["--source", "postgresql+psycopg://nobody@127.0.0.1:1/none"], "127.0.0.1"),
+    ],
+)
+def test_bad_input_gives_one_line_before_any_device_starts(args, message, capsys):
+    argv = ["--source", str(REFERENCE_CSV), *args]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("iot-swarm: error: ")
+    assert message in lines[0]
+    assert captured.out == ""
+
+
+def test_unreachable_broker_is_bad_input(capsys):
+    port = free_port()
+    assert main(["--source", str(REFERENCE_CSV), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_password_comes_from_the_environment_not_the_command_line(monkeypatch, mqtt_broker, capsys):
+    monkeypatch.setenv("IOTSWARM_MQTT_PASSWORD", "not-on-the-command-line")
+    with pytest.raises(SystemExit) as exited:
+        main(["--password", "secret"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --password" in capsys.readouterr().err
+    assert os.environ["IOTSWARM_MQTT_PASSWORD"] == "not-on-the-command-line"
