@@ -55,21 +55,22 @@ def test_two_shards_in_two_processes_deliver_every_message_once(sample_db, mqtt_
         "mqtt_prefix": name,
         "rows_per_message": 2,
     }
-    with dg.instance_for_test() as instance, dg.execute_job(
-        dg.reconstructable(code_location_swarm_job),
-        instance,
-        run_config={
-            "ops": {"plan_swarm": {"config": config}},
-            "execution": {"config": {"multiprocess": multiprocess_config(2)}},
-        },
-    ) as result:
+    with (
+        dg.instance_for_test() as instance,
+        dg.execute_job(
+            dg.reconstructable(code_location_swarm_job),
+            instance,
+            run_config={
+                "ops": {"plan_swarm": {"config": config}},
+                "execution": {"config": {"multiprocess": multiprocess_config(2)}},
+            },
+        ) as result,
+    ):
         assert result.success
         report = result.output_for_node("swarm_report")
         run = instance.get_run_by_id(result.run_id)
         shard_steps = {
-            e.step_key
-            for e in result.all_events
-            if e.is_step_success and "run_shard" in e.step_key
+            e.step_key for e in result.all_events if e.is_step_success and "run_shard" in e.step_key
         }
         outputs = [
             e.event_specific_data.metadata
