@@ -573,3 +573,35 @@ def test_build_resources_reads_the_sample_locally_and_cosmos_db_url_in_prod(monk
     prod = resources.build_resources()["cosmos"]
     assert prod.schema_name == catalogue.SCHEMA
     assert prod.url == dg.EnvVar("COSMOS_DB_URL")
+
+
+# ------------------------------------------------------------------------------ sample database
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_reads_what_the_sample_generator_wrote(request, tmp_path, backend):
+    from iotswarm_pipelines.cosmos.sample.generator import generate
+
+    url = (
+        f"sqlite:///{tmp_path / 'sample.sqlite'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    start, end = datetime(2024, 3, 1), datetime(2024, 3, 1, 12)
+    written = generate(
+        url, start=start, end=end, sites=["ALIC1", "MORLY"], tables=[SOILMET], workers=1
+    )
+    source = CosmosSource(url=url, chunk_rows=7)
+
+    newest = source.newest_times(SOILMET)
+    rows = list(source.rows_between(SOILMET, start, end))
+
+    assert set(newest) == {"ALIC1", "MORLY"}
+    assert all(start < t <= end for t in newest.values())
+    assert len(rows) == written[SOILMET] > 0
+    assert {r["SITE_ID"] for r in rows} == {"ALIC1", "MORLY"}
+    assert all(type(r["DATE_TIME"]) is datetime for r in rows)
+    assert source.latest_rows(SOILMET)["ALIC1"] == next(
+        r for r in reversed(rows) if r["SITE_ID"] == "ALIC1"
+    )
+    assert set(catalogue.SITE_IDS) <= set(source.list_sites())
