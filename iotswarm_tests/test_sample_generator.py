@@ -46,8 +46,8 @@ def _column(rows: list[tuple], table: str, name: str) -> np.ndarray:
     return np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=float)
 
 
-def _all_rows(url: str) -> dict[str, list[tuple]]:
-    return {name: _rows(url, name) for name in catalogue.TABLE_NAMES}
+def _all_rows(url: str, tables=catalogue.TABLE_NAMES) -> dict[str, list[tuple]]:
+    return {name: _rows(url, name) for name in tables}
 
 
 def test_same_seed_same_rows_whatever_the_chunking(tmp_path):
@@ -66,6 +66,14 @@ def test_same_seed_same_rows_whatever_the_chunking(tmp_path):
     assert _all_rows(whole) == _all_rows(chunked)
     generate(other, start=START, end=end, sites=sites, seed=8)
     assert _rows(other, SOILMET) != _rows(whole, SOILMET)
+
+
+def test_worker_processes_write_the_same_rows(tmp_path):
+    one, two = _url(tmp_path, "one"), _url(tmp_path, "two")
+    args = {"start": START, "end": START + timedelta(days=9), "sites": ["ALIC1", "HARTW"]}
+    args["tables"] = [SOILMET, STATUS]
+    assert generate(one, workers=1, **args) == generate(two, workers=2, **args)
+    assert _all_rows(one, args["tables"]) == _all_rows(two, args["tables"])
 
 
 def test_rerun_adds_nothing(tmp_path):

@@ -56,7 +56,7 @@ def follow(
     totals = {t.name: 0 for t in selection.tables}
     with SampleDatabase(url, bulk=False) as db:
         db.prepare(selection.tables)
-        newest = db.newest(selection.tables)
+        newest = db.newest(selection)
         after = ph.to_minutes(data_start)
         t0 = clock()
         step = 0

@@ -11,7 +11,11 @@ follow mode writes) with ``synchronous=OFF`` on the loading connection; PostgreS
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +30,9 @@ from iotswarm_pipelines.cosmos.sample import physics as ph
 from iotswarm_pipelines.cosmos.sample.tables import Block, block, column_values, has_table
 
 FLUSH_ROWS = 50_000
+DAYS_PER_TASK = 4
+PARALLEL_SITE_DAYS = 24  # below this, starting worker processes costs more than it saves
+AUTO_WORKERS = min(2, os.cpu_count() or 1)
 _EPOCH64 = np.datetime64(ph.EPOCH, "m")
 _TIMES_OF_DAY = [f"{m // 60:02d}:{m % 60:02d}:00.000000" for m in range(ph.MINUTES_PER_DAY)]
 
@@ -135,15 +142,24 @@ class SampleDatabase:
                 f"cannot create tables in {self.safe_url}: {_first_line(exc)}"
             ) from None
 
-    def newest(self, tables: Sequence[catalogue.Table]) -> dict[tuple[str, str], int]:
-        """Newest stored period end (minutes) per (table, site)."""
+    def newest(self, selection: Selection) -> dict[tuple[str, str], int]:
+        """Newest stored period end (minutes) per (table, site).
+
+        One MAX probe of the (SITE_ID, DATE_TIME) index per site, not a GROUP BY that would
+        read the whole index of a 1-minute table.
+        """
         out: dict[tuple[str, str], int] = {}
         with self.engine.connect() as conn:
-            for table in tables:
+            for table in selection.tables:
                 t = schema.TABLES[table.name]
-                query = sa.select(t.c.SITE_ID, sa.func.max(t.c.DATE_TIME)).group_by(t.c.SITE_ID)
-                for site_id, newest in conn.execute(query):
-                    out[(table.name, site_id)] = ph.to_minutes(newest)
+                site = sa.bindparam("site")
+                query = sa.select(sa.func.max(t.c.DATE_TIME)).where(
+                    t.columns[catalogue.SITE_ID] == site
+                )
+                for site_id in selection.sites:
+                    newest = conn.execute(query, {"site": site_id}).scalar()
+                    if newest is not None:
+                        out[(table.name, site_id)] = ph.to_minutes(newest)
         return out
 
     def time_values(self, minutes: np.ndarray) -> list[Any]:
@@ -194,6 +210,65 @@ def _first_line(exc: sa.exc.DBAPIError) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
+@dataclass(frozen=True)
+class _Task:
+    """Consecutive days of one site, with the tables each day needs: one unit of worker work."""
+
+    seed: int
+    site_id: str
+    days: tuple[tuple[int, tuple[str, ...]], ...]
+
+
+def _compute(task: _Task) -> list[dict[str, Block]]:
+    return [{n: block(task.seed, n, task.site_id, day) for n in names} for day, names in task.days]
+
+
+def _plan(selection: Selection, lows: dict[tuple[str, str], int], until: int) -> list[_Task]:
+    """Which (site, day, table) blocks hold rows in (low, until]; days grouped per site."""
+    tasks = []
+    for site_id in selection.sites:
+        site = catalogue.SITES_BY_ID[site_id]
+        open_from = ph.to_minutes(site.start)
+        open_until = ph.to_minutes(site.end) if site.end is not None else until
+        site_lows = {t.name: lows[(t.name, site_id)] for t in selection.tables}
+        days = []
+        first_day = min(site_lows.values()) // ph.MINUTES_PER_DAY
+        for day in range(first_day, (until - 1) // ph.MINUTES_PER_DAY + 1):
+            day_start, day_end = day * ph.MINUTES_PER_DAY, (day + 1) * ph.MINUTES_PER_DAY
+            if day_end <= open_from or day_start >= min(open_until, until):
+                continue
+            names = tuple(
+                name
+                for name, low in site_lows.items()
+                if day_end > low and has_table(site_id, name)
+            )
+            if names:
+                days.append((day, names))
+        for i in range(0, len(days), DAYS_PER_TASK):
+            tasks.append(_Task(selection.seed, site_id, tuple(days[i : i + DAYS_PER_TASK])))
+    return tasks
+
+
+def _computed(tasks: list[_Task], workers: int) -> Iterator[list[dict[str, Block]]]:
+    """Blocks of each task, in task order; worker processes compute ahead, bounded."""
+    if workers <= 1 or len(tasks) < 2:
+        yield from map(_compute, tasks)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: deque[Future[list[dict[str, Block]]]] = deque()
+        try:
+            for task in tasks:
+                pending.append(pool.submit(_compute, task))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+
 def write_rows(
     db: SampleDatabase,
     selection: Selection,
@@ -202,6 +277,7 @@ def write_rows(
     until: int,
     newest: dict[tuple[str, str], int],
     resume: bool = False,
+    workers: int = 1,
     bar: tqdm | None = None,
 ) -> dict[str, int]:
     """Write rows with after < DATE_TIME <= until (minutes) that are newer than ``newest``.
@@ -209,35 +285,28 @@ def write_rows(
     With ``resume`` a (table, site) that has rows continues right after its newest row even if
     that is before ``after`` (follow mode); ``after`` then only starts the empty ones.
     ``newest`` is updated in place, so follow mode can call this again and again without
-    asking the database. Work goes site by site and day by day, so memory stays bounded and the
-    weather of a day is computed once for all of its tables.
+    asking the database. Work goes site by site and a few days at a time (in ``workers``
+    processes when more than one), so memory stays bounded and the weather of a day is computed
+    once for all of its tables; rows are inserted in the same order either way.
     """
+    lows = {}
+    for table in selection.tables:
+        for site_id in selection.sites:
+            stored = newest.get((table.name, site_id), after)
+            lows[(table.name, site_id)] = stored if resume else max(after, stored)
+    tasks = _plan(selection, lows, until)
+    if bar is not None:
+        bar.reset(total=sum(len(t.days) for t in tasks))
     counts = {t.name: 0 for t in selection.tables}
     buffers: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in selection.tables}
-    last_day = (until - 1) // ph.MINUTES_PER_DAY
-    for site_id in selection.sites:
-        site = catalogue.SITES_BY_ID[site_id]
-        open_from = ph.to_minutes(site.start)
-        open_until = ph.to_minutes(site.end) if site.end is not None else until
-        lows = {}
-        for t in selection.tables:
-            stored = newest.get((t.name, site_id), after)
-            lows[t.name] = stored if resume else max(after, stored)
-        first_day = min(lows.values()) // ph.MINUTES_PER_DAY
-        if bar is not None and first_day < after // ph.MINUTES_PER_DAY:
-            bar.total += after // ph.MINUTES_PER_DAY - first_day
-        for day in range(first_day, last_day + 1):
-            if bar is not None:
-                bar.update(1)
-            day_start, day_end = day * ph.MINUTES_PER_DAY, (day + 1) * ph.MINUTES_PER_DAY
-            if day_end <= open_from or day_start >= open_until:
-                continue
+    for task, day_blocks in zip(tasks, _computed(tasks, workers), strict=True):
+        site_id = task.site_id
+        for blocks in day_blocks:
             for table in selection.tables:
-                low = lows[table.name]
-                if day_end <= low or day_start >= until or not has_table(site_id, table.name):
+                b = blocks.get(table.name)
+                if b is None:
                     continue
-                b = block(selection.seed, table.name, site_id, day)
-                span = b.span(low, until)
+                span = b.span(lows[(table.name, site_id)], until)
                 if span.stop > span.start:
                     rows = _rows(db, b, span, site_id, table)
                     buffers[table.name].extend(rows)
@@ -247,6 +316,7 @@ def write_rows(
                     db.insert(table, buffers[table.name])
                     buffers[table.name] = []
         if bar is not None:
+            bar.update(len(task.days))
             bar.set_postfix(rows=sum(counts.values()), site=site_id, refresh=False)
     for table in selection.tables:
         db.insert(table, buffers[table.name])
@@ -275,11 +345,13 @@ def generate(
     tables: Sequence[str] | None = None,
     seed: int = 0,
     progress: bool = False,
+    workers: int | None = None,
 ) -> dict[str, int]:
     """Write the sample rows with start < DATE_TIME <= end; returns rows written per table.
 
-    The same seed and arguments always give the same rows, whatever the chunking and whichever
-    other sites are selected. Rows already stored are kept and never duplicated.
+    The same seed and arguments always give the same rows, whatever the chunking, the number
+    of ``workers`` (default: two processes for big jobs) and whichever other sites are selected.
+    Rows already stored are kept and never duplicated.
     """
     after, until = _check_time("start", start), _check_time("end", end)
     if until <= after:
@@ -287,15 +359,14 @@ def generate(
     selection = Selection.of(sites, tables, seed)
     with SampleDatabase(url) as db:
         db.prepare(selection.tables)
-        newest = db.newest(selection.tables)
-        days = (until - 1) // ph.MINUTES_PER_DAY - after // ph.MINUTES_PER_DAY + 1
-        with tqdm(
-            total=days * len(selection.sites),
-            unit="site-day",
-            disable=not progress,
-            desc="cosmos-sample",
-        ) as bar:
-            return write_rows(db, selection, after=after, until=until, newest=newest, bar=bar)
+        newest = db.newest(selection)
+        if workers is None:
+            days = (until - after) / ph.MINUTES_PER_DAY
+            workers = AUTO_WORKERS if days * len(selection.sites) >= PARALLEL_SITE_DAYS else 1
+        with tqdm(unit="site-day", disable=not progress, desc="cosmos-sample") as bar:
+            return write_rows(
+                db, selection, after=after, until=until, newest=newest, workers=workers, bar=bar
+            )
 
 
 def summarise(url: str) -> str:
