@@ -35,6 +35,7 @@ class FaultPlan:
     after_forwarding: bool = False
     requests: int = 0
     failures: int = 0
+    waited_to_continue: int = 0  # requests that asked for "100 Continue" before their body
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def should_fail(self) -> bool:
@@ -56,6 +57,8 @@ def _handler(upstream: str, plan: FaultPlan) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _relay(self) -> None:
+            if self.headers.get("Expect", "").lower() == "100-continue":
+                plan.waited_to_continue += 1
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             fail = plan.should_fail()
             if fail and not plan.after_forwarding:

@@ -116,6 +116,7 @@ def test_retries_store_exactly_one_object_per_key(s3_endpoint, bucket, plan):
     with fault_proxy(s3_endpoint, plan) as proxy:
         results = list(s3_store(proxy, bucket, max_concurrency=3).put_many(objects))
     assert [r.error for r in results if r.error] == []
+    assert plan.waited_to_continue == 0  # no extra round trip per object
     assert plan.failures == 6
     assert plan.requests >= len(objects) + 6  # every failure was retried
     assert s3_store(s3_endpoint, bucket).list_keys() == sorted(key for key, _ in objects)
