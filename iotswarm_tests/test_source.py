@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import importlib.util
 import time
 import uuid
 from collections import Counter
@@ -262,6 +264,13 @@ def test_abandoned_stream_gives_its_connection_back(raine_db):
     next(stream)
     assert pool.checkedout() == 1
     stream.close()
+    assert pool.checkedout() == 0
+
+    forgotten = source.rows_between(RAINE, at(0), at(10))
+    next(forgotten)
+    assert pool.checkedout() == 1
+    del forgotten
+    gc.collect()
 
     assert pool.checkedout() == 0
 
@@ -306,6 +315,13 @@ def test_missing_table_names_the_table(request, tmp_path, backend):
         ("not a url with s3cret", "cannot be parsed as a SQLAlchemy URL"),
         ("nosuchdb://user:s3cret@host/db", "cannot use this database URL"),
         ("mysql+nosuchdriver://user:s3cret@host/db", "cannot use this database URL"),
+        pytest.param(
+            "postgresql+pg8000://user:s3cret@host/db",
+            "No module named 'pg8000'.*driver installed",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("pg8000") is not None, reason="pg8000 is installed"
+            ),
+        ),
         ("sqlite:////nonexistent-iotswarm/cosmos.sqlite", "does not exist"),
     ],
 )
