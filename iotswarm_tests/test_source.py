@@ -21,6 +21,7 @@ from iotswarm_pipelines.cosmos.source import (
     SourceError,
     SourceTableError,
     dispose_engines,
+    is_transient,
 )
 from iotswarm_tests.services import free_port
 
@@ -395,6 +396,25 @@ def test_unreachable_server_is_retried_then_named():
     assert attempts[0] == 3
     assert str(caught.value).startswith("COSMOS source postgresql+psycopg://cosmos:***@127.0.0.1:")
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        ('FATAL:  password authentication failed for user "cosmos"', False),
+        ('FATAL:  no pg_hba.conf entry for host "10.0.0.1", user "cosmos"', False),
+        ("FATAL:  terminating connection due to administrator command", True),
+        ("FATAL:  the database system is starting up", True),
+        ("server closed the connection unexpectedly", True),
+        ("database is locked", True),
+        ('relation "LEVEL1_X" does not exist', False),
+        ("no such table: LEVEL1_X", False),
+    ],
+)
+def test_postgresql_and_sqlite_errors_are_retried_only_when_transient(message, transient):
+    error = sa.exc.OperationalError("SELECT 1", {}, Exception(message))
+
+    assert is_transient(error) is transient
 
 
 # ------------------------------------------------------------------------------ retries
