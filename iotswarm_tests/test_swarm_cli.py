@@ -17,6 +17,8 @@ from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm.cli import main
 from iotswarm_tests.services import free_port, wait_until
 
+pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
+
 T0 = datetime(2024, 6, 1)
 REFERENCE_CSV = Path(__file__).parent / "data" / "level1_soilmet_30min_alic1_sample.csv"
 
@@ -150,3 +152,37 @@ def test_password_comes_from_the_environment_not_the_command_line(monkeypatch, m
     assert exited.value.code == 2
     assert "unrecognized arguments: --password" in capsys.readouterr().err
     assert os.environ["IOTSWARM_MQTT_PASSWORD"] == "not-on-the-command-line"
+
+
+def test_mutual_tls_run_from_the_command_line(sample_url, tls_broker, tls_files, capsys):
+    tls = ["--ca-file", tls_files.ca, "--cert-file", tls_files.client_cert]
+    argv = [
+        "--source", sample_url, "--port", str(tls_broker.port), *tls,
+        "--key-file", tls_files.client_key, "--devices", "4", "--max-cycles", "2",
+        "--sleep-time", "0", "--verify", "--mqtt-prefix", f"iotswarm-cli-{uuid.uuid4().hex[:8]}",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "delivered 8, lost 0, duplicated 0" in capsys.readouterr().out
+    rogue = [a.replace(tls_files.client_cert, tls_files.rogue_cert) for a in argv]
+    rogue = [a.replace(tls_files.client_key, tls_files.rogue_key) for a in rogue]
+    assert main(rogue) == 2
+    assert f"127.0.0.1:{tls_broker.port}" in capsys.readouterr().err
+
+
+def test_password_file_logs_in_and_a_wrong_one_is_refused(
+    sample_url, password_broker, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("IOTSWARM_MQTT_PASSWORD", "replaced-by-the-file")  # restored afterwards
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-pass\n")
+    argv = [
+        "--source", sample_url, "--port", str(password_broker.port), "--username", "swarm",
+        "--password-file", str(secret), "--max-cycles", "1", "--verify",
+        "--mqtt-prefix", f"iotswarm-cli-{uuid.uuid4().hex[:8]}",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "delivered 2, lost 0" in capsys.readouterr().out
+    secret.write_text("wrong-pass\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "wrong-pass" not in err
