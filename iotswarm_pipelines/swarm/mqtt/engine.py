@@ -171,7 +171,7 @@ class _Shard:
         self.on_progress = on_progress
         self.progress_interval = progress_interval
         self.random = random.Random(f"{schedule.seed}:{shard}")
-        self.loop = EventLoop()
+        self.loop = EventLoop(settings.keepalive)
         self.started_at = time.time()
         self.timeline = Timeline(self.started_at)
         self.result = ShardResult(shard=shard, devices=len(devices), connections=0)
@@ -185,16 +185,14 @@ class _Shard:
         if not settings.qos:
             self.loop.on_written = self._on_written
         self.verifier: Verifier | None = None
-        self.verifier_attempts = 0
         if verify and not dry:
             self.verifier = Verifier(
                 shard,
                 [d.topic for d in devices],
                 settings,
-                self.loop,
                 self.timeline,
                 seed=schedule.seed,
-                on_lost=self._on_verifier_lost,
+                on_change=self.loop.wake,
             )
         window = QOS1_WINDOW if self.qos else QOS0_WINDOW
         self.conns: list[_Connection] = []
@@ -334,27 +332,6 @@ class _Shard:
             if conn.ready and len(conn.outstanding) < before:
                 self.dirty.add(conn)
 
-    def _on_verifier_lost(self) -> None:
-        if self.closing:
-            return
-        self._error(f"verifier lost its connection to {self.settings.address}; reconnecting")
-        delay = backoff_delay(
-            self.verifier_attempts,
-            self.settings.reconnect_min_delay,
-            self.settings.reconnect_max_delay,
-        )
-        self.verifier_attempts += 1
-        self.loop.call_at(time.monotonic() + delay, self._connect_verifier)
-
-    def _connect_verifier(self) -> None:
-        if self.closing:
-            return
-        try:
-            self.verifier.connect()
-        except Exception as err:
-            self._error(str(classify_connect_error(self.settings, err)))
-            self._on_verifier_lost()
-
     # devices -----------------------------------------------------------------------------
 
     def _due(self, device: _Device) -> None:
@@ -461,7 +438,7 @@ class _Shard:
 
     def run(self) -> ShardResult:
         if self.verifier is not None:
-            self._connect_verifier()
+            self.verifier.start()
         if not self.dry:
             for conn in self.conns:
                 self._enqueue_connect(conn)
@@ -485,12 +462,13 @@ class _Shard:
             if self.stopping:
                 if drain_deadline is None:
                     drain_deadline = now + DRAIN_SECONDS
+                    if self.verifier is not None:
+                        self.verifier.notify_drained = True
                 if self._drained() or now >= drain_deadline:
                     break
             if self.verifier is not None and self.verifier.ready != verifier_was_ready:
                 verifier_was_ready = self.verifier.ready
                 if verifier_was_ready:
-                    self.verifier_attempts = 0
                     self.dirty.update(conn for conn in self.conns if conn.ready)
             if self.connect_queue:
                 self._connect_some(now)
@@ -521,9 +499,9 @@ class _Shard:
 
     def _close(self) -> None:
         self.closing = True
-        clients = [conn.client for conn in self.conns if conn.client is not None]
         if self.verifier is not None:
-            clients.append(self.verifier.client)
+            self.verifier.stop()
+        clients = [conn.client for conn in self.conns if conn.client is not None]
         for client in clients:
             if client.socket() is not None:
                 client.disconnect()

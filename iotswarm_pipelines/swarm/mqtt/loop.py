@@ -1,8 +1,8 @@
 """One selector loop driving many paho clients through their socket callbacks.
 
-paho's `loop_start()` costs a thread per client; at 20,000 connections that is neither memory
-nor the GIL can afford. Here each client tells the loop when its socket opens, closes and has
-bytes to write, and the loop calls `loop_read`/`loop_write`/`loop_misc` when the socket is ready.
+paho's `loop_start()` costs a thread per client; at 20,000 connections neither memory nor the
+GIL can afford that. Here each client tells the loop when its socket opens, closes and has bytes
+to write, and the loop calls `loop_read`/`loop_write`/`loop_misc` when the socket is ready.
 """
 
 from __future__ import annotations
@@ -10,22 +10,34 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import select
 import selectors
+import socket
 import time
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
 
-MISC_INTERVAL = 1.0  # keep-alive checks (PINGREQ) for every connected client
+MAX_READS_PER_EVENT = 512  # packets read from one socket before other sockets get a turn
 
 
 class EventLoop:
-    def __init__(self) -> None:
+    def __init__(self, keepalive: float = 60.0) -> None:
         self._selector = selectors.DefaultSelector()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._clients: dict[paho.Client, object] = {}
-        self._next_misc = time.monotonic() + MISC_INTERVAL
+        # Write interest is applied to the selector lazily, just before it waits: a publisher
+        # usually writes its packet at once, so most register/unregister pairs cost nothing.
+        self._write_wanted: dict[paho.Client, object] = {}
+        self._write_registered: set[paho.Client] = set()
+        # Keep-alive checks (PINGREQ) often enough for the shortest keep-alive, at most 1/s.
+        self._misc_interval = max(1.0, min(5.0, keepalive / 4))
+        self._next_misc = time.monotonic() + self._misc_interval
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self.on_written: Callable[[paho.Client], None] | None = None
         """Called after a socket took more bytes: QoS 0 sends are done once written."""
 
@@ -42,40 +54,58 @@ class EventLoop:
 
     def _on_close(self, client: paho.Client, _userdata, sock) -> None:
         self._clients.pop(client, None)
-        with contextlib.suppress(KeyError, ValueError):
+        self._write_wanted.pop(client, None)
+        self._write_registered.discard(client)
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(sock)
 
     def _on_register_write(self, client: paho.Client, _userdata, sock) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+        self._write_wanted[client] = sock
 
     def _on_unregister_write(self, client: paho.Client, _userdata, sock) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.modify(sock, selectors.EVENT_READ, client)
+        if self._write_wanted.pop(client, None) is None and client in self._write_registered:
+            self._write_registered.discard(client)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.modify(sock, selectors.EVENT_READ, client)
+
+    def _apply_write_interest(self) -> None:
+        for client, sock in self._write_wanted.items():
+            if self._clients.get(client) is sock:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self._selector.modify(
+                        sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client
+                    )
+                    self._write_registered.add(client)
+        self._write_wanted.clear()
 
     @property
     def open_sockets(self) -> int:
         return len(self._clients)
 
     def call_at(self, when: float, callback: Callable[[], None]) -> None:
+        """Run `callback` on this loop's thread once `time.monotonic()` reaches `when`."""
         heapq.heappush(self._timers, (when, next(self._seq), callback))
 
-    def next_timer(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+    def wake(self) -> None:
+        """Make a waiting `run_once` return now; safe to call from another thread."""
+        with contextlib.suppress(BlockingIOError):
+            self._wake_w.send(b"\0")
 
     def run_once(self, timeout: float) -> None:
         """Wait up to `timeout` for socket events, handle them, then run the timers that are due."""
         if self._timers:
             timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
+        if self._write_wanted:
+            self._apply_write_interest()
         for key, mask in self._selector.select(max(0.0, timeout)):
-            client: paho.Client = key.data
+            client: paho.Client | None = key.data
+            if client is None:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(4096)
+                continue
             sock = key.fileobj
             if mask & selectors.EVENT_READ:
-                client.loop_read()
-                # TLS may hold decrypted records the selector cannot see.
-                pending = getattr(sock, "pending", None)
-                while pending is not None and client.socket() is sock and pending() > 0:
-                    client.loop_read()
+                self._read(client, sock)
             if mask & selectors.EVENT_WRITE and client.socket() is sock:
                 client.loop_write()
                 if self.on_written is not None:
@@ -85,9 +115,34 @@ class EventLoop:
             _, _, callback = heapq.heappop(self._timers)
             callback()
         if now >= self._next_misc:
-            self._next_misc = now + MISC_INTERVAL
+            self._next_misc = now + self._misc_interval
             for client in list(self._clients):
                 client.loop_misc()
 
+    @staticmethod
+    def _read(client: paho.Client, sock) -> None:
+        """Read every packet that has arrived, not just one.
+
+        paho's `loop_read` reads one packet unless it awaits acks, so a subscriber would get one
+        message per loop turn; TLS may also hold decrypted records the selector cannot see.
+        """
+        pending = getattr(sock, "pending", None)
+        poller = None
+        for _ in range(MAX_READS_PER_EVENT):
+            client.loop_read()
+            if client.socket() is not sock:
+                return
+            if client.want_write():
+                client.loop_write()  # PUBACKs now, so the broker's window to us reopens
+            if pending is not None and pending() > 0:
+                continue
+            if poller is None:
+                poller = select.poll()  # not select.select: descriptors go far past 1024
+                poller.register(sock, select.POLLIN)
+            if not poller.poll(0):
+                return
+
     def close(self) -> None:
         self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
