@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--follow", action="store_true", help="then keep appending rows (Ctrl-C)")
     p.add_argument("--speed", type=float, default=1.0, help="follow mode: times real time")
+    p.add_argument("--workers", type=int, default=1, help="processes computing days (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -105,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tables=args.tables,
             seed=args.seed,
             progress=not args.quiet,
+            workers=args.workers,
         )
         for name, n in counts.items():
             print(f"{name:<26} {n:>12,} rows written")

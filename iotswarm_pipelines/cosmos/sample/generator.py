@@ -12,7 +12,6 @@ follow mode writes) with ``synchronous=OFF`` on the loading connection; PostgreS
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,9 +29,7 @@ from iotswarm_pipelines.cosmos.sample import physics as ph
 from iotswarm_pipelines.cosmos.sample.tables import Block, block, column_values, has_table
 
 FLUSH_ROWS = 50_000
-DAYS_PER_TASK = 4
-PARALLEL_SITE_DAYS = 24  # below this, starting worker processes costs more than it saves
-AUTO_WORKERS = min(2, os.cpu_count() or 1)
+DAYS_PER_TASK = 16  # one task per site for most ranges, so a worker computes each look-back once
 _EPOCH64 = np.datetime64(ph.EPOCH, "m")
 _TIMES_OF_DAY = [f"{m // 60:02d}:{m % 60:02d}:00.000000" for m in range(ph.MINUTES_PER_DAY)]
 
@@ -345,13 +342,15 @@ def generate(
     tables: Sequence[str] | None = None,
     seed: int = 0,
     progress: bool = False,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> dict[str, int]:
     """Write the sample rows with start < DATE_TIME <= end; returns rows written per table.
 
     The same seed and arguments always give the same rows, whatever the chunking, the number
-    of ``workers`` (default: two processes for big jobs) and whichever other sites are selected.
-    Rows already stored are kept and never duplicated.
+    of ``workers`` and whichever other sites are selected. Rows already stored are kept and
+    never duplicated. ``workers`` > 1 computes days in that many forked processes: faster on an
+    idle machine, but only for callers that run no threads of their own (forking a threaded
+    process can deadlock), so it is opt-in.
     """
     after, until = _check_time("start", start), _check_time("end", end)
     if until <= after:
@@ -360,9 +359,6 @@ def generate(
     with SampleDatabase(url) as db:
         db.prepare(selection.tables)
         newest = db.newest(selection)
-        if workers is None:
-            days = (until - after) / ph.MINUTES_PER_DAY
-            workers = AUTO_WORKERS if days * len(selection.sites) >= PARALLEL_SITE_DAYS else 1
         with tqdm(unit="site-day", disable=not progress, desc="cosmos-sample") as bar:
             return write_rows(
                 db, selection, after=after, until=until, newest=newest, workers=workers, bar=bar
