@@ -5,6 +5,7 @@ sensors, the schedules, a backfill over several tables and the ``live-cosmos`` c
 ``cosmos_history_export`` (day x table) re-sends one day of one table for backfills.
 """
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -127,6 +128,24 @@ def summary_metadata(summary: pipeline.ExportSummary, destination: str) -> dict[
     if summary.lag_seconds is not None:
         metadata["lag_seconds"] = dg.MetadataValue.float(summary.lag_seconds)
     return metadata
+
+
+def summary_from_metadata(table: str, metadata: Mapping[str, Any]) -> pipeline.ExportSummary:
+    """The run's ``ExportSummary`` back from its materialization (for the command line)."""
+    values = {name: getattr(value, "value", value) for name, value in metadata.items()}
+    return pipeline.ExportSummary(
+        table=table,
+        sites=values["sites"],
+        rows_read=values["rows_read"],
+        payloads_built=values["payloads"],
+        objects_stored=values["objects"],
+        bytes_stored=values["bytes"],
+        failed=values["failed"],
+        sites_advanced=values["sites_advanced"],
+        watermarks={s: datetime.fromisoformat(t) for s, t in values["watermarks"].items()},
+        lag_seconds=values.get("lag_seconds"),
+        dry_run=values["dry_run"],
+    )
 
 
 def _batch_size(table: str, configured: int | None) -> int:

@@ -184,7 +184,7 @@ def export_table(
     store: ObjectStore,
     state: StateStore,
     sites: Sequence[str] | None = None,
-    fallback_hours: float = DEFAULT_FALLBACK_HOURS,
+    fallback_hours: float | None = DEFAULT_FALLBACK_HOURS,
     batch_size: int = 1,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -194,6 +194,7 @@ def export_table(
 ) -> ExportSummary:
     """Export the rows of ``table`` that are newer than each site's watermark (or a replay window).
 
+    ``fallback_hours=None`` sends the whole history of a site the state has never seen.
     Raises ``ExportError`` after keeping the safe watermarks when any payload was not stored.
     """
     spec = catalogue.get_table(table)
@@ -227,7 +228,7 @@ def _export(
     store: ObjectStore,
     state: StateStore,
     sites: Sequence[str] | None,
-    fallback_hours: float,
+    fallback_hours: float | None,
     batch_size: int,
     since: datetime | None,
     until: datetime | None,
@@ -240,7 +241,7 @@ def _export(
     before = {s: w for s in current["sites"] if (w := state_rules.watermark(current, s))}
     newest = source.newest_times(spec.name, list(sites) if sites is not None else None)
     selected = sorted(sites) if sites is not None else sorted(newest)
-    fallback = now - timedelta(hours=fallback_hours)
+    fallback = None if fallback_hours is None else now - timedelta(hours=fallback_hours)
     starts = {s: since if since is not None else (before.get(s) or fallback) for s in selected}
     summary = ExportSummary(table=spec.name, sites=len(selected), dry_run=dry_run)
 
@@ -254,15 +255,20 @@ def _export(
     }
     log.info(
         f"{spec.name}: {len(selected)} sites, "
-        + (f"replay {since} .. {until or 'newest'}" if since else f"fallback {fallback}")
+        + (
+            f"replay {since} .. {until or 'newest'}"
+            if since
+            else f"new sites from {fallback or 'their first row'}"
+        )
         + (", dry run" if dry_run else "")
     )
 
     def rows() -> Iterator[dict]:
         for site_id in selected:
-            if site_id not in newest or newest[site_id] <= starts[site_id]:
+            start = starts[site_id]
+            if site_id not in newest or (start is not None and newest[site_id] <= start):
                 continue  # nothing new: no query
-            yield from source.rows_after(spec.name, site_id, starts[site_id], until)
+            yield from source.rows_after(spec.name, site_id, start, until)
 
     try:
         _ship(run, store, batch_rows(rows(), batch_size), dry_run)
@@ -356,3 +362,46 @@ def _lag(newest: dict[str, datetime], watermarks: dict[str, datetime]) -> float 
     """How far the slowest site's watermark trails the source's newest row, in seconds."""
     lags = [max(0.0, (newest[s] - w).total_seconds()) for s, w in watermarks.items() if s in newest]
     return max(lags) if lags else None
+
+
+def export_all_tables(
+    source: CosmosSource,
+    store: ObjectStore,
+    state: StateStore,
+    *,
+    fallback_hours: float | None = None,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+) -> list[ExportSummary]:
+    """Export every catalogue table, one after the other (the demo's whole export).
+
+    By default a site the state has never seen is sent from its first row, so a sample database
+    of past data is exported in full; later calls send only what is new.
+    """
+    return [
+        export_table(
+            name, source=source, store=store, state=state, fallback_hours=fallback_hours, log=log
+        )
+        for name in catalogue.TABLE_NAMES
+    ]
+
+
+def format_summary(summary: ExportSummary, destination: str | None = None) -> str:
+    """A few lines for a terminal: the stage counts, then each site's new watermark."""
+    head = (
+        f"{summary.table}: {summary.rows_read} rows, {summary.payloads_built} payloads, "
+        f"{summary.objects_stored} objects ({summary.bytes_stored} bytes)"
+    )
+    if summary.failed:
+        head += f", {summary.failed} FAILED"
+    if summary.dry_run:
+        head += " (dry run: nothing stored)"
+    if destination:
+        head += f" -> {destination}"
+    lines = [head]
+    if summary.watermarks:
+        lag = "" if summary.lag_seconds is None else f" (lag {summary.lag_seconds:.0f} s)"
+        lines.append(f"  watermarks of {len(summary.watermarks)} sites{lag}:")
+        lines += [
+            f"    {site}  {when:%Y-%m-%d %H:%M:%S}" for site, when in summary.watermarks.items()
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""The existing live-COSMOS uploader's config file: ``key='value'``, one per line.
+
+Files written for the old tool (``dsn``, ``user``, ``pass`` and a bucket) work unchanged; the
+optional keys choose a SQLAlchemy URL instead, a local folder instead of S3, where the state files
+live, and the export's knobs. Errors name the file and line but never echo a value, because a
+line may hold the password.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import sqlalchemy as sa
+
+from iotswarm_pipelines.cosmos import catalogue
+
+KEYS = (
+    "dsn",
+    "user",
+    "pass",
+    "url",
+    "bucket",
+    "bucket_prefix",
+    "endpoint_url",
+    "object_dir",
+    "state_dir",
+    "fallback_hours",
+    "batch_size",
+    "sites",
+)
+_LINE = re.compile(
+    r"""^\s*(?P<key>\w+)\s*=\s*(?:'(?P<sq>[^']*)'|"(?P<dq>[^"]*)"|(?P<bare>[^'"\s]+))\s*$"""
+)
+
+
+class ConfigFileError(ValueError):
+    """The config file cannot be used; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class LiveCosmosConfig:
+    path: Path
+    url: str  # holds the password: never print it (see ``safe_url``)
+    schema_name: str | None
+    bucket: str | None
+    bucket_prefix: str
+    endpoint_url: str | None
+    object_dir: str | None
+    state_dir: str | None
+    fallback_hours: float | None
+    batch_size: int | None
+    sites: list[str] | None
+
+    def __repr__(self) -> str:  # dataclass's repr would show the URL with its password
+        return f"LiveCosmosConfig(path={str(self.path)!r}, url={self.safe_url!r}, ...)"
+
+    @property
+    def safe_url(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+
+def oracle_url(dsn: str, user: str, password: str) -> str:
+    """``oracle+oracledb://user:pass@dsn``, user and password URL-quoted (``@``, ``/`` ...)."""
+    return f"oracle+oracledb://{quote(user, safe='')}:{quote(password, safe='')}@{dsn}"
+
+
+def _read_pairs(path: Path) -> dict[str, tuple[str, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    pairs: dict[str, tuple[str, int]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if match is None:
+            raise ConfigFileError(
+                f"{path}, line {number}: not a key='value' line; write one setting per line, "
+                "e.g. bucket='my-bucket'"
+            )
+        key = match["key"].lower()
+        if key not in KEYS:
+            raise ConfigFileError(
+                f"{path}, line {number}: unknown key {match['key']!r}; known keys are "
+                f"{', '.join(KEYS)}"
+            )
+        if key in pairs:
+            raise ConfigFileError(
+                f"{path}, line {number}: {key} is set twice (first on line {pairs[key][1]})"
+            )
+        value = next(v for v in (match["sq"], match["dq"], match["bare"]) if v is not None)
+        pairs[key] = (value.strip(), number)
+    return pairs
+
+
+def parse_config(path: str | Path) -> LiveCosmosConfig:
+    path = Path(path)
+    pairs = _read_pairs(path)
+    values = {key: value for key, (value, _) in pairs.items()}
+
+    def fail(key: str, message: str) -> ConfigFileError:
+        where = f", line {pairs[key][1]}" if key in pairs else ""
+        return ConfigFileError(f"{path}{where}: {message}")
+
+    login = [k for k in ("dsn", "user", "pass") if k in values]
+    if "url" in values and login:
+        raise fail("url", "give either url or dsn/user/pass, not both")
+    if "url" in values:
+        url = values["url"]
+    elif len(login) == 3:
+        url = oracle_url(values["dsn"], values["user"], values["pass"])
+    else:
+        missing = [k for k in ("dsn", "user", "pass") if k not in values]
+        raise ConfigFileError(
+            f"{path}: missing {', '.join(missing)}; give dsn='…', user='…' and pass='…' "
+            "(Oracle) or url='…' (any SQLAlchemy URL)"
+        )
+    if ("bucket" in values) == ("object_dir" in values):
+        raise ConfigFileError(
+            f"{path}: give exactly one destination: bucket='…' (S3) or object_dir='…' (a folder)"
+        )
+    fallback_hours = batch_size = None
+    if "fallback_hours" in values:
+        try:
+            fallback_hours = float(values["fallback_hours"])
+        except ValueError:
+            fallback_hours = -1.0
+        if not fallback_hours >= 0:
+            raise fail("fallback_hours", "fallback_hours must be a number of hours, 0 or more")
+    if "batch_size" in values:
+        if not values["batch_size"].isdigit() or int(values["batch_size"]) < 1:
+            raise fail("batch_size", "batch_size must be a whole number of rows, 1 or more")
+        batch_size = int(values["batch_size"])
+    sites = None
+    if "sites" in values:
+        sites = [s.strip().upper() for s in values["sites"].split(",") if s.strip()]
+        if not sites:
+            raise fail("sites", "sites is empty; list site IDs like sites='ALIC1,BALRD'")
+    try:
+        backend = _backend(url)
+    except ValueError:
+        raise fail("url" if "url" in values else "dsn", "not a valid database URL/DSN") from None
+    return LiveCosmosConfig(
+        path=path,
+        url=url,
+        schema_name=catalogue.SCHEMA if backend == "oracle" else None,
+        bucket=values.get("bucket"),
+        bucket_prefix=values.get("bucket_prefix", ""),
+        endpoint_url=values.get("endpoint_url"),
+        object_dir=values.get("object_dir"),
+        state_dir=values.get("state_dir"),
+        fallback_hours=fallback_hours,
+        batch_size=batch_size,
+        sites=sites,
+    )
+
+
+def _backend(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).get_backend_name()
+    except sa.exc.ArgumentError as exc:
+        raise ValueError(str(exc)) from None
