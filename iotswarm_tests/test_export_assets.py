@@ -97,15 +97,17 @@ def test_run_config_sites_batch_size_and_dry_run(resources):
     ],
 )
 def test_bad_replay_windows_fail_with_a_clear_message(resources, config, message):
+    run_config = live_config(**config)
     with pytest.raises(Exception, match=message):
-        dg.materialize([cosmos_live_export], partition_key=SOILMET, resources=resources,
-                       run_config=live_config(**config))  # fmt: skip
+        dg.materialize(
+            [cosmos_live_export], partition_key=SOILMET, resources=resources, run_config=run_config
+        )
 
 
 def test_history_partition_resends_one_day_and_leaves_the_watermarks(tmp_path):
     url = sqlite_url(tmp_path)
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1",
-                [datetime(2024, 6, 1) + timedelta(minutes=30 * i) for i in range(60)]))  # fmt: skip
+    times = [datetime(2024, 6, 1) + timedelta(minutes=30 * i) for i in range(60)]
+    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     resources = {"cosmos": source(url), "object_store": local_store(tmp_path)}
     key = dg.MultiPartitionKey({"date": "2024-06-01", "table": SOILMET})
     result = dg.materialize([cosmos_history_export], partition_key=key, resources=resources)
