@@ -245,6 +245,7 @@ def test_postgresql_gets_the_same_rows_as_sqlite(tmp_path, pg_url):
     engine.dispose()
     assert [ix["column_names"] for ix in indexes] == [["SITE_ID", "DATE_TIME"]]
     assert generate(pg_url, **args) == {name: 0 for name in catalogue.TABLE_NAMES}
+    assert "2 sites" in summarise(pg_url)
 
 
 class FakeClock:
