@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import threading
 import uuid
 
@@ -275,3 +276,13 @@ def test_settings_are_checked_and_never_show_the_password(tmp_path):
         MqttSettings(tls=True, ca_file=str(garbage)).validate()
     settings = MqttSettings(username="swarm", password="hunter2-secret")
     assert "hunter2-secret" not in repr(settings) and "hunter2-secret" not in str(settings)
+
+
+def test_a_silent_server_is_reported_not_waited_for():
+    """A TCP listener that never answers CONNECT (e.g. a TLS port without tls) times out."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        settings = MqttSettings(port=server.getsockname()[1], **FAST)
+        with pytest.raises(BrokerUnreachableError, match="no CONNACK"):
+            check_broker(settings, timeout=1)

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, Protocol
 
 import paho.mqtt.client as paho
@@ -103,6 +104,7 @@ class _Device:
 
 class _Connection:
     __slots__ = (
+        "attempt_id",
         "attempts",
         "bucket",
         "client",
@@ -126,6 +128,7 @@ class _Connection:
         self.connecting = False
         self.queued = False  # waiting in the connect queue
         self.attempts = 0
+        self.attempt_id = 0
         self.wake_at = 0.0
 
 
@@ -256,6 +259,24 @@ class _Shard:
                 self._connect_failed(conn, str(classify_connect_error(self.settings, err)))
                 continue
             conn.connecting = True
+            conn.attempt_id += 1
+            deadline = time.monotonic() + self.settings.connect_timeout
+            self.loop.call_at(deadline, partial(self._connack_overdue, conn, conn.attempt_id))
+
+    def _connack_overdue(self, conn: _Connection, attempt: int) -> None:
+        """A broker that accepts TCP but never answers CONNECT must not stall the device."""
+        if conn.connecting and conn.attempt_id == attempt and not self.closing:
+            conn.connecting = False
+            sock = conn.client.socket()
+            if sock is not None:
+                self.loop.forget(conn.client, sock)
+                with contextlib.suppress(OSError):
+                    sock.close()
+            self._connect_failed(
+                conn,
+                f"MQTT broker {self.settings.address}: no CONNACK within "
+                f"{self.settings.connect_timeout:g}s",
+            )
 
     def _connect_failed(self, conn: _Connection, line: str) -> None:
         self.result.connect_failures += 1

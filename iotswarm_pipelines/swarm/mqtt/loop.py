@@ -52,6 +52,10 @@ class EventLoop:
         self._selector.register(sock, selectors.EVENT_READ, client)
         self._clients[client] = sock
 
+    def forget(self, client: paho.Client, sock) -> None:
+        """Stop watching a socket the caller is about to close behind paho's back."""
+        self._on_close(client, None, sock)
+
     def _on_close(self, client: paho.Client, _userdata, sock) -> None:
         self._clients.pop(client, None)
         self._write_wanted.pop(client, None)
