@@ -385,7 +385,9 @@ def export_all_tables(
     ]
 
 
-def format_summary(summary: ExportSummary, destination: str | None = None) -> str:
+def format_summary(
+    summary: ExportSummary, destination: str | None = None, max_sites: int | None = None
+) -> str:
     """A few lines for a terminal: the stage counts, then each site's new watermark."""
     head = (
         f"{summary.table}: {summary.rows_read} rows, {summary.payloads_built} payloads, "
