@@ -339,6 +339,14 @@ def test_cli_writes_and_summarises(tmp_path, capsys):
     assert "LEVEL1_SOILMET_30MIN" in text and "2 sites" in text and "2026-03-10 06:00" in text
 
 
+def test_cli_start_and_days_give_the_range(tmp_path, capsys):
+    url = _url(tmp_path)
+    assert main(["--url", url, "--start", "2026-03-10", "--days", "0.5", "--sites", "LIZRD"]) == 0
+    assert "2026-03-10 00:00 .. 2026-03-10 12:00" in capsys.readouterr().out
+    times = [r[1] for r in _rows(url, STATUS)]
+    assert min(times) == datetime(2026, 3, 10, 1) and max(times) == datetime(2026, 3, 10, 12)
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -348,6 +356,8 @@ def test_cli_writes_and_summarises(tmp_path, capsys):
         (["--url", "nosuchdb://x/y"], "unsupported database URL"),
         (["--start", "yesterday"], "not a date/time"),
         (["--seed", "-1"], "seed"),
+        (["--sites", ","], "no sites"),
+        (["--start", "2026-01-01", "--end", "2026-01-02", "--days", "1"], "at most two"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, needle):

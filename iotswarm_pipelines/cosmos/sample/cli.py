@@ -20,9 +20,8 @@ from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos.sample.follow import follow
 from iotswarm_pipelines.cosmos.sample.generator import (
     SampleError,
-    floor_to_hour,
+    default_range,
     generate,
-    utc_now,
 )
 
 PROG = "cosmos-sample"
@@ -76,11 +75,13 @@ def _range(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[d
         parser.error("give at most two of --start, --end and --days")
     if args.days is not None and not args.days > 0:
         parser.error(f"--days must be > 0, got {args.days:g}")
-    span = timedelta(days=args.days or DEFAULT_DAYS)
-    if args.start is not None and args.end is None and args.days is not None:
-        return args.start, args.start + span
-    end = args.end or floor_to_hour(utc_now())
-    return args.start or end - span, end
+    days = args.days or DEFAULT_DAYS
+    if args.start is None and args.end is None:
+        return default_range(days)
+    if args.end is None:
+        end = args.start + timedelta(days=days) if args.days else default_range()[1]
+        return args.start, end
+    return args.start or args.end - timedelta(days=days), args.end
 
 
 def _on_step(when: datetime, counts: dict[str, int]) -> None:

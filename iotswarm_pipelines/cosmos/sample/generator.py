@@ -50,6 +50,8 @@ class Selection:
     def of(cls, sites: Sequence[str] | None, tables: Sequence[str] | None, seed: int) -> Selection:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise SampleError(f"seed must be a whole number >= 0, got {seed!r}")
+        if (sites is not None and len(sites) == 0) or (tables is not None and len(tables) == 0):
+            raise SampleError("no sites or no tables given: name at least one, or leave it out")
         try:
             wanted_sites = {catalogue.get_site(s).site_id for s in (sites or catalogue.SITE_IDS)}
             wanted_tables = {catalogue.get_table(t).name for t in (tables or catalogue.TABLE_NAMES)}
@@ -395,7 +397,7 @@ def floor_to_hour(when: datetime) -> datetime:
 
 
 def default_range(days: float = 2.0, *, now: datetime | None = None) -> tuple[datetime, datetime]:
-    """The last ``days`` up to the current hour (UTC): what the demo and the CLI default to."""
+    """The last ``days`` up to the current hour (UTC): the CLI's default range."""
     end = floor_to_hour(now or utc_now())
     return end - timedelta(days=days), end
 
