@@ -53,7 +53,7 @@ def run(*args: str, command=(str(LIVE_COSMOS),)) -> subprocess.CompletedProcess:
 def test_old_tool_config_becomes_an_oracle_url_with_quoted_credentials(tmp_path):
     text = (
         "dsn='dbhost:1521/COSMOS'\nuser='uploader'\npass='p@ss/w:rd'\n"
-        "bucket='ukceh-fdri'\nsites='alic1, BALRD'\nbatch_size=10\n"
+        "# the old tool's file\n\nbucket='ukceh-fdri'  # S3\nsites='alic1, BALRD'\nbatch_size=10\n"
     )
     path = write(tmp_path / "c", text)
     config = parse_config(path)
