@@ -226,6 +226,10 @@ def test_rain_wets_the_soil_and_neutrons_fall_as_it_does(tmp_path):
         k = ok.sum() // 24 * 24
         half_days = corrected[ok][:k].reshape(-1, 24).mean(1), vwc[ok][:k].reshape(-1, 24).mean(1)
         assert np.corrcoef(*half_days)[0, 1] < -0.6
+        # Occasional gaps (RECORD jumps) and occasional NULLs, but rare.
+        record = _column(rows, SOILMET, "RECORD")
+        assert 0 < (np.diff(record) > 1).sum() < 0.05 * len(rows)
+        assert 0 < np.isnan(_column(rows, SOILMET, "TA")).sum() < 0.01 * len(rows)
         # Deeper soil temperature swings less than the surface.
         assert np.nanstd(_column(rows, SOILMET, "STP_TSOIL50")) < 0.5 * np.nanstd(
             _column(rows, SOILMET, "STP_TSOIL2")
@@ -285,6 +289,31 @@ def test_follow_appends_exactly_the_next_rows(tmp_path):
     expected = generate(reference, start=START, end=end, sites=sites)
     assert _all_rows(followed) == _all_rows(reference)
     assert {t: first[t] + totals[t] for t in expected} == expected
+
+
+def test_readers_keep_reading_while_follow_mode_writes(tmp_path):
+    url = _url(tmp_path)
+    generate(url, start=START, end=START + timedelta(hours=1), sites=["ALIC1"], tables=[PRECIP])
+    reader = sa.create_engine(url)
+    clock = FakeClock()
+    with reader.connect() as conn:
+        count = sa.select(sa.func.count()).select_from(schema.sa_table(PRECIP))
+        conn.exec_driver_sql("BEGIN")
+        before = conn.execute(count).scalar()  # an open read transaction holds its snapshot
+        totals = follow(
+            url,
+            sites=["ALIC1"],
+            tables=[PRECIP],
+            start=START + timedelta(hours=1),
+            until=START + timedelta(hours=2),
+            speed=600.0,
+            clock=clock.time,
+            sleep=clock.sleep,
+        )
+        assert totals[PRECIP] > 50 and conn.execute(count).scalar() == before
+        conn.rollback()
+        assert conn.execute(count).scalar() == before + totals[PRECIP]
+    reader.dispose()
 
 
 def test_follow_stops_on_its_bounds(tmp_path):

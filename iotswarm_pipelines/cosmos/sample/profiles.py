@@ -140,7 +140,7 @@ def profile(site_id: str) -> SiteProfile:
         temp_offset=_between(sid, "temp", -1.5, 1.0),
         theta_dry=dry,
         theta_wet=dry + _between(sid, "theta_wet", 30.0, 42.0),
-        neutron_n0=_between(sid, "n0", 1200.0, 2300.0),
+        neutron_n0=_between(sid, "n0", 1000.0, 1550.0),
         gauge_factor=_between(sid, "gauge", 0.92, 1.06),
         albedo=_between(sid, "albedo", 0.15, 0.26),
         wm_sentinel=unit(sid, "wm") < 0.5,

@@ -271,7 +271,7 @@ def _soilmet(seed: int, prof: SiteProfile, day: int, r: np.random.Generator) -> 
         v[f"PROFILE_SOILEC{depth}"] = 0.1 + 0.4 * wet_share + r.normal(0, 0.02, n)
     for depth in ph.SOIL_DEPTHS_CM:
         if depth != 30:
-            v[f"STP_TSOIL{depth}"] = temps[depth] + r.normal(0, 0.01, n)
+            v[f"STP_TSOIL{depth}"] = np.clip(temps[depth] + r.normal(0, 0.01, n), -3.0, 25.0)
     for number, (g_value, cal) in enumerate(((g, g1_cal), (0.95 * g, g2_cal)), start=1):
         flux = g_value * (1.0 + r.normal(0, 0.05, n))
         v[f"G{number}"] = flux
@@ -288,7 +288,8 @@ def _soilmet(seed: int, prof: SiteProfile, day: int, r: np.random.Generator) -> 
         vwc = ph.soil_moisture(seed, prof, day, tau) + r.normal(0, 0.1, n)
         share = (vwc - prof.theta_dry) / (prof.theta_wet - prof.theta_dry)
         v[f"TDT{number}_VWC"] = vwc
-        v[f"TDT{number}_TSOIL"] = ph.soil_temperature_at(temps, depth) + r.normal(0, 0.01, n)
+        tsoil = ph.soil_temperature_at(temps, depth) + r.normal(0, 0.01, n)
+        v[f"TDT{number}_TSOIL"] = np.clip(tsoil, -3.0, 25.0)
         v[f"TDT{number}_SOILPERM"] = ph.permittivity(vwc)
         v[f"TDT{number}_SOILEC"] = np.clip(0.15 + 0.5 * share + r.normal(0, 0.02, n), 0.0, 2.0)
     return v
