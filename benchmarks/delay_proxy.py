@@ -45,8 +45,12 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
 
 async def serve(upstream: str, round_trip: float) -> None:
     target = urlsplit(upstream)
+    connections: set[asyncio.Task] = set()  # asyncio keeps only weak references to them
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        connections.add(task)
+        task.add_done_callback(connections.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
         except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import pytest
@@ -76,3 +77,10 @@ def test_same_payload_same_key_different_payload_different_key(table, when, a, b
     assert key_a == object_key("p", "ALIC1", table, when, a)
     assert (key_a == object_key("p", "ALIC1", table, when, b)) == (a == b)
     assert len(key_a.rsplit("/", 1)[1]) == 13 + 1 + 32
+
+
+@pytest.mark.parametrize("size", [0, 1, 2047, 2048, 4094, 100_000])
+def test_md5_is_of_the_whole_body_whatever_its_size(size):
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    key = object_key("", "ALIC1", "LEVEL1_NMDB_1HOUR", datetime(2024, 6, 1), body)
+    assert key.endswith("-" + hashlib.md5(body).hexdigest())
