@@ -134,23 +134,19 @@ class _Run:
             progress.failed_at(payload.seq)
             self.log.error(f"{self.table.name}: could not store {key}: {error}")
         self.since_checkpoint += 1
-        now = time.monotonic()
         if (
             self.since_checkpoint >= CHECKPOINT_PAYLOADS
-            or now - self.last_checkpoint >= CHECKPOINT_SECONDS
+            or time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS
         ):
             self.checkpoint()
-        if now - self.last_log >= LOG_SECONDS:
-            self.last_log = now
-            self.report()
 
     def built(self, rows: int) -> None:
         self.summary.rows_read += rows
         self.summary.payloads_built += 1
-        _progress.debug(
-            "progress",
-            extra={"table": self.table.name, "rows": rows, "payloads": 1},
-        )
+        _progress.debug("progress", extra={"table": self.table.name, "rows": rows, "payloads": 1})
+        if time.monotonic() - self.last_log >= LOG_SECONDS:
+            self.last_log = time.monotonic()
+            self.report()
 
     def safe_updates(self) -> dict[str, datetime]:
         return {
