@@ -82,19 +82,23 @@ def test_real_run_at_qos1_delivers_everything_and_exits_zero(sample_url, mqtt_br
     assert re.search(r"latency p50 [\d.]+ ms", out)
 
 
-def test_unlimited_cycles_stop_on_interrupt_and_still_report(sample_url, mqtt_broker, tmp_path):
+@pytest.mark.parametrize("shards", [1, 2])  # in-process; one process per shard
+def test_unlimited_cycles_stop_on_interrupt_and_still_report(
+    sample_url, mqtt_broker, tmp_path, shards
+):
     host, port = mqtt_broker
     name = f"iotswarm-cli-{uuid.uuid4().hex[:8]}"
-    proc = iot_swarm(
-        "--source", sample_url, "--host", host, "--port", str(port), "--per-site", "3",
-        "--mode", "loop", "--max-cycles", "0", "--sleep-time", "0.2", "--verify",
-        "--mqtt-prefix", name, "--swarm-name", name, "--sessions-dir", str(tmp_path),
-    )  # fmt: skip
+    args = [
+        "--shards", str(shards), "--source", sample_url, "--host", host, "--port", str(port),
+        "--per-site", "3", "--mode", "loop", "--max-cycles", "0", "--sleep-time", "0.2",
+        "--verify", "--mqtt-prefix", name, "--swarm-name", name, "--sessions-dir", str(tmp_path),
+    ]  # fmt: skip
+    proc = iot_swarm(*args)
     try:
         # The shard saves positions every progress interval: then devices are publishing.
         wait_until(lambda: any(tmp_path.glob(f"{name}.shard-*.json")), 120, "first session save")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 0, err

@@ -9,7 +9,10 @@ lost at QoS 1 or the broker could not be used during the run.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import pickle
+import signal
 import sys
 import tempfile
 import threading
@@ -222,26 +225,61 @@ class _Progress:
 
 
 def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> tuple[bool, SwarmReport | None]:
-    tags = {SWARM_TAG: str(config.swarm_name)}
     if config.shards == 1:
         result = cli_swarm_job.execute_in_process(
-            run_config=run_config, tags=tags, raise_on_error=False
+            run_config=run_config, tags={SWARM_TAG: str(config.swarm_name)}, raise_on_error=False
         )
         report = result.output_for_node("swarm_report") if result.success else None
         return result.success, report
-    run_config = {
-        **run_config,
-        "execution": {"config": {"multiprocess": multiprocess_config(config.shards)}},
-    }
+    return _execute_detached(config, run_config)
+
+
+def _execute_detached(
+    config: SwarmConfig, run_config: dict[str, Any]
+) -> tuple[bool, SwarmReport | None]:
+    """Shards run under a child in its own session, so ^C reaches only this process.
+
+    Dagster's multiprocess executor abandons the run (and its report step) when it is
+    interrupted, so instead of passing ^C on, this process creates the stop file the shards
+    watch: they stop sending, drain, and the report is still made.
+    """
+    with tempfile.TemporaryDirectory(prefix="iot-swarm-") as workdir:
+        stop_file, outcome = Path(workdir) / "stop", Path(workdir) / "outcome.pickle"
+        plan_config = {**run_config["ops"]["plan_swarm"]["config"], "stop_file": str(stop_file)}
+        run_config = {
+            **run_config,
+            "ops": {"plan_swarm": {"config": plan_config}},
+            "execution": {"config": {"multiprocess": multiprocess_config(config.shards)}},
+        }
+        child = multiprocessing.get_context("spawn").Process(
+            target=_run_detached,
+            args=(run_config, str(config.swarm_name), workdir, str(outcome)),
+        )
+        child.start()
+        while child.exitcode is None:
+            try:
+                child.join(0.5)
+            except KeyboardInterrupt:
+                print("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
+                stop_file.touch()
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if not outcome.exists():
+            return False, None
+        with outcome.open("rb") as f:
+            return pickle.load(f)
+
+
+def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: str) -> None:
+    os.setsid()
     with (
-        tempfile.TemporaryDirectory(prefix="iot-swarm-") as home,
-        dg.DagsterInstance.local_temp(home, overrides=QUIET_INSTANCE) as instance,
+        dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE) as instance,
         dg.execute_job(
-            dg.reconstructable(_cli_job), instance, run_config=run_config, tags=tags
+            dg.reconstructable(_cli_job), instance, run_config=run_config, tags={SWARM_TAG: name}
         ) as result,
     ):
         report = result.output_for_node("swarm_report") if result.success else None
-        return result.success, report
+        with open(outcome, "wb") as f:
+            pickle.dump((result.success, report), f)
 
 
 def multiprocess_config(shards: int) -> dict[str, Any]:

@@ -82,6 +82,9 @@ class SwarmConfig(dg.Config):
         default=100.0, description="Publishes per second per connection (IoT Core: 100)."
     )
     progress_interval: float = Field(default=5.0, description="Seconds between progress logs.")
+    stop_file: str | None = Field(
+        default=None, description="Shards stop cleanly once this file exists (used by iot-swarm)."
+    )
     seed: int = Field(default=0, description="Seed of delays and skipped cycles.")
 
 
@@ -108,6 +111,7 @@ class SwarmSpec:
     max_publish_rate: float
     progress_interval: float
     sessions_dir: str | None
+    stop_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,7 @@ def make_spec(config: SwarmConfig, swarm_name: str) -> SwarmSpec:
         max_publish_rate=config.max_publish_rate,
         progress_interval=config.progress_interval,
         sessions_dir=config.sessions_dir,
+        stop_file=config.stop_file,
     )
 
 

@@ -7,6 +7,7 @@ any executor and IO manager that can move pickles between processes works.
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 
@@ -117,6 +118,11 @@ def run_shard(
         save_positions()
 
     stop = threading.Event()
+    stop_file = Path(spec.stop_file) if spec.stop_file else None
+
+    def should_stop() -> bool:
+        return stop.is_set() or (stop_file is not None and stop_file.exists())
+
     outcome: dict[str, ShardResult | BaseException] = {}
 
     def work() -> None:
@@ -129,7 +135,7 @@ def run_shard(
                 connections=spec.connections,  # type: ignore[arg-type]
                 dry=spec.dry,
                 verify=spec.verify,
-                should_stop=stop.is_set,
+                should_stop=should_stop,
                 on_progress=on_progress,
                 progress_interval=spec.progress_interval,
             )
