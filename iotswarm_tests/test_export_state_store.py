@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -234,3 +235,53 @@ def test_advance_never_moves_a_watermark_back(store):
     state = store.advance(TABLE, {"ALIC1": T0})
     assert watermark(state, "ALIC1") == T0 + timedelta(hours=2)
     assert watermark(store.load(TABLE), "ALIC1") == T0 + timedelta(hours=2)
+
+
+def test_lock_is_reentrant_in_its_thread_so_an_export_can_load_and_advance(store):
+    store.save(TABLE, state_at(T0))
+    main, _ = store.paths(TABLE)
+    main.write_bytes(b"junk")
+    with store.locked(TABLE), store.locked(TABLE, timeout=0):
+        assert store.load(TABLE) == state_at(T0)
+        assert pickle.loads(main.read_bytes()) == state_at(T0)  # restored under our lock
+        store.advance(TABLE, {"ALIC1": T0 + timedelta(hours=1)})
+    assert store.load(TABLE) == state_at(T0 + timedelta(hours=1))
+
+
+def test_backup_is_not_copied_over_main_while_another_process_exports(store):
+    store.save(TABLE, state_at(T0))
+    main, _ = store.paths(TABLE)
+    main.write_bytes(b"junk")
+    held, release = FORK.Event(), FORK.Event()
+    holder = FORK.Process(target=_hold_lock, args=(store.state_dir, held, release))
+    holder.start()
+    try:
+        assert held.wait(60)
+        assert store.load(TABLE) == state_at(T0)
+        assert main.read_bytes() == b"junk"  # left to the export that holds the lock
+    finally:
+        release.set()
+        holder.join(60)
+    assert store.load(TABLE) == state_at(T0)
+    assert pickle.loads(main.read_bytes()) == state_at(T0)
+
+
+def test_lock_excludes_another_thread_of_the_same_process(store):
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.locked(TABLE):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(StateLockedError), store.locked(TABLE, timeout=0):
+            pass
+    finally:
+        release.set()
+        holder.join(60)
+    with store.locked(TABLE, timeout=0):
+        pass

@@ -9,11 +9,18 @@ Each save writes the main file, then the backup, each through a temporary file i
 (fsync, ``os.replace``, fsync of the folder): a crash leaves every file either old or new, never
 torn. Main goes first so that the file read first is never older than the backup; a crash between
 the two leaves a new main and an old, still valid backup.
+
+``locked(table)`` holds ``<TABLE>.lock`` (fcntl) so that one process (or thread) at a time runs
+an export of a table; it is re-entrant within the thread that holds it. Loading takes no lock,
+but the rewrite of a missing or corrupt main file from the backup happens only under it: done
+beside a running export it could put an older state over that export's newer main file.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +37,12 @@ from iotswarm_pipelines.export.state import CorruptStateError, State
 
 MAIN_SUFFIX = ".pickle"
 BACKUP_SUFFIX = ".pickle.backup"
+
+log = logging.getLogger(__name__)
+
+# Lock files this process holds, and the thread holding each: flock does not nest, so a second
+# flock of the same file by the holder would wait for itself.
+_holders: dict[Path, int] = {}
 
 
 class StateRecoveryError(RuntimeError):
@@ -86,11 +99,25 @@ class StateStore(dg.ConfigurableResource):
             return first
         second = _read(backup)
         if isinstance(second, dict):
-            write_atomically(self.paths(table)[0], rules.dumps_state(second))
+            why = "missing" if first is None else f"corrupt ({first})"
+            log.warning(f"export state {main} is {why}; using the backup {backup}")
+            self._restore_main(table, second)
             return second
         if first is None and second is None:
             return rules.empty_state()
         raise StateRecoveryError(_recovery_message(main, first, backup, second))
+
+    def _restore_main(self, table: str, state: State) -> None:
+        """Rewrite the main file from the backup's state, unless another export holds the lock.
+
+        That export saves both files itself; writing here could put this older state over its
+        newer main file.
+        """
+        try:
+            with self.locked(table, timeout=0):
+                write_atomically(self.paths(table)[0], rules.dumps_state(state))
+        except StateLockedError:
+            log.warning(f"{table}: main state file left to the export that holds the lock")
 
     def save(self, table: str, state: State) -> None:
         """Write main, then backup, each atomically (see the module docstring for the order)."""
@@ -104,17 +131,22 @@ class StateStore(dg.ConfigurableResource):
     def locked(self, table: str, timeout: float | None = None) -> Iterator[None]:
         """Hold the table's inter-process lock (``<TABLE>.lock``, fcntl).
 
-        Waits for as long as another process holds it; with ``timeout`` (seconds, 0 = do not
-        wait) it raises StateLockedError instead.
+        Waits for as long as another process or thread holds it; with ``timeout`` (seconds, 0 =
+        do not wait) it raises StateLockedError instead.
         """
         main, _ = self.paths(table)
+        lock_path = main.with_suffix(".lock").absolute()
+        if _holders.get(lock_path) == threading.get_ident():
+            yield  # this thread holds it already
+            return
         main.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = main.with_suffix(".lock")
         with open(lock_path, "a+b") as handle:
             _acquire(handle.fileno(), lock_path, timeout)
+            _holders[lock_path] = threading.get_ident()
             try:
                 yield
             finally:
+                del _holders[lock_path]
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def advance(self, table: str, updates: Mapping[str, datetime]) -> State:
