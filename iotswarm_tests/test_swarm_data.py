@@ -164,13 +164,14 @@ def test_replay_resumes_after_the_saved_position(history_csv):
     assert stream.position.cycles == 3
 
 
-def test_cr1000x_station_is_the_device_and_site_stays_in_the_row(history_csv):
+def test_cr1000x_station_is_the_site_also_for_clones(history_csv):
     source = CsvRows(history_csv, SOILMET)
     streams = build_streams(
         plan_devices(["ALIC1"], per_site=2), source, mode="loop", device_type="cr1000x"
     )
     payload = json.loads(streams[1].next_message().payload)
-    assert payload["head"]["environment"]["station_name"] == "ALIC1-00002"
+    assert payload["head"]["environment"]["station_name"] == "ALIC1"
+    assert streams[1].topic == "ALIC1-00002"
     assert [f["name"] for f in payload["head"]["fields"]] == ["SITE_ID", "TA", "RECORD"]
     assert payload["data"][0]["vals"] == ["ALIC1", 0.5, 0]
 

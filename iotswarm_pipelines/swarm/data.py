@@ -13,9 +13,13 @@ Modes:
   device stops at the end of its history.
 
 A device's position is the newest ``DATE_TIME`` it has sent; resuming reads rows after it,
-which stays right even when the history grew in between. The CR1000X ``station_name`` is the
-device ID: with one device per site that is the site ID (the reference rule), and clones stay
-distinguishable downstream while ``SITE_ID`` inside each row still names the real site.
+which stays right even when the history grew in between.
+
+The CR1000X ``station_name`` is the site ID, as the reference rule says, also for clones: the
+consumers read the site from it, and a payload head (148 typed fields for SOILMET) is then
+built once per site and shared by all its clones instead of once per device (20,000 distinct
+heads would not fit the payload module's cache and cost milliseconds each). Clones are told
+apart by their topic and MQTT client ID, which carry the device ID.
 """
 
 from __future__ import annotations
@@ -173,14 +177,14 @@ Encoder = Callable[[str, Sequence[Mapping[str, Any]]], bytes]
 
 
 def encoder(device_type: str) -> Encoder:
-    """Bytes of one message from a device's rows; ``basic`` with several rows is a JSON list."""
+    """Bytes of one message from a station's rows; ``basic`` with several rows is a JSON list."""
     if device_type == "cr1000x":
-        return lambda device_id, rows: payloads.payload_json(
-            payloads.cr1000x_payload(device_id, rows)
+        return lambda station, rows: payloads.payload_json(
+            payloads.cr1000x_payload(station, rows)
         ).encode()
     if device_type == "basic":
 
-        def basic(device_id: str, rows: Sequence[Mapping[str, Any]]) -> bytes:
+        def basic(station: str, rows: Sequence[Mapping[str, Any]]) -> bytes:
             if len(rows) == 1:
                 return payloads.payload_json(payloads.basic_payload(rows[0])).encode()
             return json.dumps([payloads.basic_payload(r) for r in rows]).encode()
@@ -252,7 +256,7 @@ class DeviceStreamBase:
     def _message(self, rows: Sequence[Mapping[str, Any]], wait_after: float) -> Message:
         self.last_time = rows[-1][DATE_TIME]
         self.cycles += 1
-        return Message(self._encode(self.device_id, rows), wait_after)
+        return Message(self._encode(self.site_id, rows), wait_after)
 
 
 class LatestStream(DeviceStreamBase):

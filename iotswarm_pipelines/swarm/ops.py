@@ -7,6 +7,7 @@ any executor and IO manager that can move pickles between processes works.
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -107,15 +108,23 @@ def run_shard(
         max_publish_rate=spec.max_publish_rate,
     )
 
-    def save_positions() -> None:
+    # Periodic saves are written by another thread: the engine's loop (which calls
+    # on_progress) only copies the positions, so 20,000 devices do not stall publishing.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarm-session")
+    saving: list[Future] = []
+
+    def save_positions(background: bool = False) -> None:
+        if background and saving and not saving[-1].done():
+            return  # the previous save is still being written; the next interval catches up
         positions = {s.device_id: s.position for s in streams}
-        sessions.save_shard(
-            spec.swarm_name, shard.shard, spec.table, spec.mode, positions, spec.sessions_dir
-        )
+        args = (spec.swarm_name, shard.shard, spec.table, spec.mode, positions, spec.sessions_dir)
+        saving.append(writer.submit(sessions.save_shard, *args))
+        if not background:
+            saving[-1].result()
 
     def on_progress(result: ShardResult) -> None:
         context.log.info(_progress_line(result))
-        save_positions()
+        save_positions(background=True)
 
     stop = threading.Event()
     stop_file = Path(spec.stop_file) if spec.stop_file else None
@@ -159,6 +168,7 @@ def run_shard(
             context.log.warning(f"shard {shard.shard}: run terminated, stopping the devices")
             stop.set()
     save_positions()
+    writer.shutdown()
     if "error" in outcome:
         error = outcome["error"]
         if isinstance(error, MqttConfigError | BrokerError):
