@@ -236,6 +236,8 @@ live_export_job = dg.define_asset_job(
         run_config_for_partition_key_fn=lambda key: {},
         tags_for_partition_key_fn=_table_tags,
     ),
+    # One step per run: executing it in the run worker saves a process start per export.
+    executor_def=dg.in_process_executor,
     description="The live export of one COSMOS table (partition); one run per table at a time.",
 )
 
@@ -247,5 +249,6 @@ history_export_job = dg.define_asset_job(
         run_config_for_partition_key_fn=lambda key: {},
         tags_for_partition_key_fn=_table_tags,
     ),
+    executor_def=dg.in_process_executor,
     description="Re-export of one day of one COSMOS table; backfill a date range per table.",
 )
