@@ -1,13 +1,21 @@
 """export_table against real databases, real object stores and real state files."""
 
 import json
+import pickle
 import re
 from datetime import datetime, timedelta
 
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import keys
-from iotswarm_pipelines.export.pipeline import ExportError, export_table, export_window
+from iotswarm_pipelines.export.pipeline import (
+    ExportError,
+    export_all_tables,
+    export_table,
+    export_window,
+    format_summary,
+)
 from iotswarm_tests.export_fixtures import (
     PREFIX,
     SOILMET,
@@ -187,3 +195,33 @@ def test_export_window_resends_one_day_without_touching_the_state(tmp_path):
     assert (day.rows_read, day.sites) == (48, 1)  # midnight at the start ends the day before
     assert times_of(store)["ALIC1"][-1] == datetime(2024, 6, 2)
     assert not (tmp_path / "state").exists()
+
+
+def test_state_files_of_the_old_uploader_are_picked_up(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, NOW - timedelta(hours=10), 21)
+    mark = NOW - timedelta(hours=1)
+    old = {"last_run": mark, "sites": {"ALIC1": {"site_id": "ALIC1", "last_data": mark}}}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "LEVEL_1_SOILMET_30MIN.pickle").write_bytes(pickle.dumps(old))
+    summary = run(url, store, state, fallback_hours=0.5)
+    assert summary.rows_read == 2 + 1  # ALIC1 after its old watermark; BALRD after 11:30
+    assert (tmp_path / "state" / f"{SOILMET}.pickle").exists()
+    assert state.load(SOILMET)["sites"]["ALIC1"]["last_data"] == NOW
+
+
+def test_export_all_tables_and_the_printed_summary(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    for table in catalogue.TABLE_NAMES:
+        insert_rows(url, table, make_rows(table, "ALIC1", [datetime(2020, 1, 1)]))
+    summaries = export_all_tables(source(url), store, state)
+    assert [(s.table, s.objects_stored) for s in summaries] == [
+        (t, 1) for t in catalogue.TABLE_NAMES
+    ]
+    text = format_summary(summaries[0], store.describe())
+    assert text.splitlines() == [
+        f"{SOILMET}: 1 rows, 1 payloads, 1 objects ({summaries[0].bytes_stored} bytes) -> "
+        + store.describe(),
+        "  watermarks of 1 sites (lag 0 s):",
+        "    ALIC1  2020-01-01 00:00:00",
+    ]
