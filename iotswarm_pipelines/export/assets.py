@@ -33,10 +33,12 @@ _OWNERS = ["team:fdri-cosmos"]
 
 
 def run_tags(table: str) -> dict[str, str]:
+    """The tags every export run of ``table`` carries (the run queue limits on them)."""
     return {TABLE_TAG: catalogue.get_table(table).name}
 
 
 def _parse_time(name: str, value: str | None) -> str | None:
+    """Check a replay time early: a typo must fail the launch, not export the wrong window."""
     if value is None:
         return None
     try:
@@ -84,7 +86,8 @@ class LiveExportConfig(dg.Config):
 
     @pydantic.model_validator(mode="after")
     def _window(self) -> "LiveExportConfig":
-        if self.since and self.until and self.until_time <= self.since_time:  # type: ignore[operator]
+        since, until = self.since_time, self.until_time
+        if since is not None and until is not None and until <= since:
             raise ValueError(f"until={self.until!r} must be later than since={self.since!r}")
         return self
 
