@@ -208,7 +208,10 @@ def cosmos_history_export(
     cosmos: CosmosSource,
     object_store: dg.ResourceParam[ObjectStore],
 ) -> dg.MaterializeResult:
-    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+    # A launch from the UI may hand over the plain "date|table" string.
+    keys = daily_table_partitions.get_partition_key_from_str(
+        context.partition_key
+    ).keys_by_dimension
     table = keys["table"]
     day = datetime.fromisoformat(keys["date"])
     # DATE_TIME ends its period, so a day holds (00:00, 24:00]: midnight is the day before.
