@@ -398,6 +398,16 @@ def test_unreachable_server_is_retried_then_named():
     assert "s3cret" not in str(caught.value)
 
 
+def test_a_host_name_that_does_not_resolve_is_one_clear_line():
+    # oracledb's thin driver lets the resolver's socket error through SQLAlchemy unwrapped.
+    url = "oracle+oracledb://cosmos:s3cret@no-such-host.invalid:1521/?service_name=cosmos"
+
+    with pytest.raises(SourceError, match="cannot reach the database server") as caught:
+        CosmosSource(url=url, retries=0).check()
+
+    assert "s3cret" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("message", "transient"),
     [

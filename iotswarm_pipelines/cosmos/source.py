@@ -375,6 +375,13 @@ class CosmosSource(dg.ConfigurableResource):
             )
         return SourceError(f"COSMOS source {self._safe_url}: {detail}")
 
+    def _unreachable(self, exc: OSError) -> SourceError:
+        """Some drivers (oracledb's thin mode) let socket errors such as DNS failures through."""
+        return SourceError(
+            f"COSMOS source {self._safe_url}: cannot reach the database server ({exc}); "
+            "check the host name and port in the URL"
+        )
+
     def _backoff(self, attempt: int) -> None:
         time.sleep(self.retry_backoff_seconds * 2 ** (attempt - 1))
 
@@ -391,6 +398,8 @@ class CosmosSource(dg.ConfigurableResource):
                 if not is_transient(exc) or attempt > self.retries:
                     raise self._fail(exc, table) from None
                 self._backoff(attempt)
+            except OSError as exc:
+                raise self._unreachable(exc) from None
 
     def _stream(
         self,
@@ -438,3 +447,5 @@ class CosmosSource(dg.ConfigurableResource):
                 if not is_transient(exc) or attempt > self.retries:
                     raise self._fail(exc, table.name) from None
                 self._backoff(attempt)
+            except OSError as exc:
+                raise self._unreachable(exc) from None
