@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -22,6 +23,7 @@ from operator import itemgetter
 from typing import Any
 
 from iotswarm_pipelines import __version__
+from iotswarm_pipelines.digest import md5_of, md5_update
 
 DATE_TIME_COLUMN = "DATE_TIME"
 DEFAULT_OS_VERSION = "CR1000X.Std.07.02"
@@ -141,7 +143,7 @@ def format_time(value: datetime | date | str) -> str:
         value = datetime(value.year, value.month, value.day)
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return value.isoformat(timespec="microseconds")
 
 
 def _json_value(value: Any) -> Any:
@@ -158,15 +160,23 @@ def _json_value(value: Any) -> Any:
 
 
 class Cr1000xPayload(dict):
-    """A payload dict that remembers the serialised text of its shared ``head``."""
+    """A payload dict that remembers its shared, already serialised ``head``."""
 
-    __slots__ = ("head", "head_text")
+    __slots__ = ("head", "prefix")
+
+
+@dataclass(frozen=True)
+class _HeadPrefix:
+    """The serialised start of every payload with one head, and that start's MD5 state."""
+
+    text: str
+    md5: Any  # hashlib object: copy() it, feed it the rest, and the head is never re-hashed
 
 
 @lru_cache(maxsize=8192)
 def _head(
     station_name: str, columns: tuple[str, ...], ranks: tuple[int, ...], prog_name: str
-) -> tuple[dict, str]:
+) -> tuple[dict, _HeadPrefix]:
     head = {
         "transaction": 0,
         "signature": 111111,
@@ -189,13 +199,17 @@ def _head(
             for name, rank in zip(columns, ranks, strict=True)
         ],
     }
-    return head, json.dumps(head)
+    text = f'{{"head": {json.dumps(head)}, "data": '
+    return head, _HeadPrefix(text, md5_of(text.encode()))
 
 
 @lru_cache(maxsize=256)
-def _value_columns(columns: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
+def _value_columns(columns: tuple[str, ...]) -> tuple[tuple[str, ...], str | None, Any]:
+    """Value columns, the time column, and a getter of the values in column order."""
     time_column = next((c for c in columns if c.upper() == DATE_TIME_COLUMN), None)
-    return tuple(c for c in columns if c != time_column), time_column
+    values = tuple(c for c in columns if c != time_column)
+    take = itemgetter(*values) if len(values) > 1 else (lambda row: (row[values[0]],))
+    return values, time_column, take
 
 
 _JSON_NATIVE = (type(None), bool, int, float, str)
@@ -204,47 +218,66 @@ _JSON_NATIVE = (type(None), bool, int, float, str)
 class _RowPlan:
     """What one pattern of value types needs: computed once per pattern, reused for every row.
 
-    A site's rows share one pattern (the same sensors present, the same columns NULL), so the
-    per-value work left on the hot path is the range checks of numbers, done with C-level
-    ``map``/``min``/``max`` rather than a Python loop.
+    A site's rows share one pattern (the same sensors present, the same columns NULL) and nearly
+    always the same ranks: floats within float32 range, 32-bit integers. That common case is
+    recognised with C-level ``map``/``min``/``max`` over the row and answered with a cached
+    tuple; only rows outside it rank value by value.
     """
 
-    __slots__ = ("base", "float_idx", "floats", "int_idx", "ints", "native", "other_idx")
+    __slots__ = ("common", "float_idx", "floats", "int_idx", "ints", "native", "other_idx")
 
     def __init__(self, types: tuple[type, ...]) -> None:
-        self.base = [NIL] * len(types)
         self.float_idx = [i for i, t in enumerate(types) if t is float]
         self.int_idx = [i for i, t in enumerate(types) if t is int]
-        self.other_idx = [
-            i for i, t in enumerate(types) if t not in (float, int) and t is not type(None)
-        ]
+        self.other_idx = [i for i, t in enumerate(types) if t not in (float, int, type(None))]
         self.native = all(t in _JSON_NATIVE for t in types)
         self.floats = _getter(self.float_idx)
         self.ints = _getter(self.int_idx)
+        self.common: dict[tuple[int, ...], tuple[int, ...]] = {}
 
-    def ranks(self, values: list[Any]) -> tuple[list[int], bool]:
+    def ranks(self, values: list[Any]) -> tuple[tuple[int, ...], bool]:
         """Ranks of one row's values, and whether the row holds a NaN."""
-        ranks = self.base.copy()
         floats = self.floats(values)
-        has_nan = False
-        if floats:
-            magnitudes = list(map(abs, floats))
-            has_nan = any(map(math.isnan, floats))
-            if (
-                not has_nan
-                and max(magnitudes) <= _FLOAT32_MAX
-                and min(filter(None, magnitudes), default=1.0) >= _FLOAT32_TINY
-            ):
-                for i in self.float_idx:
-                    ranks[i] = FLOAT
-            else:
-                for i, v in zip(self.float_idx, floats, strict=True):
-                    ranks[i] = _float_rank(v)
-        for i, v in zip(self.int_idx, self.ints(values), strict=True):
-            ranks[i] = _int_rank(v)
-        for i in self.other_idx:
-            ranks[i] = value_rank(values[i])
-        return ranks, has_nan
+        has_nan = bool(floats) and any(map(math.isnan, floats))
+        others = tuple(value_rank(values[i]) for i in self.other_idx)
+        ints = self.ints(values)
+        if not has_nan and _ordinary_floats(floats) and _within_int32(ints):
+            # Within 32 bits an integer's rank depends only on whether it is zero or short.
+            key = (others, tuple(map(_is_short, ints)))
+            ranks = self.common.get(key)
+            if ranks is None:
+                ranks = self.common[key] = self._ranks(values, others)
+            return ranks, False
+        return self._ranks(values, others), has_nan
+
+    def _ranks(self, values: list[Any], others: tuple[int, ...]) -> tuple[int, ...]:
+        ranks = [NIL] * len(values)
+        for i in self.float_idx:
+            ranks[i] = _float_rank(values[i])
+        for i in self.int_idx:
+            ranks[i] = _int_rank(values[i])
+        for i, rank in zip(self.other_idx, others, strict=True):
+            ranks[i] = rank
+        return tuple(ranks)
+
+
+def _ordinary_floats(floats: tuple[float, ...]) -> bool:
+    """True when every float is an ``xsd:float``: zero, or a magnitude float32 can hold."""
+    if not floats:
+        return True
+    magnitudes = list(map(abs, floats))
+    return (
+        max(magnitudes) <= _FLOAT32_MAX
+        and min(filter(None, magnitudes), default=_FLOAT32_TINY) >= _FLOAT32_TINY
+    )
+
+
+def _within_int32(ints: tuple[int, ...]) -> bool:
+    return not ints or (min(ints) >= -_INT32 and max(ints) < _INT32)
+
+
+def _is_short(value: int) -> bool:
+    return value != 0 and -32768 <= value <= 32767
 
 
 def _getter(indices: list[int]):
@@ -274,35 +307,57 @@ def cr1000x_payload(
     """
     if not rows:
         raise ValueError(f"a CR1000X payload needs at least one row (station {station_name})")
-    columns, time_column = _value_columns(tuple(rows[0]))
+    columns, time_column, take = _value_columns(tuple(rows[0]))
     if time_column is None:
         raise ValueError(f"rows of station {station_name} have no DATE_TIME column: {columns[:5]}")
-    take = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
-    ranks: list[int] | None = None
+    ranks: tuple[int, ...] | None = None
     data = []
     for row in rows:
         values = list(take(row))
         plan = _row_plan(tuple(map(type, values)))
         row_ranks, has_nan = plan.ranks(values)
-        ranks = row_ranks if ranks is None else list(map(max, ranks, row_ranks))
+        ranks = row_ranks if ranks is None else tuple(map(max, ranks, row_ranks))
         if has_nan or not plan.native:
             values = [_json_value(v) for v in values]
         data.append({"time": format_time(row[time_column]), "vals": values})
-    head, head_text = _head(station_name, columns, tuple(ranks), prog_name or DEFAULT_PROG_NAME)
+    head, prefix = _head(station_name, columns, ranks, prog_name or DEFAULT_PROG_NAME)
     payload = Cr1000xPayload(head=head, data=data)
-    payload.head, payload.head_text = head, head_text
+    payload.head, payload.prefix = head, prefix
     return payload
 
 
-def payload_json(payload: Mapping[str, Any]) -> str:
-    """The exact text that is stored or sent: ``json.dumps`` with its default separators."""
+def _prefix_of(payload: Mapping[str, Any]) -> _HeadPrefix | None:
+    """The cached head text, unless the payload was changed so that it no longer applies."""
     if (
         isinstance(payload, Cr1000xPayload)
         and list(payload) == ["head", "data"]
         and payload["head"] is getattr(payload, "head", None)
     ):
-        return f'{{"head": {payload.head_text}, "data": {json.dumps(payload["data"])}}}'
-    return json.dumps(payload)
+        return payload.prefix
+    return None
+
+
+def payload_json(payload: Mapping[str, Any]) -> str:
+    """The exact text that is stored or sent: ``json.dumps`` with its default separators."""
+    prefix = _prefix_of(payload)
+    if prefix is None:
+        return json.dumps(payload)
+    return f"{prefix.text}{json.dumps(payload['data'])}}}"
+
+
+def payload_json_md5(payload: Mapping[str, Any]) -> tuple[str, str]:
+    """The payload's text and the MD5 hex digest of its UTF-8 bytes (the object key's suffix).
+
+    The head, two thirds of a SOILMET payload, was hashed once when it was first built.
+    """
+    prefix = _prefix_of(payload)
+    if prefix is None:
+        text = json.dumps(payload)
+        return text, md5_of(text.encode()).hexdigest()
+    rest = f"{json.dumps(payload['data'])}}}"
+    digest = prefix.md5.copy()
+    md5_update(digest, rest.encode())
+    return prefix.text + rest, digest.hexdigest()
 
 
 def basic_payload(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -148,3 +148,21 @@ def test_basic_payload_is_the_row_as_json():
         "TA": 1.5,
         "N": None,
     }
+
+
+def test_md5_from_the_cached_head_equals_the_md5_of_the_text():
+    import hashlib
+
+    rows = [_row(A=1.0, B=None, C=3), _row(A=2.0, B=None, C=4)]
+    for payload in (cr1000x_payload("ALIC1", rows), basic_payload(rows[0])):
+        text, md5 = payloads.payload_json_md5(payload)
+        assert text == json.dumps(payload)
+        assert md5 == hashlib.md5(text.encode()).hexdigest()
+
+
+def test_rows_outside_the_common_ranks_do_not_reuse_a_common_pattern():
+    # Same value types in both rows, but a zero integer and a tiny float change the ranks.
+    first = cr1000x_payload("ALIC1", [_row(A=1.5, C=3)])
+    second = cr1000x_payload("ALIC1", [_row(A=1e-40, C=0)])
+    assert _types(first) == {"SITE_ID": "xsd:string", "A": "xsd:float", "C": "xsd:short"}
+    assert _types(second) == {"SITE_ID": "xsd:string", "A": "xsd:double", "C": "xsd:int"}

@@ -7,24 +7,12 @@ text: the same payload always lands on the same key.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.digest import md5_of
 
 _EPOCH = datetime(1970, 1, 1)
-
-# hashlib releases the GIL for any input over 2047 bytes; taking it back while the upload threads
-# are busy costs far more than hashing a payload, so the digest is fed pieces below that size.
-_GIL_HELD_CHUNK = 2047
-
-
-def body_md5(data: bytes) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    view = memoryview(data)
-    for start in range(0, len(view), _GIL_HELD_CHUNK):
-        digest.update(view[start : start + _GIL_HELD_CHUNK])
-    return digest.hexdigest()
 
 
 def epoch_ms(when: datetime) -> int:
@@ -40,10 +28,14 @@ def object_key(prefix: str, site_id: str, table: str, newest: datetime, body: st
     ``table`` may use either spelling the catalogue knows; an empty prefix gives no leading slash.
     """
     data = body.encode("utf-8") if isinstance(body, str) else body
+    return object_key_for_md5(prefix, site_id, table, newest, md5_of(data).hexdigest())
+
+
+def object_key_for_md5(prefix: str, site_id: str, table: str, newest: datetime, md5: str) -> str:
+    """The same key from a body's MD5 already computed (``payloads.payload_json_md5``)."""
     stamp = epoch_ms(newest)
     if stamp < 0:
         raise ValueError(f"{newest!r} is before 1970; it has no epoch-millisecond key")
-    name = f"{site_id}/LIVE_{catalogue.get_table(table).key_name}/{stamp:013d}-"
-    name += body_md5(data)
+    name = f"{site_id}/LIVE_{catalogue.get_table(table).key_name}/{stamp:013d}-{md5}"
     prefix = prefix.strip("/")
     return f"{prefix}/{name}" if prefix else name

@@ -87,8 +87,8 @@ def build_objects(
     """(key, body, rows) per payload: the same text and key for the live and historical assets."""
     for rows in batches:
         site_id = rows[0][catalogue.SITE_ID]
-        text = payloads.payload_json(payloads.cr1000x_payload(site_id, rows))
-        key = keys.object_key(prefix, site_id, table.name, newest_time(rows), text)
+        text, md5 = payloads.payload_json_md5(payloads.cr1000x_payload(site_id, rows))
+        key = keys.object_key_for_md5(prefix, site_id, table.name, newest_time(rows), md5)
         yield key, text.encode(), rows
 
 
