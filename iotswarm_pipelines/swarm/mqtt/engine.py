@@ -24,6 +24,7 @@ import resource
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal, Protocol
@@ -45,6 +46,7 @@ QOS1_WINDOW = 200  # unacknowledged QoS 1 publishes per connection (the engine's
 QOS0_WINDOW = 500  # QoS 0 publishes queued but not yet written to the socket, per connection
 DRAIN_SECONDS = 10.0  # at the end: wait this long at most for acks and verifier arrivals
 STOP_CHECK_INTERVAL = 0.2
+CONNECT_WORKERS = 16  # connections being opened at once (threads blocked in connect/handshake)
 MAX_ERRORS = 20
 SPARE_FILES = 64
 
@@ -185,6 +187,9 @@ class _Shard:
         self.dirty: set[_Connection] = set()
         self.connect_queue: deque[_Connection] = deque()
         self.connect_bucket = TokenBucket(settings.connect_rate)
+        self.connector: ThreadPoolExecutor | None = None
+        self.connects_in_flight = 0
+        self.opened: deque[tuple[_Connection, BaseException | None]] = deque()
         if not settings.qos:
             self.loop.on_written = self._on_written
         self.verifier: Verifier | None = None
@@ -248,17 +253,40 @@ class _Shard:
         if self.verifier is not None and not self.verifier.ready:
             return  # publishers (re)connect only once the verifier listens
         queue = self.connect_queue
-        while queue and self.connect_bucket.take(now):
+        while queue and self.connects_in_flight < CONNECT_WORKERS and self.connect_bucket.take(now):
             conn = queue.popleft()
             conn.queued = False
             if self.closing or conn.connected or conn.connecting:
                 continue
-            try:
-                conn.client.reconnect()
-            except Exception as err:
-                self._connect_failed(conn, str(classify_connect_error(self.settings, err)))
-                continue
             conn.connecting = True
+            self.connects_in_flight += 1
+            if self.connector is None:
+                self.connector = ThreadPoolExecutor(
+                    CONNECT_WORKERS, thread_name_prefix=f"mqtt-connect-{self.shard}"
+                )
+            self.connector.submit(self._open_in_worker, conn)
+
+    def _open_in_worker(self, conn: _Connection) -> None:
+        """TCP connect and TLS handshake block (for a round trip or, when a broker's accept
+        queue overflows, for SYN retries of seconds), so they run off the loop; the loop takes
+        the socket over when they are done. Nothing else touches this client meanwhile."""
+        error: BaseException | None = None
+        try:
+            conn.client.reconnect()
+        except Exception as err:
+            error = err
+        self.opened.append((conn, error))
+        self.loop.wake()
+
+    def _take_opened(self) -> None:
+        while self.opened:
+            conn, error = self.opened.popleft()
+            self.connects_in_flight -= 1
+            if error is not None:
+                conn.connecting = False
+                self._connect_failed(conn, str(classify_connect_error(self.settings, error)))
+                continue
+            self.loop.adopt(conn.client)
             conn.attempt_id += 1
             deadline = time.monotonic() + self.settings.connect_timeout
             self.loop.call_at(deadline, partial(self._connack_overdue, conn, conn.attempt_id))
@@ -491,6 +519,8 @@ class _Shard:
                 verifier_was_ready = self.verifier.ready
                 if verifier_was_ready:
                     self.dirty.update(conn for conn in self.conns if conn.ready)
+            if self.opened:
+                self._take_opened()
             if self.connect_queue:
                 self._connect_some(now)
             if self.dirty:
@@ -499,7 +529,11 @@ class _Shard:
                     self._pump(conn, now)
             if self.dirty:
                 timeout = 0.0
-            elif self.connect_queue and (self.verifier is None or self.verifier.ready):
+            elif (
+                self.connect_queue
+                and self.connects_in_flight < CONNECT_WORKERS
+                and (self.verifier is None or self.verifier.ready)
+            ):
                 timeout = min(STOP_CHECK_INTERVAL, self.connect_bucket.wait_time(now))
             else:
                 timeout = STOP_CHECK_INTERVAL
@@ -520,6 +554,12 @@ class _Shard:
 
     def _close(self) -> None:
         self.closing = True
+        if self.connector is not None:
+            self.connector.shutdown(wait=True, cancel_futures=True)
+            for conn, error in self.opened:
+                if error is None:
+                    self.loop.adopt(conn.client)  # so it is disconnected below
+            self.opened.clear()
         if self.verifier is not None:
             self.verifier.stop()
         clients = [conn.client for conn in self.conns if conn.client is not None]

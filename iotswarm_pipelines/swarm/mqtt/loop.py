@@ -13,6 +13,7 @@ import itertools
 import select
 import selectors
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ MAX_READS_PER_EVENT = 512  # packets read from one socket before other sockets g
 
 class EventLoop:
     def __init__(self, keepalive: float = 60.0) -> None:
+        self._owner = threading.get_ident()
         self._selector = selectors.DefaultSelector()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -41,22 +43,45 @@ class EventLoop:
         self.on_written: Callable[[paho.Client], None] | None = None
         """Called after a socket took more bytes: QoS 0 sends are done once written."""
 
+    def claim(self) -> None:
+        """Make the calling thread the one that runs this loop (it defaults to the creator)."""
+        self._owner = threading.get_ident()
+
     def attach(self, client: paho.Client) -> None:
-        """Route the client's socket through this loop (before it connects)."""
+        """Route the client's socket through this loop (before it connects).
+
+        Socket callbacks from other threads (a connect running in a worker) are ignored: the
+        loop's thread calls `adopt` once that connect has returned.
+        """
         client.on_socket_open = self._on_open
         client.on_socket_close = self._on_close
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
 
     def _on_open(self, client: paho.Client, _userdata, sock) -> None:
+        if threading.get_ident() == self._owner:
+            self._selector.register(sock, selectors.EVENT_READ, client)
+            self._clients[client] = sock
+
+    def adopt(self, client: paho.Client) -> None:
+        """Watch a client whose socket was opened on another thread."""
+        sock = client.socket()
+        if sock is None or self._clients.get(client) is sock:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)  # a stale entry whose descriptor number was reused
         self._selector.register(sock, selectors.EVENT_READ, client)
         self._clients[client] = sock
+        if client.want_write():
+            self._write_wanted[client] = sock
 
     def forget(self, client: paho.Client, sock) -> None:
         """Stop watching a socket the caller is about to close behind paho's back."""
         self._on_close(client, None, sock)
 
     def _on_close(self, client: paho.Client, _userdata, sock) -> None:
+        if threading.get_ident() != self._owner:
+            return
         self._clients.pop(client, None)
         self._write_wanted.pop(client, None)
         self._write_registered.discard(client)
@@ -64,9 +89,12 @@ class EventLoop:
             self._selector.unregister(sock)
 
     def _on_register_write(self, client: paho.Client, _userdata, sock) -> None:
-        self._write_wanted[client] = sock
+        if threading.get_ident() == self._owner:
+            self._write_wanted[client] = sock
 
     def _on_unregister_write(self, client: paho.Client, _userdata, sock) -> None:
+        if threading.get_ident() != self._owner:
+            return
         if self._write_wanted.pop(client, None) is None and client in self._write_registered:
             self._write_registered.discard(client)
             with contextlib.suppress(KeyError, ValueError, OSError):

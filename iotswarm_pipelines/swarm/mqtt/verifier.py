@@ -218,6 +218,7 @@ class Verifier:
         self._next_attempt = time.monotonic() + delay
 
     def _run(self) -> None:
+        self._loop.claim()
         while not self._stopping:
             now = time.monotonic()
             if self._connecting and now > self._connect_deadline:
