@@ -325,7 +325,7 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     text = render_text(report, str(config.swarm_name))
     if config.qos == 1 and (report.lost or report.failed):
         return EXIT_FAILED, text
-    if not config.dry and report.sent and not report.acknowledged:
+    if not config.dry and not report.acknowledged and (report.sent or report.errors):
         return EXIT_FAILED, text + "\nno message reached the broker"
     return EXIT_OK, text
 
