@@ -1,8 +1,9 @@
 """`run_shard`: publish a shard's devices over MQTT from one event loop, and account for it.
 
 Decisions:
-- One selector loop per shard process drives every paho client (see `loop.py`), so 20,000
-  per-device connections cost sockets and a few KB each, not threads.
+- One selector loop per shard process drives every publishing paho client (see `loop.py`), so
+  20,000 per-device connections cost sockets and a few KB each, not threads. Only the blocking
+  connect/handshake runs on a few worker threads, and the verifier has its own thread.
 - paho keeps unacknowledged QoS 1 messages across reconnects and re-sends them (with the DUP
   flag) after CONNACK whatever the session flag, so the engine relies on that instead of a queue
   of its own; a re-send whose first copy did reach the broker shows up in the verifier as a
