@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime, timedelta
 
@@ -12,7 +13,7 @@ from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm import sessions
 from iotswarm_pipelines.swarm.cli import multiprocess_config
-from iotswarm_pipelines.swarm.ops import SWARM_TAG
+from iotswarm_pipelines.swarm.ops import SWARM_TAG, concurrent_steps
 
 T0 = datetime(2024, 6, 1)
 SOILMET = "LEVEL1_SOILMET_30MIN"
@@ -115,3 +116,33 @@ def test_bad_config_fails_the_run_with_one_clear_line(sample_db, config, message
     description = result.failure_data_for_node("plan_swarm").user_failure_data.description
     assert message in description
     assert "\n" not in description
+
+
+def test_endless_shards_that_cannot_all_run_at_once_fail_before_any_starts(sample_db):
+    shards = (os.cpu_count() or 1) + 1
+    result = code_location_swarm_job().execute_in_process(
+        run_config={
+            "ops": {
+                "plan_swarm": {
+                    "config": {"dry": True, "shards": shards, "per_site": 2, "max_cycles": 0}
+                }
+            }
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    description = result.failure_data_for_node("plan_swarm").user_failure_data.description
+    assert f"set execution.config.multiprocess.max_concurrent to {shards + 1}" in description
+
+
+@pytest.mark.parametrize(
+    ("execution", "expected"),
+    [
+        ({}, os.cpu_count()),
+        ({"execution": {"config": {"multiprocess": {"max_concurrent": 9}}}}, 9),
+        ({"execution": {"config": {"in_process": {}}}}, 1),
+        ({"execution": {"config": {"celery": {}}}}, None),
+    ],
+)
+def test_concurrent_steps_of_the_default_executor(execution, expected):
+    assert concurrent_steps(execution) == expected

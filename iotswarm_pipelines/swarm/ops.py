@@ -4,6 +4,7 @@ Steps exchange only plain picklable data (``ShardPlan``, ``ShardResult``, ``Swar
 any executor and IO manager that can move pickles between processes works.
 """
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -57,6 +58,7 @@ def plan_swarm(
         swarm = prepare(config, cosmos, mqtt, f"swarm-{context.run_id[:8]}")
     except (SwarmConfigError, MqttConfigError, BrokerError) as exc:
         raise dg.Failure(description=str(exc)) from None
+    _check_shards_run_together(context, len(swarm.shards), swarm.spec.schedule.max_cycles)
     name = swarm.spec.swarm_name
     if context.run.tags.get(SWARM_TAG) != name:
         context.instance.add_run_tags(context.run_id, {SWARM_TAG: name})
@@ -71,6 +73,34 @@ def plan_swarm(
     )
     for shard in swarm.shards:
         yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{shard.shard}")
+
+
+def concurrent_steps(run_config: dict) -> int | None:
+    """How many steps the run's default (multi-or-in-process) executor runs at once.
+
+    None for any other executor (Celery, Kubernetes, ...), which schedules steps its own way.
+    """
+    config = (run_config.get("execution") or {}).get("config") or {}
+    if "in_process" in config:
+        return 1
+    if config and "multiprocess" not in config:
+        return None
+    multiprocess = config.get("multiprocess") or {}
+    return multiprocess.get("max_concurrent") or os.cpu_count() or 1
+
+
+def _check_shards_run_together(context: dg.OpExecutionContext, shards: int, max_cycles: int):
+    """Shards beyond the executor's limit wait for a free slot: forever, if shards never end."""
+    limit = concurrent_steps(context.run_config)
+    if limit is None or shards < limit:  # the plan step itself still holds one slot
+        return
+    advice = (
+        f"{shards} shards need {shards + 1} concurrent steps but the executor allows {limit}: "
+        f"set execution.config.multiprocess.max_concurrent to {shards + 1} or more"
+    )
+    if max_cycles == 0:
+        raise dg.Failure(description=f"{advice} (with max_cycles 0 the rest would never start)")
+    context.log.warning(f"{advice}; until then shards run in waves")
 
 
 def _progress_line(result: ShardResult) -> str:
