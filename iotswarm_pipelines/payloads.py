@@ -60,6 +60,7 @@ _PROCESS_SUFFIXES = (
 )
 
 
+@lru_cache(maxsize=4096)
 def process_of(column: str) -> str:
     """Campbell's processing name, read from the column name's suffix."""
     lowered = column.lower()

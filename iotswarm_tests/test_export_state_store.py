@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from iotswarm_pipelines.export import atomic
+from iotswarm_pipelines import atomic
 from iotswarm_pipelines.export.state import empty_state, watermark
 from iotswarm_pipelines.export.state_store import StateLockedError, StateRecoveryError, StateStore
 

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
-from iotswarm_pipelines.export.atomic import write_atomically
+from iotswarm_pipelines.atomic import write_atomically
 
 CONTENT_TYPE = "application/json"
 

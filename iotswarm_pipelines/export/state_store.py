@@ -30,9 +30,9 @@ from pathlib import Path
 import dagster as dg
 import platformdirs
 
+from iotswarm_pipelines.atomic import write_atomically
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import state as rules
-from iotswarm_pipelines.export.atomic import write_atomically
 from iotswarm_pipelines.export.state import CorruptStateError, State
 
 MAIN_SUFFIX = ".pickle"

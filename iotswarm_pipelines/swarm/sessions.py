@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from iotswarm_pipelines import settings
+from iotswarm_pipelines.atomic import write_atomically
 from iotswarm_pipelines.swarm.devices import SwarmConfigError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -72,16 +72,8 @@ def _decode(data: Mapping) -> DevicePosition:
 
 def _write_atomic(path: Path, document: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(document, separators=(",", ":")))  # the C encoder: fast
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # The C encoder with compact separators: a 20,000-device session stays fast to save.
+    write_atomically(path, json.dumps(document, separators=(",", ":")).encode())
 
 
 def _files(name: str, directory: Path) -> list[Path]:
