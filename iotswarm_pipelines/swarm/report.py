@@ -16,6 +16,21 @@ BARS = " ▁▂▃▄▅▆▇█"
 CHART_BUCKETS = 40
 
 
+COUNTS = (
+    "devices",
+    "connections",
+    "sent",
+    "acknowledged",
+    "failed",
+    "skipped",
+    "delivered",
+    "lost",
+    "duplicated",
+    "connect_failures",
+)
+"""The counters a report adds up over its shards and shows as numeric run metadata."""
+
+
 @dataclass
 class SwarmReport:
     devices: int = 0
@@ -41,21 +56,7 @@ class SwarmReport:
 
     def metadata(self) -> dict[str, float | int]:
         """Numbers for Dagster run metadata (the UI plots numeric metadata over runs)."""
-        numbers: dict[str, float | int] = {
-            k: getattr(self, k)
-            for k in (
-                "devices",
-                "connections",
-                "sent",
-                "acknowledged",
-                "failed",
-                "skipped",
-                "delivered",
-                "lost",
-                "duplicated",
-                "connect_failures",
-            )
-        }
+        numbers: dict[str, float | int] = {k: getattr(self, k) for k in COUNTS}
         numbers["msgs_per_s"] = round(self.msgs_per_s, 2)
         for name in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
             value = getattr(self, name)
@@ -97,18 +98,7 @@ def summarize(results: Sequence[Any]) -> SwarmReport:
     report = SwarmReport()
     if not results:
         return report
-    for name in (
-        "devices",
-        "connections",
-        "sent",
-        "acknowledged",
-        "failed",
-        "skipped",
-        "delivered",
-        "lost",
-        "duplicated",
-        "connect_failures",
-    ):
+    for name in COUNTS:
         setattr(report, name, sum(getattr(r, name) for r in results))
     report.verified = all(r.verified for r in results)
     start = min(r.started_at for r in results)
