@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
-export DAGSTER_HOME := $(CURDIR)/.dagster_home
+DAGSTER_HOME_DIR := $(CURDIR)/.dagster_home
 
 .PHONY: demo test dev lint bench services dagster-home clean
 
@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	touch $@
 
 # dagster dev ignores ./dagster.yaml once DAGSTER_HOME is set, so the home holds a link to it.
+# Only the demo and the UI use it; the tests make their own temporary instances.
+demo dev dagster-home: export DAGSTER_HOME := $(DAGSTER_HOME_DIR)
+
 dagster-home:
 	mkdir -p "$(DAGSTER_HOME)"
 	ln -sf "$(CURDIR)/dagster.yaml" "$(DAGSTER_HOME)/dagster.yaml"

@@ -22,6 +22,8 @@ MQTT_PORT = int(os.environ.get("IOTSWARM_TEST_MQTT_PORT", "1883"))
 def _isolated_data_dir(tmp_path, monkeypatch):
     """Keep every test's embedded defaults (sample db, objects, state) in its own folder."""
     monkeypatch.setenv("IOTSWARM_DATA_DIR", str(tmp_path / "iotswarm-data"))
+    # Tests make their own instances; a developer's DAGSTER_HOME must not leak into them.
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
 
 @pytest.fixture(scope="session")
