@@ -11,6 +11,7 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import keys
 from iotswarm_pipelines.export.pipeline import (
     ExportError,
+    ExportSummary,
     export_all_tables,
     export_table,
     export_window,
@@ -224,4 +225,18 @@ def test_export_all_tables_and_the_printed_summary(tmp_path):
         + store.describe(),
         "  watermarks of 1 sites (lag 0 s):",
         "    ALIC1  2020-01-01 00:00:00",
+    ]
+
+
+def test_printed_summary_shows_at_most_max_sites_watermarks():
+    summary = ExportSummary(
+        table=SOILMET,
+        sites=3,
+        watermarks={s: datetime(2020, 1, 1) for s in ("ALIC1", "BALRD", "BICKL")},
+    )
+    lines = format_summary(summary, max_sites=2).splitlines()
+    assert lines[2:] == [
+        "    ALIC1  2020-01-01 00:00:00",
+        "    BALRD  2020-01-01 00:00:00",
+        "    ... and 1 more sites",
     ]

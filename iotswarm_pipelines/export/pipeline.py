@@ -399,7 +399,8 @@ def format_summary(
     if summary.watermarks:
         lag = "" if summary.lag_seconds is None else f" (lag {summary.lag_seconds:.0f} s)"
         lines.append(f"  watermarks of {len(summary.watermarks)} sites{lag}:")
-        lines += [
-            f"    {site}  {when:%Y-%m-%d %H:%M:%S}" for site, when in summary.watermarks.items()
-        ]
+        shown = list(summary.watermarks.items())[:max_sites]
+        lines += [f"    {site}  {when:%Y-%m-%d %H:%M:%S}" for site, when in shown]
+        if len(shown) < len(summary.watermarks):
+            lines.append(f"    ... and {len(summary.watermarks) - len(shown)} more sites")
     return "\n".join(lines)
