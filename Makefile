@@ -29,7 +29,9 @@ services:
 demo: $(VENV)/.installed dagster-home
 	$(BIN)/python -m iotswarm_pipelines.demo
 
+# The sensors read the sample database, so a UI started before any demo gets one first.
 dev: $(VENV)/.installed dagster-home
+	[ -f .demo/cosmos.sqlite ] || [ -n "$$IOTSWARM_DATA_DIR" ] || $(BIN)/cosmos-sample
 	$(BIN)/dagster dev -w workspace.yaml
 
 test: $(VENV)/.installed services
