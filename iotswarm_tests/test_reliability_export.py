@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import pickle
 import signal
@@ -459,3 +460,116 @@ def test_random_inserts_crashes_and_reruns_store_every_row_once(steps):
         export(url, store, state)  # the final rerun
         assert_exactly_the_expected_objects(url, store)
         dispose_engines()
+
+
+# ------------------------------------------------- 2. killed at each step of a state save
+
+FORK = multiprocessing.get_context("fork")  # the child shares the imported modules: fast
+SAVE_STEPS = [
+    ("fsync", 1, "main temporary written, before its fsync"),
+    ("replace", 1, "main temporary fsynced, before the rename"),
+    ("fsync", 2, "main renamed, before the folder fsync"),
+    ("fsync", 3, "backup temporary written, before its fsync"),
+    ("replace", 2, "backup temporary fsynced, before the rename"),
+    ("fsync", 4, "backup renamed, before the folder fsync"),
+]
+
+
+def _export_and_die_at(url: str, root: str, state_dir: str, call: str, nth: int) -> None:
+    """Export, but die (no cleanup, like SIGKILL) at the nth ``os.<call>`` of the state save."""
+    from iotswarm_pipelines import atomic
+
+    real = getattr(os, call)
+    calls = 0
+
+    def dying(*args):
+        nonlocal calls
+        calls += 1
+        if calls == nth:
+            os._exit(9)
+        return real(*args)
+
+    save = StateStore.save
+
+    def save_and_die(self, table, new_state) -> None:
+        setattr(atomic.os, call, dying)  # the objects are stored by now: count only the save
+        save(self, table, new_state)
+
+    StateStore.save = save_and_die
+    export(url, local_store(Path(root)), StateStore(state_dir=state_dir))
+
+
+@pytest.mark.parametrize(
+    ("call", "nth"), [s[:2] for s in SAVE_STEPS], ids=[s[2] for s in SAVE_STEPS]
+)
+def test_killed_during_the_state_save_leaves_old_or_new_state_and_the_next_run_loads(
+    tmp_path, call, nth
+):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, {"ALIC1": half_hours(T0, 4)})
+    export(url, store, state)
+    old = state.load(SOILMET)
+    seed(url, {"ALIC1": half_hours(T0 + timedelta(hours=2), 3)})
+
+    child = FORK.Process(
+        target=_export_and_die_at, args=(url, str(tmp_path), state.state_dir, call, nth)
+    )
+    child.start()
+    child.join()
+    assert child.exitcode == 9
+    new_mark = T0 + timedelta(hours=3)
+    files = [pickle.loads(p.read_bytes()) for p in state.paths(SOILMET)]
+    assert all(
+        watermark(f, "ALIC1") in (old["sites"]["ALIC1"]["last_data"], new_mark) for f in files
+    )
+    assert len(store.list_keys()) == 7  # the objects were stored before the save began
+
+    summary = export(url, store, state)
+    assert summary.rows_read == (0 if watermark(files[0], "ALIC1") == new_mark else 3)
+    assert watermark(state.load(SOILMET), "ALIC1") == new_mark
+    assert_exactly_the_expected_objects(url, store)
+
+
+class CountingState(CrashingState):
+    """Counts the state saves of a run."""
+
+    saves = 0
+
+    def save(self, table, state) -> None:
+        self.saves += 1
+        super().save(table, state)
+
+
+@pytest.mark.parametrize("after_forwarding", [False, True], ids=["503-slowdown", "500-after-store"])
+def test_s3_faults_that_recover_store_one_object_per_payload_and_advance_once(
+    tmp_path, s3_endpoint, aws_test_credentials, after_forwarding
+):
+    url = sqlite_url(tmp_path)
+    seed(url, {site: half_hours(T0, 6) for site in ("ALIC1", "BALRD")})
+    healthy = new_bucket(s3_endpoint)
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION).put_bucket_versioning(
+        Bucket=healthy.bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    plan = FaultPlan(
+        fail_first=8,
+        status=500 if after_forwarding else 503,
+        code="InternalError" if after_forwarding else "SlowDown",
+        after_forwarding=after_forwarding,
+    )
+    state = CountingState(state_store(tmp_path))
+    with fault_proxy(s3_endpoint, plan) as proxy:
+        summary = export(url, s3_on(proxy, healthy.bucket, max_concurrency=3), state)
+    assert plan.failures == 8 and summary.failed == 0
+    assert state.saves == 1
+    assert summary.watermarks == dict.fromkeys(
+        ("ALIC1", "BALRD"), T0 + timedelta(hours=2, minutes=30)
+    )
+    assert_exactly_the_expected_objects(url, healthy)
+    pages = (
+        boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
+        .get_paginator("list_object_versions")
+        .paginate(Bucket=healthy.bucket)
+    )
+    versions = Counter(v["Key"] for page in pages for v in page.get("Versions", ()))
+    # A 500 after the server stored the object makes the retry write the same key again.
+    assert sum(versions.values()) == 12 + (8 if after_forwarding else 0)
