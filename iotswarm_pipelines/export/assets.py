@@ -54,19 +54,33 @@ def _parse_time(name: str, value: str | None) -> str | None:
     return value
 
 
+def _check_sites(sites: list[str] | None) -> None:
+    """A mistyped site must fail the launch, not export nothing and report success."""
+    for site in sites or ():
+        catalogue.get_site(site)
+
+
+def _check_batch_size(batch_size: int | None) -> None:
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be 1 or more rows per payload, got {batch_size}")
+
+
 class LiveExportConfig(dg.Config):
-    """Run config of one live export run (one table)."""
+    """Run config of one live export run (one table).
+
+    ``check()`` (not pydantic validators) rejects bad values, so the asset can fail the run
+    with one line instead of a validation error wrapped in a step error.
+    """
 
     sites: list[str] | None = pydantic.Field(
         default=None, description="Site IDs to export; all sites of the table when empty."
     )
     fallback_hours: float = pydantic.Field(
         default=pipeline.DEFAULT_FALLBACK_HOURS,
-        ge=0,
-        description="How far back to start for a site the state has never seen.",
+        description="How far back to start for a site the state has never seen (0 or more).",
     )
     batch_size: int | None = pydantic.Field(
-        default=None, ge=1, description="Rows per payload; the table's default (1) when empty."
+        default=None, description="Rows per payload; the table's default (1) when empty."
     )
     since: str | None = pydantic.Field(
         default=None,
@@ -79,17 +93,17 @@ class LiveExportConfig(dg.Config):
         default=False, description="Build and count payloads; store nothing, move no watermark."
     )
 
-    @pydantic.field_validator("since", "until")
-    @classmethod
-    def _iso_time(cls, value: str | None, info: pydantic.ValidationInfo) -> str | None:
-        return _parse_time(info.field_name or "time", value)
-
-    @pydantic.model_validator(mode="after")
-    def _window(self) -> "LiveExportConfig":
+    def check(self) -> None:
+        """Raises ``ValueError`` (one line) for the first bad value."""
+        _check_sites(self.sites)
+        if not self.fallback_hours >= 0:
+            raise ValueError(f"fallback_hours must be 0 or more, got {self.fallback_hours:g}")
+        _check_batch_size(self.batch_size)
+        _parse_time("since", self.since)
+        _parse_time("until", self.until)
         since, until = self.since_time, self.until_time
         if since is not None and until is not None and until <= since:
             raise ValueError(f"until={self.until!r} must be later than since={self.since!r}")
-        return self
 
     @property
     def since_time(self) -> datetime | None:
@@ -107,9 +121,21 @@ class HistoryExportConfig(dg.Config):
         default=None, description="Site IDs to re-export; all sites of the table when empty."
     )
     batch_size: int | None = pydantic.Field(
-        default=None, ge=1, description="Rows per payload; the table's default (1) when empty."
+        default=None, description="Rows per payload; the table's default (1) when empty."
     )
     dry_run: bool = pydantic.Field(default=False, description="Build and count; store nothing.")
+
+    def check(self) -> None:
+        """Raises ``ValueError`` (one line) for the first bad value."""
+        _check_sites(self.sites)
+        _check_batch_size(self.batch_size)
+
+
+def _checked(config: LiveExportConfig | HistoryExportConfig) -> None:
+    try:
+        config.check()
+    except ValueError as exc:
+        raise dg.Failure(description=f"bad run config: {exc}") from None
 
 
 def summary_metadata(summary: pipeline.ExportSummary, destination: str) -> dict[str, Any]:
@@ -174,6 +200,7 @@ def cosmos_live_export(
     object_store: dg.ResourceParam[ObjectStore],
     state: StateStore,
 ) -> dg.MaterializeResult:
+    _checked(config)
     table = context.partition_key
     summary = pipeline.export_table(
         table,
@@ -208,6 +235,7 @@ def cosmos_history_export(
     cosmos: CosmosSource,
     object_store: dg.ResourceParam[ObjectStore],
 ) -> dg.MaterializeResult:
+    _checked(config)
     # A launch from the UI may hand over the plain "date|table" string.
     keys = daily_table_partitions.get_partition_key_from_str(
         context.partition_key

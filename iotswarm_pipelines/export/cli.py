@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import dagster as dg
 import pydantic
@@ -42,8 +43,15 @@ class _UsageError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line too, like every other bad input (no usage wall)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see {PROG} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Export new COSMOS rows as CR1000X JSON payloads to S3 or a folder.",
     )
@@ -81,9 +89,19 @@ def _store(config: LiveCosmosConfig) -> LocalObjectStore | S3ObjectStore:
     )
 
 
+URL_ENV = "LIVECOSMOS_SOURCE_URL"
+"""The runs read the database URL from this variable: a URL given as a value (password and
+all) would be stored in the Dagster instance as the resource's default in the job snapshot."""
+
+
+def _source(config: LiveCosmosConfig) -> CosmosSource:
+    return CosmosSource(url=config.url, schema_name=config.schema_name)
+
+
 def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
     state = StateStore(state_dir=config.state_dir) if config.state_dir else StateStore()
-    source = CosmosSource(url=config.url, schema_name=config.schema_name)
+    os.environ[URL_ENV] = config.url
+    source = CosmosSource(url=dg.EnvVar(URL_ENV), schema_name=config.schema_name)
     return {"cosmos": source, "object_store": _store(config), "state": state}
 
 
@@ -97,7 +115,7 @@ def _run_config(config: LiveCosmosConfig, args: argparse.Namespace) -> dict[str,
         "until": args.until,
     }
     op_config.update({k: v for k, v in optional.items() if v is not None})
-    LiveExportConfig(**op_config)  # a bad --since is the caller's mistake: fail before running
+    LiveExportConfig(**op_config).check()  # a bad --since: fail before running
     return {
         "ops": {cosmos_live_export.op.name: {"config": op_config}},
         # The terminal gets the progress bar and the summary; the run's log stays in the instance.
@@ -186,7 +204,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         tables = _tables(args.table)
         resources = _resources(config)
         run_config = _run_config(config, args)
-        _check_source(resources["cosmos"], config, tables)
+        _check_source(_source(config), config, tables)
     except pydantic.ValidationError as exc:
         print(
             f"{PROG}: error: {exc.errors()[0]['msg'].removeprefix('Value error, ')}",

@@ -141,6 +141,14 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         sites = [s.strip().upper() for s in values["sites"].split(",") if s.strip()]
         if not sites:
             raise fail("sites", "sites is empty; list site IDs like sites='ALIC1,BALRD'")
+        for site in sites:
+            try:
+                catalogue.get_site(site)
+            except catalogue.UnknownSiteError as exc:
+                raise fail("sites", str(exc)) from None
+    endpoint_url = values.get("endpoint_url")
+    if endpoint_url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", endpoint_url):
+        raise fail("endpoint_url", "endpoint_url must be an http:// or https:// URL")
     try:
         backend = _backend(url)
     except ValueError:
@@ -151,7 +159,7 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         schema_name=catalogue.SCHEMA if backend == "oracle" else None,
         bucket=values.get("bucket"),
         bucket_prefix=values.get("bucket_prefix", ""),
-        endpoint_url=values.get("endpoint_url"),
+        endpoint_url=endpoint_url,
         object_dir=values.get("object_dir"),
         state_dir=values.get("state_dir"),
         fallback_hours=fallback_hours,

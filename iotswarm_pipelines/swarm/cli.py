@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dagster as dg
 from tqdm import tqdm
@@ -49,8 +49,15 @@ cli_swarm_job = build_swarm_job(
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line too, like every other bad input (no usage wall)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="iot-swarm",
         allow_abbrev=False,
         description="Simulate COSMOS-UK dataloggers publishing over MQTT and report delivery.",

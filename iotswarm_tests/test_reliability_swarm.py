@@ -1,0 +1,319 @@
+"""Issue 5, items 10, 11 and 13: broker restarts and refusals, and secrets kept out of runs.
+
+Real Mosquitto brokers (private, from ``mosquitto_fixtures``), PostgreSQL and the moto S3
+server; every run whose records are searched is made on ``dg.instance_for_test()``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster_aws.s3 import S3Resource
+
+from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.export import cli as export_cli
+from iotswarm_pipelines.export.assets import cosmos_live_export
+from iotswarm_pipelines.export.object_store import S3ObjectStore
+from iotswarm_pipelines.export.pipeline import utc_now
+from iotswarm_pipelines.swarm import sessions
+from iotswarm_pipelines.swarm.cli import PASSWORD_ENV, cli_swarm_job, main
+from iotswarm_tests.export_fixtures import PREFIX, SOILMET, insert_rows, make_rows, state_store
+from iotswarm_tests.services import free_port, wait_until
+
+pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
+
+REFERENCE_CSV = Path(__file__).parent / "data" / "level1_soilmet_30min_alic1_sample.csv"
+BROKER_PASSWORD = "s3cret-pass"  # the password_broker fixture's user `swarm`
+
+
+def swarm_config(name: str, sessions_dir: Path, **extra) -> dict:
+    """Devices cloned from the reference CSV's site, looping over its rows."""
+    return {
+        "source": str(REFERENCE_CSV),
+        "mode": "loop",
+        "swarm_name": name,
+        "mqtt_prefix": name,
+        "sessions_dir": str(sessions_dir),
+        "connect_rate": 0.0,
+        "max_publish_rate": 0.0,
+        **extra,
+    }
+
+
+def swarm_run_config(plan: dict, mqtt: dict) -> dict:
+    return {
+        "ops": {"plan_swarm": {"config": plan}},
+        "resources": {
+            "mqtt": {"config": mqtt},
+            "cosmos": {"config": {"url": "sqlite:////nonexistent/unused.sqlite"}},
+        },
+    }
+
+
+# --- 10. broker restarted mid-run ----------------------------------------------------------
+
+
+def test_swarm_job_survives_a_broker_restart_and_reports_what_the_verifier_saw(
+    persistent_broker, tmp_path
+):
+    """The broker is restarted once the shard's saved positions show 60 of 300 messages made.
+
+    Persistent sessions (publishers and verifier) on a broker that saves them: the job's
+    report must count every message acknowledged and delivered, none lost.
+    """
+    name = f"iotswarm-rel-restart-{uuid.uuid4().hex[:8]}"
+    devices, cycles = 10, 30
+    plan = swarm_config(
+        name,
+        tmp_path,
+        per_site=devices,
+        max_cycles=cycles,
+        sleep_time=0.1,
+        qos=1,
+        verify=True,
+        progress_interval=0.1,
+    )
+    mqtt = {"port": persistent_broker.port, "clean_session": False}
+    restarted = threading.Event()
+
+    def made() -> int:
+        try:
+            session = sessions.load_session(name, str(tmp_path))
+        except Exception:  # a file mid-replace; the next poll reads it
+            return 0
+        return sum(p.cycles for p in session.positions.values()) if session else 0
+
+    def restart_when_publishing() -> None:
+        wait_until(lambda: made() >= 60, 120, "60 messages made")
+        persistent_broker.stop()
+        persistent_broker.start()
+        restarted.set()
+
+    watcher = threading.Thread(target=restart_when_publishing, daemon=True)
+    watcher.start()
+    result = cli_swarm_job.execute_in_process(
+        run_config=swarm_run_config(plan, mqtt), raise_on_error=False
+    )
+    watcher.join(timeout=120)
+    assert restarted.is_set()
+    assert result.success
+    report = result.output_for_node("swarm_report")
+    total = devices * cycles
+    counts = (report.sent, report.acknowledged, report.failed, report.delivered, report.lost)
+    assert counts == (total, total, 0, total, 0), report
+    assert report.verified
+    assert any("lost" in line for line in report.errors), report.errors  # the restart was seen
+    [materialization] = result.asset_materializations_for_node("swarm_report")
+    assert materialization.metadata["delivered"].value == total
+    assert materialization.metadata["lost"].value == 0
+
+
+# --- 11. broker refusing connections ---------------------------------------------------------
+
+
+def iot_swarm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "iotswarm_pipelines.swarm.cli",
+            "--source",
+            str(REFERENCE_CSV),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a safety net against a hang, not a timing assertion
+        env=env,
+        check=False,
+    )
+
+
+def test_iot_swarm_refused_credentials_is_one_line_exit_2(password_broker):
+    password = f"wrong-password-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, PASSWORD_ENV: password}
+    port = str(password_broker.port)
+    result = iot_swarm("--port", port, "--username", "swarm", "--verify", env=env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("iot-swarm: error: "), result.stderr
+    assert f"127.0.0.1:{port}" in lines[0] and "not authorized" in lines[0].lower(), lines
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert password not in result.stderr
+
+
+def test_iot_swarm_without_a_password_is_refused_in_one_line(password_broker, monkeypatch, capsys):
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    argv = ["--source", str(REFERENCE_CSV), "--port", str(password_broker.port)]
+    assert main([*argv, "--username", "swarm"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"127.0.0.1:{password_broker.port}" in err[0], err
+
+
+def test_iot_swarm_refused_client_certificate_is_one_line_exit_2(tls_broker, tls_files):
+    result = iot_swarm(
+        "--port", str(tls_broker.port), "--ca-file", tls_files.ca,
+        "--cert-file", tls_files.rogue_cert, "--key-file", tls_files.rogue_key,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{tls_broker.port}" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+# --- 13. secrets never reach the run's records -----------------------------------------------
+
+
+def run_records(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Everything Dagster keeps of a run: events (messages, metadata, errors) and the run."""
+    run = instance.get_run_by_id(run_id)
+    records = [dg.serialize_value(r) for r in instance.all_logs(run_id)]
+    records += [str(r.user_message) for r in instance.all_logs(run_id)]
+    records += [dg.serialize_value(run), repr(run.tags), repr(run.run_config)]
+    snapshot = instance.get_job_snapshot(run.job_snapshot_id) if run.job_snapshot_id else None
+    if snapshot is not None:
+        records.append(dg.serialize_value(snapshot))
+    return records
+
+
+def assert_secret_absent(instance: dg.DagsterInstance, run_id: str, secret: str) -> None:
+    records = run_records(instance, run_id)
+    assert len(records) > 5  # the run was recorded at all
+    leaks = [r[:300] for r in records if secret in r]
+    assert leaks == [], leaks
+
+
+def test_mqtt_password_never_reaches_the_swarm_runs_records(
+    password_broker, tmp_path, monkeypatch, capfd
+):
+    name = f"iotswarm-rel-secret-{uuid.uuid4().hex[:8]}"
+    plan = swarm_config(name, tmp_path, per_site=3, max_cycles=2, sleep_time=0, verify=True)
+    mqtt = {
+        "port": password_broker.port,
+        "username": "swarm",
+        "password": {"env": PASSWORD_ENV},
+    }
+    wrong = f"planted-wrong-{uuid.uuid4().hex}"
+    with dg.instance_for_test() as instance:
+        monkeypatch.setenv(PASSWORD_ENV, BROKER_PASSWORD)
+        good = cli_swarm_job.execute_in_process(
+            run_config=swarm_run_config(plan, mqtt), instance=instance, raise_on_error=False
+        )
+        assert good.success
+        assert good.output_for_node("swarm_report").delivered == 6
+        assert_secret_absent(instance, good.run_id, BROKER_PASSWORD)
+
+        monkeypatch.setenv(PASSWORD_ENV, wrong)
+        bad = cli_swarm_job.execute_in_process(
+            run_config=swarm_run_config(plan, mqtt), instance=instance, raise_on_error=False
+        )
+        assert not bad.success
+        failure = bad.failure_data_for_node("plan_swarm").user_failure_data.description
+        assert f"127.0.0.1:{password_broker.port}" in failure
+        assert_secret_absent(instance, bad.run_id, wrong)
+    output = capfd.readouterr()
+    assert BROKER_PASSWORD not in output.out + output.err and wrong not in output.out + output.err
+
+
+@pytest.fixture
+def secret_pg_url(pg_url) -> str:
+    """The test database with a planted password in its URL (the server trusts loopback)."""
+    secret = f"planted-db-{uuid.uuid4().hex}"
+    url = sa.engine.make_url(pg_url).set(password=secret).render_as_string(hide_password=False)
+    recent = utc_now().replace(second=0, microsecond=0) - timedelta(hours=1)
+    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", [recent, recent + timedelta(minutes=30)]))
+    return url
+
+
+def s3_object_store(endpoint: str, *, create: bool) -> S3ObjectStore:
+    bucket = f"iotswarm-rel-secret-{uuid.uuid4().hex[:12]}"
+    s3 = S3Resource(
+        endpoint_url=endpoint,
+        region_name="eu-west-2",
+        aws_access_key_id="testing",
+        aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+    )
+    if create:
+        boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2").create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"}
+        )
+    return S3ObjectStore(s3=s3, bucket=bucket, prefix=PREFIX, max_attempts=1)
+
+
+def test_database_and_s3_secrets_never_reach_the_export_runs_records(
+    secret_pg_url, s3_endpoint, tmp_path, monkeypatch, capfd
+):
+    db_secret = sa.engine.make_url(secret_pg_url).password
+    aws_secret = f"planted-aws-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws_secret)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("IOTSWARM_REL_DB_URL", secret_pg_url)
+    closed = f"http://127.0.0.1:{free_port()}"
+    dead_db = sa.engine.make_url(secret_pg_url).set(port=free_port())
+    monkeypatch.setenv("IOTSWARM_REL_DEAD_DB_URL", dead_db.render_as_string(hide_password=False))
+
+    def export(store: S3ObjectStore, url_env: str, state_dir: Path) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [cosmos_live_export],
+            partition_key=SOILMET,
+            resources={
+                "cosmos": CosmosSource(url=dg.EnvVar(url_env), retries=0),
+                "object_store": store,
+                "state": state_store(state_dir),
+            },
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    with dg.instance_for_test() as instance:
+        stored = export(s3_object_store(s3_endpoint, create=True), "IOTSWARM_REL_DB_URL", tmp_path)
+        assert stored.success
+        [event] = stored.asset_materializations_for_node(cosmos_live_export.op.name)
+        assert event.metadata["objects"].value == 2
+        no_s3 = export(s3_object_store(closed, create=False), "IOTSWARM_REL_DB_URL", tmp_path / "b")
+        assert not no_s3.success
+        no_db = export(s3_object_store(closed, create=False), "IOTSWARM_REL_DEAD_DB_URL", tmp_path)
+        assert not no_db.success
+        for result in (stored, no_s3, no_db):
+            for secret in (db_secret, aws_secret):
+                assert_secret_absent(instance, result.run_id, secret)
+    output = capfd.readouterr()
+    for secret in (db_secret, aws_secret):
+        assert secret not in output.out + output.err
+
+
+def test_live_cosmos_keeps_the_config_files_password_out_of_its_dagster_home(
+    pg_url, tmp_path, capfd
+):
+    """The command line takes the password from the old config file's ``pass`` line."""
+    url = sa.engine.make_url(pg_url)
+    secret = f"planted-pass-{uuid.uuid4().hex}"
+    recent = utc_now().replace(second=0, microsecond=0) - timedelta(hours=1)
+    insert_rows(pg_url, SOILMET, make_rows(SOILMET, "ALIC1", [recent]))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    config = tmp_path / "livecosmos.cfg"
+    config.write_text(
+        f"url='postgresql+psycopg://{url.username}:{secret}@{url.host}:{url.port}/{url.database}'\n"
+        f"object_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
+    )
+    assert export_cli.run([str(config), SOILMET, "--dagster-home", str(home)]) == 0
+    output = capfd.readouterr()
+    assert "1 rows, 1 payloads, 1 objects" in output.out
+    assert secret not in output.out + output.err
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 1
+        assert_secret_absent(instance, runs[0].run_id, secret)
+    leaked = [p for p in home.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
