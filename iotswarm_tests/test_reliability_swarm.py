@@ -317,3 +317,22 @@ def test_live_cosmos_keeps_the_config_files_password_out_of_its_dagster_home(
         assert_secret_absent(instance, runs[0].run_id, secret)
     leaked = [p for p in home.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaked == []
+
+
+def test_iot_swarm_keeps_the_source_urls_password_out_of_its_runs_records(
+    secret_pg_url, tmp_path, monkeypatch
+):
+    """`iot-swarm --source URL`: the run config holds a reference to the URL, not the URL."""
+    from iotswarm_pipelines.swarm import cli as swarm_cli
+
+    secret = sa.engine.make_url(secret_pg_url).password
+    monkeypatch.setenv(swarm_cli.SOURCE_URL_ENV, "restored-after-the-test")
+    argv = ["--source", secret_pg_url, "--dry", "--sessions-dir", str(tmp_path)]
+    _, run_config, _ = swarm_cli.build(swarm_cli._parser().parse_args(argv))
+    with dg.instance_for_test() as instance:
+        result = cli_swarm_job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+        assert result.success
+        assert result.output_for_node("swarm_report").sent == 1  # ALIC1's newest row, read
+        assert_secret_absent(instance, result.run_id, secret)

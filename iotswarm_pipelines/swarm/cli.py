@@ -37,6 +37,7 @@ from iotswarm_pipelines.swarm.report import SwarmReport, render_text
 from iotswarm_pipelines.swarm.resources import MqttResource
 
 PASSWORD_ENV = "IOTSWARM_MQTT_PASSWORD"
+SOURCE_URL_ENV = "IOTSWARM_SOURCE_URL"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 QUIET_INSTANCE = {"telemetry": {"enabled": False}, "python_logs": {"python_log_level": "WARNING"}}
 
@@ -193,9 +194,13 @@ def build(args: argparse.Namespace) -> tuple[SwarmConfig, dict[str, Any], MqttRe
     mqtt = MqttResource(**mqtt_config, password=os.environ.get(PASSWORD_ENV) or None)
     if has_password:  # by reference, so the password never enters the run's stored config
         mqtt_config["password"] = {"env": PASSWORD_ENV}
+    os.environ[SOURCE_URL_ENV] = url  # by reference too: a database URL may hold a password
     run_config = {
         "ops": {"plan_swarm": {"config": config.model_dump(exclude_none=True)}},
-        "resources": {"mqtt": {"config": mqtt_config}, "cosmos": {"config": {"url": url}}},
+        "resources": {
+            "mqtt": {"config": mqtt_config},
+            "cosmos": {"config": {"url": {"env": SOURCE_URL_ENV}}},
+        },
         "loggers": {"console": {"config": {"log_level": args.log_level.upper()}}},
     }
     return config, run_config, mqtt
@@ -318,7 +323,7 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     args = _parser().parse_args(argv)
     try:
         config, run_config, mqtt = build(args)
-        cosmos = CosmosSource(url=run_config["resources"]["cosmos"]["config"]["url"])
+        cosmos = CosmosSource(url=os.environ[SOURCE_URL_ENV])
         swarm = prepare(config, cosmos, mqtt, str(config.swarm_name))
     except (SwarmConfigError, MqttConfigError, BrokerError, SourceError, ValueError) as exc:
         # ValueError covers pydantic's complaint about a value of the wrong kind.
