@@ -25,7 +25,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-import sqlalchemy as sa
 from dagster_aws.s3 import S3Resource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,6 +46,7 @@ from iotswarm_tests.export_fixtures import (
     state_store,
 )
 from iotswarm_tests.s3_fault_proxy import FaultPlan, fault_proxy
+from iotswarm_tests.services import terminate_other_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2024, 6, 1)
@@ -343,21 +343,6 @@ def test_s3_that_never_recovers_fails_the_run_and_the_rerun_completes(
 
 
 # ------------------------------------------------------ 8. database connection killed
-
-
-def terminate_other_backends(pg_url: str) -> int:
-    database = sa.engine.make_url(pg_url).database
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        killed = conn.execute(
-            sa.text(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = :db AND pid <> pg_backend_pid()"
-            ),
-            {"db": database},
-        ).scalar_one()
-    admin.dispose()
-    return killed
 
 
 @pytest.mark.parametrize("retries", [3, 0], ids=["retried", "no-retries-left"])

@@ -23,7 +23,7 @@ from iotswarm_pipelines.cosmos.source import (
     dispose_engines,
     is_transient,
 )
-from iotswarm_tests.services import free_port
+from iotswarm_tests.services import free_port, terminate_other_backends
 
 RAINE = "LEVEL1_PRECIP_RAINE_1MIN"
 SOILMET = "LEVEL1_SOILMET_30MIN"
@@ -430,22 +430,6 @@ def test_postgresql_and_sqlite_errors_are_retried_only_when_transient(message, t
 # ------------------------------------------------------------------------------ retries
 
 
-def _terminate_other_backends(pg_url: str) -> int:
-    """Kill every connection to the test database except this one, like a server restart."""
-    database = sa.engine.make_url(pg_url).database
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        killed = conn.execute(
-            sa.text(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = :db AND pid <> pg_backend_pid()"
-            ),
-            {"db": database},
-        ).scalar_one()
-    admin.dispose()
-    return killed
-
-
 @pytest.fixture
 def pg_duplicates(pg_url) -> tuple[str, list[tuple]]:
     """Two sites x 1000 minutes, two different rows at every minute (no primary key)."""
@@ -469,7 +453,7 @@ def test_stream_survives_a_killed_connection_without_duplicates_or_gaps(pg_dupli
     stream = source.rows_between(RAINE, at(0), at(5000))
     received = [tuple(next(stream).values()) for _ in range(101)]
 
-    assert _terminate_other_backends(pg_url) == 1
+    assert terminate_other_backends(pg_url) == 1
     received += [tuple(r.values()) for r in stream]
 
     assert len(received) == len(expected)
@@ -483,7 +467,7 @@ def test_stream_gives_up_after_its_retries(pg_duplicates):
     stream = source.rows_after(RAINE, "ALIC1", None)
     next(stream)
 
-    assert _terminate_other_backends(pg_url) == 1
+    assert terminate_other_backends(pg_url) == 1
     with pytest.raises(SourceError, match="terminating connection due to administrator command"):
         list(stream)
 
@@ -492,7 +476,7 @@ def test_probe_after_a_database_restart_reconnects(raine_db):
     source = CosmosSource(url=raine_db)
     assert source.newest_times(RAINE, ["ALIC1"]) == {"ALIC1": at(10)}
     if raine_db.startswith("postgresql"):
-        assert _terminate_other_backends(raine_db) == 1  # the idle pooled connection
+        assert terminate_other_backends(raine_db) == 1  # the idle pooled connection
 
     assert source.latest_rows(RAINE, ["ALIC1"])["ALIC1"]["DATE_TIME"] == at(10)
 
