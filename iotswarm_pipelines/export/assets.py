@@ -262,27 +262,33 @@ def _table_tags(partition_key: str) -> dict[str, str]:
     return run_tags(table)
 
 
-live_export_job = dg.define_asset_job(
-    "cosmos_live_export_job",
-    selection=[cosmos_live_export],
-    config=dg.PartitionedConfig(
-        partitions_def=table_partitions,
-        run_config_for_partition_key_fn=lambda key: {},
-        tags_for_partition_key_fn=_table_tags,
-    ),
-    # One step per run: executing it in the run worker saves a process start per export.
-    executor_def=dg.in_process_executor,
-    description="The live export of one COSMOS table (partition); one run per table at a time.",
-)
+def _table_job(
+    name: str, asset: dg.AssetsDefinition, partitions: dg.PartitionsDefinition, description: str
+):
+    """A job whose every partition launch carries the table tag the run queue limits."""
+    return dg.define_asset_job(
+        name,
+        selection=[asset],
+        config=dg.PartitionedConfig(
+            partitions_def=partitions,
+            run_config_for_partition_key_fn=lambda key: {},
+            tags_for_partition_key_fn=_table_tags,
+        ),
+        # One step per run: executing it in the run worker saves a process start per export.
+        executor_def=dg.in_process_executor,
+        description=description,
+    )
 
-history_export_job = dg.define_asset_job(
+
+live_export_job = _table_job(
+    "cosmos_live_export_job",
+    cosmos_live_export,
+    table_partitions,
+    "The live export of one COSMOS table (partition); one run per table at a time.",
+)
+history_export_job = _table_job(
     "cosmos_history_export_job",
-    selection=[cosmos_history_export],
-    config=dg.PartitionedConfig(
-        partitions_def=daily_table_partitions,
-        run_config_for_partition_key_fn=lambda key: {},
-        tags_for_partition_key_fn=_table_tags,
-    ),
-    executor_def=dg.in_process_executor,
-    description="Re-export of one day of one COSMOS table; backfill a date range per table.",
+    cosmos_history_export,
+    daily_table_partitions,
+    "Re-export of one day of one COSMOS table; backfill a date range per table.",
 )
