@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure the services the tests need are up: PostgreSQL on 127.0.0.1:5432 and Mosquitto on
-# 127.0.0.1:1883. On a machine that lacks them they are installed from Debian's packages.
+# Makes sure the services the tests need are up: PostgreSQL on 127.0.0.1:5432, Mosquitto on
+# 127.0.0.1:1883 and Redis on 127.0.0.1:6379 (the Celery broker), and that Debian's headless
+# Chromium is installed for the UI tests. What a machine lacks is installed from Debian's packages.
 # The S3-compatible server (moto) is started by the tests themselves on a free loopback port.
 set -euo pipefail
 sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -37,3 +38,16 @@ if ! listening 1883; then
 fi
 command -v mosquitto_pub >/dev/null || apt_install mosquitto-clients
 echo "services: Mosquitto on 127.0.0.1:1883"
+
+if ! listening 6379; then
+  command -v redis-server >/dev/null || apt_install redis-server
+  $sudo_cmd mkdir -p /var/lib/redis /var/log/redis
+  $sudo_cmd redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" \
+    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_for 6379 Redis
+fi
+echo "services: Redis on 127.0.0.1:6379"
+
+# The browser tests drive the system's Chromium; nothing downloads a browser of its own.
+command -v chromium >/dev/null || apt_install chromium chromium-driver
+echo "services: $(chromium --version 2>/dev/null || echo 'Chromium missing')"
