@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
+from iotswarm_pipelines import executors
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import pipeline
@@ -274,8 +275,7 @@ def _table_job(
             run_config_for_partition_key_fn=lambda key: {},
             tags_for_partition_key_fn=_table_tags,
         ),
-        # One step per run: executing it in the run worker saves a process start per export.
-        executor_def=dg.in_process_executor,
+        executor_def=executors.export_executor(),
         description=description,
     )
 

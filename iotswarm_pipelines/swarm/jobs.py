@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+from iotswarm_pipelines import executors
 from iotswarm_pipelines.swarm.ops import plan_swarm, run_shard, swarm_report
 
 
@@ -16,6 +17,7 @@ def build_swarm_job(resource_defs: dict[str, Any] | None = None) -> dg.JobDefini
         name="swarm_job",
         description="Simulate COSMOS dataloggers over MQTT in shards; report delivery and latency.",
         resource_defs=resource_defs,
+        executor_def=executors.swarm_executor(),
         tags={"iotswarm/area": "swarm"},
     )
     def swarm_job() -> None:
@@ -25,7 +27,7 @@ def build_swarm_job(resource_defs: dict[str, Any] | None = None) -> dg.JobDefini
     return swarm_job
 
 
-# The default executor runs every shard step in its own process (multiprocess), with the
-# instance's IO manager moving the plain data between them. Shards on other machines need an IO
-# manager they all reach, e.g. dagster_aws.s3.S3PickleIOManager.
+# Locally every shard step runs in its own process (multiprocess), with the instance's IO
+# manager moving the plain data between them. Shards on other machines (Celery, Kubernetes) need
+# an IO manager they all reach: a shared filesystem, or e.g. dagster_aws.s3.S3PickleIOManager.
 swarm_job = build_swarm_job()
