@@ -12,6 +12,8 @@ from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.object_store import LocalObjectStore, S3ObjectStore
+from iotswarm_pipelines.export.state_backend import StateBackend
+from iotswarm_pipelines.export.state_s3 import S3StateStore, split_s3_uri
 from iotswarm_pipelines.export.state_store import StateStore
 from iotswarm_pipelines.swarm.resources import MqttResource
 
@@ -56,13 +58,31 @@ def _export_resources(prod: bool) -> dict[str, Any]:
         )
     )
     return {
-        "state": StateStore(**_set_env(state_dir="LIVECOSMOS_STATE_DIR")),
+        "state": _prod_state(s3),
         "object_store": S3ObjectStore(
             s3=s3,
             bucket=dg.EnvVar("LIVECOSMOS_BUCKET"),
             prefix=os.environ.get("LIVECOSMOS_BUCKET_PREFIX", EXPORT_PREFIX),
         ),
     }
+
+
+def _prod_state(s3: S3Resource) -> StateBackend:
+    """State files in ``LIVECOSMOS_STATE_DIR`` (or the default folder), or S3 objects at
+    ``LIVECOSMOS_STATE_URI=s3://bucket/prefix``, through the same connection as the payloads."""
+    uri = os.environ.get("LIVECOSMOS_STATE_URI", "").strip()
+    if not uri:
+        return StateStore(**_set_env(state_dir="LIVECOSMOS_STATE_DIR"))
+    if os.environ.get("LIVECOSMOS_STATE_DIR"):
+        raise ValueError(
+            "LIVECOSMOS_STATE_URI and LIVECOSMOS_STATE_DIR are both set; unset one (S3 state or "
+            "local state files)"
+        )
+    try:
+        bucket, prefix = split_s3_uri(uri)
+    except ValueError as exc:
+        raise ValueError(f"LIVECOSMOS_STATE_URI {exc}") from None
+    return S3StateStore(s3=s3, bucket=bucket, prefix=prefix)
 
 
 def _mqtt_resource(prod: bool) -> MqttResource:

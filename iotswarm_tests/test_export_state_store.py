@@ -1,4 +1,4 @@
-"""State files on disk: recovery rules, crash-safe writes and the per-table process lock."""
+"""State stores: recovery rules and locks for both backends (files, S3), crash-safe local writes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import multiprocessing
 import os
 import pickle
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import pytest
 
 from iotswarm_pipelines import atomic
 from iotswarm_pipelines.export.state import empty_state, watermark
+from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.export.state_store import StateLockedError, StateRecoveryError, StateStore
+from iotswarm_tests.state_copies import BACKUP, MAIN, LocalCopies, S3Copies, make_bucket
 
 TABLE = "LEVEL1_SOILMET_30MIN"
 T0 = datetime(2024, 6, 1, 0, 30)
@@ -29,11 +33,29 @@ def store(tmp_path) -> StateStore:
     return StateStore(state_dir=str(tmp_path / "state"))
 
 
-def write_old_tool_file(path: Path, state: dict) -> None:
-    """What the existing uploader does: a plain pickle.dump of the dict."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(state, f)
+def old_tool_bytes(state: dict) -> bytes:
+    """What the existing uploader writes: a plain pickle.dump of the dict."""
+    return pickle.dumps(state)
+
+
+@contextmanager
+def hold_lock(store: StateBackend) -> Iterator[None]:
+    """Another export holding the table's lock (a thread with its own store instance)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.locked(TABLE):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(60)
+        yield
+    finally:
+        release.set()
+        holder.join(60)
 
 
 def test_paths_use_the_database_spelling(store):
@@ -46,61 +68,71 @@ def test_default_state_dir_is_the_livecosmos_user_state_dir():
     assert StateStore().state_dir.endswith("livecosmos")
 
 
-def test_no_files_is_an_empty_state_and_creates_nothing(store):
-    assert store.load(TABLE) == empty_state()
-    assert not Path(store.state_dir).exists()
+# The loading and recovery rules, for every backend: local files and S3 objects.
 
 
-def test_save_writes_both_files_with_the_same_state(store):
+@pytest.fixture(params=["local", "s3"])
+def copies(request, tmp_path) -> LocalCopies | S3Copies:
+    if request.param == "local":
+        return LocalCopies(tmp_path / "state")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    request.getfixturevalue("aws_test_credentials")
+    return S3Copies(endpoint, make_bucket(endpoint))
+
+
+def test_no_copies_is_an_empty_state_and_creates_nothing(copies):
+    assert copies.store().load(TABLE) == empty_state()
+    assert copies.names() == []
+
+
+def test_save_writes_both_copies_with_the_same_state(copies):
+    store = copies.store()
     store.save(TABLE, state_at(T0))
-    main, backup = store.paths(TABLE)
-    assert pickle.loads(main.read_bytes()) == state_at(T0)
-    assert main.read_bytes() == backup.read_bytes()
-    assert store.load(TABLE) == state_at(T0)
+    main, backup = copies.where(TABLE), copies.where(TABLE, BACKUP)
+    assert pickle.loads(copies.get(main)) == state_at(T0)
+    assert copies.get(main) == copies.get(backup)
+    assert copies.store().load(TABLE) == state_at(T0)
 
 
-def test_existing_tool_files_load_unchanged(store):
-    main, backup = store.paths(TABLE)
-    write_old_tool_file(main, state_at(T0))
-    write_old_tool_file(backup, state_at(T0))
-    assert store.load(TABLE) == state_at(T0)
+def test_existing_tool_files_load_unchanged(copies):
+    for suffix in (MAIN, BACKUP):
+        copies.put(copies.where(TABLE, suffix), old_tool_bytes(state_at(T0)))
+    assert copies.store().load(TABLE) == state_at(T0)
 
 
-def test_older_spelling_is_read_and_the_new_one_written(store):
-    folder = Path(store.state_dir)
-    write_old_tool_file(folder / "LEVEL_1_SOILMET_30MIN.pickle", state_at(T0))
+def test_older_spelling_is_read_and_the_new_one_written(copies):
+    legacy = copies.where("LEVEL_1_SOILMET_30MIN")
+    copies.put(legacy, old_tool_bytes(state_at(T0)))
+    store = copies.store()
     assert store.load(TABLE) == state_at(T0)
     store.advance(TABLE, {"ALIC1": T0 + timedelta(hours=1)})
     assert store.load(TABLE)["sites"]["ALIC1"]["last_data"] == T0 + timedelta(hours=1)
-    assert pickle.loads(store.paths(TABLE)[1].read_bytes()) == store.load(TABLE)
+    assert pickle.loads(copies.get(copies.where(TABLE, BACKUP))) == store.load(TABLE)
+    assert pickle.loads(copies.get(legacy)) == state_at(T0)  # the old file is left as it was
 
 
-def test_corrupt_main_falls_back_to_backup_and_rewrites_main(store):
-    store.save(TABLE, state_at(T0))
-    main, _ = store.paths(TABLE)
-    main.write_bytes(b"\x80\x04garbage")
-    assert store.load(TABLE) == state_at(T0)
-    assert pickle.loads(main.read_bytes()) == state_at(T0)
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_bad_main_falls_back_to_backup_and_rewrites_main(copies, damage):
+    copies.store().save(TABLE, state_at(T0))
+    main = copies.where(TABLE)
+    if damage == "corrupt":
+        copies.put(main, b"\x80\x04garbage")
+    else:
+        copies.delete(main)
+    assert copies.store().load(TABLE) == state_at(T0)
+    assert pickle.loads(copies.get(main)) == state_at(T0)
 
 
-def test_missing_main_falls_back_to_backup_and_rewrites_main(store):
-    store.save(TABLE, state_at(T0))
-    main, _ = store.paths(TABLE)
-    main.unlink()
-    assert store.load(TABLE) == state_at(T0)
-    assert pickle.loads(main.read_bytes()) == state_at(T0)
-
-
-def test_forbidden_pickle_in_main_uses_backup(store, tmp_path):
-    store.save(TABLE, state_at(T0))
+def test_forbidden_pickle_in_main_uses_backup(copies, tmp_path):
+    copies.store().save(TABLE, state_at(T0))
     marker = tmp_path / "pwned"
 
     class Evil:
         def __reduce__(self):
             return os.system, (f"touch {marker}",)
 
-    store.paths(TABLE)[0].write_bytes(pickle.dumps({"last_run": Evil(), "sites": {}}))
-    assert store.load(TABLE) == state_at(T0)
+    copies.put(copies.where(TABLE), pickle.dumps({"last_run": Evil(), "sites": {}}))
+    assert copies.store().load(TABLE) == state_at(T0)
     assert not marker.exists()
 
 
@@ -113,22 +145,71 @@ def test_forbidden_pickle_in_main_uses_backup(store, tmp_path):
     ],
     ids=["main-missing-backup-corrupt", "both-corrupt", "main-corrupt-backup-missing"],
 )
-def test_no_trustworthy_file_fails_naming_both_and_how_to_recover(
-    store, main_bytes, backup_bytes, main_says, backup_says
+def test_no_trustworthy_copy_fails_naming_both_and_how_to_recover(
+    copies, main_bytes, backup_bytes, main_says, backup_says
 ):
-    main, backup = store.paths(TABLE)
-    main.parent.mkdir(parents=True)
-    for path, data in ((main, main_bytes), (backup, backup_bytes)):
+    main, backup = copies.where(TABLE), copies.where(TABLE, BACKUP)
+    for where, data in ((main, main_bytes), (backup, backup_bytes)):
         if data is not None:
-            path.write_bytes(data)
+            copies.put(where, data)
     with pytest.raises(StateRecoveryError) as caught:
-        store.load(TABLE)
+        copies.store().load(TABLE)
     message = str(caught.value)
-    assert f"{main} {main_says}" in message
-    assert f"{backup} {backup_says}" in message
+    assert f"{copies.shown(main)} {main_says}" in message
+    assert f"{copies.shown(backup)} {backup_says}" in message
     assert "restore" in message
     assert "delete both" in message
     assert "fallback_hours" in message
+    assert "\n" not in message
+
+
+def test_advance_never_moves_a_watermark_back(copies):
+    store = copies.store()
+    store.advance(TABLE, {"ALIC1": T0 + timedelta(hours=2)})
+    state = store.advance(TABLE, {"ALIC1": T0})
+    assert watermark(state, "ALIC1") == T0 + timedelta(hours=2)
+    assert watermark(copies.store().load(TABLE), "ALIC1") == T0 + timedelta(hours=2)
+
+
+def test_lock_is_reentrant_in_its_thread_so_an_export_can_load_and_advance(copies):
+    store = copies.store()
+    store.save(TABLE, state_at(T0))
+    main = copies.where(TABLE)
+    copies.put(main, b"junk")
+    with store.locked(TABLE), store.locked(TABLE, timeout=0):
+        assert store.load(TABLE) == state_at(T0)
+        assert pickle.loads(copies.get(main)) == state_at(T0)  # restored under our lock
+        store.advance(TABLE, {"ALIC1": T0 + timedelta(hours=1)})
+    assert copies.store().load(TABLE) == state_at(T0 + timedelta(hours=1))
+
+
+def test_lock_excludes_another_store_instance_and_is_free_after(copies):
+    """Two instances stand for two processes or machines; other tables are not blocked."""
+    with hold_lock(copies.store()):
+        other = copies.store()
+        with (
+            pytest.raises(StateLockedError, match=r"LEVEL1_SOILMET_30MIN\.lock"),
+            other.locked(TABLE, timeout=0),
+        ):
+            pass
+        with other.locked("LEVEL1_NMDB_1HOUR", timeout=0):
+            pass
+    with copies.store().locked(TABLE, timeout=0):
+        pass
+
+
+def test_backup_is_not_copied_over_main_while_another_export_holds_the_lock(copies):
+    copies.store().save(TABLE, state_at(T0))
+    main = copies.where(TABLE)
+    copies.put(main, b"junk")
+    with hold_lock(copies.store()):
+        assert copies.store().load(TABLE) == state_at(T0)
+        assert copies.get(main) == b"junk"  # left to the export that holds the lock
+    assert copies.store().load(TABLE) == state_at(T0)
+    assert pickle.loads(copies.get(main)) == state_at(T0)
+
+
+# Local files only: crash-safe writes and the fcntl lock across processes.
 
 
 def test_leftover_temporary_file_from_a_crashed_write_is_ignored(store):
@@ -228,42 +309,6 @@ def test_concurrent_advances_from_two_processes_lose_no_update(store):
     final = store.load(TABLE)
     for site in ("ALIC1", "BALRD"):
         assert watermark(final, site) == T0 + timedelta(minutes=30 * count)
-
-
-def test_advance_never_moves_a_watermark_back(store):
-    store.advance(TABLE, {"ALIC1": T0 + timedelta(hours=2)})
-    state = store.advance(TABLE, {"ALIC1": T0})
-    assert watermark(state, "ALIC1") == T0 + timedelta(hours=2)
-    assert watermark(store.load(TABLE), "ALIC1") == T0 + timedelta(hours=2)
-
-
-def test_lock_is_reentrant_in_its_thread_so_an_export_can_load_and_advance(store):
-    store.save(TABLE, state_at(T0))
-    main, _ = store.paths(TABLE)
-    main.write_bytes(b"junk")
-    with store.locked(TABLE), store.locked(TABLE, timeout=0):
-        assert store.load(TABLE) == state_at(T0)
-        assert pickle.loads(main.read_bytes()) == state_at(T0)  # restored under our lock
-        store.advance(TABLE, {"ALIC1": T0 + timedelta(hours=1)})
-    assert store.load(TABLE) == state_at(T0 + timedelta(hours=1))
-
-
-def test_backup_is_not_copied_over_main_while_another_process_exports(store):
-    store.save(TABLE, state_at(T0))
-    main, _ = store.paths(TABLE)
-    main.write_bytes(b"junk")
-    held, release = FORK.Event(), FORK.Event()
-    holder = FORK.Process(target=_hold_lock, args=(store.state_dir, held, release))
-    holder.start()
-    try:
-        assert held.wait(60)
-        assert store.load(TABLE) == state_at(T0)
-        assert main.read_bytes() == b"junk"  # left to the export that holds the lock
-    finally:
-        release.set()
-        holder.join(60)
-    assert store.load(TABLE) == state_at(T0)
-    assert pickle.loads(main.read_bytes()) == state_at(T0)
 
 
 def test_lock_excludes_another_thread_of_the_same_process(store):

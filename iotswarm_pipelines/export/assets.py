@@ -18,7 +18,7 @@ from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import pipeline
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.partitions import daily_table_partitions, table_partitions
-from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.state_backend import StateBackend
 
 GROUP = "cosmos_export"
 TABLE_TAG = "iotswarm/table"
@@ -199,7 +199,7 @@ def cosmos_live_export(
     config: LiveExportConfig,
     cosmos: CosmosSource,
     object_store: dg.ResourceParam[ObjectStore],
-    state: StateStore,
+    state: StateBackend,
 ) -> dg.MaterializeResult:
     _checked(config)
     table = context.partition_key

@@ -33,6 +33,8 @@ from iotswarm_pipelines.export.assets import (
 from iotswarm_pipelines.export.config_file import ConfigFileError, LiveCosmosConfig, parse_config
 from iotswarm_pipelines.export.object_store import LocalObjectStore, S3ObjectStore
 from iotswarm_pipelines.export.pipeline import PROGRESS_LOGGER, format_summary
+from iotswarm_pipelines.export.state_backend import StateBackend
+from iotswarm_pipelines.export.state_s3 import S3StateStore
 from iotswarm_pipelines.export.state_store import StateStore
 
 PROG = "live-cosmos"
@@ -89,6 +91,17 @@ def _store(config: LiveCosmosConfig) -> LocalObjectStore | S3ObjectStore:
     )
 
 
+def _state(config: LiveCosmosConfig) -> StateBackend:
+    """S3 objects in the bucket with ``state_prefix``; else files (``state_dir`` or default)."""
+    if config.state_prefix is not None:
+        return S3StateStore(
+            s3=S3Resource(endpoint_url=config.endpoint_url),
+            bucket=config.bucket,
+            prefix=config.state_prefix,
+        )
+    return StateStore(state_dir=config.state_dir) if config.state_dir else StateStore()
+
+
 URL_ENV = "LIVECOSMOS_SOURCE_URL"
 """The runs read the database URL from this variable: a URL given as a value (password and
 all) would be stored in the Dagster instance as the resource's default in the job snapshot."""
@@ -99,7 +112,7 @@ def _source(config: LiveCosmosConfig) -> CosmosSource:
 
 
 def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
-    state = StateStore(state_dir=config.state_dir) if config.state_dir else StateStore()
+    state = _state(config)
     os.environ[URL_ENV] = config.url
     source = CosmosSource(url=dg.EnvVar(URL_ENV), schema_name=config.schema_name)
     return {"cosmos": source, "object_store": _store(config), "state": state}

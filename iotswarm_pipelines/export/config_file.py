@@ -2,7 +2,8 @@
 
 Files written for the old tool (``dsn``, ``user``, ``pass`` and a bucket) work unchanged; the
 optional keys choose a SQLAlchemy URL instead, a local folder instead of S3, where the state files
-live, and the export's knobs. Errors name the file and line but never echo a value, because a
+live (``state_dir``) or that the state is kept as objects in the bucket (``state_prefix``), and
+the export's knobs. Errors name the file and line but never echo a value, because a
 line may hold the password.
 """
 
@@ -27,6 +28,7 @@ KEYS = (
     "endpoint_url",
     "object_dir",
     "state_dir",
+    "state_prefix",
     "fallback_hours",
     "batch_size",
     "sites",
@@ -51,6 +53,7 @@ class LiveCosmosConfig:
     endpoint_url: str | None
     object_dir: str | None
     state_dir: str | None
+    state_prefix: str | None  # S3 state objects in ``bucket`` under this prefix
     fallback_hours: float | None
     batch_size: int | None
     sites: list[str] | None
@@ -124,6 +127,10 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         raise ConfigFileError(
             f"{path}: give exactly one destination: bucket='…' (S3) or object_dir='…' (a folder)"
         )
+    if "state_prefix" in values and "state_dir" in values:
+        raise fail("state_prefix", "give state_dir='…' (files) or state_prefix='…' (S3), not both")
+    if "state_prefix" in values and "bucket" not in values:
+        raise fail("state_prefix", "state_prefix keeps the state in the bucket: give bucket='…'")
     fallback_hours = batch_size = None
     if "fallback_hours" in values:
         try:
@@ -162,6 +169,7 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         endpoint_url=endpoint_url,
         object_dir=values.get("object_dir"),
         state_dir=values.get("state_dir"),
+        state_prefix=values.get("state_prefix"),
         fallback_hours=fallback_hours,
         batch_size=batch_size,
         sites=sites,

@@ -113,14 +113,52 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
+def s3_client(
+    s3: S3Resource,
+    *,
+    max_pool_connections: int = 10,
+    retry_mode: Literal["standard", "adaptive"] = "standard",
+    max_attempts: int = 8,
+) -> Any:
+    """A boto3 S3 client from a dagster-aws ``S3Resource``'s settings, with our pool and retries.
+
+    Built here rather than by ``S3Resource.get_client`` because that does not let us set the
+    connection pool size or botocore's "standard"/"adaptive" retries (throttling such as
+    SlowDown, 5xx and connection errors, with exponential backoff). Used by every S3 user
+    (payload objects and the watermark state), so they connect the same way.
+    """
+    config = Config(
+        max_pool_connections=max_pool_connections,
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        connect_timeout=10,
+        read_timeout=60,
+        # Path-style works for every S3-compatible server behind a custom endpoint.
+        s3={"addressing_style": "path"} if s3.endpoint_url else None,
+        signature_version=UNSIGNED if s3.use_unsigned_session else None,
+    )
+    session = boto3.session.Session(profile_name=s3.profile_name)
+    client = session.client(
+        "s3",
+        region_name=s3.region_name,
+        endpoint_url=s3.endpoint_url,
+        use_ssl=s3.use_ssl,
+        verify=s3.verify,
+        aws_access_key_id=s3.aws_access_key_id,
+        aws_secret_access_key=s3.aws_secret_access_key,
+        aws_session_token=s3.aws_session_token,
+        config=config,
+    )
+    # Objects are small: waiting for "100 Continue" before each body would add a whole round
+    # trip per object, halving throughput on a distant link.
+    client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+    return client
+
+
 class S3ObjectStore(dg.ConfigurableResource):
     """Payload objects in an S3 bucket (AWS, MinIO, LocalStack or a test server).
 
     Connection settings and credentials come from the nested dagster-aws ``S3Resource``; the
-    client is built here from them because uploads need a connection pool as large as the
-    upload pool and botocore's "standard" or "adaptive" retries (throttling such as SlowDown,
-    5xx and connection errors, with exponential backoff), which ``S3Resource.get_client`` does
-    not let us set.
+    client (``s3_client``) gets a connection pool as large as the upload pool.
     """
 
     s3: S3Resource
@@ -135,32 +173,12 @@ class S3ObjectStore(dg.ConfigurableResource):
     def client(self) -> Any:
         """One thread-safe boto3 client per resource instance, made on first use."""
         if self._client is None:
-            s3 = self.s3
-            config = Config(
+            self._client = s3_client(
+                self.s3,
                 max_pool_connections=max(10, self.max_concurrency),
-                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
-                connect_timeout=10,
-                read_timeout=60,
-                # Path-style works for every S3-compatible server behind a custom endpoint.
-                s3={"addressing_style": "path"} if s3.endpoint_url else None,
-                signature_version=UNSIGNED if s3.use_unsigned_session else None,
+                retry_mode=self.retry_mode,
+                max_attempts=self.max_attempts,
             )
-            session = boto3.session.Session(profile_name=s3.profile_name)
-            client = session.client(
-                "s3",
-                region_name=s3.region_name,
-                endpoint_url=s3.endpoint_url,
-                use_ssl=s3.use_ssl,
-                verify=s3.verify,
-                aws_access_key_id=s3.aws_access_key_id,
-                aws_secret_access_key=s3.aws_secret_access_key,
-                aws_session_token=s3.aws_session_token,
-                config=config,
-            )
-            # Payloads are small: waiting for "100 Continue" before each body would add a
-            # whole round trip per object, halving throughput on a distant link.
-            client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
-            self._client = client
         return self._client
 
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]:

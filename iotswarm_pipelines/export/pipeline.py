@@ -36,7 +36,7 @@ from iotswarm_pipelines.export.watermarks import (
 if TYPE_CHECKING:
     from iotswarm_pipelines.cosmos.source import CosmosSource
     from iotswarm_pipelines.export.object_store import ObjectStore
-    from iotswarm_pipelines.export.state_store import StateStore
+    from iotswarm_pipelines.export.state_backend import StateBackend
 
 PROGRESS_LOGGER = "iotswarm_pipelines.export.progress"
 """Progress records (``extra``: table, rows, payloads, objects) go here; the CLI draws a bar."""
@@ -178,7 +178,7 @@ def export_table(
     *,
     source: CosmosSource,
     store: ObjectStore,
-    state: StateStore,
+    state: StateBackend,
     sites: Sequence[str] | None = None,
     fallback_hours: float | None = DEFAULT_FALLBACK_HOURS,
     batch_size: int = 1,
@@ -222,7 +222,7 @@ def _export(
     spec: catalogue.Table,
     source: CosmosSource,
     store: ObjectStore,
-    state: StateStore,
+    state: StateBackend,
     sites: Sequence[str] | None,
     fallback_hours: float | None,
     batch_size: int,
@@ -347,7 +347,7 @@ def _raise_if_failed(summary: ExportSummary, store: ObjectStore, consequence: st
         )
 
 
-def _save(state: StateStore, table: str, current: dict, updates: dict[str, datetime]) -> dict:
+def _save(state: StateBackend, table: str, current: dict, updates: dict[str, datetime]) -> dict:
     """Write the new watermarks; the caller already holds the table's lock."""
     new = state_rules.advance(current, updates)
     state.save(table, new)
@@ -363,7 +363,7 @@ def _lag(newest: dict[str, datetime], watermarks: dict[str, datetime]) -> float 
 def export_all_tables(
     source: CosmosSource,
     store: ObjectStore,
-    state: StateStore,
+    state: StateBackend,
     *,
     fallback_hours: float | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,

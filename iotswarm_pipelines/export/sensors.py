@@ -14,7 +14,7 @@ from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.assets import live_export_job, run_tags
 from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS, utc_now
-from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.state_backend import StateBackend
 
 MAX_INTERVAL = timedelta(minutes=5)
 
@@ -52,7 +52,7 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
         description=f"Exports {table.name} when the source has rows newer than a site's watermark.",
     )
     def _sensor(
-        context: dg.SensorEvaluationContext, cosmos: CosmosSource, state: StateStore
+        context: dg.SensorEvaluationContext, cosmos: CosmosSource, state: StateBackend
     ) -> dg.SensorResult | dg.SkipReason:
         newest_times = cosmos.newest_times(table.name)
         current = state.load(table.name)

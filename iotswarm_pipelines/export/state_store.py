@@ -1,14 +1,12 @@
 """The watermark state on disk: a main and a backup pickle per table, written crash-safely.
 
 Files are ``<state_dir>/<TABLE>.pickle`` and ``<TABLE>.pickle.backup`` with TABLE in the database
-spelling (``LEVEL1_SOILMET_30MIN``). When neither exists but the older tool's spelling does
-(``LEVEL_1_SOILMET_30MIN.pickle``), those are read instead, and every later save writes the new
-names, so a switch from the old uploader needs no renaming.
+spelling (``LEVEL1_SOILMET_30MIN``); the loading, recovery and save-order rules (including the
+older tool's ``LEVEL_1_`` names) are ``state_backend.StateBackend``'s, shared with the S3 store.
 
-Each save writes the main file, then the backup, each through a temporary file in the same folder
-(fsync, ``os.replace``, fsync of the folder): a crash leaves every file either old or new, never
-torn. Main goes first so that the file read first is never older than the backup; a crash between
-the two leaves a new main and an old, still valid backup.
+Each file is written through a temporary file in the same folder (fsync, ``os.replace``, fsync of
+the folder): a crash leaves every file either old or new, never torn. A crash between main and
+backup leaves a new main and an old, still valid backup.
 
 ``locked(table)`` holds ``<TABLE>.lock`` (fcntl) so that one process (or thread) at a time runs
 an export of a table; it is re-entrant within the thread that holds it. Loading takes no lock,
@@ -19,113 +17,52 @@ beside a running export it could put an older state over that export's newer mai
 from __future__ import annotations
 
 import fcntl
-import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
-import dagster as dg
 import platformdirs
 
 from iotswarm_pipelines.atomic import write_atomically
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export import state as rules
-from iotswarm_pipelines.export.state import CorruptStateError, State
+from iotswarm_pipelines.export.state_backend import (
+    BACKUP_SUFFIX,
+    MAIN_SUFFIX,
+    StateBackend,
+    StateLockedError,
+    StateRecoveryError,
+)
 
-MAIN_SUFFIX = ".pickle"
-BACKUP_SUFFIX = ".pickle.backup"
-
-log = logging.getLogger(__name__)
+__all__ = ["StateLockedError", "StateRecoveryError", "StateStore"]
 
 # Lock files this process holds, and the thread holding each: flock does not nest, so a second
 # flock of the same file by the holder would wait for itself.
 _holders: dict[Path, int] = {}
 
 
-class StateRecoveryError(RuntimeError):
-    """Neither state file can be trusted; a person has to decide how to continue."""
-
-
-class StateLockedError(RuntimeError):
-    """Another process holds the table's state lock (only raised when a timeout is given)."""
-
-
-def _read(path: Path) -> State | CorruptStateError | None:
-    """The state in one file, None when the file does not exist, or why it is corrupt."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        return rules.loads_state(data)
-    except CorruptStateError as exc:
-        return exc
-
-
-class StateStore(dg.ConfigurableResource):
+class StateStore(StateBackend):
     """Per-table watermark state files, compatible with the existing live-COSMOS uploader."""
 
     state_dir: str = platformdirs.user_state_dir("livecosmos")
 
-    def _folder(self) -> Path:
-        return Path(self.state_dir).expanduser()
+    def _pair(self, name: str) -> tuple[Path, Path]:
+        folder = Path(self.state_dir).expanduser()
+        return folder / f"{name}{MAIN_SUFFIX}", folder / f"{name}{BACKUP_SUFFIX}"
 
     def paths(self, table: str) -> tuple[Path, Path]:
-        name = catalogue.get_table(table).name
-        folder = self._folder()
-        return folder / f"{name}{MAIN_SUFFIX}", folder / f"{name}{BACKUP_SUFFIX}"
+        return self._pair(catalogue.get_table(table).name)
 
-    def _legacy_paths(self, table: str) -> tuple[Path, Path]:
-        name = catalogue.get_table(table).legacy_name
-        folder = self._folder()
-        return folder / f"{name}{MAIN_SUFFIX}", folder / f"{name}{BACKUP_SUFFIX}"
-
-    def load(self, table: str) -> State:
-        """Main file; else the backup (which then rewrites main); else empty or a clear error.
-
-        A main file that exists but is corrupt with no backup beside it is an error too, not an
-        empty state: starting over would silently skip everything older than ``fallback_hours``.
-        """
-        main, backup = self.paths(table)
-        if not main.exists() and not backup.exists():
-            legacy_main, legacy_backup = self._legacy_paths(table)
-            if legacy_main.exists() or legacy_backup.exists():
-                main, backup = legacy_main, legacy_backup
-        first = _read(main)
-        if isinstance(first, dict):
-            return first
-        second = _read(backup)
-        if isinstance(second, dict):
-            why = "missing" if first is None else f"corrupt ({first})"
-            log.warning(f"export state {main} is {why}; using the backup {backup}")
-            self._restore_main(table, second)
-            return second
-        if first is None and second is None:
-            return rules.empty_state()
-        raise StateRecoveryError(_recovery_message(main, first, backup, second))
-
-    def _restore_main(self, table: str, state: State) -> None:
-        """Rewrite the main file from the backup's state, unless another export holds the lock.
-
-        That export saves both files itself; writing here could put this older state over its
-        newer main file.
-        """
+    def _read(self, where: Path) -> bytes | None:
         try:
-            with self.locked(table, timeout=0):
-                write_atomically(self.paths(table)[0], rules.dumps_state(state))
-        except StateLockedError:
-            log.warning(f"{table}: main state file left to the export that holds the lock")
+            return where.read_bytes()
+        except FileNotFoundError:
+            return None
 
-    def save(self, table: str, state: State) -> None:
-        """Write main, then backup, each atomically (see the module docstring for the order)."""
-        data = rules.dumps_state(state)
-        main, backup = self.paths(table)
-        main.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(main, data)
-        write_atomically(backup, data)
+    def _write(self, where: Path, data: bytes) -> None:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(where, data)
 
     @contextmanager
     def locked(self, table: str, timeout: float | None = None) -> Iterator[None]:
@@ -149,13 +86,6 @@ class StateStore(dg.ConfigurableResource):
                 del _holders[lock_path]
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def advance(self, table: str, updates: Mapping[str, datetime]) -> State:
-        """Move watermarks forward under the table's lock and save; returns the new state."""
-        with self.locked(table):
-            new = rules.advance(self.load(table), updates)
-            self.save(table, new)
-            return new
-
 
 def _acquire(fd: int, lock_path: Path, timeout: float | None) -> None:
     if timeout is None:
@@ -172,17 +102,3 @@ def _acquire(fd: int, lock_path: Path, timeout: float | None) -> None:
                     f"{lock_path} is held by another export of this table; wait for it to finish"
                 ) from None
             time.sleep(0.05)
-
-
-def _recovery_message(
-    main: Path, main_problem: Exception | None, backup: Path, backup_problem: Exception | None
-) -> str:
-    def why(problem: Exception | None) -> str:
-        return "missing" if problem is None else f"corrupt: {problem}"
-
-    return (
-        f"cannot load the export state: {main} is {why(main_problem)}, and {backup} is "
-        f"{why(backup_problem)}. To recover, restore either file from a backup copy; or delete "
-        f"both to start again from scratch, which re-exports only the last fallback_hours of "
-        f"every site (rows older than that are not sent)."
-    )

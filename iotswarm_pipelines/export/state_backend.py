@@ -1,0 +1,151 @@
+"""What every watermark state store shares: the loading, recovery and save-order rules.
+
+A store keeps two copies of each table's state, a main and a backup (``<TABLE>.pickle`` and
+``<TABLE>.pickle.backup``), as files (``state_store.StateStore``) or as S3 objects
+(``state_s3.S3StateStore``). The rules live here once, and each backend supplies only how to name,
+read and write one copy and how to hold a table's lock:
+
+* loading reads main; else the backup (which then rewrites main, under the lock only); else,
+  when both are missing, the older tool's spelling (``LEVEL_1_SOILMET_30MIN``) of both; else an
+  empty state when both are missing; anything else is ``StateRecoveryError``, never a silent reset;
+* saving writes main, then the backup, so the copy read first is never older than the other;
+* ``advance`` moves watermarks forward under the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+import dagster as dg
+
+from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.export import state as rules
+from iotswarm_pipelines.export.state import CorruptStateError, State
+
+MAIN_SUFFIX = ".pickle"
+BACKUP_SUFFIX = ".pickle.backup"
+
+log = logging.getLogger(__name__)
+
+
+class StateRecoveryError(RuntimeError):
+    """Neither copy of the state can be trusted; a person has to decide how to continue."""
+
+
+class StateLockedError(RuntimeError):
+    """Another export holds the table's state lock (only raised when a timeout is given)."""
+
+
+class StateConflictError(RuntimeError):
+    """Another writer changed the state since this store read it; nothing was overwritten."""
+
+
+def _parsed(data: bytes | None) -> State | CorruptStateError | None:
+    """The state in one copy, None when the copy does not exist, or why it is corrupt."""
+    if data is None:
+        return None
+    try:
+        return rules.loads_state(data)
+    except CorruptStateError as exc:
+        return exc
+
+
+class StateBackend(dg.ConfigurableResource):
+    """Per-table main and backup watermark state, compatible with the existing uploader.
+
+    Subclasses name a copy (``_pair``), read it (``_read``: bytes, or None when missing), write it
+    whole (``_write``), hold the table's lock (``locked``) and show a copy (``_show``).
+    Assets, sensors and the pipeline take any subclass.
+    """
+
+    def _pair(self, name: str) -> tuple[Any, Any]:
+        """Where the main and backup copies of the table spelt ``name`` live."""
+        raise NotImplementedError
+
+    def _read(self, where: Any) -> bytes | None:
+        raise NotImplementedError
+
+    def _write(self, where: Any, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _show(self, where: Any) -> str:
+        return str(where)
+
+    def locked(self, table: str, timeout: float | None = None) -> AbstractContextManager[None]:
+        """Hold the table's lock, re-entrant in the holding thread; waits, or with ``timeout``
+        (seconds, 0 = do not wait) raises StateLockedError."""
+        raise NotImplementedError
+
+    def load(self, table: str) -> State:
+        """Main; else the backup (which then rewrites main); else empty or a clear error.
+
+        A main copy that exists but is corrupt with no backup beside it is an error too, not an
+        empty state: starting over would silently skip everything older than ``fallback_hours``.
+        """
+        spec = catalogue.get_table(table)
+        main, backup = self._pair(spec.name)
+        first, second = _parsed(self._read(main)), _parsed(self._read(backup))
+        if first is None and second is None:
+            legacy_main, legacy_backup = self._pair(spec.legacy_name)
+            old_first, old_second = (_parsed(self._read(p)) for p in (legacy_main, legacy_backup))
+            if old_first is not None or old_second is not None:
+                main, backup, first, second = legacy_main, legacy_backup, old_first, old_second
+        if isinstance(first, dict):
+            return first
+        if isinstance(second, dict):
+            why = "missing" if first is None else f"corrupt ({first})"
+            log.warning(f"export state {self._show(main)} is {why}; using {self._show(backup)}")
+            self._restore_main(spec.name, second)
+            return second
+        if first is None and second is None:
+            return rules.empty_state()
+        raise StateRecoveryError(
+            _recovery_message(self._show(main), first, self._show(backup), second)
+        )
+
+    def _restore_main(self, table: str, state: State) -> None:
+        """Rewrite main from the backup's state, unless another export holds the lock.
+
+        That export saves both copies itself; writing here could put this older state over its
+        newer main copy.
+        """
+        try:
+            with self.locked(table, timeout=0):
+                self._write(self._pair(table)[0], rules.dumps_state(state))
+        except (StateLockedError, StateConflictError) as exc:
+            log.warning(f"{table}: main state copy left to the other export ({exc})")
+
+    def save(self, table: str, state: State) -> None:
+        """Write main, then the backup, each whole (the module docstring says why this order)."""
+        data = rules.dumps_state(state)
+        main, backup = self._pair(catalogue.get_table(table).name)
+        self._write(main, data)
+        self._write(backup, data)
+
+    def advance(self, table: str, updates: Mapping[str, datetime]) -> State:
+        """Move watermarks forward under the table's lock and save; returns the new state."""
+        with self.locked(table):
+            new = rules.advance(self.load(table), updates)
+            self.save(table, new)
+            return new
+
+
+def _recovery_message(
+    main: str,
+    main_problem: Exception | None,
+    backup: str,
+    backup_problem: Exception | None,
+) -> str:
+    def why(problem: Exception | None) -> str:
+        return "missing" if problem is None else f"corrupt: {problem}"
+
+    return (
+        f"cannot load the export state: {main} is {why(main_problem)}, and {backup} is "
+        f"{why(backup_problem)}. To recover, restore either one from a backup copy; or delete "
+        f"both to start again from scratch, which re-exports only the last fallback_hours of "
+        f"every site (rows older than that are not sent)."
+    )
