@@ -6,19 +6,46 @@ store, so the tests also check that the copies land where the README says.
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 
+from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.export.state_s3 import S3StateStore
 from iotswarm_pipelines.export.state_store import StateStore
 
 REGION = "eu-west-2"
 STATE_PREFIX = "fdri/cosmos_swarm_state"
 MAIN, BACKUP = ".pickle", ".pickle.backup"
+
+
+@contextmanager
+def hold_lock(store: StateBackend, table: str = "LEVEL1_SOILMET_30MIN") -> Iterator[None]:
+    """Another export holding the table's lock: a thread with its own store instance.
+
+    A lock is re-entrant in the thread holding it, so the holder must be another thread.
+    """
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.locked(table):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(60)
+        yield
+    finally:
+        release.set()
+        holder.join(60)
 
 
 def make_bucket(endpoint: str) -> str:

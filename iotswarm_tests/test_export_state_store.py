@@ -6,8 +6,6 @@ import multiprocessing
 import os
 import pickle
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +13,15 @@ import pytest
 
 from iotswarm_pipelines import atomic
 from iotswarm_pipelines.export.state import empty_state, watermark
-from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.export.state_store import StateLockedError, StateRecoveryError, StateStore
-from iotswarm_tests.state_copies import BACKUP, MAIN, LocalCopies, S3Copies, make_bucket
+from iotswarm_tests.state_copies import (
+    BACKUP,
+    MAIN,
+    LocalCopies,
+    S3Copies,
+    hold_lock,
+    make_bucket,
+)
 
 TABLE = "LEVEL1_SOILMET_30MIN"
 T0 = datetime(2024, 6, 1, 0, 30)
@@ -36,26 +40,6 @@ def store(tmp_path) -> StateStore:
 def old_tool_bytes(state: dict) -> bytes:
     """What the existing uploader writes: a plain pickle.dump of the dict."""
     return pickle.dumps(state)
-
-
-@contextmanager
-def hold_lock(store: StateBackend) -> Iterator[None]:
-    """Another export holding the table's lock (a thread with its own store instance)."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.locked(TABLE):
-            held.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(60)
-        yield
-    finally:
-        release.set()
-        holder.join(60)
 
 
 def test_paths_use_the_database_spelling(store):

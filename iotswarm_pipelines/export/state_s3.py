@@ -93,7 +93,7 @@ class _Lease:
 
     @property
     def stale(self) -> bool:
-        return self.age_seconds > self.lease_seconds
+        return self.age_seconds >= self.lease_seconds
 
 
 class S3StateStore(StateBackend):
