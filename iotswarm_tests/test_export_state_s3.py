@@ -65,7 +65,7 @@ def test_second_writer_fails_and_the_first_writers_progress_is_intact(copies):
         second.save(TABLE, state_at(T0 + timedelta(hours=1)))
     message = str(caught.value)
     assert f"s3://{copies.bucket}/{copies.where(TABLE)}" in message
-    assert "PreconditionFailed" in message and "run again" in message
+    assert "changed by another writer" in message and "run again" in message
     assert "\n" not in message and "testing-secret" not in message
     for suffix in (".pickle", BACKUP):
         assert pickle.loads(copies.get(copies.where(TABLE, suffix))) == state_at(

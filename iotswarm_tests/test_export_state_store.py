@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -295,22 +294,8 @@ def test_concurrent_advances_from_two_processes_lose_no_update(store):
         assert watermark(final, site) == T0 + timedelta(minutes=30 * count)
 
 
-def test_lock_excludes_another_thread_of_the_same_process(store):
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.locked(TABLE):
-            held.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(60)
-        with pytest.raises(StateLockedError), store.locked(TABLE, timeout=0):
-            pass
-    finally:
-        release.set()
-        holder.join(60)
+def test_lock_excludes_another_thread_using_the_same_store(store):
+    with hold_lock(store), pytest.raises(StateLockedError), store.locked(TABLE, timeout=0):
+        pass
     with store.locked(TABLE, timeout=0):
         pass

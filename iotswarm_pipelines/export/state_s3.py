@@ -128,50 +128,48 @@ class S3StateStore(StateBackend):
     def _pair(self, name: str) -> tuple[str, str]:
         return self._key(f"{name}{MAIN_SUFFIX}"), self._key(f"{name}{BACKUP_SUFFIX}")
 
-    def object_keys(self, table: str) -> tuple[str, str]:
-        """The main and backup object keys of ``table``."""
-        return self._pair(catalogue.get_table(table).name)
-
     def _show(self, where: str) -> str:
         return f"s3://{self.bucket}/{where}"
 
-    def describe(self) -> str:
-        return self._show(self.prefix.strip("/"))
-
-    def _read(self, where: str) -> bytes | None:
+    def _get(self, key: str) -> dict[str, Any] | None:
+        """The GET response (body read into ``data``), or None when there is no such object."""
         try:
-            response = self.client().get_object(Bucket=self.bucket, Key=where)
+            response = self.client().get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                self._etags[where] = None
                 return None
-            raise RuntimeError(f"cannot read {self._show(where)}: {describe_error(exc)}") from None
-        data = response["Body"].read()
-        self._etags[where] = response["ETag"]
-        return data
+            raise RuntimeError(f"cannot read {self._show(key)}: {describe_error(exc)}") from None
+        return {**response, "data": response["Body"].read()}
+
+    def _put_if(self, key: str, body: bytes, condition: dict[str, str]) -> str | None:
+        """Put ``body`` if ``condition`` (IfMatch / IfNoneMatch) holds: the new ETag, else None."""
+        try:
+            response = self.client().put_object(Bucket=self.bucket, Key=key, Body=body, **condition)
+        except ClientError as exc:
+            if _conflict(exc):
+                return None
+            raise RuntimeError(f"cannot write {self._show(key)}: {describe_error(exc)}") from None
+        return response["ETag"]
+
+    def _read(self, where: str) -> bytes | None:
+        response = self._get(where)
+        self._etags[where] = None if response is None else response["ETag"]
+        return None if response is None else response["data"]
 
     def _write(self, where: str, data: bytes) -> None:
         """Write ``where`` only if it still holds what this store last saw there."""
         known = self._etags.get(where)
-        condition = {"IfMatch": known} if known else {"IfNoneMatch": "*"}
-        try:
-            response = self.client().put_object(
-                Bucket=self.bucket, Key=where, Body=data, **condition
-            )
-        except ClientError as exc:
-            if not _conflict(exc):
-                raise RuntimeError(
-                    f"cannot write {self._show(where)}: {describe_error(exc)}"
-                ) from None
+        etag = self._put_if(where, data, {"IfMatch": known} if known else {"IfNoneMatch": "*"})
+        if etag is None:
             if self._holds(where, data):
-                return  # a retry after a lost answer: the first attempt stored our bytes
-            code = exc.response.get("Error", {}).get("Code")
+                return  # a retry after a lost answer found the first attempt's write
             raise StateConflictError(
                 f"{self._show(where)} was changed by another writer since this export read it "
-                f"({code}); nothing was overwritten. Another export of this table ran elsewhere: "
-                f"let it finish, then run again (it starts from the newer state)"
-            ) from None
-        self._etags[where] = response["ETag"]
+                "(its ETag no longer matches); nothing was overwritten. Another export of this "
+                "table ran elsewhere: let it finish, then run again (it starts from the newer "
+                "state)"
+            )
+        self._etags[where] = etag
 
     def _holds(self, where: str, data: bytes) -> bool:
         """Whether ``where`` now holds exactly ``data`` (then remember its ETag)."""
@@ -221,36 +219,21 @@ class S3StateStore(StateBackend):
         return json.dumps(body).encode()
 
     def _take_lease(self, key: str, owner: str, timeout: float | None) -> str:
-        client = self.client()
         body = self._lease_body(owner, 0)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             current = self._read_lease(key)
-            condition = (
-                {"IfNoneMatch": "*"}
-                if current is None
-                else {"IfMatch": current.etag}
-                if current.stale
-                else None
-            )
-            if condition is not None:
-                try:
-                    response = client.put_object(
-                        Bucket=self.bucket, Key=key, Body=body, **condition
+            if current is None or current.stale:
+                condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current.etag}
+                etag = self._put_if(key, body, condition)
+                if etag is None:
+                    continue  # another export moved first: look again
+                if current is not None:
+                    log.warning(
+                        f"took over {self._show(key)} from {current.owner}, not renewed for "
+                        f"{current.age_seconds:.0f} s"
                     )
-                except ClientError as exc:
-                    if not _conflict(exc):
-                        raise RuntimeError(
-                            f"cannot take {self._show(key)}: {describe_error(exc)}"
-                        ) from None
-                else:
-                    if current is not None:
-                        log.warning(
-                            f"took over {self._show(key)} from {current.owner}, not renewed "
-                            f"for {current.age_seconds:.0f} s"
-                        )
-                    return response["ETag"]
-                continue  # another export moved first: look again
+                return etag
             if deadline is not None and time.monotonic() >= deadline:
                 raise StateLockedError(
                     f"{self._show(key)} is held by another export of this table "
@@ -263,15 +246,11 @@ class S3StateStore(StateBackend):
             time.sleep(pause)
 
     def _read_lease(self, key: str) -> _Lease | None:
+        response = self._get(key)
+        if response is None:
+            return None
         try:
-            response = self.client().get_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise RuntimeError(f"cannot read {self._show(key)}: {describe_error(exc)}") from None
-        raw = response["Body"].read()
-        try:
-            body = json.loads(raw)
+            body = json.loads(response["data"])
             owner, seconds = str(body["owner"]), float(body["lease_seconds"])
         except (ValueError, TypeError, KeyError):  # unreadable: trust our own lease length
             owner, seconds = "an unknown holder", self.lease_seconds
@@ -281,23 +260,22 @@ class S3StateStore(StateBackend):
 
     def _renew_lease(self, key: str, owner: str, etag: str, stop: threading.Event) -> None:
         """Heartbeat: renew every third of the lease; at the end, delete it if still ours."""
-        client = self.client()
         renewal = 0
         while not stop.wait(self.lease_seconds / 3):
             renewal += 1
             try:
-                etag = client.put_object(
-                    Bucket=self.bucket, Key=key, Body=self._lease_body(owner, renewal), IfMatch=etag
-                )["ETag"]
-            except ClientError as exc:
-                if _conflict(exc):
-                    # Taken over: the conditional state writes still refuse to overwrite the
-                    # other export's progress, so this one fails at its next save.
-                    log.warning(f"lost the lease {self._show(key)} to another export")
-                    return
-                log.warning(f"could not renew {self._show(key)}: {describe_error(exc)}")
+                renewed = self._put_if(key, self._lease_body(owner, renewal), {"IfMatch": etag})
+            except RuntimeError as exc:  # unreachable for now: try again at the next beat
+                log.warning(f"could not renew the lease: {exc}")
+                continue
+            if renewed is None:
+                # Taken over: the conditional state writes still refuse to overwrite the other
+                # export's progress, so this one fails at its next save.
+                log.warning(f"lost the lease {self._show(key)} to another export")
+                return
+            etag = renewed
         try:
-            client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+            self.client().delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
         except ClientError as exc:
             if not _conflict(exc):
                 log.warning(f"could not release {self._show(key)}: {describe_error(exc)}")
