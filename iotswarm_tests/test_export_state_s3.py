@@ -45,7 +45,7 @@ def copies(s3_endpoint, aws_test_credentials) -> S3Copies:
 
 
 def test_the_server_honours_conditional_puts(copies):
-    """The guarantees below rest on these answers (moto >= 5.1; AWS S3 since 2024)."""
+    """The guarantees below rest on these answers (moto >= 5.1.5; AWS S3 since 2024)."""
     client, key = copies.client, "probe"
     etag = client.put_object(Bucket=copies.bucket, Key=key, Body=b"1", IfNoneMatch="*")["ETag"]
     for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123456789abcdef0123456789abcdef"'}):
