@@ -23,6 +23,12 @@ from dagster._core.instance.config import dagster_instance_config_schema
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.config import pg_config
 from dagster_k8s import K8sRunLauncher
+from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.job import (
+    DagsterK8sJobConfig,
+    UserDefinedDagsterK8sConfig,
+    construct_dagster_k8s_job,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -155,6 +161,87 @@ def test_instance_sections_render_to_a_valid_dagster_yaml(values):
     valid(pg_config(), {"postgres_db": postgres_db}, "postgresql")
     prod = load_yaml(DEPLOY / "dagster.prod.yaml")
     assert pg["postgresqlScheme"] == prod["storage"]["postgres"]["postgres_db"]["scheme"]
+
+
+def chart_container_context(code_location: dict) -> dict:
+    """The code location's container context, as the chart's template writes it for launched
+    runs (dagster-user-deployments, ``dagsterUserDeployments.k8sContainerContext``)."""
+    return {
+        "k8s": {
+            "image_pull_policy": code_location["image"]["pullPolicy"],
+            "env_config_maps": [f"dagster-{code_location['name']}-user-env"],
+            "env_secrets": [ref["name"] for ref in code_location["envSecrets"]],
+            "volume_mounts": code_location["volumeMounts"],
+            "volumes": code_location["volumes"],
+            "resources": code_location["resources"],
+            "namespace": "iotswarm",
+            "service_account_name": "dagster-user-deployments",
+            "env": code_location["env"],
+            "run_k8s_config": {"pod_spec_config": {"automount_service_account_token": True}},
+        }
+    }
+
+
+def k8s_config(section: dict) -> UserDefinedDagsterK8sConfig:
+    return UserDefinedDagsterK8sConfig.from_dict({snake(k): v for k, v in section.items()})
+
+
+def pod_of(context: K8sContainerContext, component: str) -> Any:
+    """The Kubernetes Job Dagster would create, built and checked by dagster-k8s itself."""
+    job = construct_dagster_k8s_job(
+        job_config=DagsterK8sJobConfig(
+            job_image="registry.example.org/fdri/iotswarm-pipelines:0.1.0",
+            dagster_home="/opt/dagster/dagster_home",
+            instance_config_map="dagster-instance",
+        ),
+        args=["dagster", "api", "execute_step"],
+        job_name=f"dagster-{component}",
+        pod_name=f"dagster-{component}",
+        component=component,
+        user_defined_k8s_config=context.run_k8s_config,
+    )
+    return job.spec.template.spec
+
+
+def test_run_and_shard_step_pods_get_the_volume_secrets_user_and_resources(values, code_location):
+    """Run and step pods as K8sRunLauncher and k8s_job_executor assemble them."""
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    run_context = K8sContainerContext(
+        image_pull_policy=launcher["imagePullPolicy"],
+        run_k8s_config=k8s_config(launcher["runK8sConfig"]),
+    ).merge(K8sContainerContext.create_from_config(chart_container_context(code_location)))
+    executor = load_yaml(DEPLOY / "k8s-run-config.yaml")["execution"]["config"]
+    step_context = run_context.merge(
+        K8sContainerContext(run_k8s_config=k8s_config(executor["step_k8s_config"]))
+    )
+    shard_context = step_context.merge(
+        K8sContainerContext(run_k8s_config=k8s_config(executor["per_step_k8s_config"]["run_shard"]))
+    )
+    pods = {
+        "run": pod_of(run_context, "run_worker"),
+        "step": pod_of(step_context, "step_worker"),
+        "shard": pod_of(shard_context, "step_worker"),
+    }
+    for name, pod in pods.items():
+        [container] = pod.containers
+        mounts = {m.mount_path: (m.name, m.sub_path) for m in container.volume_mounts}
+        assert mounts["/var/lib/iotswarm"] == ("iotswarm-data", None), name
+        assert mounts["/opt/dagster/dagster_home/storage"] == ("iotswarm-data", "dagster-storage")
+        assert mounts["/etc/iotswarm/mqtt"][0] == "iotswarm-mqtt-tls", name
+        claims = {v.name: v.persistent_volume_claim for v in pod.volumes}
+        assert claims["iotswarm-data"].claim_name == "iotswarm-data", name
+        assert "iotswarm-credentials" in {
+            e.secret_ref.name for e in container.env_from if e.secret_ref
+        }
+        env = {e.name: e.value for e in container.env}
+        assert env["IOTSWARM_EXECUTOR"] == "k8s" and env["IOTSWARM_DEPLOYMENT"] == "prod", name
+        assert (pod.security_context.run_as_user, pod.security_context.fs_group) == (10001, 10001)
+    requests = {name: pod.containers[0].resources.requests for name, pod in pods.items()}
+    assert requests == {
+        "run": {"cpu": "250m", "memory": "512Mi"},
+        "step": {"cpu": "250m", "memory": "512Mi"},
+        "shard": {"cpu": "1", "memory": "1Gi"},
+    }
 
 
 def resources_env_names() -> set[str]:
