@@ -33,7 +33,7 @@ import platformdirs
 from iotswarm_pipelines.atomic import write_atomically
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import state as rules
-from iotswarm_pipelines.export.state import CorruptStateError, State
+from iotswarm_pipelines.export.state import CorruptStateError, State, StateCopy
 
 MAIN_SUFFIX = ".pickle"
 BACKUP_SUFFIX = ".pickle.backup"
@@ -83,17 +83,27 @@ class StateStore(dg.ConfigurableResource):
         folder = self._folder()
         return folder / f"{name}{MAIN_SUFFIX}", folder / f"{name}{BACKUP_SUFFIX}"
 
+    def _readable_paths(self, table: str) -> tuple[Path, Path]:
+        """The files a load reads: the current names, or the older tool's when only they exist."""
+        main, backup = self.paths(table)
+        if not main.exists() and not backup.exists():
+            legacy_main, legacy_backup = self._legacy_paths(table)
+            if legacy_main.exists() or legacy_backup.exists():
+                return legacy_main, legacy_backup
+        return main, backup
+
+    def copies(self, table: str) -> tuple[StateCopy, StateCopy]:
+        """Main and backup as they are on disk, nothing recovered or rewritten (health check)."""
+        main, backup = self._readable_paths(table)
+        return StateCopy(str(main), _read(main)), StateCopy(str(backup), _read(backup))
+
     def load(self, table: str) -> State:
         """Main file; else the backup (which then rewrites main); else empty or a clear error.
 
         A main file that exists but is corrupt with no backup beside it is an error too, not an
         empty state: starting over would silently skip everything older than ``fallback_hours``.
         """
-        main, backup = self.paths(table)
-        if not main.exists() and not backup.exists():
-            legacy_main, legacy_backup = self._legacy_paths(table)
-            if legacy_main.exists() or legacy_backup.exists():
-                main, backup = legacy_main, legacy_backup
+        main, backup = self._readable_paths(table)
         first = _read(main)
         if isinstance(first, dict):
             return first
