@@ -133,33 +133,37 @@ def test_state_health_passes_when_both_copies_are_readable_and_equal(setup):
     assert healthy.passed and value(healthy, "readable_copies") == 2
 
 
+def empty_state_file(path) -> None:
+    path.write_bytes(state_rules.dumps_state(state_rules.empty_state()))
+
+
+def unlink(path) -> None:
+    path.unlink()
+
+
+def garble(path) -> None:
+    path.write_bytes(b"not a pickle")
+
+
 @pytest.mark.parametrize(
-    ("damage", "problem", "severity"),
+    ("copy", "damage", "problem", "severity"),
     [
-        (lambda backup: backup.unlink(), "missing", dg.AssetCheckSeverity.ERROR),
-        (
-            lambda backup: backup.write_bytes(b"not a pickle"),
-            "corrupt",
-            dg.AssetCheckSeverity.ERROR,
-        ),
-        (
-            lambda backup: backup.write_bytes(state_rules.dumps_state(state_rules.empty_state())),
-            "differ",
-            dg.AssetCheckSeverity.WARN,
-        ),
+        (1, unlink, "missing", dg.AssetCheckSeverity.ERROR),
+        (1, garble, "corrupt", dg.AssetCheckSeverity.ERROR),
+        (1, empty_state_file, "differ", dg.AssetCheckSeverity.WARN),
+        (0, unlink, "missing", dg.AssetCheckSeverity.ERROR),
     ],
-    ids=["missing", "corrupt", "unequal"],
+    ids=["missing backup", "corrupt backup", "unequal backup", "missing main"],
 )
-def test_state_health_fails_on_a_bad_backup(setup, damage, problem, severity):
+def test_state_health_fails_on_a_bad_copy(setup, copy, damage, problem, severity):
+    """All checks run, as the schedule runs them: freshness's load must not hide the damage."""
     resources, _ = setup
     export(resources)
-    main, backup = resources["state"].paths(SOILMET)
-    damage(backup)
+    damage(resources["state"].paths(SOILMET)[copy])
     with dg.instance_for_test() as instance:
-        evaluation = run_checks(resources, instance, STATE_HEALTH)[STATE_HEALTH]
+        evaluation = run_checks(resources, instance)[STATE_HEALTH]
     assert not evaluation.passed and evaluation.severity == severity
-    assert problem in evaluation.description
-    assert main.exists()  # the check reads; it never rewrites a copy
+    assert problem in evaluation.description and "\n" not in evaluation.description
 
 
 # --- export completeness ---------------------------------------------------------------------

@@ -131,9 +131,16 @@ def cosmos_health(
     context: dg.AssetCheckExecutionContext, cosmos: CosmosSource, state: StateStore
 ) -> Iterator[dg.AssetCheckResult]:
     now = utc_now()
-    for key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
+    for key in sorted(context.selected_asset_check_keys, key=_evaluation_order):
         kind, table = _CHECKS[key.name]
         yield check_result(key, evaluate(kind, table, cosmos, state, context.instance, now))
+
+
+def _evaluation_order(key: dg.AssetCheckKey) -> tuple[bool, str]:
+    """State health first: freshness loads the state, and a load rewrites a missing or corrupt
+    main file from the backup, which would hide the damage from a later state health check."""
+    kind, _ = _CHECKS[key.name]
+    return kind is not health.Check.STATE_HEALTH, key.name
 
 
 health_checks_job = dg.define_asset_job(
