@@ -28,6 +28,26 @@ def test_code_location_loads_for_each_deployment(monkeypatch, deployment):
     assert len(sensors) >= len(catalogue.TABLE_NAMES)
 
 
+def test_assets_have_groups_kinds_owners_and_the_export_checks(monkeypatch):
+    asset_graph = load_definitions(monkeypatch, "local").defs.resolve_asset_graph()
+    expected = {
+        "cosmos/live_export": ("cosmos_export", {"oracle", "sqlite", "s3"}),
+        "cosmos/history_export": ("cosmos_export", {"oracle", "sqlite", "s3"}),
+        "swarm/report": ("device_swarm", {"mqtt", "report"}),
+    }
+    for key, (group, kinds) in expected.items():
+        spec = asset_graph.get(dg.AssetKey.from_user_string(key))
+        assert spec.group_name == group, key
+        assert spec.kinds == kinds, key
+        assert spec.owners == ["team:fdri-cosmos"], key
+        assert spec.description, key
+    checks = {key.name for key in asset_graph.asset_check_keys}
+    assert len(checks) == 3 * len(catalogue.TABLE_NAMES)
+    for table in catalogue.TABLE_NAMES:
+        for kind in ("freshness", "state_health", "export_completeness"):
+            assert f"{kind}_{table.lower()}" in checks
+
+
 def test_a_mistyped_deployment_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("IOTSWARM_DEPLOYMENT", "production")
     from iotswarm_pipelines.resources import build_resources

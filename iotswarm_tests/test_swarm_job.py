@@ -11,7 +11,9 @@ import pytest
 
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos.sample import generate
+from iotswarm_pipelines.labels import TRIGGER_TAG
 from iotswarm_pipelines.swarm import sessions
+from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.cli import multiprocess_config
 from iotswarm_pipelines.swarm.ops import SWARM_TAG, concurrent_steps
 
@@ -78,6 +80,7 @@ def test_two_shards_in_two_processes_deliver_every_message_once(sample_db, mqtt_
             for e in result.all_events
             if e.is_successful_output and e.step_key == "swarm_report"
         ]
+        [materialization] = result.asset_materializations_for_node("swarm_report")
     assert shard_steps == {"run_shard[shard_0]", "run_shard[shard_1]"}
     assert report.devices == 12 and report.connections == 12
     assert report.sent == 36 and report.acknowledged == 36
@@ -89,7 +92,10 @@ def test_two_shards_in_two_processes_deliver_every_message_once(sample_db, mqtt_
         assert isinstance(metadata[key].value, int | float), key
     assert metadata["delivered"].value == 36
     assert "msgs/s" in metadata["summary"].value
-    assert run.tags[SWARM_TAG] == name
+    assert run.tags[SWARM_TAG] == name and run.tags[TRIGGER_TAG] == "manual"
+    assert materialization.asset_key == swarm_report_asset.key  # plotted on the asset's page
+    plotted = ("sent", "delivered", "lost", "msgs_per_s", "latency_p50_ms", "latency_p99_ms")
+    assert all(isinstance(materialization.metadata[k].value, int | float) for k in plotted)
     positions = sessions.load_session(name).positions
     assert len(positions) == 12 and {p.cycles for p in positions.values()} == {3}
 

@@ -5,7 +5,7 @@ sensors, the schedules, a backfill over several tables and the ``live-cosmos`` c
 ``cosmos_history_export`` (day x table) re-sends one day of one table for backfills.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,10 +15,11 @@ import pydantic
 from iotswarm_pipelines import executors
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.export import pipeline
+from iotswarm_pipelines.export import health, pipeline
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.partitions import daily_table_partitions, table_partitions
 from iotswarm_pipelines.export.state_backend import StateBackend
+from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 
 GROUP = "cosmos_export"
 TABLE_TAG = "iotswarm/table"
@@ -30,11 +31,13 @@ DEFAULT_BATCH_SIZES: dict[str, int] = {name: 1 for name in catalogue.TABLE_NAMES
 The one place to change a table's default (e.g. larger batches for the 1-minute tables).
 """
 
-_OWNERS = ["team:fdri-cosmos"]
+KINDS = {"oracle", "sqlite", "s3"}
+"""Kinds the asset graph shows as icons: read from Oracle (prod) or SQLite (local), written to S3
+(prod; a local folder by default)."""
 
 
 def run_tags(table: str) -> dict[str, str]:
-    """The tags every export run of ``table`` carries (the run queue limits on them)."""
+    """The tag every export run of ``table`` carries (the run queue limits on it)."""
     return {TABLE_TAG: catalogue.get_table(table).name}
 
 
@@ -186,12 +189,14 @@ def _batch_size(table: str, configured: int | None) -> int:
     key=["cosmos", "live_export"],
     group_name=GROUP,
     partitions_def=table_partitions,
-    kinds={"sql", "s3"},
-    owners=_OWNERS,
+    kinds=KINDS,
+    owners=OWNERS,
     description=(
-        "New COSMOS rows of one table (the partition), as CR1000X JSON payloads: one object per "
-        "payload under <bucket_prefix>/<SITE_ID>/LIVE_<table>/ in the object store (S3 in prod, a "
-        "local folder by default). Watermarks per site live in the state files."
+        "New rows of one COSMOS table (the partition; read from Oracle in prod, the SQLite "
+        "sample locally) as CR1000X JSON payloads: one object per payload under "
+        "<bucket_prefix>/<SITE_ID>/LIVE_<table>/ in the object store (S3 in prod, a local folder "
+        "by default). Watermarks per site live in the state files. Checks per table: freshness, "
+        "state health, export completeness."
     ),
 )
 def cosmos_live_export(
@@ -200,34 +205,67 @@ def cosmos_live_export(
     cosmos: CosmosSource,
     object_store: dg.ResourceParam[ObjectStore],
     state: StateBackend,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckEvaluation]:
     _checked(config)
     table = context.partition_key
-    summary = pipeline.export_table(
-        table,
-        source=cosmos,
-        store=object_store,
-        state=state,
-        sites=config.sites,
-        fallback_hours=config.fallback_hours,
-        batch_size=_batch_size(table, config.batch_size),
-        since=config.since_time,
-        until=config.until_time,
-        dry_run=config.dry_run,
-        log=context.log,
+    try:
+        summary = pipeline.export_table(
+            table,
+            source=cosmos,
+            store=object_store,
+            state=state,
+            sites=config.sites,
+            fallback_hours=config.fallback_hours,
+            batch_size=_batch_size(table, config.batch_size),
+            since=config.since_time,
+            until=config.until_time,
+            dry_run=config.dry_run,
+            log=context.log,
+        )
+    except pipeline.ExportError as exc:
+        # Not a materialization, but its counts are recorded for the completeness check.
+        metadata = summary_metadata(exc.summary, object_store.describe())
+        yield dg.AssetObservation(context.asset_key, partition=table, metadata=metadata)
+        yield completeness_evaluation(context.asset_key, exc.summary, context.run.run_id)
+        raise dg.Failure(description=str(exc)) from None
+    metadata = summary_metadata(summary, object_store.describe())
+    yield dg.MaterializeResult(metadata=metadata)
+    if not summary.dry_run:
+        yield completeness_evaluation(context.asset_key, summary, context.run.run_id)
+
+
+def completeness_evaluation(
+    asset_key: dg.AssetKey, summary: pipeline.ExportSummary, run_id: str
+) -> dg.AssetCheckEvaluation:
+    """The export completeness check of the run's table, evaluated by the run itself.
+
+    Logged as an evaluation rather than declared in ``check_specs``: the asset would then have
+    to yield the checks of all five tables in every (one-table) run.
+    """
+    outcome = health.completeness(
+        summary.table, summary.payloads_built, summary.objects_stored, summary.failed, run_id
     )
-    return dg.MaterializeResult(metadata=summary_metadata(summary, object_store.describe()))
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=health.check_name(health.Check.EXPORT_COMPLETENESS, summary.table),
+        passed=outcome.passed,
+        description=outcome.description,
+        metadata=outcome.metadata,
+        severity=dg.AssetCheckSeverity.WARN if outcome.warn_only else dg.AssetCheckSeverity.ERROR,
+    )
 
 
 @dg.asset(
     key=["cosmos", "history_export"],
     group_name=GROUP,
     partitions_def=daily_table_partitions,
-    kinds={"sql", "s3"},
-    owners=_OWNERS,
+    kinds=KINDS,
+    owners=OWNERS,
     description=(
-        "One day of one COSMOS table re-sent as CR1000X payloads under the same keys as the live "
-        "export (identical for batch_size 1). Ignores and never moves the watermarks."
+        "One day of one COSMOS table (Oracle in prod, the SQLite sample locally) re-sent as "
+        "CR1000X payloads to the object store (S3 in prod, a local folder by default) under the "
+        "same keys as the live export (identical for batch_size 1). Ignores and never moves the "
+        "watermarks."
     ),
 )
 def cosmos_history_export(
@@ -269,7 +307,8 @@ def _table_job(
     """A job whose every partition launch carries the table tag the run queue limits."""
     return dg.define_asset_job(
         name,
-        selection=[asset],
+        # Without the health checks: they cover all tables and run in their own job.
+        selection=dg.AssetSelection.assets(asset).without_checks(),
         config=dg.PartitionedConfig(
             partitions_def=partitions,
             run_config_for_partition_key_fn=lambda key: {},
@@ -277,6 +316,7 @@ def _table_job(
         ),
         executor_def=executors.export_executor(),
         description=description,
+        tags=trigger_tags(Trigger.MANUAL),
     )
 
 

@@ -36,6 +36,7 @@ from iotswarm_pipelines.export.pipeline import PROGRESS_LOGGER, format_summary
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.export.state_s3 import S3StateStore
 from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.labels import Trigger, trigger_tags
 
 PROG = "live-cosmos"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -200,7 +201,7 @@ def _export(
             resources=resources,
             run_config=run_config,
             instance=instance,
-            tags=run_tags(table),
+            tags={**run_tags(table), **trigger_tags(Trigger.CLI)},
             raise_on_error=False,
         )
     if not result.success:

@@ -1,4 +1,4 @@
-"""The live COSMOS export's assets, jobs and triggers (resources come from the top level)."""
+"""The live COSMOS export: assets, checks, jobs and triggers (resources come from the top)."""
 
 import dagster as dg
 
@@ -8,12 +8,18 @@ from iotswarm_pipelines.export.assets import (
     history_export_job,
     live_export_job,
 )
+from iotswarm_pipelines.export.checks import (
+    cosmos_health,
+    health_checks_job,
+    health_checks_schedule,
+)
 from iotswarm_pipelines.export.schedules import table_schedules
 from iotswarm_pipelines.export.sensors import table_sensors
 
 defs = dg.Definitions(
     assets=[cosmos_live_export, cosmos_history_export],
-    jobs=[live_export_job, history_export_job],
+    asset_checks=[cosmos_health],
+    jobs=[live_export_job, history_export_job, health_checks_job],
     sensors=table_sensors,
-    schedules=table_schedules,
+    schedules=[*table_schedules, health_checks_schedule],
 )

@@ -14,6 +14,7 @@ import dagster as dg
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.assets import cosmos_live_export, run_tags, summary_from_metadata
 from iotswarm_pipelines.export.pipeline import format_summary
+from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.resources import build_resources
 
 DEMO_FALLBACK_HOURS = 24 * 365
@@ -48,7 +49,7 @@ def run_demo_export() -> str:
             resources=resources,
             run_config=_run_config(table),
             instance=instance,
-            tags=run_tags(table),
+            tags={**run_tags(table), **trigger_tags(Trigger.CLI)},
         )
         [event] = result.asset_materializations_for_node(cosmos_live_export.op.name)
         summary = summary_from_metadata(table, event.metadata)

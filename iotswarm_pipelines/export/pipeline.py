@@ -51,7 +51,14 @@ LOG_SECONDS = 10.0
 
 
 class ExportError(RuntimeError):
-    """Some payloads were not stored after retries; the safe part of the run was kept."""
+    """Some payloads were not stored after retries; the safe part of the run was kept.
+
+    ``summary`` holds the run's counts, so the asset can still report them (completeness check).
+    """
+
+    def __init__(self, message: str, summary: ExportSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass
@@ -343,7 +350,8 @@ def _raise_if_failed(summary: ExportSummary, store: ObjectStore, consequence: st
     if summary.failed:
         raise ExportError(
             f"{summary.table}: {summary.failed} of {summary.payloads_built} payloads were not "
-            f"stored after retries (to {store.describe()}); {consequence}"
+            f"stored after retries (to {store.describe()}); {consequence}",
+            summary,
         )
 
 

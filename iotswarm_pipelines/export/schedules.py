@@ -10,6 +10,7 @@ import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.assets import live_export_job, run_tags
+from iotswarm_pipelines.labels import Trigger, trigger_tags
 
 
 def cadence_cron(cadence: timedelta) -> str:
@@ -37,7 +38,10 @@ def make_table_schedule(table_name: str) -> dg.ScheduleDefinition:
         description=f"Exports {table.name} every {table.cadence} (alternative to its sensor).",
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return dg.RunRequest(partition_key=table.name, tags=run_tags(table.name))
+        return dg.RunRequest(
+            partition_key=table.name,
+            tags={**run_tags(table.name), **trigger_tags(Trigger.SCHEDULE)},
+        )
 
     return _schedule
 

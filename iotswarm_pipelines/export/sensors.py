@@ -15,6 +15,7 @@ from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.assets import live_export_job, run_tags
 from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS, utc_now
 from iotswarm_pipelines.export.state_backend import StateBackend
+from iotswarm_pipelines.labels import Trigger, trigger_tags
 
 MAX_INTERVAL = timedelta(minutes=5)
 
@@ -68,7 +69,7 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
                 dg.RunRequest(
                     run_key=f"{table.name}:{newest.isoformat()}",
                     partition_key=table.name,
-                    tags=run_tags(table.name),
+                    tags={**run_tags(table.name), **trigger_tags(Trigger.SENSOR)},
                 )
             ],
             cursor=json.dumps({"newest": newest.isoformat()}),

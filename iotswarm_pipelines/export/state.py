@@ -18,7 +18,7 @@ import io
 import pickle
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 State = dict[str, Any]
 
@@ -28,6 +28,15 @@ PICKLE_PROTOCOL = 4
 
 class CorruptStateError(ValueError):
     """A state file that cannot be trusted: not a pickle, a forbidden pickle, or a wrong shape."""
+
+
+class StateCopy(NamedTuple):
+    """One state file (main or backup) as read, without any recovery: for the health check."""
+
+    location: str
+    """Where the copy lives: a path, or an object's URL."""
+    content: State | CorruptStateError | None
+    """The state; why it cannot be trusted; or None when the copy does not exist."""
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:

@@ -24,7 +24,7 @@ import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import state as rules
-from iotswarm_pipelines.export.state import CorruptStateError, State
+from iotswarm_pipelines.export.state import CorruptStateError, State, StateCopy
 
 MAIN_SUFFIX = ".pickle"
 BACKUP_SUFFIX = ".pickle.backup"
@@ -44,7 +44,10 @@ class StateConflictError(RuntimeError):
     """Another writer changed the state since this store read it; nothing was overwritten."""
 
 
-def _parsed(data: bytes | None) -> State | CorruptStateError | None:
+_Content = State | CorruptStateError | None
+
+
+def _parsed(data: bytes | None) -> _Content:
     """The state in one copy, None when the copy does not exist, or why it is corrupt."""
     if data is None:
         return None
@@ -86,6 +89,28 @@ class StateBackend(dg.ConfigurableResource):
         A main copy that exists but is corrupt with no backup beside it is an error too, not an
         empty state: starting over would silently skip everything older than ``fallback_hours``.
         """
+        (main, first), (backup, second) = self._readable(table)
+        if isinstance(first, dict):
+            return first
+        if isinstance(second, dict):
+            why = "missing" if first is None else f"corrupt ({first})"
+            log.warning(f"export state {self._show(main)} is {why}; using {self._show(backup)}")
+            self._restore_main(catalogue.get_table(table).name, second)
+            return second
+        if first is None and second is None:
+            return rules.empty_state()
+        raise StateRecoveryError(
+            _recovery_message(self._show(main), first, self._show(backup), second)
+        )
+
+    def copies(self, table: str) -> tuple[StateCopy, StateCopy]:
+        """Main and backup as stored, nothing recovered or rewritten (the state health check)."""
+        (main, first), (backup, second) = self._readable(table)
+        return StateCopy(self._show(main), first), StateCopy(self._show(backup), second)
+
+    def _readable(self, table: str) -> tuple[tuple[Any, _Content], tuple[Any, _Content]]:
+        """Main and backup with their contents: the current names, or the older tool's when
+        only they exist."""
         spec = catalogue.get_table(table)
         main, backup = self._pair(spec.name)
         first, second = _parsed(self._read(main)), _parsed(self._read(backup))
@@ -93,19 +118,8 @@ class StateBackend(dg.ConfigurableResource):
             legacy_main, legacy_backup = self._pair(spec.legacy_name)
             old_first, old_second = (_parsed(self._read(p)) for p in (legacy_main, legacy_backup))
             if old_first is not None or old_second is not None:
-                main, backup, first, second = legacy_main, legacy_backup, old_first, old_second
-        if isinstance(first, dict):
-            return first
-        if isinstance(second, dict):
-            why = "missing" if first is None else f"corrupt ({first})"
-            log.warning(f"export state {self._show(main)} is {why}; using {self._show(backup)}")
-            self._restore_main(spec.name, second)
-            return second
-        if first is None and second is None:
-            return rules.empty_state()
-        raise StateRecoveryError(
-            _recovery_message(self._show(main), first, self._show(backup), second)
-        )
+                return (legacy_main, old_first), (legacy_backup, old_second)
+        return (main, first), (backup, second)
 
     def _restore_main(self, table: str, state: State) -> None:
         """Rewrite main from the backup's state, unless another export holds the lock.

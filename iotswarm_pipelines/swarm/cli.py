@@ -27,6 +27,7 @@ from tqdm import tqdm
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
+from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.swarm import sessions
 from iotswarm_pipelines.swarm.config import COSMOS_SOURCE, SwarmConfig
 from iotswarm_pipelines.swarm.devices import SwarmConfigError
@@ -236,10 +237,15 @@ class _Progress:
         self.bar.close()
 
 
+def run_tags(name: str) -> dict[str, str]:
+    """The tags of a swarm run started by ``iot-swarm``: its session name and the trigger."""
+    return {SWARM_TAG: name, **trigger_tags(Trigger.CLI)}
+
+
 def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> tuple[bool, SwarmReport | None]:
     if config.shards == 1:
         result = cli_swarm_job.execute_in_process(
-            run_config=run_config, tags={SWARM_TAG: str(config.swarm_name)}, raise_on_error=False
+            run_config=run_config, tags=run_tags(str(config.swarm_name)), raise_on_error=False
         )
         report = result.output_for_node("swarm_report") if result.success else None
         return result.success, report
@@ -286,7 +292,7 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
     with (
         dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE) as instance,
         dg.execute_job(
-            dg.reconstructable(_cli_job), instance, run_config=run_config, tags={SWARM_TAG: name}
+            dg.reconstructable(_cli_job), instance, run_config=run_config, tags=run_tags(name)
         ) as result,
     ):
         report = result.output_for_node("swarm_report") if result.success else None

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from iotswarm_pipelines import executors
+from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.swarm.ops import plan_swarm, run_shard, swarm_report
 
 
@@ -18,7 +19,7 @@ def build_swarm_job(resource_defs: dict[str, Any] | None = None) -> dg.JobDefini
         description="Simulate COSMOS dataloggers over MQTT in shards; report delivery and latency.",
         resource_defs=resource_defs,
         executor_def=executors.swarm_executor(),
-        tags={"iotswarm/area": "swarm"},
+        tags={"iotswarm/area": "swarm", **trigger_tags(Trigger.MANUAL)},
     )
     def swarm_job() -> None:
         shards, spec = plan_swarm()

@@ -16,6 +16,7 @@ import dagster as dg
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.swarm import config as cf
 from iotswarm_pipelines.swarm import data, sessions
+from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.config import ShardPlan, SwarmConfig, SwarmPlan, SwarmSpec
 from iotswarm_pipelines.swarm.devices import SwarmConfigError
 from iotswarm_pipelines.swarm.mqtt.engine import ShardResult
@@ -227,6 +228,6 @@ def swarm_report(
         "swarm": spec.swarm_name,
         "summary": dg.MetadataValue.md(render_markdown(report, spec.swarm_name)),
     }
-    # Logged as an observation of one asset so the UI plots the figures across swarm runs.
-    context.log_event(dg.AssetMaterialization(asset_key="swarm_report", metadata=metadata))
+    # A materialization of the declared report asset, so the UI plots the numbers across runs.
+    context.log_event(dg.AssetMaterialization(asset_key=swarm_report_asset.key, metadata=metadata))
     return dg.Output(report, metadata=metadata)

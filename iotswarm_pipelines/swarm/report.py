@@ -30,6 +30,9 @@ COUNTS = (
 )
 """The counters a report adds up over its shards and shows as numeric run metadata."""
 
+VERIFIED_COUNTS = frozenset({"delivered", "lost", "duplicated"})
+"""The counters only the verifier (a subscriber on the broker) can know."""
+
 
 @dataclass
 class SwarmReport:
@@ -55,8 +58,15 @@ class SwarmReport:
     errors: list[str] = field(default_factory=list)
 
     def metadata(self) -> dict[str, float | int]:
-        """Numbers for Dagster run metadata (the UI plots numeric metadata over runs)."""
-        numbers: dict[str, float | int] = {k: getattr(self, k) for k in COUNTS}
+        """Numbers for Dagster run metadata (the UI plots numeric metadata over runs).
+
+        Delivery counts and latencies only when the run was verified: an unverified run knows
+        neither, and a 0 in the plot would read as "nothing lost".
+        """
+        numbers: dict[str, float | int] = {
+            k: getattr(self, k) for k in COUNTS if self.verified or k not in VERIFIED_COUNTS
+        }
+        numbers["seconds"] = round(self.seconds, 2)
         numbers["msgs_per_s"] = round(self.msgs_per_s, 2)
         for name in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
             value = getattr(self, name)

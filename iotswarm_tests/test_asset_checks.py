@@ -1,0 +1,204 @@
+"""The export's asset checks on real SQLite sources, real state files and a real instance."""
+
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.export import health
+from iotswarm_pipelines.export import state as state_rules
+from iotswarm_pipelines.export.assets import cosmos_live_export
+from iotswarm_pipelines.export.definitions import defs
+from iotswarm_pipelines.export.health import Check, check_name
+from iotswarm_pipelines.export.pipeline import export_table, utc_now
+from iotswarm_tests.export_fixtures import (
+    SOILMET,
+    insert_rows,
+    local_store,
+    make_rows,
+    source,
+    sqlite_url,
+    state_store,
+)
+
+FRESHNESS = check_name(Check.FRESHNESS, SOILMET)
+STATE_HEALTH = check_name(Check.STATE_HEALTH, SOILMET)
+COMPLETENESS = check_name(Check.EXPORT_COMPLETENESS, SOILMET)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """Two sites of SOILMET with six rows each, all within the export's fallback window."""
+    url = sqlite_url(tmp_path)
+    newest = utc_now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    times = [newest - timedelta(minutes=30 * i) for i in range(6)]
+    for site in ("ALIC1", "BALRD"):
+        insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
+    resources = {
+        "cosmos": source(url),
+        "object_store": local_store(tmp_path),
+        "state": state_store(tmp_path),
+    }
+    return resources, newest
+
+
+def export(resources) -> None:
+    export_table(
+        SOILMET,
+        source=resources["cosmos"],
+        store=resources["object_store"],
+        state=resources["state"],
+    )
+
+
+def run_checks(resources, instance, *names: str) -> dict[str, dg.AssetCheckEvaluation]:
+    """The health job as the schedule launches it (or, with names, as the UI runs a few)."""
+    job = dg.Definitions.merge(defs, dg.Definitions(resources=resources)).resolve_job_def(
+        "cosmos_health_checks"
+    )
+    if names:
+        keys = {dg.AssetCheckKey(cosmos_live_export.key, name) for name in names}
+        job = job.get_subset(asset_check_selection=keys)
+    result = job.execute_in_process(instance=instance)
+    assert result.success
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def materialize(resources, instance, **config) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [cosmos_live_export],
+        partition_key=SOILMET,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {cosmos_live_export.op.name: {"config": config}}},
+        raise_on_error=False,
+    )
+
+
+def value(evaluation: dg.AssetCheckEvaluation, name: str):
+    return evaluation.metadata[name].value
+
+
+# --- the rules -------------------------------------------------------------------------------
+
+
+def test_thresholds_follow_each_table_cadence():
+    one_minute = catalogue.get_table("LEVEL1_PRECIP_1MIN")
+    assert health.freshness_threshold(one_minute) == timedelta(minutes=15)
+    assert health.FRESHNESS_THRESHOLDS[SOILMET] == timedelta(minutes=90)
+    assert health.FRESHNESS_THRESHOLDS["LEVEL1_NMDB_1HOUR"] == timedelta(hours=3)
+    assert set(health.FRESHNESS_THRESHOLDS) == set(catalogue.TABLE_NAMES)
+    assert FRESHNESS == "freshness_level1_soilmet_30min"
+
+
+def test_a_never_seen_site_is_measured_from_where_its_first_export_starts():
+    now = utc_now()
+    newest = {"ALIC1": now - timedelta(hours=1), "WYTH1": now - timedelta(days=30)}
+    lags = health.site_lags(newest, state_rules.empty_state(), now, fallback_hours=3)
+    assert lags == {"ALIC1": timedelta(hours=2), "WYTH1": timedelta(0)}
+
+
+# --- freshness -------------------------------------------------------------------------------
+
+
+def test_freshness_passes_once_exported_and_fails_on_a_stale_watermark(setup):
+    resources, newest = setup
+    export(resources)
+    with dg.instance_for_test() as instance:
+        fresh = run_checks(resources, instance, FRESHNESS)[FRESHNESS]
+        assert fresh.passed
+        assert value(fresh, "lag_seconds") == 0
+        assert value(fresh, "threshold_seconds") == 90 * 60
+
+        stale = state_rules.advance(state_rules.empty_state(), {"ALIC1": newest})
+        stale["sites"]["BALRD"] = {"site_id": "BALRD", "last_data": newest - timedelta(hours=3)}
+        resources["state"].save(SOILMET, stale)
+        late = run_checks(resources, instance, FRESHNESS)[FRESHNESS]
+    assert not late.passed and late.severity == dg.AssetCheckSeverity.ERROR
+    assert value(late, "lag_seconds") == 3 * 3600
+    assert value(late, "sites_behind") == 1 and value(late, "slowest_site") == "BALRD"
+    assert "BALRD" in late.description and "\n" not in late.description
+
+
+# --- state health ----------------------------------------------------------------------------
+
+
+def test_state_health_passes_when_both_copies_are_readable_and_equal(setup):
+    resources, _ = setup
+    with dg.instance_for_test() as instance:
+        assert run_checks(resources, instance, STATE_HEALTH)[STATE_HEALTH].passed  # no files yet
+        export(resources)
+        healthy = run_checks(resources, instance, STATE_HEALTH)[STATE_HEALTH]
+    assert healthy.passed and value(healthy, "readable_copies") == 2
+
+
+def empty_state_file(path) -> None:
+    path.write_bytes(state_rules.dumps_state(state_rules.empty_state()))
+
+
+def unlink(path) -> None:
+    path.unlink()
+
+
+def garble(path) -> None:
+    path.write_bytes(b"not a pickle")
+
+
+@pytest.mark.parametrize(
+    ("copy", "damage", "problem", "severity"),
+    [
+        (1, unlink, "missing", dg.AssetCheckSeverity.ERROR),
+        (1, garble, "corrupt", dg.AssetCheckSeverity.ERROR),
+        (1, empty_state_file, "differ", dg.AssetCheckSeverity.WARN),
+        (0, unlink, "missing", dg.AssetCheckSeverity.ERROR),
+    ],
+    ids=["missing backup", "corrupt backup", "unequal backup", "missing main"],
+)
+def test_state_health_fails_on_a_bad_copy(setup, copy, damage, problem, severity):
+    """All checks run, as the schedule runs them: freshness's load must not hide the damage."""
+    resources, _ = setup
+    export(resources)
+    damage(resources["state"].paths(SOILMET)[copy])
+    with dg.instance_for_test() as instance:
+        evaluation = run_checks(resources, instance)[STATE_HEALTH]
+    assert not evaluation.passed and evaluation.severity == severity
+    assert problem in evaluation.description and "\n" not in evaluation.description
+
+
+# --- export completeness ---------------------------------------------------------------------
+
+
+def test_each_export_run_records_its_tables_completeness(setup):
+    resources, _ = setup
+    with dg.instance_for_test() as instance:
+        result = materialize(resources, instance)
+        assert result.success
+        [evaluation] = result.get_asset_check_evaluations()
+        scheduled = run_checks(resources, instance)
+    assert evaluation.check_name == COMPLETENESS and evaluation.passed
+    assert (value(evaluation, "payloads"), value(evaluation, "objects")) == (12, 12)
+    assert value(evaluation, "run_id") == result.run_id
+    assert scheduled[COMPLETENESS].passed and value(scheduled[COMPLETENESS], "objects") == 12
+    assert len(scheduled) == 3 * len(catalogue.TABLE_NAMES)
+
+
+def test_a_run_with_failed_objects_fails_completeness_until_a_full_run(setup, tmp_path):
+    resources, _ = setup
+    objects = tmp_path / "objects"
+    objects.write_text("a file where the object folder should be")
+    with dg.instance_for_test() as instance:
+        failed = materialize(resources, instance)
+        assert not failed.success
+        [evaluation] = failed.get_asset_check_evaluations()
+        assert not evaluation.passed
+        assert (value(evaluation, "payloads"), value(evaluation, "failed")) == (12, 12)
+        assert value(evaluation, "missing") == 12
+
+        dry = materialize(resources, instance, dry_run=True)
+        assert dry.success and dry.get_asset_check_evaluations() == []
+        assert not run_checks(resources, instance, COMPLETENESS)[COMPLETENESS].passed
+
+        objects.unlink()
+        assert materialize(resources, instance).success
+        assert run_checks(resources, instance, COMPLETENESS)[COMPLETENESS].passed
