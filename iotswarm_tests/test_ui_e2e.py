@@ -1,7 +1,8 @@
 """The UI end to end: a real webserver and daemon, driven by headless Chromium and by GraphQL.
 
-Screenshots go to ``test-artifacts/ui/``; with ``IOTSWARM_UPDATE_SCREENSHOTS=1`` the ones the
-README shows are also copied to ``docs/screenshots/``.
+Screenshots go to ``test-artifacts/ui/`` (with each test's last page and the webserver's and
+daemon's logs, for a failed run); with ``IOTSWARM_UPDATE_SCREENSHOTS=1`` the ones the README
+shows are also copied to ``docs/screenshots/``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
-def dagster(tmp_path_factory, mqtt_broker) -> Iterator[DagsterServer]:
+def dagster(tmp_path_factory) -> Iterator[DagsterServer]:
     """Webserver + daemon over two hours of sample rows for three sites (every table).
 
     The rows are newer than the export's 3-hour fallback, so a run exports real payloads; the
@@ -67,8 +68,14 @@ def dagster(tmp_path_factory, mqtt_broker) -> Iterator[DagsterServer]:
         settings.data_dir().mkdir(parents=True)
         start, end = default_range(2 / 24)
         generate(settings.sample_db_url(), start=start, end=end, sites=SITES)
-        with dagster_server(root / "dagster_home", dict(os.environ)) as server:
-            yield server
+        home = root / "dagster_home"
+        try:
+            with dagster_server(home, dict(os.environ)) as server:
+                yield server
+        finally:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            for log in home.glob("*.log"):  # webserver and daemon output, for a failed CI run
+                shutil.copy(log, ARTIFACTS / log.name)
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +89,14 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser) -> Iterator[Page]:
+def page(browser, request) -> Iterator[Page]:
+    """A fresh browser tab; what it showed last is kept, which explains a failed wait."""
     context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id="UTC")
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
     yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"last-page-{request.node.name}.png")
     context.close()
 
 
