@@ -66,9 +66,7 @@ class DagsterServer:
         return self.answer(LAUNCH_RUN, {"params": params}, "launchRun")["run"]["runId"]
 
     def run(self, run_id: str) -> dict[str, Any]:
-        data = self.query(RUN_QUERY, {"runId": run_id})["runOrError"]
-        _raise_for_error(data)
-        return data
+        return self.answer(RUN_QUERY, {"runId": run_id}, "runOrError")
 
     def wait_for_run(self, run_id: str, timeout: float) -> dict[str, Any]:
         """Poll a run until it finishes (bounded); returns its status and tags."""
@@ -177,14 +175,12 @@ mutation Stop($id: String!) {
 """
 
 
-def stop_all_sensors(server: DagsterServer) -> list[str]:
-    """Switch every sensor of the code location off (as the UI's toggle does); their names."""
-    data = server.query(SENSORS_QUERY, {"selector": server.repository_selector})["sensorsOrError"]
-    _raise_for_error(data)
-    for sensor in data["results"]:
+def stop_all_sensors(server: DagsterServer) -> None:
+    """Switch every sensor of the code location off, as the UI's toggle does."""
+    selector = {"selector": server.repository_selector}
+    for sensor in server.answer(SENSORS_QUERY, selector, "sensorsOrError")["results"]:
         result = server.answer(STOP_SENSOR, {"id": sensor["sensorState"]["id"]}, "stopSensor")
         assert result["instigationState"]["status"] == "STOPPED", sensor["name"]
-    return [sensor["name"] for sensor in data["results"]]
 
 
 @contextmanager
