@@ -1,0 +1,235 @@
+"""The UI end to end: a real webserver and daemon, driven by headless Chromium and by GraphQL.
+
+Screenshots go to ``test-artifacts/ui/`` (with each test's last page and the webserver's and
+daemon's logs, for a failed run); with ``IOTSWARM_UPDATE_SCREENSHOTS=1`` the ones the README
+shows are also copied to ``docs/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from iotswarm_pipelines import settings
+from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.cosmos.sample import generate
+from iotswarm_pipelines.cosmos.sample.generator import default_range
+from iotswarm_pipelines.export.assets import TABLE_TAG
+from iotswarm_pipelines.swarm.cli import multiprocess_config
+from iotswarm_tests.dagster_server import (
+    LOCATION,
+    PROJECT,
+    DagsterServer,
+    dagster_server,
+    tags_of,
+)
+from iotswarm_tests.services import unavailable, wait_until
+
+CHROMIUM = Path(os.environ.get("IOTSWARM_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = PROJECT / "test-artifacts" / "ui"
+DOCS_SCREENSHOTS = PROJECT / "docs" / "screenshots"
+SITES = ["ALIC1", "BALRD", "BICKL"]
+UI_TABLE = "LEVEL1_NMDB_1HOUR"
+BACKFILL_TABLES = ["LEVEL1_SOILMET_30MIN", "COSMOS_STATUS_1HOUR"]
+RUN_TIMEOUT = 180
+UI_TIMEOUT_MS = 60_000  # a bound for the UI to load or update, not a pause
+expect.set_options(timeout=UI_TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def dagster(tmp_path_factory) -> Iterator[DagsterServer]:
+    """Webserver + daemon over two hours of sample rows for three sites (every table).
+
+    The rows are newer than the export's 3-hour fallback, so a run exports real payloads; the
+    sensors, which would export them too, are switched off before the daemon starts.
+    """
+    root = tmp_path_factory.mktemp("ui-e2e")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("IOTSWARM_DATA_DIR", str(root / "data"))
+        env.setenv("IOTSWARM_DEPLOYMENT", "local")
+        env.setenv("IOTSWARM_EXECUTOR", "multiprocess")
+        env.delenv("DAGSTER_HOME", raising=False)
+        settings.data_dir().mkdir(parents=True)
+        start, end = default_range(2 / 24)
+        generate(settings.sample_db_url(), start=start, end=end, sites=SITES)
+        home = root / "dagster_home"
+        try:
+            with dagster_server(home, dict(os.environ)) as server:
+                yield server
+        finally:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            for log in home.glob("*.log"):  # webserver and daemon output, for a failed CI run
+                shutil.copy(log, ARTIFACTS / log.name)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        unavailable(f"no Chromium at {CHROMIUM}; run `make services` (Debian package chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request) -> Iterator[Page]:
+    """A fresh browser tab; what it showed last is kept, which explains a failed wait."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id="UTC")
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"last-page-{request.node.name}.png")
+    context.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save a test artifact; refresh the README's copy when asked to."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=path)
+    if os.environ.get("IOTSWARM_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, DOCS_SCREENSHOTS / path.name)
+
+
+def launch_one_partition_from_the_ui(page: Page, table: str) -> str:
+    """Materialize… -> pick one table in the partition selector -> launch; returns the run ID."""
+    page.get_by_role("button").filter(has_text=re.compile(r"^Materialize")).first.click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.get_by_text("Select a partition or create one").click()
+    picker = page.get_by_role("dialog").filter(has=page.get_by_placeholder("Filter partitions"))
+    picker.get_by_text(table, exact=True).first.click()
+    page.keyboard.press("Escape")  # closes the picker, keeps the launch dialog
+    dialog.get_by_role("button", name="Launch 1 run").click()
+    view = page.get_by_role("link", name="View", exact=True)  # in the "launched" toast
+    expect(view).to_have_attribute("href", re.compile(r"^/runs/"))
+    return view.get_attribute("href").removeprefix("/runs/")
+
+
+def test_ui_materializes_one_table_partition_and_shows_the_run(dagster, page):
+    page.goto(f"{dagster.url}/assets/cosmos/live_export?view=partitions")
+    for table in catalogue.TABLE_NAMES:
+        expect(page.get_by_text(table, exact=True).first).to_be_visible()
+
+    run_id = launch_one_partition_from_the_ui(page, UI_TABLE)
+    run = dagster.wait_for_run(run_id, RUN_TIMEOUT)
+    assert run["status"] == "SUCCESS"
+    assert tags_of(run)["dagster/partition"] == UI_TABLE
+
+    page.goto(f"{dagster.url}/runs/{run_id}")
+    expect(page.get_by_text("RUN_SUCCESS").first).to_be_visible()
+    expect(page.get_by_text("rows_read").first).to_be_visible()
+    screenshot(page, "export-run")
+
+    page.goto(f"{dagster.url}/asset-groups")
+    expect(page.get_by_text("live_export").first).to_be_visible()
+    expect(page.get_by_text(f"{len(catalogue.TABLE_NAMES)} partitions").first).to_be_visible()
+    screenshot(page, "asset-graph")
+
+
+def test_swarm_launchpad_and_a_swarm_report(dagster, page, mqtt_broker):
+    page.goto(f"{dagster.url}/locations/{LOCATION}/jobs/swarm_job/playground")
+    expect(page.get_by_role("button", name="Launch Run")).to_be_visible()
+    expect(page.get_by_text("plan_swarm").first).to_be_visible()
+    screenshot(page, "swarm-launchpad")
+
+    name = f"ui-e2e-{uuid.uuid4().hex[:8]}"
+    swarm = {
+        "mode": "loop",
+        "sites": SITES,
+        "per_site": 2,
+        "shards": 2,
+        "max_cycles": 5,
+        "sleep_time": 0.5,
+        "verify": True,
+        "swarm_name": name,
+        "mqtt_prefix": name,
+    }
+    run_id = dagster.launch_run(
+        "swarm_job",
+        {
+            "ops": {"plan_swarm": {"config": swarm}},
+            "execution": {"config": {"multiprocess": multiprocess_config(2)}},
+        },
+    )
+    assert dagster.wait_for_run(run_id, RUN_TIMEOUT)["status"] == "SUCCESS"
+
+    page.set_viewport_size({"width": 1400, "height": 1700})
+    page.goto(f"{dagster.url}/assets/swarm_report?view=events")
+    expect(page.get_by_text(f"Swarm report: {name}")).to_be_visible()
+    expect(page.get_by_text(f"Materialized in run {run_id[:8]}")).to_be_visible()
+    screenshot(page, "swarm-report")
+
+
+LAUNCH_BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}
+"""
+
+BACKFILL = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status runs { runId status tags { key value } } }
+    ... on Error { message }
+  }
+}
+"""
+
+BACKFILL_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def test_graphql_backfill_of_two_tables_runs_each_once(dagster):
+    selector = {
+        "partitionSetName": "cosmos_live_export_job_partition_set",
+        "repositorySelector": dagster.repository_selector,
+    }
+    params = {"selector": selector, "partitionNames": BACKFILL_TABLES}
+    backfill_id = dagster.answer(LAUNCH_BACKFILL, {"params": params}, "launchPartitionBackfill")[
+        "backfillId"
+    ]
+
+    def backfill() -> dict:
+        return dagster.answer(BACKFILL, {"id": backfill_id}, "partitionBackfillOrError")
+
+    wait_until(lambda: backfill()["status"] in BACKFILL_DONE, RUN_TIMEOUT, "backfill", 1)
+    done = backfill()
+    assert done["status"] == "COMPLETED_SUCCESS"
+    runs = done["runs"]
+    assert [run["status"] for run in runs] == ["SUCCESS", "SUCCESS"]
+    assert sorted(tags_of(run)[TABLE_TAG] for run in runs) == sorted(BACKFILL_TABLES)
+    assert {tags_of(run)["dagster/backfill"] for run in runs} == {backfill_id}
+
+
+ALL_RUNS = """
+{ runsOrError { ... on Runs { results { runId tags { key value } } } ... on Error { message } } }
+"""
+
+
+def test_no_sensor_launched_a_run_beside_the_tests(dagster):
+    """The sample rows are pending for every sensor: they must have stayed off all along."""
+    runs = dagster.answer(ALL_RUNS, {}, "runsOrError")["results"]
+    assert not [run["runId"] for run in runs if "dagster/sensor_name" in tags_of(run)]
