@@ -21,6 +21,7 @@ from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.cosmos.sample.generator import default_range
+from iotswarm_pipelines.export import assets as export_assets
 from iotswarm_pipelines.export.assets import TABLE_TAG
 from iotswarm_pipelines.swarm.cli import multiprocess_config
 from iotswarm_tests.dagster_server import (
@@ -136,10 +137,15 @@ def test_ui_materializes_one_table_partition_and_shows_the_run(dagster, page):
 
     page.goto(f"{dagster.url}/runs/{run_id}")
     expect(page.get_by_text("RUN_SUCCESS").first).to_be_visible()
+    # The run also evaluated the health checks; show the export step's own events.
+    page.get_by_placeholder("Filter…").or_(page.get_by_placeholder("Filter...")).first.fill(
+        "step:cosmos__live_export"
+    )
+    page.keyboard.press("Enter")
     expect(page.get_by_text("rows_read").first).to_be_visible()
     screenshot(page, "export-run")
 
-    page.goto(f"{dagster.url}/asset-groups")
+    page.goto(f"{dagster.url}/locations/{LOCATION}/asset-groups/{export_assets.GROUP}/lineage")
     expect(page.get_by_text("live_export").first).to_be_visible()
     expect(page.get_by_text(f"{len(catalogue.TABLE_NAMES)} partitions").first).to_be_visible()
     screenshot(page, "asset-graph")
@@ -173,7 +179,7 @@ def test_swarm_launchpad_and_a_swarm_report(dagster, page, mqtt_broker):
     assert dagster.wait_for_run(run_id, RUN_TIMEOUT)["status"] == "SUCCESS"
 
     page.set_viewport_size({"width": 1400, "height": 1700})
-    page.goto(f"{dagster.url}/assets/swarm_report?view=events")
+    page.goto(f"{dagster.url}/assets/swarm/report?view=events")
     expect(page.get_by_text(f"Swarm report: {name}")).to_be_visible()
     expect(page.get_by_text(f"Materialized in run {run_id[:8]}")).to_be_visible()
     screenshot(page, "swarm-report")
