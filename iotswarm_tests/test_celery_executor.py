@@ -1,0 +1,147 @@
+"""The swarm and the export on Celery: two real worker processes, Redis, Mosquitto, SQLite.
+
+Runs are launched as an operator launches them, ``dagster job execute`` on the code location
+with ``IOTSWARM_EXECUTOR=celery`` and nothing else changed; the executor is chosen when the code
+loads, so the launch is a process of its own. Workers and the launch share one persistent
+instance (a temporary DAGSTER_HOME), whose filesystem IO manager moves the steps' outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from iotswarm_pipelines import executors
+from iotswarm_pipelines.cosmos.sample import generate
+from iotswarm_pipelines.export.pipeline import utc_now
+from iotswarm_tests.celery_workers import WorkerGroup, celery_workers, worker_env
+from iotswarm_tests.export_fixtures import local_store
+from iotswarm_tests.services import require_tcp
+
+SOILMET = "LEVEL1_SOILMET_30MIN"
+SITES = ["ALIC1", "BALRD", "BICKL"]
+SAMPLE_HOURS = 3
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory) -> Iterator[WorkerGroup]:
+    """Two workers of two processes each, with a sample database of the last few hours."""
+    require_tcp("Redis", "127.0.0.1", 6379)
+    root = tmp_path_factory.mktemp("celery")
+    home, data = root / "dagster_home", root / "iotswarm-data"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = worker_env(home, data)
+    data.mkdir()
+    end = utc_now().replace(minute=0, second=0, microsecond=0)
+    generate(
+        f"sqlite:///{data / 'cosmos.sqlite'}",
+        start=end - timedelta(hours=SAMPLE_HOURS),
+        end=end,
+        sites=SITES,
+        tables=[SOILMET],
+    )
+    with celery_workers(2, concurrency=2, env=env, logs=root / "logs") as group:
+        yield group
+
+
+def launch(group: WorkerGroup, job: str, config: dict | None = None, tags: dict | None = None):
+    """Run ``job`` of the code location to its end on the workers; returns its run and events."""
+    command = [str(Path(sys.executable).with_name("dagster")), "job", "execute"]
+    command += ["-m", "iotswarm_pipelines.definitions", "-j", job]
+    if config:
+        path = Path(group.env["DAGSTER_HOME"]) / f"run-{uuid.uuid4().hex[:8]}.json"
+        path.write_text(json.dumps(config))
+        command += ["-c", str(path)]
+    if tags:
+        command += ["--tags", json.dumps(tags)]
+    done = subprocess.run(command, env=group.env, capture_output=True, text=True, timeout=300)
+    with dg.DagsterInstance.from_config(group.env["DAGSTER_HOME"]) as instance:
+        [run] = instance.get_runs(dg.RunsFilter(job_name=job), limit=1)
+        events = [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event]
+    assert done.returncode == 0, done.stderr[-2000:]
+    return run, events
+
+
+def output_metadata(events, step_key: str) -> dict:
+    [output] = [e for e in events if e.is_successful_output and e.step_key == step_key]
+    return {name: value.value for name, value in output.event_specific_data.metadata.items()}
+
+
+def celery_node_of(events, step_key: str) -> str:
+    """The worker dagster-celery reports for the step ("Executing steps ... in celery worker")."""
+    [node] = [
+        e.engine_event_data.metadata["Celery worker"].value
+        for e in events
+        if e.is_engine_event
+        and e.step_key == step_key
+        and "Celery worker" in e.engine_event_data.metadata
+    ]
+    return node
+
+
+def test_swarm_shards_run_on_both_workers_and_deliver_every_message(workers, mqtt_broker):
+    name = f"iotswarm-celery-{uuid.uuid4().hex[:8]}"
+    config = {
+        "mode": "loop",
+        "per_site": 4,
+        "shards": 4,
+        "max_cycles": 3,
+        "sleep_time": 1.0,  # shards last long enough that one worker cannot take them all
+        "qos": 1,
+        "verify": True,
+        "swarm_name": name,
+        "mqtt_prefix": name,
+    }
+    run, events = launch(workers, "swarm_job", {"ops": {"plan_swarm": {"config": config}}})
+
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    report = output_metadata(events, "swarm_report")
+    assert report["devices"] == 12
+    assert report["sent"] == report["delivered"] == report["acknowledged"] == 36
+    assert report["lost"] == 0 and report["duplicated"] == 0 and report["failed"] == 0
+    ran_on = {}
+    for shard in range(4):
+        step = f"run_shard[shard_{shard}]"
+        where = output_metadata(events, step)
+        worker = workers.worker_of(where["pid"])
+        assert worker is not None, f"{step} ran in pid {where['pid']}, not in a test worker"
+        assert worker.name == celery_node_of(events, step)
+        ran_on[step] = worker.name
+    assert len(set(ran_on.values())) == 2, ran_on
+
+
+def test_live_export_partition_stores_its_objects_from_a_worker(workers):
+    run, events = launch(workers, "cosmos_live_export_job", tags={"dagster/partition": SOILMET})
+
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    [step] = {e.step_key for e in events if e.is_step_success}
+    assert celery_node_of(events, step) in {w.name for w in workers.workers}
+    [materialization] = [e for e in events if e.is_step_materialization]
+    metadata = materialization.event_specific_data.materialization.metadata
+    rows = len(SITES) * SAMPLE_HOURS * 2  # 30-minute rows
+    assert metadata["rows_read"].value == rows
+    assert metadata["objects"].value > 0 and metadata["failed"].value == 0
+    stored = local_store(Path(workers.env["IOTSWARM_DATA_DIR"])).list_keys()
+    assert len(stored) == metadata["objects"].value
+
+
+def test_celery_target_is_local_redis_unless_the_environment_names_another(monkeypatch):
+    for name in ("IOTSWARM_CELERY_BROKER", "IOTSWARM_CELERY_BACKEND", "IOTSWARM_CELERY_QUEUE"):
+        monkeypatch.delenv(name, raising=False)
+    assert executors.celery_target() == executors.CeleryTarget(
+        "redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0", "dagster"
+    )
+    monkeypatch.setenv("IOTSWARM_CELERY_BROKER", "redis://broker.example:6379/2")
+    monkeypatch.setenv("IOTSWARM_CELERY_QUEUE", "swarm")
+    assert executors.celery_target() == executors.CeleryTarget(
+        "redis://broker.example:6379/2", "redis://broker.example:6379/2", "swarm"
+    )
