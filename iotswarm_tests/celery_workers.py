@@ -6,6 +6,7 @@ each other's steps; the executor sends a run's steps there through ``IOTSWARM_CE
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import psutil
 
 from iotswarm_tests.services import wait_until
@@ -103,6 +105,38 @@ def _stop(workers: list[Worker]) -> None:
         raise RuntimeError(f"Celery pool processes outlived their workers: {alive}")
 
 
-def worker_env(dagster_home: Path, data_dir: Path) -> dict[str, str]:
-    """The environment a run and its workers share: one instance, one data folder."""
-    return {**os.environ, "DAGSTER_HOME": str(dagster_home), "IOTSWARM_DATA_DIR": str(data_dir)}
+def execute(env: dict[str, str], job: str, config: dict | None = None, tags: dict | None = None):
+    """Run ``job`` of the code location to its end as an operator would (``dagster job execute``).
+
+    The executor is chosen when the code loads, from ``env``, so the launch is a process of its
+    own; returns the run and its Dagster events from the instance in ``env["DAGSTER_HOME"]``.
+    """
+    home = Path(env["DAGSTER_HOME"])
+    command = [str(Path(sys.executable).with_name("dagster")), "job", "execute"]
+    command += ["-m", "iotswarm_pipelines.definitions", "-j", job]
+    if config:
+        path = home / f"run-{uuid.uuid4().hex[:8]}.json"
+        path.write_text(json.dumps(config))
+        command += ["-c", str(path)]
+    if tags:
+        command += ["--tags", json.dumps(tags)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs(dg.RunsFilter(job_name=job), limit=1)
+        events = [e for e in instance.all_logs(run.run_id) if e.dagster_event]
+    if done.returncode != 0:
+        raise RuntimeError(f"{job} failed: {done.stderr[-2000:]}")
+    return run, events
+
+
+def run_env(root: Path) -> dict[str, str]:
+    """The environment runs and their workers share: one persistent instance, one data folder.
+
+    The instance (``root/dagster_home``) keeps Dagster's default local storage, runs, events and
+    the filesystem IO manager's outputs included, which every process on this machine reaches.
+    """
+    home, data = root / "dagster_home", root / "iotswarm-data"
+    home.mkdir(parents=True)
+    data.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return {**os.environ, "DAGSTER_HOME": str(home), "IOTSWARM_DATA_DIR": str(data)}

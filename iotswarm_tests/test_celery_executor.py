@@ -8,9 +8,6 @@ instance (a temporary DAGSTER_HOME), whose filesystem IO manager moves the steps
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,7 +19,7 @@ import pytest
 from iotswarm_pipelines import executors
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.export.pipeline import utc_now
-from iotswarm_tests.celery_workers import WorkerGroup, celery_workers, worker_env
+from iotswarm_tests.celery_workers import WorkerGroup, celery_workers, execute, run_env
 from iotswarm_tests.export_fixtures import local_store
 from iotswarm_tests.services import require_tcp
 
@@ -36,11 +33,8 @@ def workers(tmp_path_factory) -> Iterator[WorkerGroup]:
     """Two workers of two processes each, with a sample database of the last few hours."""
     require_tcp("Redis", "127.0.0.1", 6379)
     root = tmp_path_factory.mktemp("celery")
-    home, data = root / "dagster_home", root / "iotswarm-data"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = worker_env(home, data)
-    data.mkdir()
+    env = run_env(root)
+    data = Path(env["IOTSWARM_DATA_DIR"])
     end = utc_now().replace(minute=0, second=0, microsecond=0)
     generate(
         f"sqlite:///{data / 'cosmos.sqlite'}",
@@ -51,24 +45,6 @@ def workers(tmp_path_factory) -> Iterator[WorkerGroup]:
     )
     with celery_workers(2, concurrency=2, env=env, logs=root / "logs") as group:
         yield group
-
-
-def launch(group: WorkerGroup, job: str, config: dict | None = None, tags: dict | None = None):
-    """Run ``job`` of the code location to its end on the workers; returns its run and events."""
-    command = [str(Path(sys.executable).with_name("dagster")), "job", "execute"]
-    command += ["-m", "iotswarm_pipelines.definitions", "-j", job]
-    if config:
-        path = Path(group.env["DAGSTER_HOME"]) / f"run-{uuid.uuid4().hex[:8]}.json"
-        path.write_text(json.dumps(config))
-        command += ["-c", str(path)]
-    if tags:
-        command += ["--tags", json.dumps(tags)]
-    done = subprocess.run(command, env=group.env, capture_output=True, text=True, timeout=300)
-    with dg.DagsterInstance.from_config(group.env["DAGSTER_HOME"]) as instance:
-        [run] = instance.get_runs(dg.RunsFilter(job_name=job), limit=1)
-        events = [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event]
-    assert done.returncode == 0, done.stderr[-2000:]
-    return run, events
 
 
 def output_metadata(events, step_key: str) -> dict:
@@ -101,7 +77,8 @@ def test_swarm_shards_run_on_both_workers_and_deliver_every_message(workers, mqt
         "swarm_name": name,
         "mqtt_prefix": name,
     }
-    run, events = launch(workers, "swarm_job", {"ops": {"plan_swarm": {"config": config}}})
+    run, entries = execute(workers.env, "swarm_job", {"ops": {"plan_swarm": {"config": config}}})
+    events = [e.dagster_event for e in entries]
 
     assert run.status == dg.DagsterRunStatus.SUCCESS
     report = output_metadata(events, "swarm_report")
@@ -120,7 +97,9 @@ def test_swarm_shards_run_on_both_workers_and_deliver_every_message(workers, mqt
 
 
 def test_live_export_partition_stores_its_objects_from_a_worker(workers):
-    run, events = launch(workers, "cosmos_live_export_job", tags={"dagster/partition": SOILMET})
+    partition = {"dagster/partition": SOILMET}
+    run, entries = execute(workers.env, "cosmos_live_export_job", tags=partition)
+    events = [e.dagster_event for e in entries]
 
     assert run.status == dg.DagsterRunStatus.SUCCESS
     [step] = {e.step_key for e in events if e.is_step_success}
