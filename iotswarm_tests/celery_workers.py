@@ -64,7 +64,8 @@ def celery_workers(
             command = [celery, "-A", "iotswarm_pipelines.celery_worker", "worker", "-n", name]
             command += ["-Q", queue, "--concurrency", str(concurrency), "--prefetch-multiplier=1"]
             command += ["--without-gossip", "--without-mingle", "-l", "INFO", "-f", str(log)]
-            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+            with log.with_suffix(".out").open("wb") as out:  # start-up errors, warnings
+                process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
             workers.append(Worker(name.replace("%h", _hostname()), process, log))
         for worker in workers:
             wait_until(lambda w=worker: _ready(w), 60, f"Celery worker {worker.name}", 0.2)
@@ -81,7 +82,8 @@ def _hostname() -> str:
 
 def _ready(worker: Worker) -> bool:
     if worker.process.poll() is not None:
-        raise RuntimeError(f"Celery worker {worker.name} exited; see {worker.log}")
+        output = worker.log.with_suffix(".out")
+        raise RuntimeError(f"Celery worker {worker.name} exited; see {output} and {worker.log}")
     return worker.log.exists() and " ready." in worker.log.read_text()
 
 
