@@ -62,9 +62,13 @@ class CeleryTarget:
     queue: str
 
 
-def celery_target() -> CeleryTarget:
-    """The environment's broker, result backend and queue; Redis on loopback by default."""
-    broker = os.environ.get("IOTSWARM_CELERY_BROKER") or LOCAL_REDIS
+def celery_target(broker: str | None = None) -> CeleryTarget:
+    """The environment's broker, result backend and queue; Redis on loopback by default.
+
+    ``broker``, a run's own, takes the environment's place, and is then its backend too unless
+    ``IOTSWARM_CELERY_BACKEND`` names one.
+    """
+    broker = broker or os.environ.get("IOTSWARM_CELERY_BROKER") or LOCAL_REDIS
     return CeleryTarget(
         broker=broker,
         backend=os.environ.get("IOTSWARM_CELERY_BACKEND") or broker,
@@ -112,9 +116,9 @@ def _celery_executor() -> dg.ExecutorDefinition:
         requirements=dg.multiple_process_executor_requirements(),
     )
     def celery_with_defaults(context: dg.InitExecutorContext) -> dg.Executor:
-        target = celery_target()
         config = dict(context.executor_config)
-        config["broker"] = config.get("broker") or target.broker
+        target = celery_target(config.get("broker"))
+        config["broker"] = target.broker
         config["backend"] = config.get("backend") or target.backend
         config["config_source"] = {
             "task_default_queue": target.queue,

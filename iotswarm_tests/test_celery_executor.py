@@ -124,3 +124,37 @@ def test_celery_target_is_local_redis_unless_the_environment_names_another(monke
     assert executors.celery_target() == executors.CeleryTarget(
         "redis://broker.example:6379/2", "redis://broker.example:6379/2", "swarm"
     )
+
+
+@dg.job
+def empty_job() -> None:
+    """Only a job to initialise an executor for."""
+
+
+def celery_executor_for(run_config: dict):
+    """The executor a run with this ``execution.config`` gets (dagster-celery's CeleryExecutor)."""
+    executor = executors.swarm_executor()
+    with dg.instance_for_test() as instance:
+        return executor.executor_creation_fn(
+            dg.InitExecutorContext(
+                job=dg.reconstructable(empty_job),
+                executor_def=executor,
+                executor_config={"retries": {"enabled": {}}, **run_config},
+                instance=instance,
+            )
+        )
+
+
+def test_run_config_overrides_the_environment_for_one_run(monkeypatch):
+    monkeypatch.setenv("IOTSWARM_EXECUTOR", "celery")
+    monkeypatch.setenv("IOTSWARM_CELERY_QUEUE", "swarm")
+    for name in ("IOTSWARM_CELERY_BROKER", "IOTSWARM_CELERY_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    default = celery_executor_for({})
+    assert (default.broker, default.backend) == ("redis://127.0.0.1:6379/0",) * 2
+    assert default.config_source.task_default_queue == "swarm"
+    own = celery_executor_for(
+        {"broker": "redis://broker.example:6379/2", "config_source": {"task_default_queue": "q"}}
+    )
+    assert (own.broker, own.backend) == ("redis://broker.example:6379/2",) * 2
+    assert own.config_source.task_default_queue == "q"
