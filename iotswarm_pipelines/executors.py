@@ -90,8 +90,9 @@ def _distributed() -> dg.ExecutorDefinition | None:
 def _celery_executor() -> dg.ExecutorDefinition:
     """dagster-celery's executor, with the broker, backend and queue the environment names.
 
-    Its schema is dagster-celery's, except that ``backend`` has no default of its own (``rpc://``
-    would not reach a Redis broker's workers), so run config still overrides every setting.
+    Its schema is dagster-celery's, except that ``backend`` has no default of its own (theirs,
+    ``rpc://``, is made for RabbitMQ), so the environment's applies; run config still overrides
+    every setting for one run.
     """
     from dagster_celery import celery_executor
     from dagster_celery.executor import CELERY_CONFIG
