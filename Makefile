@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 DAGSTER_HOME_DIR := $(CURDIR)/.dagster_home
 
-.PHONY: demo test dev lint bench services dagster-home clean
+.PHONY: demo test dev lint bench services dagster-home workers clean
 
 $(BIN)/activate:
 	PYTHON="$(PYTHON)" scripts/bootstrap.sh "$(VENV)"
@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 # dagster dev ignores ./dagster.yaml once DAGSTER_HOME is set, so the home holds a link to it.
 # Only the demo and the UI use it; the tests make their own temporary instances.
-demo dev dagster-home: export DAGSTER_HOME := $(DAGSTER_HOME_DIR)
+demo dev dagster-home workers: export DAGSTER_HOME := $(DAGSTER_HOME_DIR)
+workers: export IOTSWARM_EXECUTOR := celery
 
 dagster-home:
 	mkdir -p "$(DAGSTER_HOME)"
@@ -33,6 +34,19 @@ demo: $(VENV)/.installed dagster-home
 dev: $(VENV)/.installed dagster-home
 	[ -f .demo/cosmos.sqlite ] || [ -n "$$IOTSWARM_DATA_DIR" ] || $(BIN)/cosmos-sample
 	$(BIN)/dagster dev -w workspace.yaml
+
+# Celery workers for IOTSWARM_EXECUTOR=celery (README, "Scaling out"): WORKERS workers of
+# CONCURRENCY processes each, on the queue and broker of the IOTSWARM_CELERY_* variables (local
+# Redis by default). Each shard holds one process for the swarm's whole duration. Ctrl-C stops them.
+WORKERS ?= 2
+CONCURRENCY ?= 4
+workers: $(VENV)/.installed dagster-home
+	trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM EXIT; \
+	for i in $$(seq 1 $(WORKERS)); do \
+	  $(BIN)/celery -A iotswarm_pipelines.celery_worker worker -n "w$$i@%h" \
+	    -Q "$${IOTSWARM_CELERY_QUEUE:-dagster}" --concurrency $(CONCURRENCY) \
+	    --prefetch-multiplier=1 -l INFO & \
+	done; wait
 
 test: $(VENV)/.installed services
 	ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true; \

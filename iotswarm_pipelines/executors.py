@@ -7,13 +7,16 @@
 * ``k8s``: every step is a Kubernetes Job from the deployment's image (``deploy/``).
 
 The executor's own settings (broker URL, namespace, ...) stay run config, with defaults that
-work here: Celery's broker and backend come from ``IOTSWARM_CELERY_BROKER`` /
-``IOTSWARM_CELERY_BACKEND`` when a launch does not set them.
+work here: Celery's broker, result backend and queue come from ``IOTSWARM_CELERY_BROKER``,
+``IOTSWARM_CELERY_BACKEND`` and ``IOTSWARM_CELERY_QUEUE`` when a launch does not set them. They
+are read when a run starts, not when the code loads, so a password in a broker URL never reaches
+the job's snapshot or the UI.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -21,6 +24,9 @@ MULTIPROCESS = "multiprocess"
 CELERY = "celery"
 K8S = "k8s"
 EXECUTORS = (MULTIPROCESS, CELERY, K8S)
+
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+DEFAULT_QUEUE = "dagster"  # dagster-celery's own default, so its docs and tools apply
 
 
 def selected() -> str:
@@ -47,14 +53,85 @@ def export_executor() -> dg.ExecutorDefinition:
     return _distributed() or dg.in_process_executor
 
 
+@dataclass(frozen=True)
+class CeleryTarget:
+    """Where steps are queued and results kept: the run worker and the Celery workers agree."""
+
+    broker: str
+    backend: str
+    queue: str
+
+
+def celery_target(broker: str | None = None) -> CeleryTarget:
+    """The environment's broker, result backend and queue; Redis on loopback by default.
+
+    ``broker``, a run's own, takes the environment's place, and is then its backend too unless
+    ``IOTSWARM_CELERY_BACKEND`` names one.
+    """
+    broker = broker or os.environ.get("IOTSWARM_CELERY_BROKER") or LOCAL_REDIS
+    return CeleryTarget(
+        broker=broker,
+        backend=os.environ.get("IOTSWARM_CELERY_BACKEND") or broker,
+        queue=os.environ.get("IOTSWARM_CELERY_QUEUE") or DEFAULT_QUEUE,
+    )
+
+
 def _distributed() -> dg.ExecutorDefinition | None:
     name = selected()
     if name == CELERY:
-        from dagster_celery import celery_executor
-
-        return celery_executor
+        return _celery_executor()
     if name == K8S:
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor
     return None
+
+
+def _celery_executor() -> dg.ExecutorDefinition:
+    """dagster-celery's executor, with the broker, backend and queue the environment names.
+
+    Its schema is dagster-celery's, except that ``backend`` has no default of its own (theirs,
+    ``rpc://``, is made for RabbitMQ), so the environment's applies; run config still overrides
+    every setting for one run.
+    """
+    from dagster_celery import celery_executor
+    from dagster_celery.executor import CELERY_CONFIG
+
+    schema = {
+        **CELERY_CONFIG,
+        "broker": dg.Field(
+            dg.Noneable(dg.StringSource),
+            is_required=False,
+            description="Celery broker URL. Default: $IOTSWARM_CELERY_BROKER or local Redis.",
+        ),
+        "backend": dg.Field(
+            dg.Noneable(dg.StringSource),
+            is_required=False,
+            description="Celery result backend. Default: $IOTSWARM_CELERY_BACKEND or the broker.",
+        ),
+    }
+
+    @dg.executor(
+        name=celery_executor.name,
+        config_schema=schema,
+        requirements=dg.multiple_process_executor_requirements(),
+    )
+    def celery_with_defaults(context: dg.InitExecutorContext) -> dg.Executor:
+        config = dict(context.executor_config)
+        target = celery_target(config.get("broker"))
+        config["broker"] = target.broker
+        config["backend"] = config.get("backend") or target.backend
+        config["config_source"] = {
+            "task_default_queue": target.queue,
+            **(config.get("config_source") or {}),
+        }
+        return celery_executor.executor_creation_fn(  # type: ignore[misc]
+            dg.InitExecutorContext(
+                job=context.job,
+                executor_def=celery_executor,
+                executor_config=config,
+                instance=context.instance,
+            )
+        )
+
+    return celery_with_defaults

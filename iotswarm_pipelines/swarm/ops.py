@@ -5,6 +5,7 @@ any executor and IO manager that can move pickles between processes works.
 """
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -212,7 +213,12 @@ def run_shard(
         ("partial report after termination\n" if interrupted else "")
         + render_text(summary, f"shard {shard.shard}")
     )
-    return dg.Output(result, metadata=summary.metadata())
+    return dg.Output(result, metadata={**summary.metadata(), **_executed_by()})
+
+
+def _executed_by() -> dict[str, str | int]:
+    """Where the shard ran: operators match it to a machine and a process on any executor."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 @dg.op(description="Fold the shards' results into the swarm's report and its saved session.")

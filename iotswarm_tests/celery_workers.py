@@ -1,0 +1,144 @@
+"""Real Celery worker processes for the tests and benchmarks, on a queue of their own.
+
+Each group listens on a queue named for it alone, so test sessions sharing one Redis never take
+each other's steps; the executor sends a run's steps there through ``IOTSWARM_CELERY_QUEUE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import psutil
+
+from iotswarm_tests.services import wait_until
+
+STOP_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Worker:
+    name: str  # the Celery node name, e.g. "w1-iotswarm-test-1a2b3c4d@host"
+    process: subprocess.Popen
+    log: Path
+
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` is this worker or one of its pool processes."""
+        return pid == self.process.pid or any(
+            child.pid == pid for child in psutil.Process(self.process.pid).children(recursive=True)
+        )
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    queue: str
+    env: dict[str, str]  # the environment of the workers, for the runs that use them
+    workers: list[Worker]
+
+    def worker_of(self, pid: int) -> Worker | None:
+        return next((w for w in self.workers if w.owns(pid)), None)
+
+
+@contextmanager
+def celery_workers(
+    count: int, concurrency: int, env: dict[str, str], logs: Path
+) -> Iterator[WorkerGroup]:
+    """``count`` workers of ``iotswarm_pipelines.celery_worker``, stopped (warm) on exit."""
+    queue = f"iotswarm-test-{uuid.uuid4().hex[:8]}"
+    env = {**env, "IOTSWARM_EXECUTOR": "celery", "IOTSWARM_CELERY_QUEUE": queue}
+    celery = str(Path(sys.executable).with_name("celery"))
+    logs.mkdir(parents=True, exist_ok=True)
+    workers: list[Worker] = []
+    try:
+        for i in range(1, count + 1):
+            name = f"w{i}-{queue}@%h"
+            log = logs / f"w{i}.log"
+            command = [celery, "-A", "iotswarm_pipelines.celery_worker", "worker", "-n", name]
+            command += ["-Q", queue, "--concurrency", str(concurrency), "--prefetch-multiplier=1"]
+            command += ["--without-gossip", "--without-mingle", "-l", "INFO", "-f", str(log)]
+            with log.with_suffix(".out").open("wb") as out:  # start-up errors, warnings
+                process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+            workers.append(Worker(name.replace("%h", _hostname()), process, log))
+        for worker in workers:
+            wait_until(lambda w=worker: _ready(w), 60, f"Celery worker {worker.name}", 0.2)
+        yield WorkerGroup(queue, env, workers)
+    finally:
+        _stop(workers)
+
+
+def _hostname() -> str:
+    from celery.utils.nodenames import gethostname
+
+    return gethostname()
+
+
+def _ready(worker: Worker) -> bool:
+    if worker.process.poll() is not None:
+        output = worker.log.with_suffix(".out")
+        raise RuntimeError(f"Celery worker {worker.name} exited; see {output} and {worker.log}")
+    return worker.log.exists() and " ready." in worker.log.read_text()
+
+
+def _stop(workers: list[Worker]) -> None:
+    """Warm shutdown of every worker, then a check that none of their pool processes remain."""
+    family = []
+    for worker in workers:
+        if worker.process.poll() is None:
+            family += psutil.Process(worker.process.pid).children(recursive=True)
+            worker.process.terminate()
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+    _, alive = psutil.wait_procs(family, timeout=STOP_TIMEOUT)
+    for process in alive:
+        process.kill()
+    if alive:
+        raise RuntimeError(f"Celery pool processes outlived their workers: {alive}")
+
+
+def execute(env: dict[str, str], job: str, config: dict | None = None, tags: dict | None = None):
+    """Run ``job`` of the code location to its end as an operator would (``dagster job execute``).
+
+    The executor is chosen when the code loads, from ``env``, so the launch is a process of its
+    own; returns the run and its Dagster events from the instance in ``env["DAGSTER_HOME"]``.
+    """
+    home = Path(env["DAGSTER_HOME"])
+    command = [str(Path(sys.executable).with_name("dagster")), "job", "execute"]
+    command += ["-m", "iotswarm_pipelines.definitions", "-j", job]
+    if config:
+        path = home / f"run-{uuid.uuid4().hex[:8]}.json"
+        path.write_text(json.dumps(config))
+        command += ["-c", str(path)]
+    if tags:
+        command += ["--tags", json.dumps(tags)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs(dg.RunsFilter(job_name=job), limit=1)
+        events = [e for e in instance.all_logs(run.run_id) if e.dagster_event]
+    if done.returncode != 0:
+        raise RuntimeError(f"{job} failed: {done.stderr[-2000:]}")
+    return run, events
+
+
+def run_env(root: Path) -> dict[str, str]:
+    """The environment runs and their workers share: one persistent instance, one data folder.
+
+    The instance (``root/dagster_home``) keeps Dagster's default local storage, runs, events and
+    the filesystem IO manager's outputs included, which every process on this machine reaches.
+    """
+    home, data = root / "dagster_home", root / "iotswarm-data"
+    home.mkdir(parents=True)
+    data.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return {**os.environ, "DAGSTER_HOME": str(home), "IOTSWARM_DATA_DIR": str(data)}
