@@ -46,7 +46,9 @@ def iot_swarm(*args: str, **kwargs) -> subprocess.Popen:
     )
 
 
-def test_dry_run_of_the_reference_csv_prints_the_report():
+@pytest.mark.parametrize("executor", ["multiprocess", "celery"])
+def test_dry_run_of_the_reference_csv_prints_the_report(executor):
+    """The command runs its shards locally whatever executor the shell selects for Dagster."""
     proc = iot_swarm(
         "--source",
         str(REFERENCE_CSV),
@@ -59,6 +61,9 @@ def test_dry_run_of_the_reference_csv_prints_the_report():
         "--sleep-time",
         "0",
         "--dry",
+        "--shards",
+        "2",
+        env={**os.environ, "IOTSWARM_EXECUTOR": executor},
     )
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err

@@ -43,11 +43,13 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 QUIET_INSTANCE = {"telemetry": {"enabled": False}, "python_logs": {"python_log_level": "WARNING"}}
 
 # Resources configured per launch, so child processes rebuild them from the run config alone.
+# Shards always run as local processes here, even with IOTSWARM_EXECUTOR=celery in the shell.
 cli_swarm_job = build_swarm_job(
     resource_defs={
         "mqtt": MqttResource.configure_at_launch(),
         "cosmos": CosmosSource.configure_at_launch(),
-    }
+    },
+    executor_def=dg.multi_or_in_process_executor,
 )
 
 

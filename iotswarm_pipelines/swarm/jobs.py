@@ -11,14 +11,21 @@ from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.swarm.ops import plan_swarm, run_shard, swarm_report
 
 
-def build_swarm_job(resource_defs: dict[str, Any] | None = None) -> dg.JobDefinition:
-    """The job, with resources from the code location (None) or given (the CLI's)."""
+def build_swarm_job(
+    resource_defs: dict[str, Any] | None = None,
+    executor_def: dg.ExecutorDefinition | None = None,
+) -> dg.JobDefinition:
+    """The job, with resources from the code location (None) or given (the CLI's).
+
+    The executor is the one ``IOTSWARM_EXECUTOR`` selects unless given: the ``iot-swarm``
+    command always runs its shards as local processes, whatever the shell's setting.
+    """
 
     @dg.job(
         name="swarm_job",
         description="Simulate COSMOS dataloggers over MQTT in shards; report delivery and latency.",
         resource_defs=resource_defs,
-        executor_def=executors.swarm_executor(),
+        executor_def=executor_def or executors.swarm_executor(),
         tags={"iotswarm/area": "swarm", **trigger_tags(Trigger.MANUAL)},
     )
     def swarm_job() -> None:
