@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos import catalogue, schema
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.object_store import LocalObjectStore, S3ObjectStore
+from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.state_store import StateStore
 
 SOILMET = "LEVEL1_SOILMET_30MIN"
@@ -66,6 +67,25 @@ def state_store(tmp_path) -> StateStore:
 
 def source(url: str) -> CosmosSource:
     return CosmosSource(url=url)
+
+
+def recent_rows(
+    tmp_path, sites: Sequence[str] = ("ALIC1",), age: timedelta = timedelta(minutes=40)
+) -> tuple[str, datetime, dict]:
+    """Two SOILMET rows per site, the older ``age`` ago, in a fresh SQLite file, with local
+    state and objects: (url, time of the older rows, resources of the export)."""
+    url = sqlite_url(tmp_path)
+    recent = utc_now().replace(second=0, microsecond=0) - age
+    for site in sites:
+        insert_rows(
+            url, SOILMET, make_rows(SOILMET, site, [recent, recent + timedelta(minutes=30)])
+        )
+    resources = {
+        "cosmos": source(url),
+        "state": state_store(tmp_path),
+        "object_store": local_store(tmp_path),
+    }
+    return url, recent, resources
 
 
 def s3_store(endpoint: str) -> S3ObjectStore:

@@ -21,28 +21,19 @@ from iotswarm_tests.export_fixtures import (
     insert_rows,
     local_store,
     make_rows,
+    recent_rows,
     source,
     sqlite_url,
-    state_store,
 )
 
 
 @pytest.fixture
 def resources(tmp_path):
-    url = sqlite_url(tmp_path)
-    recent = utc_now().replace(second=0, microsecond=0) - timedelta(minutes=40)
-    for site in ("ALIC1", "BALRD"):
-        insert_rows(
-            url, SOILMET, make_rows(SOILMET, site, [recent, recent + timedelta(minutes=30)])
-        )
+    url, recent, resources = recent_rows(tmp_path, sites=("ALIC1", "BALRD"))
     insert_rows(
         url, PRECIP, make_rows(PRECIP, "ALIC1", [recent + timedelta(minutes=i) for i in range(5)])
     )
-    return {
-        "cosmos": source(url),
-        "object_store": local_store(tmp_path),
-        "state": state_store(tmp_path),
-    }
+    return resources
 
 
 def materialization_metadata(result, asset) -> dict:

@@ -18,6 +18,7 @@ from iotswarm_tests.export_fixtures import (
     insert_rows,
     local_store,
     make_rows,
+    recent_rows,
     source,
     sqlite_url,
     state_store,
@@ -26,22 +27,18 @@ from iotswarm_tests.export_fixtures import (
 
 @pytest.fixture
 def setup(tmp_path):
-    url = sqlite_url(tmp_path)
-    recent = utc_now().replace(second=0, microsecond=0) - timedelta(hours=1)
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", [recent, recent + timedelta(minutes=30)]))
-    store = local_store(tmp_path)
-    resources = {"cosmos": source(url), "state": state_store(tmp_path), "object_store": store}
-    return url, recent, resources, store
+    url, recent, resources = recent_rows(tmp_path, age=timedelta(hours=1))
+    return url, recent, resources, resources["object_store"]
 
 
 def evaluate(instance, resources, cursor=None):
     """One tick of the SOILMET sensor as the daemon runs it (run requests resolved)."""
     sensor = make_table_sensor(SOILMET)
     repo = dg.Definitions.merge(defs, dg.Definitions(resources=resources)).get_repository_def()
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources=resources, repository_def=repo
-    )
-    return sensor.evaluate_tick(context)
+    ) as context:
+        return sensor.evaluate_tick(context)
 
 
 def test_new_rows_request_one_run_for_the_table_partition(setup):
@@ -102,7 +99,7 @@ def test_schedule_requests_its_table_with_the_tag(setup):
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     repo = dg.Definitions.merge(defs, dg.Definitions(resources=setup[2])).get_repository_def()
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, repository_def=repo)
-        data = schedule.evaluate_tick(context)
+        with dg.build_schedule_context(instance=instance, repository_def=repo) as context:
+            data = schedule.evaluate_tick(context)
     [request] = data.run_requests
     assert request.partition_key == PRECIP and request.tags[TABLE_TAG] == PRECIP

@@ -14,7 +14,6 @@ from iotswarm_pipelines.export import cli as export_cli
 from iotswarm_pipelines.export.assets import TABLE_TAG
 from iotswarm_pipelines.export.checks import health_checks_schedule
 from iotswarm_pipelines.export.definitions import defs as export_defs
-from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.schedules import make_table_schedule
 from iotswarm_pipelines.export.sensors import make_table_sensor
 from iotswarm_pipelines.labels import TRIGGER_TAG
@@ -25,25 +24,13 @@ from iotswarm_pipelines.swarm.definitions import defs as swarm_defs
 from iotswarm_pipelines.swarm.ops import SWARM_TAG
 from iotswarm_tests.export_fixtures import (
     SOILMET,
-    insert_rows,
-    local_store,
-    make_rows,
-    source,
-    sqlite_url,
-    state_store,
+    recent_rows,
 )
 
 
 @pytest.fixture
 def export_setup(tmp_path):
-    url = sqlite_url(tmp_path)
-    recent = utc_now().replace(second=0, microsecond=0) - timedelta(minutes=40)
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", [recent, recent + timedelta(minutes=30)]))
-    resources = {
-        "cosmos": source(url),
-        "state": state_store(tmp_path),
-        "object_store": local_store(tmp_path),
-    }
+    url, _, resources = recent_rows(tmp_path)
     return url, resources
 
 
@@ -70,19 +57,20 @@ def test_a_launch_from_the_ui_is_tagged_manual(job):
 def test_sensor_runs_carry_the_table_and_trigger_sensor(export_setup):
     _, resources = export_setup
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=instance, resources=resources, repository_def=repository(resources)
-        )
-        [request] = make_table_sensor(SOILMET).evaluate_tick(context).run_requests
+        ) as context:
+            [request] = make_table_sensor(SOILMET).evaluate_tick(context).run_requests
     assert request.tags[TABLE_TAG] == SOILMET and request.tags[TRIGGER_TAG] == "sensor"
 
 
 def test_schedule_runs_carry_the_table_and_trigger_schedule(export_setup):
     _, resources = export_setup
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, repository_def=repository(resources))
-        [export] = make_table_schedule(SOILMET).evaluate_tick(context).run_requests
-        [checks] = health_checks_schedule.evaluate_tick(context).run_requests
+        repo = repository(resources)
+        with dg.build_schedule_context(instance=instance, repository_def=repo) as context:
+            [export] = make_table_schedule(SOILMET).evaluate_tick(context).run_requests
+            [checks] = health_checks_schedule.evaluate_tick(context).run_requests
     assert export.tags[TABLE_TAG] == SOILMET and export.tags[TRIGGER_TAG] == "schedule"
     assert checks.tags[TRIGGER_TAG] == "schedule"
     assert health_checks_schedule.default_status == dg.DefaultScheduleStatus.RUNNING

@@ -228,12 +228,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     except (ConfigFileError, _UsageError, SourceError, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    instance = dg.DagsterInstance.from_config(args.dagster_home) if args.dagster_home else None
     code = EXIT_OK
-    for table in tables:
-        ok, text = _export(table, resources, run_config, instance)
-        print(text, file=sys.stdout if ok else sys.stderr)
-        code = code if ok else EXIT_FAILED
+    with contextlib.ExitStack() as stack:
+        # Entered, so the instance is the current one while its runs load their definitions.
+        instance = (
+            stack.enter_context(dg.DagsterInstance.from_config(args.dagster_home))
+            if args.dagster_home
+            else None
+        )
+        for table in tables:
+            ok, text = _export(table, resources, run_config, instance)
+            print(text, file=sys.stdout if ok else sys.stderr)
+            code = code if ok else EXIT_FAILED
     return code
 
 
