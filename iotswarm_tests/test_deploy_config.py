@@ -251,10 +251,16 @@ def resources_env_names() -> set[str]:
     return set(re.findall(r"\"([A-Z][A-Z0-9]*_[A-Z0-9_]+)\"", source)) - {"IOTSWARM_DEPLOYMENT"}
 
 
+# resources.py keeps the watermark state in a folder or in the bucket: exactly one is set.
+STATE_LOCATIONS = {"LIVECOSMOS_STATE_DIR", "LIVECOSMOS_STATE_URI"}
+
+
 def test_every_variable_the_prod_resources_read_is_provided(code_location):
     names = resources_env_names()
-    assert {"COSMOS_DB_URL", "LIVECOSMOS_STATE_DIR", "IOTSWARM_MQTT_HOST"} <= names  # sanity
-    missing = names - set(deployment_env(code_location))
+    assert {"COSMOS_DB_URL", "IOTSWARM_MQTT_HOST"} | STATE_LOCATIONS <= names  # sanity
+    provided = set(deployment_env(code_location))
+    assert len(provided & STATE_LOCATIONS) == 1, f"set exactly one of {sorted(STATE_LOCATIONS)}"
+    missing = names - STATE_LOCATIONS - provided
     assert not missing, f"set these in deploy/helm/values.yaml env or envSecrets: {missing}"
 
 

@@ -98,8 +98,10 @@ def test_schedule_requests_its_table_with_the_tag(setup):
     schedule = make_table_schedule(PRECIP)
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     repo = dg.Definitions.merge(defs, dg.Definitions(resources=setup[2])).get_repository_def()
-    with dg.instance_for_test() as instance:
-        with dg.build_schedule_context(instance=instance, repository_def=repo) as context:
-            data = schedule.evaluate_tick(context)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, repository_def=repo) as context,
+    ):
+        data = schedule.evaluate_tick(context)
     [request] = data.run_requests
     assert request.partition_key == PRECIP and request.tags[TABLE_TAG] == PRECIP

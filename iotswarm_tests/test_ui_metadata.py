@@ -56,11 +56,13 @@ def test_a_launch_from_the_ui_is_tagged_manual(job):
 
 def test_sensor_runs_carry_the_table_and_trigger_sensor(export_setup):
     _, resources = export_setup
-    with dg.instance_for_test() as instance:
-        with dg.build_sensor_context(
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(
             instance=instance, resources=resources, repository_def=repository(resources)
-        ) as context:
-            [request] = make_table_sensor(SOILMET).evaluate_tick(context).run_requests
+        ) as context,
+    ):
+        [request] = make_table_sensor(SOILMET).evaluate_tick(context).run_requests
     assert request.tags[TABLE_TAG] == SOILMET and request.tags[TRIGGER_TAG] == "sensor"
 
 
