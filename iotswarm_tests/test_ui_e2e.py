@@ -134,6 +134,7 @@ def test_ui_materializes_one_table_partition_and_shows_the_run(dagster, page):
     run = dagster.wait_for_run(run_id, RUN_TIMEOUT)
     assert run["status"] == "SUCCESS"
     assert tags_of(run)["dagster/partition"] == UI_TABLE
+    assert tags_of(run)[TABLE_TAG] == UI_TABLE  # added by the step: the graph's job has none
 
     page.goto(f"{dagster.url}/runs/{run_id}")
     expect(page.get_by_text("RUN_SUCCESS").first).to_be_visible()

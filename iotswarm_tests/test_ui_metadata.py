@@ -11,7 +11,7 @@ import pytest
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.export import cli as export_cli
-from iotswarm_pipelines.export.assets import TABLE_TAG
+from iotswarm_pipelines.export.assets import TABLE_TAG, cosmos_live_export
 from iotswarm_pipelines.export.checks import health_checks_schedule
 from iotswarm_pipelines.export.definitions import defs as export_defs
 from iotswarm_pipelines.export.schedules import make_table_schedule
@@ -52,6 +52,18 @@ def code_location() -> dg.Definitions:
 )
 def test_a_launch_from_the_ui_is_tagged_manual(job):
     assert code_location().resolve_job_def(job).tags[TRIGGER_TAG] == "manual"
+
+
+def test_a_materialization_from_the_asset_graph_gets_the_table_and_trigger_tags(export_setup):
+    """The graph launches through the implicit asset job, which has no tags of ours."""
+    _, resources = export_setup
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [cosmos_live_export], partition_key=SOILMET, resources=resources, instance=instance
+        )
+        assert result.success
+        tags = instance.get_run_by_id(result.run_id).tags
+    assert tags[TABLE_TAG] == SOILMET and tags[TRIGGER_TAG] == "manual"
 
 
 def test_sensor_runs_carry_the_table_and_trigger_sensor(export_setup):

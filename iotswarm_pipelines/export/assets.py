@@ -41,6 +41,21 @@ def run_tags(table: str) -> dict[str, str]:
     return {TABLE_TAG: catalogue.get_table(table).name}
 
 
+def _tag_run(context: dg.AssetExecutionContext, table: str) -> None:
+    """Give a run launched from the asset graph the tags a job launch has, for filtering.
+
+    The graph launches through Dagster's implicit asset job, whose runs carry only
+    ``dagster/partition``, which the queue already limits per table.
+    """
+    missing = {
+        key: value
+        for key, value in {**run_tags(table), **trigger_tags(Trigger.MANUAL)}.items()
+        if key not in context.run.tags
+    }
+    if missing:
+        context.instance.add_run_tags(context.run.run_id, missing)
+
+
 def _parse_time(name: str, value: str | None) -> str | None:
     """Check a replay time early: a typo must fail the launch, not export the wrong window."""
     if value is None:
@@ -208,6 +223,7 @@ def cosmos_live_export(
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckEvaluation]:
     _checked(config)
     table = context.partition_key
+    _tag_run(context, table)
     try:
         summary = pipeline.export_table(
             table,
@@ -280,6 +296,7 @@ def cosmos_history_export(
         context.partition_key
     ).keys_by_dimension
     table = keys["table"]
+    _tag_run(context, table)
     day = datetime.fromisoformat(keys["date"])
     # DATE_TIME ends its period, so a day holds (00:00, 24:00]: midnight is the day before.
     summary = pipeline.export_window(
