@@ -16,9 +16,11 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import dagster as dg
@@ -40,6 +42,8 @@ from iotswarm_pipelines.swarm.resources import MqttResource
 PASSWORD_ENV = "IOTSWARM_MQTT_PASSWORD"
 SOURCE_URL_ENV = "IOTSWARM_SOURCE_URL"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+ORPHAN_CHECK_SECONDS = 1.0
+FORKSERVER_PRELOAD = "iotswarm_pipelines.swarm.forkserver"
 QUIET_INSTANCE = {"telemetry": {"enabled": False}, "python_logs": {"python_log_level": "WARNING"}}
 
 # Resources configured per launch, so child processes rebuild them from the run config alone.
@@ -283,6 +287,7 @@ def _execute_detached(
                 print("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
                 stop_file.touch()
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if not outcome.exists():
             return False, None
         with outcome.open("rb") as f:
@@ -290,16 +295,47 @@ def _execute_detached(
 
 
 def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: str) -> None:
+    """The detached run: its own session, so a terminal's ^C reaches only the parent.
+
+    SIGTERM here too (systemd stops a whole control group) or the death of the parent (SIGKILL,
+    ^C twice) stops the shards as the parent's ^C does, so nothing outlives the command. The
+    job runs in a worker thread: on the main thread Dagster would take SIGTERM over and abandon
+    the run, report included.
+    """
     os.setsid()
-    with (
-        dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE) as instance,
-        dg.execute_job(
-            dg.reconstructable(_cli_job), instance, run_config=run_config, tags=run_tags(name)
-        ) as result,
-    ):
-        report = result.output_for_node("swarm_report") if result.success else None
-        with open(outcome, "wb") as f:
-            pickle.dump((result.success, report), f)
+    stop_file = Path(run_config["ops"]["plan_swarm"]["config"]["stop_file"])
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_file.touch())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop_file.touch())
+    parent = os.getppid()
+    threading.Thread(target=_stop_when_orphaned, args=(parent, stop_file), daemon=True).start()
+    done = threading.Event()
+
+    def execute() -> None:
+        try:
+            with (
+                dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE) as instance,
+                dg.execute_job(
+                    dg.reconstructable(_cli_job),
+                    instance,
+                    run_config=run_config,
+                    tags=run_tags(name),
+                ) as result,
+            ):
+                report = result.output_for_node("swarm_report") if result.success else None
+                with open(outcome, "wb") as f:
+                    pickle.dump((result.success, report), f)
+        finally:
+            done.set()
+
+    threading.Thread(target=execute, name="swarm-run").start()
+    while not done.wait(ORPHAN_CHECK_SECONDS):
+        pass  # the main thread stays free to run the signal handlers above
+
+
+def _stop_when_orphaned(parent: int, stop_file: Path) -> None:
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    stop_file.touch()
 
 
 def multiprocess_config(shards: int) -> dict[str, Any]:
@@ -307,7 +343,7 @@ def multiprocess_config(shards: int) -> dict[str, Any]:
     which saves the many seconds a fresh interpreter needs to import Dagster per step."""
     return {
         "max_concurrent": shards + 1,
-        "start_method": {"forkserver": {"preload_modules": ["iotswarm_pipelines.swarm.ops"]}},
+        "start_method": {"forkserver": {"preload_modules": [FORKSERVER_PRELOAD]}},
     }
 
 
@@ -350,7 +386,17 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     return EXIT_OK, text
 
 
+def _sigterm_as_sigint(_signum: int, frame: FrameType | None) -> None:
+    """SIGTERM takes the path ^C takes (whatever handles SIGINT now): a clean, reported stop."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     try:
         code, text = run(sys.argv[1:] if argv is None else argv)
     except SwarmRunError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,8 @@ def check_config(config: SwarmConfig) -> None:
 
 
 def _history_start(config: SwarmConfig) -> datetime | None:
+    """Naive UTC, as every ``DATE_TIME`` of the sources is: an offset is converted to UTC, so
+    the machine's time zone never changes which rows are sent."""
     if not config.history_start:
         return None
     try:
@@ -202,7 +204,7 @@ def _history_start(config: SwarmConfig) -> datetime | None:
         raise SwarmConfigError(
             f"history_start {config.history_start!r} is not an ISO time such as 2024-06-01T00:00"
         ) from None
-    return start.replace(tzinfo=None) if start.tzinfo is None else start.astimezone(None)
+    return start if start.tzinfo is None else start.astimezone(UTC).replace(tzinfo=None)
 
 
 def open_rows(spec_source: str, table: str, cosmos: Any) -> RowSource:

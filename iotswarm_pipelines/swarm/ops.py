@@ -6,22 +6,17 @@ any executor and IO manager that can move pickles between processes works.
 
 import os
 import socket
-import threading
-import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import dagster as dg
 
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.swarm import config as cf
-from iotswarm_pipelines.swarm import data, sessions
+from iotswarm_pipelines.swarm import sessions, shard_runner
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.config import ShardPlan, SwarmConfig, SwarmPlan, SwarmSpec
 from iotswarm_pipelines.swarm.devices import SwarmConfigError
-from iotswarm_pipelines.swarm.mqtt.engine import ShardResult
-from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
+from iotswarm_pipelines.swarm.mqtt.engine import ShardResult, files_needed, raise_open_file_limit
 from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
 from iotswarm_pipelines.swarm.report import SwarmReport, render_markdown, render_text, summarize
 from iotswarm_pipelines.swarm.resources import MqttResource
@@ -45,6 +40,9 @@ def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name:
     rows = cf.check_sources(config, cosmos)
     swarm = cf.plan(config, rows, name)
     if not config.dry:
+        # Here, not only in the shard: a limit too low for the largest shard is bad input.
+        largest = max(len(shard.devices) for shard in swarm.shards)
+        raise_open_file_limit(files_needed(largest, config.connections))
         check_broker(settings, timeout=settings.connect_timeout)
     return swarm
 
@@ -105,115 +103,33 @@ def _check_shards_run_together(context: dg.OpExecutionContext, shards: int, max_
     context.log.warning(f"{advice}; until then shards run in waves")
 
 
-def _progress_line(result: ShardResult) -> str:
-    seconds = max(time.time() - result.started_at, 1e-9)
-    line = (
-        f"shard {result.shard}: sent {result.sent} ({result.sent / seconds:.1f}/s), "
-        f"acknowledged {result.acknowledged}, failed {result.failed}, skipped {result.skipped}"
-    )
-    if result.verified:
-        line += f", delivered {result.delivered}, lost so far {result.lost}"
-    return line
-
-
 @dg.op(description="Publish one shard's devices in this process and account for every message.")
 def run_shard(
     context: dg.OpExecutionContext, cosmos: CosmosSource, mqtt: MqttResource, shard: ShardPlan
 ) -> dg.Output[ShardResult]:
     spec = shard.spec
-    rows = cf.open_rows(spec.source, spec.table, cosmos)
-    streams = data.build_streams(
-        shard.devices,
-        rows,
-        mode=spec.mode,
-        device_type=spec.device_type,
-        rows_per_message=spec.rows_per_message,
-        sleep_time=spec.sleep_time,
-        speed=spec.speed,
-        positions=shard.positions,
-        history_start=spec.history_start,
-    )
     settings = mqtt.settings(
         qos=spec.qos,
         protocol=spec.protocol,
         connect_rate=spec.connect_rate,
         max_publish_rate=spec.max_publish_rate,
     )
-
-    # Periodic saves are written by another thread: the engine's loop (which calls
-    # on_progress) only copies the positions, so 20,000 devices do not stall publishing.
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarm-session")
-    saving: list[Future] = []
-
-    def save_positions(background: bool = False) -> None:
-        if background and saving and not saving[-1].done():
-            return  # the previous save is still being written; the next interval catches up
-        positions = {s.device_id: s.position for s in streams}
-        args = (spec.swarm_name, shard.shard, spec.table, spec.mode, positions, spec.sessions_dir)
-        saving.append(writer.submit(sessions.save_shard, *args))
-        if not background:
-            saving[-1].result()
-
-    def on_progress(result: ShardResult) -> None:
-        context.log.info(_progress_line(result))
-        save_positions(background=True)
-
-    stop = threading.Event()
-    stop_file = Path(spec.stop_file) if spec.stop_file else None
-
-    def should_stop() -> bool:
-        return stop.is_set() or (stop_file is not None and stop_file.exists())
-
-    outcome: dict[str, ShardResult | BaseException] = {}
-
-    def work() -> None:
-        try:
-            outcome["result"] = run_engine(
-                shard.shard,
-                streams,
-                settings,
-                spec.schedule,
-                connections=spec.connections,  # type: ignore[arg-type]
-                dry=spec.dry,
-                verify=spec.verify,
-                should_stop=should_stop,
-                on_progress=on_progress,
-                progress_interval=spec.progress_interval,
-            )
-        except BaseException as exc:  # handed to the step's thread, which raises it
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    # The engine runs in a worker thread so that the termination of the run (an exception in
-    # this, the main, thread) can ask it to stop and still collect its partial result.
-    # An Event, not Thread.join: a join interrupted by a signal can leave is_alive() wrong.
-    done = threading.Event()
-    worker = threading.Thread(target=work, name=f"swarm-shard-{shard.shard}", daemon=True)
-    worker.start()
-    interrupted = False
-    while not done.is_set():
-        try:
-            done.wait(0.5)
-        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-            interrupted = True
-            context.log.warning(f"shard {shard.shard}: run terminated, stopping the devices")
-            stop.set()
-    save_positions()
-    writer.shutdown()
-    if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, MqttConfigError | BrokerError):
-            raise dg.Failure(description=f"shard {shard.shard}: {error}") from None
-        raise error  # type: ignore[misc]
-    result = outcome["result"]
-    assert isinstance(result, ShardResult)
-    summary = summarize([result])
+    try:
+        outcome = shard_runner.run_planned_shard(
+            shard,
+            cf.open_rows(spec.source, spec.table, cosmos),
+            settings,
+            log=context.log.info,
+            interrupts=(dg.DagsterExecutionInterruptedError, KeyboardInterrupt),
+        )
+    except (MqttConfigError, BrokerError) as error:
+        raise dg.Failure(description=f"shard {shard.shard}: {error}") from None
+    summary = summarize([outcome.result])
     context.log.info(
-        ("partial report after termination\n" if interrupted else "")
+        ("partial report after termination\n" if outcome.interrupted else "")
         + render_text(summary, f"shard {shard.shard}")
     )
-    return dg.Output(result, metadata={**summary.metadata(), **_executed_by()})
+    return dg.Output(outcome.result, metadata={**summary.metadata(), **_executed_by()})
 
 
 def _executed_by() -> dict[str, str | int]:

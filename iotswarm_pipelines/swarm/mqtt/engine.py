@@ -135,6 +135,11 @@ class _Connection:
         self.wake_at = 0.0
 
 
+def files_needed(devices: int, connections: str) -> int:
+    """Open files a shard of ``devices`` needs: its connections, the verifier's, and spares."""
+    return (devices if connections == "per_device" else 1) + 1 + SPARE_FILES
+
+
 def raise_open_file_limit(needed: int) -> None:
     """Lift the soft open-file limit (to the hard one, or higher when privileged) or say why not."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -604,8 +609,7 @@ def run_shard(
         raise MqttConfigError("max_cycles must be >= 0 (0 = until stopped)")
     settings.validate()
     if not dry:
-        needed = (len(devices) if connections == "per_device" else 1) + 1 + SPARE_FILES
-        raise_open_file_limit(needed)
+        raise_open_file_limit(files_needed(len(devices), connections))
         check_broker(settings, timeout=settings.connect_timeout)
     return _Shard(
         shard,
