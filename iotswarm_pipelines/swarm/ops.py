@@ -10,14 +10,16 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.swarm import config as cf
-from iotswarm_pipelines.swarm import sessions, shard_runner
+from iotswarm_pipelines.swarm import data, planning, sessions, shard_runner
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
-from iotswarm_pipelines.swarm.config import ShardPlan, SwarmConfig, SwarmPlan, SwarmSpec
-from iotswarm_pipelines.swarm.devices import SwarmConfigError
-from iotswarm_pipelines.swarm.mqtt.engine import ShardResult, files_needed, raise_open_file_limit
+from iotswarm_pipelines.swarm.config import SwarmConfig
+from iotswarm_pipelines.swarm.mqtt.engine import files_needed, raise_open_file_limit
 from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
+from iotswarm_pipelines.swarm.mqtt.types import ShardResult
+from iotswarm_pipelines.swarm.options import SwarmConfigError
+from iotswarm_pipelines.swarm.planning import ShardPlan, SwarmPlan, SwarmSpec
 from iotswarm_pipelines.swarm.report import SwarmReport, render_markdown, render_text, summarize
 from iotswarm_pipelines.swarm.resources import MqttResource
 
@@ -29,16 +31,13 @@ def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name:
 
     ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
     """
-    cf.check_config(config)
-    settings = mqtt.settings(
-        qos=config.qos,
-        protocol=config.protocol,
-        connect_rate=config.connect_rate,
-        max_publish_rate=config.max_publish_rate,
-    )
+    planning.check_config(config)
+    settings = mqtt.settings(config)
     settings.validate()
-    rows = cf.check_sources(config, cosmos)
-    swarm = cf.plan(config, rows, name)
+    rows = data.check_source(config.source, catalogue.get_table(config.table).name, cosmos)
+    name = config.swarm_name or name
+    saved = sessions.load_session(name, config.sessions_dir) if config.resume_session else None
+    swarm = planning.plan(config, name, rows.sites(), saved)
     if not config.dry:
         # Here, not only in the shard: a limit too low for the largest shard is bad input.
         largest = max(len(shard.devices) for shard in swarm.shards)
@@ -64,7 +63,7 @@ def plan_swarm(
         context.instance.add_run_tags(context.run_id, {SWARM_TAG: name})
     context.log.info(
         f"swarm {name}: {swarm.devices} devices from {len(swarm.sites)} sites in "
-        f"{len(swarm.shards)} shard(s), mode {swarm.spec.mode}, {swarm.resumed} resumed"
+        f"{len(swarm.shards)} shard(s), mode {swarm.spec.options.mode}, {swarm.resumed} resumed"
     )
     yield dg.Output(
         swarm.spec,
@@ -107,18 +106,12 @@ def _check_shards_run_together(context: dg.OpExecutionContext, shards: int, max_
 def run_shard(
     context: dg.OpExecutionContext, cosmos: CosmosSource, mqtt: MqttResource, shard: ShardPlan
 ) -> dg.Output[ShardResult]:
-    spec = shard.spec
-    settings = mqtt.settings(
-        qos=spec.qos,
-        protocol=spec.protocol,
-        connect_rate=spec.connect_rate,
-        max_publish_rate=spec.max_publish_rate,
-    )
+    spec, options = shard.spec, shard.spec.options
     try:
         outcome = shard_runner.run_planned_shard(
             shard,
-            cf.open_rows(spec.source, spec.table, cosmos),
-            settings,
+            data.open_rows(options.source, spec.table, cosmos),
+            mqtt.settings(options),
             log=context.log.info,
             interrupts=(dg.DagsterExecutionInterruptedError, KeyboardInterrupt),
         )
@@ -142,7 +135,7 @@ def swarm_report(
     context: dg.OpExecutionContext, spec: SwarmSpec, results: list[ShardResult]
 ) -> dg.Output[SwarmReport]:
     report = summarize(sorted(results, key=lambda r: r.shard))
-    sessions.consolidate(spec.swarm_name, spec.sessions_dir)
+    sessions.consolidate(spec.swarm_name, spec.options.sessions_dir)
     text = render_text(report, spec.swarm_name)
     context.log.info(text)
     metadata = {

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iotswarm_pipelines.swarm import data, sessions
-from iotswarm_pipelines.swarm.config import ShardPlan
 from iotswarm_pipelines.swarm.data import RowSource
-from iotswarm_pipelines.swarm.mqtt.engine import ShardResult
 from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
 from iotswarm_pipelines.swarm.mqtt.settings import MqttSettings
+from iotswarm_pipelines.swarm.mqtt.types import ShardResult
+from iotswarm_pipelines.swarm.planning import ShardPlan
 
 WAKE_SECONDS = 0.5  # how often the waiting thread looks up from the engine (signals land here)
 
@@ -60,10 +60,10 @@ class _PositionSaver:
     def save(self, background: bool = False) -> None:
         if background and self.saving is not None and not self.saving.done():
             return
-        spec = self.shard.spec
+        spec, options = self.shard.spec, self.shard.spec.options
         positions = {s.device_id: s.position for s in self.streams}
-        args = (spec.swarm_name, self.shard.shard, spec.table, spec.mode, positions)
-        self.saving = self.writer.submit(sessions.save_shard, *args, spec.sessions_dir)
+        args = (spec.swarm_name, self.shard.shard, spec.table, options.mode, positions)
+        self.saving = self.writer.submit(sessions.save_shard, *args, options.sessions_dir)
         if not background:
             self.saving.result()
 
@@ -102,21 +102,21 @@ def run_planned_shard(
     ``BrokerError``); an exception of ``interrupts`` in the calling thread stops the devices
     cleanly instead of propagating.
     """
-    spec = shard.spec
+    spec, options = shard.spec, shard.spec.options
     streams = data.build_streams(
         shard.devices,
         rows,
-        mode=spec.mode,
-        device_type=spec.device_type,
-        rows_per_message=spec.rows_per_message,
-        sleep_time=spec.sleep_time,
-        speed=spec.speed,
+        mode=options.mode,
+        device_type=options.device_type,
+        rows_per_message=options.rows_per_message,
+        sleep_time=options.sleep_time,
+        speed=options.speed,
         positions=shard.positions,
         history_start=spec.history_start,
     )
     saver = _PositionSaver(shard, streams)
     stop = threading.Event()
-    stop_file = Path(spec.stop_file) if spec.stop_file else None
+    stop_file = Path(options.stop_file) if options.stop_file else None
 
     def should_stop() -> bool:
         return stop.is_set() or (stop_file is not None and stop_file.exists())
@@ -135,12 +135,12 @@ def run_planned_shard(
                 streams,
                 settings,
                 spec.schedule,
-                connections=spec.connections,  # type: ignore[arg-type]
-                dry=spec.dry,
-                verify=spec.verify,
+                connections=options.connections,  # type: ignore[arg-type]
+                dry=options.dry,
+                verify=options.verify,
                 should_stop=should_stop,
                 on_progress=on_progress,
-                progress_interval=spec.progress_interval,
+                progress_interval=options.progress_interval,
             )
         except BaseException as exc:  # handed to the calling thread, which raises it
             outcome["error"] = exc
