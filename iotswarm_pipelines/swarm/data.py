@@ -41,7 +41,7 @@ from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.catalogue import ColumnType
 from iotswarm_pipelines.swarm.devices import DevicePlan, SwarmConfigError
-from iotswarm_pipelines.swarm.mqtt.engine import Message
+from iotswarm_pipelines.swarm.mqtt.values import Message
 from iotswarm_pipelines.swarm.sessions import DevicePosition
 
 Mode = Literal["latest", "loop", "replay"]

@@ -1,12 +1,6 @@
 """The MQTT engine of the device swarm: many paho clients on one event loop per shard process."""
 
-from iotswarm_pipelines.swarm.mqtt.engine import (
-    DeviceStream,
-    Message,
-    Schedule,
-    ShardResult,
-    run_shard,
-)
+from iotswarm_pipelines.swarm.mqtt.engine import run_shard
 from iotswarm_pipelines.swarm.mqtt.settings import (
     BrokerError,
     BrokerRefusedError,
@@ -15,6 +9,7 @@ from iotswarm_pipelines.swarm.mqtt.settings import (
     MqttSettings,
     check_broker,
 )
+from iotswarm_pipelines.swarm.mqtt.values import DeviceStream, Message, Schedule, ShardResult
 
 __all__ = [
     "BrokerError",
