@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import ipaddress
 import socket
 import ssl
 import time
 import uuid
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 import paho.mqtt.client as paho
@@ -59,6 +62,9 @@ class MqttSettings:
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 30.0
     connect_timeout: float = 10.0
+    source_address: str | None = None
+    """Local address every connection binds to (127.0.0.2, 127.0.0.3, ... on loopback): one
+    address reaches one broker address through at most ~28,000 ephemeral ports."""
 
     def __repr__(self) -> str:
         def shown(name: str) -> str:
@@ -93,6 +99,8 @@ class MqttSettings:
             )
         if self.connect_timeout <= 0:
             raise MqttConfigError("MQTT connect_timeout must be > 0 seconds")
+        if self.source_address is not None:
+            check_source_address(self.source_address)
         if not self.tls and (self.ca_file or self.cert_file or self.key_file or self.alpn):
             raise MqttConfigError("MQTT certificate files or ALPN given but tls is off: set tls")
         if self.tls:
@@ -121,6 +129,57 @@ class MqttSettings:
 
 
 _CONTEXTS: dict[tuple, ssl.SSLContext] = {}
+
+
+def check_source_address(address: str) -> None:
+    """A source address is an IP address of this host; say so in one line if it is not."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise MqttConfigError(
+            f"source address {address!r} is not an IP address: give addresses of this host, "
+            "such as 127.0.0.2 (any 127.x.y.z works on loopback)"
+        ) from None
+
+
+def parse_broker(text: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6 address]:port` or a bare IPv6 address, as (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if not host:
+        raise MqttConfigError(f"broker {text!r} has no host: write host or host:port")
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise MqttConfigError(
+            f"broker {text!r}: port {port!r} is not a number in 1-65535 (write host:port)"
+        )
+    return host, int(port)
+
+
+def for_shard(
+    settings: MqttSettings,
+    shard: int,
+    brokers: Sequence[str] = (),
+    source_addresses: Sequence[str] = (),
+) -> MqttSettings:
+    """The settings of one shard: brokers and source addresses are taken round robin by shard
+    number, so shards spread over a broker cluster and over local addresses (each address
+    has its own ~28,000 ephemeral ports, each process its own open-file limit)."""
+    changes: dict[str, object] = {}
+    if brokers:
+        changes["host"], changes["port"] = parse_broker(
+            brokers[shard % len(brokers)], settings.port
+        )
+    if source_addresses:
+        changes["source_address"] = source_addresses[shard % len(source_addresses)]
+    return replace(settings, **changes) if changes else settings
 
 
 def new_client(
@@ -160,6 +219,7 @@ def new_client(
         # The context checks the host name itself (unless insecure); paho must not repeat it.
         client.tls_insecure_set(True)
     # connect_async only records the address: the caller's loop calls reconnect().
+    bind = settings.source_address or ""
     if protocol == paho.MQTTv5:
         properties = None
         if not clean_session:
@@ -169,11 +229,12 @@ def new_client(
             settings.host,
             settings.port,
             settings.keepalive,
+            bind_address=bind,
             clean_start=clean_session,
             properties=properties,
         )
     else:
-        client.connect_async(settings.host, settings.port, settings.keepalive)
+        client.connect_async(settings.host, settings.port, settings.keepalive, bind_address=bind)
     return client
 
 
@@ -197,6 +258,11 @@ def classify_connect_error(settings: MqttSettings, err: BaseException) -> Broker
         )
     if isinstance(err, ConnectionError):
         return BrokerRefusedError(f"{where}: connection closed by the broker ({err})")
+    if isinstance(err, OSError) and err.errno == errno.EADDRNOTAVAIL and settings.source_address:
+        return BrokerUnreachableError(
+            f"{where}: cannot connect from source address {settings.source_address} "
+            f"({err.strerror}): use an address of this host, or fewer connections per address"
+        )
     if isinstance(err, OSError):
         return BrokerUnreachableError(f"{where}: {err.strerror or err}")
     return BrokerUnreachableError(f"{where}: {err}")
