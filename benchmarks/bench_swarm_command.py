@@ -82,14 +82,9 @@ def mosquitto_pub(port: int, files: list[Path], qos: int) -> float:
     procs = []
     for path in files:
         topic = f"iotswarm-bench-{uuid.uuid4().hex[:8]}/pub/data"
+        argv = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", str(qos)]
         with path.open("rb") as stdin:
-            procs.append(
-                subprocess.Popen(
-                    ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", topic]
-                    + ["-q", str(qos), "-l"],
-                    stdin=stdin,
-                )
-            )
+            procs.append(subprocess.Popen([*argv, "-l"], stdin=stdin))
     for proc in procs:
         if proc.wait() != 0:
             raise SystemExit(f"mosquitto_pub failed with exit status {proc.returncode}")

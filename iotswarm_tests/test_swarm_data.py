@@ -20,7 +20,8 @@ from iotswarm_pipelines.swarm.data import (
     encoder,
     read_csv_rows,
 )
-from iotswarm_pipelines.swarm.devices import SwarmConfigError, plan_devices
+from iotswarm_pipelines.swarm.devices import plan_devices
+from iotswarm_pipelines.swarm.options import SwarmConfigError
 from iotswarm_pipelines.swarm.sessions import DevicePosition
 
 SOILMET = catalogue.SOILMET_30MIN.name

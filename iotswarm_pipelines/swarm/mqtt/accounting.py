@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from iotswarm_pipelines.swarm.mqtt.values import ShardResult
+from iotswarm_pipelines.swarm.mqtt.types import ShardResult
 from iotswarm_pipelines.swarm.mqtt.verifier import Timeline, Verifier
 
 MAX_ERRORS = 20

@@ -29,11 +29,9 @@ from iotswarm_pipelines.swarm.mqtt.accounting import Accounts
 from iotswarm_pipelines.swarm.mqtt.connections import Connections
 from iotswarm_pipelines.swarm.mqtt.loop import EventLoop
 from iotswarm_pipelines.swarm.mqtt.settings import MqttConfigError, MqttSettings, check_broker
-from iotswarm_pipelines.swarm.mqtt.values import DeviceStream, Message, Schedule, ShardResult
+from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Schedule, ShardResult
 from iotswarm_pipelines.swarm.mqtt.verifier import Verifier
 from iotswarm_pipelines.swarm.mqtt.window import Publisher
-
-__all__ = ["DeviceStream", "Message", "Schedule", "ShardResult", "run_shard"]
 
 DRAIN_SECONDS = 10.0  # at the end: wait this long at most for acks and verifier arrivals
 STOP_CHECK_INTERVAL = 0.2

@@ -22,7 +22,7 @@ import paho.mqtt.client as paho
 from iotswarm_pipelines.swarm.mqtt.accounting import Accounts
 from iotswarm_pipelines.swarm.mqtt.connections import Connection
 from iotswarm_pipelines.swarm.mqtt.loop import EventLoop
-from iotswarm_pipelines.swarm.mqtt.values import DeviceStream, Schedule
+from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Schedule
 from iotswarm_pipelines.swarm.mqtt.verifier import Verifier
 
 QOS1_WINDOW = 200  # unacknowledged QoS 1 publishes per connection (the engine's, not paho's)

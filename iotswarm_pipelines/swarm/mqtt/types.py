@@ -1,7 +1,7 @@
-"""The engine's value types: what a device hands it, how it is scheduled, what a shard reports.
+"""The engine's value types: what a device stream hands it, how often, and what it reports.
 
-Apart from the engine so that planning, data modes and reports can name them without
-importing paho or the event loop.
+Apart from the engine (as paho keeps its enums and reason codes apart from its client), so
+planning, data and reporting use them without importing the MQTT machinery.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Message:
+    """One publish: its bytes, then how long the device waits before its next."""
+
     payload: bytes
     wait_after: float
 
 
 class DeviceStream(Protocol):
+    """A device as the engine sees it: where it publishes and its next message (None: done)."""
+
     device_id: str
     topic: str
 
@@ -25,6 +29,8 @@ class DeviceStream(Protocol):
 
 @dataclass(frozen=True)
 class Schedule:
+    """How often devices send: cycles (0 = until stopped), first delay, skipped percent, seed."""
+
     max_cycles: int = 1
     delay_start: float = 0.0
     no_send_probability: float = 0.0
@@ -33,6 +39,8 @@ class Schedule:
 
 @dataclass
 class ShardResult:
+    """What one shard did: message counts, connect failures, latencies, timeline, first errors."""
+
     shard: int
     devices: int
     connections: int
