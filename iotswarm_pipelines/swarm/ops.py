@@ -16,13 +16,13 @@ import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.swarm import data, planning, sessions
+from iotswarm_pipelines.swarm import data, options, planning, sessions
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.config import SwarmConfig
 from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
 from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
 from iotswarm_pipelines.swarm.mqtt.types import ShardResult
-from iotswarm_pipelines.swarm.options import SwarmConfigError
+from iotswarm_pipelines.swarm.options import BrokerOptions, SwarmConfigError
 from iotswarm_pipelines.swarm.planning import ShardPlan, SwarmPlan, SwarmSpec
 from iotswarm_pipelines.swarm.report import SwarmReport, render_markdown, render_text, summarize
 from iotswarm_pipelines.swarm.resources import MqttResource
@@ -36,14 +36,20 @@ def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name:
     ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
     """
     planning.check_config(config)
-    settings = mqtt.settings(config)
-    settings.validate()
+    options.check(mqtt, BrokerOptions, ("brokers", "source_addresses"), MqttConfigError)
+    endpoints = {}  # each broker and source address the shards use, checked once
+    for shard in range(config.shards):
+        settings = mqtt.settings(config, shard)
+        endpoints.setdefault((settings.host, settings.port, settings.source_address), settings)
+    for settings in endpoints.values():
+        settings.validate()
     rows = data.check_source(config.source, catalogue.get_table(config.table).name, cosmos)
     name = config.swarm_name or name
     saved = sessions.load_session(name, config.sessions_dir) if config.resume_session else None
     swarm = planning.plan(config, name, rows.sites(), saved)
     if not config.dry:
-        check_broker(settings, timeout=settings.connect_timeout)
+        for settings in endpoints.values():
+            check_broker(settings, timeout=settings.connect_timeout)
     return swarm
 
 
@@ -131,7 +137,7 @@ def run_shard(
         positions=shard.positions,
         history_start=spec.history_start,
     )
-    settings = mqtt.settings(options)
+    settings = mqtt.settings(options, shard.shard)
 
     # Periodic saves are written by another thread: the engine's loop (which calls
     # on_progress) only copies the positions, so 20,000 devices do not stall publishing.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import socket
 import ssl
 import time
@@ -95,7 +94,9 @@ class MqttSettings:
         if self.connect_timeout <= 0:
             raise MqttConfigError("MQTT connect_timeout must be > 0 seconds")
         if self.source_address is not None:
-            check_source_address(self.source_address)
+            problem = options.IpAddresses().problem("source_address", [self.source_address])
+            if problem:
+                raise MqttConfigError(problem)
         if not self.tls and (self.ca_file or self.cert_file or self.key_file or self.alpn):
             raise MqttConfigError("MQTT certificate files or ALPN given but tls is off: set tls")
         if self.tls:
@@ -127,38 +128,6 @@ _RUN_OPTIONS = ("protocol", "qos", "connect_rate", "max_publish_rate")
 _CONTEXTS: dict[tuple, ssl.SSLContext] = {}
 
 
-def check_source_address(address: str) -> None:
-    """A source address is an IP address of this host; say so in one line if it is not."""
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        raise MqttConfigError(
-            f"source address {address!r} is not an IP address: give addresses of this host, "
-            "such as 127.0.0.2 (any 127.x.y.z works on loopback)"
-        ) from None
-
-
-def parse_broker(text: str, default_port: int) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6 address]:port` or a bare IPv6 address, as (host, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
-    if not host:
-        raise MqttConfigError(f"broker {text!r} has no host: write host or host:port")
-    if not port:
-        return host, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise MqttConfigError(
-            f"broker {text!r}: port {port!r} is not a number in 1-65535 (write host:port)"
-        )
-    return host, int(port)
-
-
 def for_shard(
     settings: MqttSettings,
     shard: int,
@@ -170,9 +139,11 @@ def for_shard(
     has its own ~28,000 ephemeral ports, each process its own open-file limit)."""
     changes: dict[str, object] = {}
     if brokers:
-        changes["host"], changes["port"] = parse_broker(
-            brokers[shard % len(brokers)], settings.port
-        )
+        try:
+            host_port = options.host_and_port(brokers[shard % len(brokers)], settings.port)
+        except ValueError as exc:
+            raise MqttConfigError(str(exc)) from None
+        changes["host"], changes["port"] = host_port
     if source_addresses:
         changes["source_address"] = source_addresses[shard % len(source_addresses)]
     return replace(settings, **changes) if changes else settings
