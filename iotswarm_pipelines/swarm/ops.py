@@ -12,13 +12,13 @@ import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.swarm import data, planning, sessions, shard_runner
+from iotswarm_pipelines.swarm import data, options, planning, sessions, shard_runner
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.config import SwarmConfig
 from iotswarm_pipelines.swarm.mqtt.engine import files_needed, raise_open_file_limit
 from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
 from iotswarm_pipelines.swarm.mqtt.types import ShardResult
-from iotswarm_pipelines.swarm.options import SwarmConfigError
+from iotswarm_pipelines.swarm.options import BrokerOptions, SwarmConfigError
 from iotswarm_pipelines.swarm.planning import ShardPlan, SwarmPlan, SwarmSpec
 from iotswarm_pipelines.swarm.report import SwarmReport, render_markdown, render_text, summarize
 from iotswarm_pipelines.swarm.resources import MqttResource
@@ -32,8 +32,13 @@ def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name:
     ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
     """
     planning.check_config(config)
-    settings = mqtt.settings(config)
-    settings.validate()
+    options.check(mqtt, BrokerOptions, ("brokers", "source_addresses"), MqttConfigError)
+    endpoints = {}  # each broker and source address the shards use, checked once
+    for shard in range(config.shards):
+        settings = mqtt.settings(config, shard)
+        endpoints.setdefault((settings.host, settings.port, settings.source_address), settings)
+    for settings in endpoints.values():
+        settings.validate()
     rows = data.check_source(config.source, catalogue.get_table(config.table).name, cosmos)
     name = config.swarm_name or name
     saved = sessions.load_session(name, config.sessions_dir) if config.resume_session else None
@@ -42,7 +47,8 @@ def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name:
         # Here, not only in the shard: a limit too low for the largest shard is bad input.
         largest = max(len(shard.devices) for shard in swarm.shards)
         raise_open_file_limit(files_needed(largest, config.connections))
-        check_broker(settings, timeout=settings.connect_timeout)
+        for settings in endpoints.values():
+            check_broker(settings, timeout=settings.connect_timeout)
     return swarm
 
 
@@ -111,7 +117,7 @@ def run_shard(
         outcome = shard_runner.run_planned_shard(
             shard,
             data.open_rows(options.source, spec.table, cosmos),
-            mqtt.settings(options),
+            mqtt.settings(options, shard.shard),
             log=context.log.info,
             interrupts=(dg.DagsterExecutionInterruptedError, KeyboardInterrupt),
         )

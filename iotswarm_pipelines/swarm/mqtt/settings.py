@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import ssl
 import time
 import uuid
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 import paho.mqtt.client as paho
@@ -65,6 +67,9 @@ class MqttSettings:
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 30.0
     connect_timeout: float = 10.0
+    source_address: str | None = None
+    """Local address every connection binds to (127.0.0.2, 127.0.0.3, ... on loopback): one
+    address reaches one broker address through at most ~28,000 ephemeral ports."""
 
     def __repr__(self) -> str:
         def shown(name: str) -> str:
@@ -88,6 +93,10 @@ class MqttSettings:
             )
         if self.connect_timeout <= 0:
             raise MqttConfigError("MQTT connect_timeout must be > 0 seconds")
+        if self.source_address is not None:
+            problem = options.IpAddresses().problem("source_address", [self.source_address])
+            if problem:
+                raise MqttConfigError(problem)
         if not self.tls and (self.ca_file or self.cert_file or self.key_file or self.alpn):
             raise MqttConfigError("MQTT certificate files or ALPN given but tls is off: set tls")
         if self.tls:
@@ -117,6 +126,27 @@ class MqttSettings:
 
 _RUN_OPTIONS = ("protocol", "qos", "connect_rate", "max_publish_rate")
 _CONTEXTS: dict[tuple, ssl.SSLContext] = {}
+
+
+def for_shard(
+    settings: MqttSettings,
+    shard: int,
+    brokers: Sequence[str] = (),
+    source_addresses: Sequence[str] = (),
+) -> MqttSettings:
+    """The settings of one shard: brokers and source addresses are taken round robin by shard
+    number, so shards spread over a broker cluster and over local addresses (each address
+    has its own ~28,000 ephemeral ports, each process its own open-file limit)."""
+    changes: dict[str, object] = {}
+    if brokers:
+        try:
+            host_port = options.host_and_port(brokers[shard % len(brokers)], settings.port)
+        except ValueError as exc:
+            raise MqttConfigError(str(exc)) from None
+        changes["host"], changes["port"] = host_port
+    if source_addresses:
+        changes["source_address"] = source_addresses[shard % len(source_addresses)]
+    return replace(settings, **changes) if changes else settings
 
 
 def new_client(
@@ -156,6 +186,7 @@ def new_client(
         # The context checks the host name itself (unless insecure); paho must not repeat it.
         client.tls_insecure_set(True)
     # connect_async only records the address: the caller's loop calls reconnect().
+    bind = settings.source_address or ""
     if protocol == paho.MQTTv5:
         properties = None
         if not clean_session:
@@ -165,11 +196,12 @@ def new_client(
             settings.host,
             settings.port,
             settings.keepalive,
+            bind_address=bind,
             clean_start=clean_session,
             properties=properties,
         )
     else:
-        client.connect_async(settings.host, settings.port, settings.keepalive)
+        client.connect_async(settings.host, settings.port, settings.keepalive, bind_address=bind)
     return client
 
 
@@ -193,6 +225,11 @@ def classify_connect_error(settings: MqttSettings, err: BaseException) -> Broker
         )
     if isinstance(err, ConnectionError):
         return BrokerRefusedError(f"{where}: connection closed by the broker ({err})")
+    if isinstance(err, OSError) and err.errno == errno.EADDRNOTAVAIL and settings.source_address:
+        return BrokerUnreachableError(
+            f"{where}: cannot connect from source address {settings.source_address} "
+            f"({err.strerror}): use an address of this host, or fewer connections per address"
+        )
     if isinstance(err, OSError):
         return BrokerUnreachableError(f"{where}: {err.strerror or err}")
     return BrokerUnreachableError(f"{where}: {err}")
