@@ -23,9 +23,9 @@ import pytest
 
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm import sessions
+from iotswarm_tests.mosquitto_fixtures import Mosquitto
 from iotswarm_tests.services import wait_until
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
 
 REFERENCE_CSV = Path(__file__).parent / "data" / "level1_soilmet_30min_alic1_sample.csv"
 MARK = "IOTSWARM_TEST_MARK"
@@ -194,3 +194,42 @@ def test_history_start_with_an_offset_sends_the_same_rows_under_any_tz(
         first_rows[tz] = session.positions["ALIC1"].last_time
     # Two messages sent: 02:30 and 03:00 UTC, the newest being the saved position.
     assert set(first_rows.values()) == {datetime(2024, 6, 1, 3, 0)}, first_rows
+
+
+# --- 10. broker gone for good ------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_broker(tmp_path_factory) -> Iterator[Mosquitto]:
+    """A plain broker of the test's own, which it may stop for good."""
+    config = "listener {port} 127.0.0.1\nallow_anonymous true\n"
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto-gone"), config).start()
+    yield broker
+    broker.stop()
+
+
+def test_broker_gone_for_good_ends_the_run_non_zero_counting_the_unsent(
+    tmp_path, mark, private_broker
+):
+    """The broker stops once both shards publish and never comes back: after give_up_after
+    the run ends by itself, exit 1, the report says planned = sent + unsent."""
+    name = f"iotswarm-gone-{uuid.uuid4().hex[:8]}"
+    devices, cycles = 4, 200
+    proc = iot_swarm(
+        "--shards", "2", "--source", str(REFERENCE_CSV), "--port", str(private_broker.port),
+        "--per-site", str(devices), "--mode", "loop", "--max-cycles", str(cycles),
+        "--sleep-time", "0.2", "--give-up-after", "3", "--swarm-name", name,
+        "--sessions-dir", str(tmp_path), mark=mark,
+    )  # fmt: skip
+    wait_until(lambda: len(list(tmp_path.glob(f"{name}.shard-*.json"))) == 2, 120, "shards")
+    private_broker.stop()
+    out, err = proc.communicate(timeout=180)  # a safety net: the run must end on its own
+    assert proc.returncode == 1, err
+    planned = re.search(r"planned (\d+) = sent (\d+) \+ skipped (\d+) \+ unsent (\d+)", out)
+    assert planned, out
+    total, sent, skipped, unsent = map(int, planned.groups())
+    assert total == devices * cycles and skipped == 0
+    assert sent + unsent == total and 0 < sent < total, out
+    assert "gave up" in out and "give_up_after" in out, out
+    assert (tmp_path / f"{name}.json").exists()  # positions saved: a resume sends no row twice
+    wait_until(lambda: not marked_processes(mark), 30, "every swarm process gone")

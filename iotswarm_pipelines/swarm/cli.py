@@ -178,19 +178,30 @@ def run_tags(name: str) -> dict[str, str]:
     return {SWARM_TAG: name, **trigger_tags(Trigger.CLI)}
 
 
-def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> tuple[bool, SwarmReport | None]:
+Outcome = tuple[bool, SwarmReport | None, str | None]
+"""The run's success, its report, and the report step's failure text (a broker given up on)."""
+
+
+def _outcome(result: Any) -> Outcome:
+    if result.success:
+        return True, result.output_for_node("swarm_report"), None
+    for event in result.all_events:
+        if event.is_step_failure and event.step_key == "swarm_report":
+            failure = event.step_failure_data.user_failure_data
+            return False, None, failure.description if failure else None
+    return False, None, None
+
+
+def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> Outcome:
     if config.shards == 1:
         result = cli_swarm_job.execute_in_process(
             run_config=run_config, tags=run_tags(str(config.swarm_name)), raise_on_error=False
         )
-        report = result.output_for_node("swarm_report") if result.success else None
-        return result.success, report
+        return _outcome(result)
     return _execute_detached(config, run_config)
 
 
-def _execute_detached(
-    config: SwarmConfig, run_config: dict[str, Any]
-) -> tuple[bool, SwarmReport | None]:
+def _execute_detached(config: SwarmConfig, run_config: dict[str, Any]) -> Outcome:
     """Shards run under a child in its own session, so ^C reaches only this process.
 
     Dagster's multiprocess executor abandons the run (and its report step) when it is
@@ -219,7 +230,7 @@ def _execute_detached(
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if not outcome.exists():
-            return False, None
+            return False, None, None
         with outcome.open("rb") as f:
             return pickle.load(f)
 
@@ -250,10 +261,9 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
                     run_config=run_config,
                     tags=run_tags(name),
                 ) as result,
+                open(outcome, "wb") as f,
             ):
-                report = result.output_for_node("swarm_report") if result.success else None
-                with open(outcome, "wb") as f:
-                    pickle.dump((result.success, report), f)
+                pickle.dump(_outcome(result), f)
         finally:
             done.set()
 
@@ -305,7 +315,9 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     total = swarm.devices * config.max_cycles if config.max_cycles else None
     resumed_cycles = sum(p.cycles for s in swarm.shards for p in s.positions.values())
     with _Progress(config, total, resumed_cycles):
-        success, report = _execute(config, run_config)
+        success, report, failure = _execute(config, run_config)
+    if failure is not None:  # the report was made, and says why the run failed
+        return EXIT_FAILED, failure
     if not success or report is None:
         raise SwarmRunError("the swarm run failed; see the log above", EXIT_FAILED)
     text = render_text(report, str(config.swarm_name))

@@ -151,4 +151,6 @@ def swarm_report(
     }
     # A materialization of the declared report asset, so the UI plots the numbers across runs.
     context.log_event(dg.AssetMaterialization(asset_key=swarm_report_asset.key, metadata=metadata))
+    if report.gave_up:  # the report is kept above; the run still fails, naming the cause
+        raise dg.Failure(description=text, metadata=report.metadata())
     return dg.Output(report, metadata=metadata)

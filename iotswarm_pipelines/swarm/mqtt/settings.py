@@ -67,6 +67,8 @@ class MqttSettings:
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 30.0
     connect_timeout: float = 10.0
+    give_up_after: float = RUN.give_up_after
+    """Seconds without any broker connection before the shard gives up; 0 = never."""
     source_address: str | None = None
     """Local address every connection binds to (127.0.0.2, 127.0.0.3, ... on loopback): one
     address reaches one broker address through at most ~28,000 ephemeral ports."""
