@@ -26,7 +26,6 @@ from iotswarm_pipelines.swarm import sessions
 from iotswarm_tests.mosquitto_fixtures import Mosquitto
 from iotswarm_tests.services import wait_until
 
-
 REFERENCE_CSV = Path(__file__).parent / "data" / "level1_soilmet_30min_alic1_sample.csv"
 MARK = "IOTSWARM_TEST_MARK"
 SOILMET = "LEVEL1_SOILMET_30MIN"

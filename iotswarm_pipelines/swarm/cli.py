@@ -308,7 +308,7 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     try:
         config, run_config, mqtt = build(args)
         cosmos = CosmosSource(url=os.environ[SOURCE_URL_ENV])
-        swarm = prepare(config, cosmos, mqtt, str(config.swarm_name))
+        swarm = prepare(config, cosmos, mqtt, str(config.swarm_name), _warn)
     except (SwarmConfigError, MqttConfigError, BrokerError, SourceError, ValueError) as exc:
         # ValueError covers pydantic's complaint about a value of the wrong kind.
         raise SwarmRunError(str(exc).splitlines()[0], EXIT_BAD_INPUT) from None
@@ -326,6 +326,10 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     if not config.dry and not report.acknowledged and (report.sent or report.errors):
         return EXIT_FAILED, text + "\nno message reached the broker"
     return EXIT_OK, text
+
+
+def _warn(line: str) -> None:
+    print(f"iot-swarm: warning: {line}", file=sys.stderr)
 
 
 def _sigterm_as_sigint(_signum: int, frame: FrameType | None) -> None:

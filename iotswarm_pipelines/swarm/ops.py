@@ -6,17 +6,22 @@ any executor and IO manager that can move pickles between processes works.
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.swarm import data, options, planning, sessions, shard_runner
+from iotswarm_pipelines.swarm import data, iot_core, options, planning, sessions, shard_runner
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.config import SwarmConfig
 from iotswarm_pipelines.swarm.mqtt.engine import files_needed, raise_open_file_limit
-from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
+from iotswarm_pipelines.swarm.mqtt.settings import (
+    BrokerError,
+    MqttConfigError,
+    MqttSettings,
+    check_broker,
+)
 from iotswarm_pipelines.swarm.mqtt.types import ShardResult
 from iotswarm_pipelines.swarm.options import BrokerOptions, SwarmConfigError
 from iotswarm_pipelines.swarm.planning import ShardPlan, SwarmPlan, SwarmSpec
@@ -26,10 +31,17 @@ from iotswarm_pipelines.swarm.resources import MqttResource
 SWARM_TAG = "iotswarm/swarm"
 
 
-def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name: str) -> SwarmPlan:
+def prepare(
+    config: SwarmConfig,
+    cosmos: CosmosSource,
+    mqtt: MqttResource,
+    name: str,
+    warn: Callable[[str], None] = lambda _line: None,
+) -> SwarmPlan:
     """Every check that can fail before a device starts; raises one-line errors.
 
     ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
+    AWS IoT Core's limits are errors against IoT Core, and lines passed to ``warn`` otherwise.
     """
     planning.check_config(config)
     options.check(mqtt, BrokerOptions, ("brokers", "source_addresses"), MqttConfigError)
@@ -43,6 +55,7 @@ def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name:
     name = config.swarm_name or name
     saved = sessions.load_session(name, config.sessions_dir) if config.resume_session else None
     swarm = planning.plan(config, name, rows.sites(), saved)
+    _check_iot_core_limits(config, swarm, rows, list(endpoints.values()), warn)
     if not config.dry:
         # Here, not only in the shard: a limit too low for the largest shard is bad input.
         largest = max(len(shard.devices) for shard in swarm.shards)
@@ -50,6 +63,51 @@ def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name:
         for settings in endpoints.values():
             check_broker(settings, timeout=settings.connect_timeout)
     return swarm
+
+
+def _check_iot_core_limits(
+    config: SwarmConfig,
+    swarm: SwarmPlan,
+    rows: data.RowSource,
+    brokers: list[MqttSettings],
+    warn: Callable[[str], None],
+) -> None:
+    n = config.rows_per_message
+    largest = _largest_first_message(swarm, rows, n)
+    load = iot_core.SwarmLoad(
+        largest_payload_bytes=largest,
+        one_row_bytes=_largest_first_message(swarm, rows, 1) if n > 1 else largest,
+        rows_per_message=n,
+        max_publish_rate=config.max_publish_rate,
+        connect_rate=config.connect_rate,
+    )
+    lines = iot_core.problems(load)
+    if lines and any(iot_core.targets_iot_core(b.host, b.alpn) for b in brokers):
+        raise SwarmConfigError(lines[0])
+    for line in lines:
+        warn(f"{line} (a warning: the broker is not AWS IoT Core)")
+
+
+def _largest_first_message(swarm: SwarmPlan, rows: data.RowSource, rows_per_message: int) -> int:
+    """Bytes of the largest first message of one device per site: what IoT Core would see."""
+    options, largest, seen = swarm.spec.options, 0, set()
+    for shard in swarm.shards:
+        for device in shard.devices:
+            if device.site_id in seen:
+                continue
+            seen.add(device.site_id)
+            [stream] = data.build_streams(
+                [device],
+                rows,
+                mode=options.mode,
+                device_type=options.device_type,
+                rows_per_message=rows_per_message,
+                positions=shard.positions,
+                history_start=swarm.spec.history_start,
+            )
+            message = stream.next_message()
+            largest = max(largest, len(message.payload) if message else 0)
+    return largest
 
 
 @dg.op(
@@ -60,7 +118,7 @@ def plan_swarm(
     context: dg.OpExecutionContext, config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource
 ) -> Iterator[dg.Output | dg.DynamicOutput]:
     try:
-        swarm = prepare(config, cosmos, mqtt, f"swarm-{context.run_id[:8]}")
+        swarm = prepare(config, cosmos, mqtt, f"swarm-{context.run_id[:8]}", context.log.warning)
     except (SwarmConfigError, MqttConfigError, BrokerError) as exc:
         raise dg.Failure(description=str(exc)) from None
     _check_shards_run_together(context, len(swarm.shards), swarm.spec.schedule.max_cycles)

@@ -275,7 +275,14 @@ def check_broker(settings: MqttSettings, timeout: float = 10) -> None:
         reason = outcome.get("connack")
         if reason is None:
             detail = last_error[-1] if last_error else "closed before CONNACK"
-            hint = " (client certificate rejected?)" if settings.tls else ""
+            hint = ""
+            if settings.tls:
+                hint = " (client certificate rejected?)"
+                if not settings.alpn:  # AWS IoT Core on 443 closes TLS clients without ALPN
+                    hint = (
+                        " (client certificate rejected, or the server wants ALPN: AWS IoT Core "
+                        "on port 443 needs alpn x-amzn-mqtt-ca)"
+                    )
             raise BrokerRefusedError(f"{where}: connection refused{hint}: {detail}")
         if reason.is_failure:
             raise BrokerRefusedError(f"{where}: connection refused: {reason}")
