@@ -20,9 +20,9 @@ from iotswarm_pipelines.swarm.mqtt.settings import (
     MqttSettings,
     check_broker,
     for_shard,
-    parse_broker,
 )
 from iotswarm_pipelines.swarm.mqtt.types import Message, Schedule, ShardResult
+from iotswarm_pipelines.swarm.options import host_and_port
 from iotswarm_tests.services import free_port
 
 pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
@@ -311,11 +311,11 @@ def test_shards_bind_their_source_address_and_take_brokers_round_robin(broker_pa
 
 
 def test_bad_brokers_and_source_addresses_are_one_line_errors():
-    with pytest.raises(MqttConfigError, match="not an IP address"):
+    with pytest.raises(MqttConfigError, match="'localhost-ish' is not an IP address"):
         MqttSettings(source_address="localhost-ish").validate()
     with pytest.raises(MqttConfigError, match="port 'x' is not a number"):
         for_shard(MqttSettings(), 0, ["broker.example:x"])
-    assert parse_broker("[::1]:1884", 1883) == ("::1", 1884)
-    assert parse_broker("broker.example", 8883) == ("broker.example", 8883)
+    assert host_and_port("[::1]:1884", 1883) == ("::1", 1884)
+    assert host_and_port("broker.example", 8883) == ("broker.example", 8883)
     with pytest.raises(BrokerUnreachableError, match=r"source address 192\.0\.2\.7"):
         check_broker(MqttSettings(source_address="192.0.2.7", **FAST), timeout=2)

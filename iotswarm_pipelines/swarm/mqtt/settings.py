@@ -17,6 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from iotswarm_pipelines.swarm import options
+from iotswarm_pipelines.swarm.mqtt.client import SwarmClient
 from iotswarm_pipelines.swarm.mqtt.tls import build_ssl_context
 from iotswarm_pipelines.swarm.options import BROKER, RUN, BrokerOptions, SwarmOptions
 
@@ -167,11 +168,11 @@ def new_client(
     protocol = PROTOCOLS[settings.protocol]
     clean_session = settings.clean_session if clean is None else clean
     if protocol == paho.MQTTv5:
-        client = paho.Client(
+        client = SwarmClient(
             paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
         )
     else:
-        client = paho.Client(
+        client = SwarmClient(
             paho.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=protocol,
