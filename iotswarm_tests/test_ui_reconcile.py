@@ -25,9 +25,8 @@ from iotswarm_pipelines.export.pipeline import export_all_tables, utc_now
 from iotswarm_pipelines.export.reconciliation import day_window
 from iotswarm_pipelines.resources import build_resources
 from iotswarm_tests import test_ui_e2e as ui
-from iotswarm_tests.dagster_server import DagsterServer, dagster_server, tags_of
-from iotswarm_tests.services import wait_until
-from iotswarm_tests.test_ui_e2e import BACKFILL, BACKFILL_DONE, LAUNCH_BACKFILL, SITES, screenshot
+from iotswarm_tests.dagster_server import DagsterServer, dagster_server, local_deployment, tags_of
+from iotswarm_tests.test_ui_e2e import SITES, screenshot
 
 # The shared Chromium fixtures (pytest registers a fixture under the name it is bound to).
 browser, page = ui.browser, ui.page
@@ -40,12 +39,7 @@ BACKFILL_TIMEOUT = 600
 def reconciled(tmp_path_factory) -> Iterator[tuple[DagsterServer, list[str], str]]:
     """Webserver + daemon over three whole past days, exported, with one day's gap made."""
     root = tmp_path_factory.mktemp("ui-reconcile")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("IOTSWARM_DATA_DIR", str(root / "data"))
-        env.setenv("IOTSWARM_DEPLOYMENT", "local")
-        env.setenv("IOTSWARM_EXECUTOR", "multiprocess")
-        env.delenv("DAGSTER_HOME", raising=False)
-        settings.data_dir().mkdir(parents=True)
+    with local_deployment(root / "data"):
         today = utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
         days = [(today - timedelta(days=n)).date() for n in (3, 2, 1)]
         generate(settings.sample_db_url(), start=today - timedelta(days=3), end=today, sites=SITES)
@@ -64,21 +58,10 @@ def reconciled(tmp_path_factory) -> Iterator[tuple[DagsterServer, list[str], str
 
 def test_a_backfill_over_days_and_tables_shows_the_incomplete_day(reconciled, page):
     server, days, broken_day = reconciled
-    selector = {
-        "partitionSetName": "cosmos_reconcile_job_partition_set",
-        "repositorySelector": server.repository_selector,
-    }
     names = [f"{day}|{table}" for day in days for table in catalogue.TABLE_NAMES]
-    params = {"selector": selector, "partitionNames": names}
-    backfill_id = server.answer(LAUNCH_BACKFILL, {"params": params}, "launchPartitionBackfill")[
-        "backfillId"
-    ]
-
-    def backfill() -> dict:
-        return server.answer(BACKFILL, {"id": backfill_id}, "partitionBackfillOrError")
-
-    wait_until(lambda: backfill()["status"] in BACKFILL_DONE, BACKFILL_TIMEOUT, "backfill", 2)
-    runs = {tags_of(run)["dagster/partition"]: run["status"] for run in backfill()["runs"]}
+    backfill_id = server.launch_backfill("cosmos_reconcile_job_partition_set", names)
+    done = server.wait_for_backfill(backfill_id, BACKFILL_TIMEOUT)
+    runs = {tags_of(run)["dagster/partition"]: run["status"] for run in done["runs"]}
     assert len(runs) == len(names)
     failed = {name for name, status in runs.items() if status != "SUCCESS"}
     assert failed == {f"{broken_day}|{BROKEN_TABLE}"}
