@@ -76,4 +76,5 @@ def test_a_backfill_over_days_and_tables_shows_the_incomplete_day(reconciled, pa
     # The status filters count the partitions: the broken one failed, the other 14 materialized.
     expect(page.get_by_text(f"Materialized ({len(names) - 1})", exact=True)).to_be_visible()
     expect(page.get_by_text("Failed (1)", exact=True)).to_be_visible()
+    expect(page.get_by_text("did not materialize this asset").first).to_be_visible()
     screenshot(page, "reconcile-partitions")
