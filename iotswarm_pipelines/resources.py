@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
+from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
@@ -28,6 +28,7 @@ def build_resources() -> dict[str, Any]:
         ),
         **_export_resources(prod),
         "mqtt": _mqtt_resource(prod),
+        **_step_io(prod),
     }
 
 
@@ -39,6 +40,48 @@ def _set_env(**names: str) -> dict[str, dg.EnvVar]:
     return {field: dg.EnvVar(name) for field, name in names.items() if os.environ.get(name)}
 
 
+S3_ENV = {
+    "region_name": "AWS_REGION",
+    "endpoint_url": "LIVECOSMOS_S3_ENDPOINT_URL",
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "aws_session_token": "AWS_SESSION_TOKEN",
+}
+
+
+def s3_resource() -> S3Resource:
+    """The production S3 connection (payloads, state, step outputs), settings from ``S3_ENV``."""
+    return S3Resource(**_set_env(**S3_ENV))
+
+
+def s3_resource_now() -> S3Resource:
+    """The same connection with the values read now, for code that runs outside a resource."""
+    return S3Resource(
+        **{field: os.environ[name] for field, name in S3_ENV.items() if os.environ.get(name)}
+    )
+
+
+def _step_io(prod: bool) -> dict[str, Any]:
+    """Step outputs as S3 objects at ``IOTSWARM_IO_URI=s3://bucket/prefix`` (production only).
+
+    Unset, Dagster's filesystem IO manager under the instance's storage folder hands outputs
+    from step to step, which steps on other machines reach only through a shared disk; with
+    it, Celery workers or pods on hosts that share nothing but the network can run any step.
+    """
+    uri = os.environ.get("IOTSWARM_IO_URI", "").strip()
+    if not (prod and uri):
+        return {}
+    try:
+        bucket, prefix = split_s3_uri(uri)
+    except ValueError as exc:
+        raise ValueError(f"IOTSWARM_IO_URI {exc}") from None
+    return {
+        "io_manager": S3PickleIOManager(
+            s3_resource=s3_resource(), s3_bucket=bucket, s3_prefix=prefix
+        )
+    }
+
+
 def _export_resources(prod: bool) -> dict[str, Any]:
     """State files and object store of the live export (see README, "Export storage")."""
     if not prod:
@@ -48,15 +91,7 @@ def _export_resources(prod: bool) -> dict[str, Any]:
                 root=str(settings.data_dir() / "objects"), prefix=EXPORT_PREFIX
             ),
         }
-    s3 = S3Resource(
-        **_set_env(
-            region_name="AWS_REGION",
-            endpoint_url="LIVECOSMOS_S3_ENDPOINT_URL",
-            aws_access_key_id="AWS_ACCESS_KEY_ID",
-            aws_secret_access_key="AWS_SECRET_ACCESS_KEY",
-            aws_session_token="AWS_SESSION_TOKEN",
-        )
-    )
+    s3 = s3_resource()
     return {
         "state": _prod_state(s3),
         "object_store": S3ObjectStore(

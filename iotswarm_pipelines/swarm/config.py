@@ -75,7 +75,9 @@ class SwarmConfig(dg.Config):
         default=False, description="Continue the session named swarm_name where it stopped."
     )
     sessions_dir: str | None = Field(
-        default=None, description="Session folder; default <IOTSWARM_DATA_DIR>/swarm_sessions."
+        default=None,
+        description="Session folder or s3://bucket/prefix (sessions and reports); default "
+        "$IOTSWARM_SESSIONS_URI, else <IOTSWARM_DATA_DIR>/swarm_sessions.",
     )
     connect_rate: float = Field(default=200.0, description="New connections per second.")
     max_publish_rate: float = Field(

@@ -229,9 +229,12 @@ def swarm_report(
     sessions.consolidate(spec.swarm_name, spec.sessions_dir)
     text = render_text(report, spec.swarm_name)
     context.log.info(text)
+    document = {"swarm": spec.swarm_name, "run_id": context.run_id, **report.metadata()}
+    saved = sessions.save_report(spec.swarm_name, {**document, "text": text}, spec.sessions_dir)
     metadata = {
         **report.metadata(),
         "swarm": spec.swarm_name,
+        "report_saved": dg.MetadataValue.path(saved),
         "summary": dg.MetadataValue.md(render_markdown(report, spec.swarm_name)),
     }
     # A materialization of the declared report asset, so the UI plots the numbers across runs.

@@ -1,0 +1,375 @@
+"""Celery workers that share nothing but the network, on this one machine (README, "Scaling out").
+
+Two workers run each in a mount namespace of its own with private tmpfs mounts over /tmp,
+/var/tmp and /dev/shm, and their own working directory, home, temporary folder, DAGSTER_HOME
+and IOTSWARM_DATA_DIR in there: neither sees the other's files nor the run worker's. The run
+worker is ``dagster job execute`` with ``IOTSWARM_DEPLOYMENT=prod``: the instance on
+PostgreSQL, the source in PostgreSQL, step outputs, export objects and state, and swarm sessions
+and reports in S3 (the moto server), Celery through Redis and MQTT to Mosquitto, all by URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from iotswarm_pipelines.cosmos.sample import generate
+from iotswarm_pipelines.export.pipeline import utc_now
+from iotswarm_pipelines.swarm import sessions
+from iotswarm_tests.celery_workers import WorkerGroup, celery_workers, execute
+from iotswarm_tests.services import require_tcp, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+SOILMET = "LEVEL1_SOILMET_30MIN"
+PRECIP = "LEVEL1_PRECIP_1MIN"
+SITES = ["ALIC1", "BALRD"]
+SAMPLE_HOURS = 2  # under the export's 3-hour fallback from any time in the hour after `end`
+REGION = "eu-west-2"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    env: dict[str, str]  # the run worker's (and, with their own folders, the workers')
+    launcher: Path  # the run worker's own folder
+    run_root: Path  # the folder the workers' private folders are in (as each sees it)
+    bucket: str
+    s3: object  # a boto3 client on the moto server
+    workers: WorkerGroup
+    started: float
+
+    def session_store(self) -> str:
+        return f"s3://{self.bucket}/sessions"
+
+
+def _prod_env(pg_url: str, s3_endpoint: str, bucket: str, mqtt: tuple[str, int]) -> dict[str, str]:
+    """Every variable a host of this deployment needs: the same on the run worker and workers."""
+    url = sa.engine.make_url(pg_url)
+    return {
+        "PATH": os.environ["PATH"],
+        "CI": os.environ.get("CI", ""),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "IOTSWARM_DEPLOYMENT": "prod",
+        "IOTSWARM_EXECUTOR": "celery",
+        "IOTSWARM_CELERY_BROKER": "redis://127.0.0.1:6379/0",
+        "DAGSTER_PG_HOST": url.host or "127.0.0.1",
+        "DAGSTER_PG_PORT": str(url.port or 5432),
+        "DAGSTER_PG_USER": url.username or "postgres",
+        "DAGSTER_PG_PASSWORD": url.password or "",
+        "DAGSTER_PG_DB": url.database or "",
+        "COSMOS_DB_URL": pg_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "LIVECOSMOS_S3_ENDPOINT_URL": s3_endpoint,
+        "LIVECOSMOS_BUCKET": bucket,
+        "LIVECOSMOS_STATE_URI": f"s3://{bucket}/state",
+        "IOTSWARM_IO_URI": f"s3://{bucket}/steps",
+        "IOTSWARM_SESSIONS_URI": f"s3://{bucket}/sessions",
+        "IOTSWARM_MQTT_HOST": mqtt[0],
+        "IOTSWARM_MQTT_PORT": str(mqtt[1]),
+        "IOTSWARM_MQTT_TLS": "false",
+    }
+
+
+def _sample_source(pg_url: str) -> None:
+    """Two tables of the last hours in PostgreSQL, in the COSMOS schema production reads."""
+    end = utc_now().replace(minute=0, second=0, microsecond=0)
+    generate(
+        pg_url,
+        start=end - timedelta(hours=SAMPLE_HOURS),
+        end=end,
+        sites=SITES,
+        tables=[SOILMET, PRECIP],
+    )
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text('CREATE SCHEMA "COSMOS"'))
+        for table in (SOILMET, PRECIP):
+            conn.execute(sa.text(f'ALTER TABLE "{table}" SET SCHEMA "COSMOS"'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(pg_server_url) -> Iterator[str]:
+    """A fresh PostgreSQL database for the module: the instance and the COSMOS source."""
+    name = f"iotswarm_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.engine.make_url(pg_server_url).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, pg_module_url, s3_endpoint, mqtt_broker) -> Iterator[Deployment]:
+    if os.geteuid() != 0:
+        pytest.fail("the share-nothing test needs root for `unshare --mount` (see README)")
+    require_tcp("Redis", "127.0.0.1", 6379)
+    started = time.time()
+    root = tmp_path_factory.mktemp("sharenothing")
+    bucket = f"iotswarm-sharenothing-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing-secret",
+    )
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    _sample_source(pg_module_url)
+    env = _prod_env(pg_module_url, s3_endpoint, bucket, mqtt_broker)
+    launcher = root / "run-worker"
+    folders = {name: launcher / name for name in ("home", "tmp", "work", "data", "dagster_home")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "dagster.prod.yaml", folders["dagster_home"] / "dagster.yaml")
+    launcher_env = {
+        **env,
+        "HOME": str(folders["home"]),
+        "TMPDIR": str(folders["tmp"]),
+        "DAGSTER_HOME": str(folders["dagster_home"]),
+        "IOTSWARM_DATA_DIR": str(folders["data"]),
+    }
+    workers_root = root / "workers"  # exists only inside each worker's private /tmp
+    with pytest.MonkeyPatch.context() as patch:
+        # This process reads the runs from the instance and the sessions from S3.
+        for name in env:
+            if name.startswith(("DAGSTER_PG_", "AWS_", "LIVECOSMOS_S3_")):
+                patch.setenv(name, env[name])
+        with celery_workers(
+            2, concurrency=2, env=env, logs=root / "logs", isolated_in=workers_root
+        ) as group:
+            launcher_env.update(IOTSWARM_CELERY_QUEUE=group.queue, IOTSWARM_EXECUTOR="celery")
+            yield Deployment(launcher_env, launcher, workers_root, bucket, s3, group, started)
+
+
+def _launch(deployment: Deployment, job: str, config=None, tags=None, check=True):
+    run, entries = execute(
+        deployment.env, job, config, tags, cwd=deployment.launcher / "work", check=check
+    )
+    return run, [e.dagster_event for e in entries]
+
+
+def _output_metadata(events, step_key: str) -> dict:
+    [output] = [e for e in events if e.is_successful_output and e.step_key == step_key]
+    return {name: value.value for name, value in output.event_specific_data.metadata.items()}
+
+
+def _swarm_config(name: str, **overrides) -> dict:
+    config = {
+        "mode": "loop",
+        "per_site": 2,
+        "shards": 4,
+        "max_cycles": 3,
+        "sleep_time": 1.0,  # shards last long enough that one worker cannot take them all
+        "qos": 1,
+        "verify": True,
+        "swarm_name": name,
+        "mqtt_prefix": name,
+        "progress_interval": 0.5,
+        **overrides,
+    }
+    return {"ops": {"plan_swarm": {"config": config}}}
+
+
+def _read(deployment: Deployment, key: str) -> bytes:
+    return deployment.s3.get_object(Bucket=deployment.bucket, Key=key)["Body"].read()
+
+
+def _keys(deployment: Deployment, prefix: str) -> list[str]:
+    pages = deployment.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=deployment.bucket, Prefix=prefix
+    )
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_swarm_shards_spread_over_isolated_workers_through_s3(deployment):
+    name = f"sn-swarm-{uuid.uuid4().hex[:8]}"
+    run, events = _launch(deployment, "swarm_job", _swarm_config(name))
+
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    report = _output_metadata(events, "swarm_report")
+    devices = len(SITES) * 2
+    assert report["devices"] == devices
+    assert report["sent"] == report["acknowledged"] == report["delivered"] == devices * 3
+    assert report["lost"] == 0 and report["duplicated"] == 0 and report["failed"] == 0
+    ran_on = {}
+    for shard in range(4):
+        where = _output_metadata(events, f"run_shard[shard_{shard}]")
+        worker = deployment.workers.worker_of(where["pid"])
+        assert worker is not None, f"shard {shard} ran in pid {where['pid']}, not in a worker"
+        ran_on[shard] = (worker.name, where["host"], where["pid"])
+    assert len({node for node, _, _ in ran_on.values()}) == 2, ran_on
+
+    # Session and report from S3, as any host reads them afterwards.
+    saved = json.loads(_read(deployment, f"sessions/{name}.report.json"))
+    assert (saved["run_id"], saved["sent"], saved["lost"]) == (run.run_id, devices * 3, 0)
+    session = sessions.load_session(name, deployment.session_store())
+    assert session is not None and {p.cycles for p in session.positions.values()} == {3}
+    # Step outputs went through S3, under the run's ID.
+    outputs = _keys(deployment, f"steps/{run.run_id}/")
+    assert f"steps/{run.run_id}/run_shard[shard_0]/result" in outputs, outputs
+    _assert_nothing_outside_private_folders(deployment, run.run_id)
+
+
+def _rows_in_objects(deployment: Deployment, prefix: str) -> list[tuple]:
+    """(station, fields, time) of every row in every stored payload, repeats kept."""
+    rows = []
+    for key in _keys(deployment, prefix):
+        payload = json.loads(_read(deployment, key))
+        head = payload["head"]
+        fields = tuple(f["name"] for f in head["fields"])
+        rows += [(head["environment"]["station_name"], fields, d["time"]) for d in payload["data"]]
+    return rows
+
+
+def test_two_table_backfill_stores_every_row_once_with_state_on_s3(deployment):
+    # Both partitions at once, as a backfill launches them: each its own run, its step on Celery.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        launched = {
+            table: pool.submit(
+                _launch, deployment, "cosmos_live_export_job", tags={"dagster/partition": table}
+            )
+            for table in (SOILMET, PRECIP)
+        }
+    results = {}
+    for table, future in launched.items():
+        run, events = future.result()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        [materialization] = [e for e in events if e.is_step_materialization]
+        results[table] = materialization.event_specific_data.materialization.metadata
+
+    expected = len(SITES) * SAMPLE_HOURS * (2 + 60)  # 30-minute and 1-minute rows
+    assert sum(m["rows_read"].value for m in results.values()) == expected
+    assert all(m["failed"].value == 0 for m in results.values())
+    rows = _rows_in_objects(deployment, "fdri/cosmos_swarm/")
+    assert len(rows) == len(set(rows)) == expected
+    state = _keys(deployment, "state/")
+    assert any(SOILMET in k for k in state) and any(PRECIP in k for k in state), state
+    _assert_nothing_outside_private_folders(deployment)
+
+
+def _event_pid(deployment: Deployment, run_id: str, step_key: str) -> int | None:
+    with dg.DagsterInstance.from_config(deployment.env["DAGSTER_HOME"]) as instance:
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START):
+            if entry.dagster_event.step_key == step_key:
+                return entry.dagster_event.pid
+    return None
+
+
+def _latest_run_id(deployment: Deployment, job: str, not_in: set[str]) -> str | None:
+    with dg.DagsterInstance.from_config(deployment.env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name=job), limit=5)
+    return next((r.run_id for r in runs if r.run_id not in not_in), None)
+
+
+def test_a_killed_worker_fails_the_run_naming_its_shard_and_resume_continues(deployment):
+    name = f"sn-kill-{uuid.uuid4().hex[:8]}"
+    config = _swarm_config(name, max_cycles=8, sleep_time=0.5)
+    with dg.DagsterInstance.from_config(deployment.env["DAGSTER_HOME"]) as instance:
+        before = {r.run_id for r in instance.get_runs(dg.RunsFilter(job_name="swarm_job"))}
+    store = deployment.session_store()
+    killed = "run_shard[shard_2]"
+    ids: list[str] = []
+
+    def started() -> bool:
+        run_id = ids[0] if ids else _latest_run_id(deployment, "swarm_job", before)
+        if run_id and not ids:
+            ids.append(run_id)
+        return bool(ids) and f"{name}.shard-2.json" in _shard_documents(deployment, name)
+
+    outcome: dict = {}
+    launch = threading.Thread(
+        target=lambda: outcome.update(result=_launch(deployment, "swarm_job", config, check=False))
+    )
+    launch.start()
+    try:
+        wait_until(started, 120, "shard 2 publishing", 0.2)
+        pid = _event_pid(deployment, ids[0], killed)
+        assert pid is not None and deployment.workers.worker_of(pid) is not None
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        launch.join(timeout=300)
+    run, events = outcome["result"]
+
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    [failure] = [e for e in events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
+    messages = " ".join(e.message or "" for e in events if e.is_engine_event or e.is_failure)
+    assert killed in messages and "WorkerLostError" in messages, messages[-2000:]
+    assert failure is not None
+    saved = sessions.load_session(name, store)
+    assert saved is not None
+    lost_devices = {d for d, p in saved.positions.items() if p.cycles < 8}
+    assert lost_devices, "the killed shard's devices stopped short of max_cycles"
+
+    # Resume: every device continues from its saved position, none starts again.
+    resumed, resumed_events = _launch(
+        deployment, "swarm_job", _swarm_config(name, max_cycles=2, resume_session=True)
+    )
+    assert resumed.status == dg.DagsterRunStatus.SUCCESS
+    report = _output_metadata(resumed_events, "swarm_report")
+    assert report["lost"] == 0 and report["duplicated"] == 0
+    after = sessions.load_session(name, store)
+    assert after is not None
+    for device, position in saved.positions.items():
+        assert after.positions[device].cycles == position.cycles + 2, device
+        assert after.positions[device].last_time > position.last_time, device
+    _assert_nothing_outside_private_folders(deployment, run.run_id)
+
+
+def _shard_documents(deployment: Deployment, name: str) -> list[str]:
+    return [k.rsplit("/", 1)[-1] for k in _keys(deployment, f"sessions/{name}.shard-")]
+
+
+def _new_files(folder: Path, since: float) -> list[Path]:
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not p.is_symlink() and p.stat().st_mtime >= since
+    ]
+
+
+def _assert_nothing_outside_private_folders(deployment: Deployment, run_id: str | None = None):
+    """The workers' files exist only in their private folders; the repository and the host's
+    view of the run's folders hold none of theirs; no step output or session is on a disk."""
+    host_view = deployment.run_root  # the workers' folder, as the host sees it: never made
+    assert not host_view.exists(), sorted(host_view.rglob("*"))
+    written = [
+        p
+        for p in _new_files(ROOT, deployment.started)
+        if ".pytest_cache" not in p.parts and ".git" not in p.parts
+    ]
+    assert written == [], written
+    for worker in deployment.workers.workers:
+        assert worker.private is not None
+        private = worker.view(worker.private)
+        assert private.is_dir(), f"{worker.name} has no private folder {private}"
+        others = [w for w in deployment.workers.workers if w is not worker]
+        for other in others:  # a worker does not see the other's folder
+            assert not worker.view(other.private).exists()  # type: ignore[arg-type]
+        files = _new_files(private, deployment.started)
+        assert not [p for p in files if "swarm_sessions" in p.parts or p.suffix == ".json"]
+    launcher_files = _new_files(deployment.launcher, deployment.started)
+    if run_id:
+        assert not [p for p in launcher_files if run_id in str(p) and "compute_logs" not in str(p)]
+    assert not [p for p in launcher_files if "swarm_sessions" in p.parts]
