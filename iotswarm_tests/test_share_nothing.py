@@ -227,8 +227,8 @@ def test_swarm_shards_spread_over_isolated_workers_through_s3(deployment):
     session = sessions.load_session(name, deployment.session_store())
     assert session is not None and {p.cycles for p in session.positions.values()} == {3}
     # Step outputs went through S3, under the run's ID.
-    outputs = _keys(deployment, f"steps/{run.run_id}/")
-    assert f"steps/{run.run_id}/run_shard[shard_0]/result" in outputs, outputs
+    outputs = _keys(deployment, f"steps/storage/{run.run_id}/")
+    assert f"steps/storage/{run.run_id}/run_shard--shard_0/result" in outputs, outputs
     _assert_nothing_outside_private_folders(deployment, run.run_id)
 
 
@@ -304,7 +304,7 @@ def test_a_killed_worker_fails_the_run_naming_its_shard_and_resume_continues(dep
     )
     launch.start()
     try:
-        wait_until(started, 120, "shard 2 publishing", 0.2)
+        wait_until(started, 120, "shard 2 publishing", 0.5)
         pid = _event_pid(deployment, ids[0], killed)
         assert pid is not None and deployment.workers.worker_of(pid) is not None
         os.kill(pid, signal.SIGKILL)
