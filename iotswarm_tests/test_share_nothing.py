@@ -51,6 +51,7 @@ class Deployment:
     s3: object  # a boto3 client on the moto server
     workers: WorkerGroup
     started: float
+    repository: set[Path]  # its files when the deployment started
 
     def session_store(self) -> str:
         return f"s3://{self.bucket}/sessions"
@@ -126,6 +127,7 @@ def deployment(tmp_path_factory, pg_module_url, s3_endpoint, mqtt_broker) -> Ite
         pytest.fail("the share-nothing test needs root for `unshare --mount` (see README)")
     require_tcp("Redis", "127.0.0.1", 6379)
     started = time.time()
+    repository = _repository_files()
     root = tmp_path_factory.mktemp("sharenothing")
     bucket = f"iotswarm-sharenothing-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client(
@@ -160,7 +162,9 @@ def deployment(tmp_path_factory, pg_module_url, s3_endpoint, mqtt_broker) -> Ite
             2, concurrency=2, env=env, logs=root / "logs", isolated_in=workers_root
         ) as group:
             launcher_env.update(IOTSWARM_CELERY_QUEUE=group.queue, IOTSWARM_EXECUTOR="celery")
-            yield Deployment(launcher_env, launcher, workers_root, bucket, s3, group, started)
+            yield Deployment(
+                launcher_env, launcher, workers_root, bucket, s3, group, started, repository
+            )
 
 
 def _launch(deployment: Deployment, job: str, config=None, tags=None, check=True):
@@ -341,6 +345,16 @@ def _shard_documents(deployment: Deployment, name: str) -> list[str]:
     return [k.rsplit("/", 1)[-1] for k in _keys(deployment, f"sessions/{name}.shard-")]
 
 
+def _repository_files() -> set[Path]:
+    """The repository's files, but for git's, pytest's cache and the virtual environment."""
+    skip = {".git", ".venv", ".pytest_cache", ".ruff_cache"}
+    return {
+        p
+        for p in ROOT.rglob("*")
+        if not skip.intersection(p.relative_to(ROOT).parts[:1]) and p.is_file()
+    }
+
+
 def _new_files(folder: Path, since: float) -> list[Path]:
     return [
         p
@@ -354,12 +368,7 @@ def _assert_nothing_outside_private_folders(deployment: Deployment, run_id: str 
     view of the run's folders hold none of theirs; no step output or session is on a disk."""
     host_view = deployment.run_root  # the workers' folder, as the host sees it: never made
     assert not host_view.exists(), sorted(host_view.rglob("*"))
-    written = [
-        p
-        for p in _new_files(ROOT, deployment.started)
-        if ".pytest_cache" not in p.parts and ".git" not in p.parts
-    ]
-    assert written == [], written
+    assert _repository_files() == deployment.repository, "a file appeared in the repository"
     for worker in deployment.workers.workers:
         assert worker.private is not None
         private = worker.view(worker.private)
