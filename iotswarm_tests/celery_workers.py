@@ -20,6 +20,7 @@ import dagster as dg
 import psutil
 
 from iotswarm_tests.services import wait_until
+from iotswarm_tests.share_nothing import FOLDERS
 
 STOP_TIMEOUT = 60
 
@@ -107,7 +108,7 @@ def _isolated(
 ) -> tuple[list[str], dict[str, str]]:
     """``command`` in a new mount namespace over private tmpfs mounts, with ``private`` as its
     working directory, home, temporary folder, Dagster home and data folder."""
-    folders = {name: private / name for name in ("home", "tmp", "work", "data", "dagster_home")}
+    folders = {name: private / name for name in FOLDERS}
     mounts = " && ".join(f"mount -t tmpfs -o mode=0700 private {m}" for m in PRIVATE_MOUNTS)
     script = (
         f"{mounts} && mkdir -p {' '.join(str(f) for f in folders.values())} "
