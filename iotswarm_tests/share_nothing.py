@@ -36,6 +36,7 @@ def prod_env(pg_url: str, s3_endpoint: str, bucket: str, mqtt: tuple[str, int]) 
         "PATH": os.environ["PATH"],
         "CI": os.environ.get("CI", ""),
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # a benchmark of another checkout
         "IOTSWARM_DEPLOYMENT": "prod",
         "IOTSWARM_EXECUTOR": "celery",
         "IOTSWARM_CELERY_BROKER": "redis://127.0.0.1:6379/0",
