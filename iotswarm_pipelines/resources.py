@@ -120,16 +120,27 @@ def _prod_state(s3: S3Resource) -> StateBackend:
     return S3StateStore(s3=s3, bucket=bucket, prefix=prefix)
 
 
+def _host_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
 def _mqtt_resource(prod: bool) -> MqttResource:
-    """The swarm's broker: Mosquitto on loopback locally, ``IOTSWARM_MQTT_*`` in production."""
+    """The swarm's broker: Mosquitto on loopback locally, ``IOTSWARM_MQTT_*`` in production.
+
+    ``IOTSWARM_MQTT_SOURCE_ADDRESSES`` is read where the code location loads, so each Celery
+    worker host binds its shards' connections to its own local addresses (round robin by shard).
+    """
+    local_addresses = _host_list("IOTSWARM_MQTT_SOURCE_ADDRESSES")
     if not prod:
-        return MqttResource(host="127.0.0.1", port=1883)
+        return MqttResource(host="127.0.0.1", port=1883, source_addresses=local_addresses)
     alpn = os.environ.get("IOTSWARM_MQTT_ALPN", "")
     return MqttResource(
         host=dg.EnvVar("IOTSWARM_MQTT_HOST"),
         port=int(os.environ.get("IOTSWARM_MQTT_PORT", "8883")),
         tls=os.environ.get("IOTSWARM_MQTT_TLS", "true").lower() in ("1", "true", "yes"),
         alpn=[a for a in alpn.split(",") if a],
+        brokers=_host_list("IOTSWARM_MQTT_BROKERS"),
+        source_addresses=local_addresses,
         **_set_env(
             username="IOTSWARM_MQTT_USERNAME",
             password="IOTSWARM_MQTT_PASSWORD",

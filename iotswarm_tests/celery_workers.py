@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +68,7 @@ def celery_workers(
     env: dict[str, str],
     logs: Path,
     isolated_in: Path | None = None,
+    own_env: Sequence[dict[str, str]] = (),
 ) -> Iterator[WorkerGroup]:
     """``count`` workers of ``iotswarm_pipelines.celery_worker``, stopped (warm) on exit.
 
@@ -75,7 +76,8 @@ def celery_workers(
     namespace of its own (``unshare --mount``, root only) with a private tmpfs over each of
     ``PRIVATE_MOUNTS``, and ``isolated_in/w<i>`` inside it as its working directory, home,
     ``TMPDIR``, ``DAGSTER_HOME`` and ``IOTSWARM_DATA_DIR``: like a host of its own that shares
-    only the network. Its log is then inside that folder too.
+    only the network. Its log is then inside that folder too. ``own_env[i]`` is added to the
+    environment of worker ``i + 1`` only (a host's own settings).
     """
     queue = f"iotswarm-test-{uuid.uuid4().hex[:8]}"
     env = {**env, "IOTSWARM_EXECUTOR": "celery", "IOTSWARM_CELERY_QUEUE": queue}
@@ -90,9 +92,9 @@ def celery_workers(
             command = [celery, "-A", "iotswarm_pipelines.celery_worker", "worker", "-n", name]
             command += ["-Q", queue, "--concurrency", str(concurrency), "--prefetch-multiplier=1"]
             command += ["--without-gossip", "--without-mingle", "-l", "INFO", "-f", str(log)]
-            worker_env = env
+            worker_env = {**env, **(own_env[i - 1] if i <= len(own_env) else {})}
             if private:
-                command, worker_env = _isolated(command, env, private)
+                command, worker_env = _isolated(command, worker_env, private)
             with (logs / f"w{i}.out").open("wb") as out:  # start-up errors, warnings
                 process = subprocess.Popen(command, env=worker_env, stdout=out, stderr=out)
             workers.append(Worker(name.replace("%h", _hostname()), process, log, private))

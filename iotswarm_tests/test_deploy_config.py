@@ -256,6 +256,8 @@ STATE_LOCATIONS = {"LIVECOSMOS_STATE_DIR", "LIVECOSMOS_STATE_URI"}
 # Unset on Kubernetes, where the step pods share the iotswarm-data volume: step outputs go
 # through S3 only for hosts that share no disk (README, "Scaling out").
 OPTIONAL = {"IOTSWARM_IO_URI"}
+# Per host and optional: a broker list and the local addresses shards connect from.
+OPTIONAL |= {"IOTSWARM_MQTT_BROKERS", "IOTSWARM_MQTT_SOURCE_ADDRESSES"}
 
 
 def test_every_variable_the_prod_resources_read_is_provided(code_location):

@@ -44,6 +44,9 @@ SOILMET = "LEVEL1_SOILMET_30MIN"
 PRECIP = "LEVEL1_PRECIP_1MIN"
 SITES = ["ALIC1", "BALRD"]
 SAMPLE_HOURS = 2  # under the export's 3-hour fallback from any time in the hour after `end`
+# Each worker host's own local addresses for its shards' connections (loopback needs no set-up).
+SOURCE_ADDRESSES = "IOTSWARM_MQTT_SOURCE_ADDRESSES"
+WORKER_ADDRESSES = [("127.0.0.2",), ("127.0.0.3", "127.0.0.4")]
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,12 @@ def deployment(tmp_path_factory, pg_server_url, s3_endpoint, mqtt_broker) -> Ite
             patch.setenv(name, value)
         workers_root = root / "workers"  # exists only inside each worker's private /tmp
         with celery_workers(
-            2, concurrency=2, env=env, logs=root / "logs", isolated_in=workers_root
+            2,
+            concurrency=2,
+            env=env,
+            logs=root / "logs",
+            isolated_in=workers_root,
+            own_env=[{SOURCE_ADDRESSES: ",".join(a)} for a in WORKER_ADDRESSES],
         ) as group:
             launcher = root / "run-worker"
             launcher_env = {**run_worker(launcher, env), "IOTSWARM_CELERY_QUEUE": group.queue}
@@ -152,6 +160,9 @@ def test_swarm_shards_spread_over_isolated_workers_through_s3(deployment):
         worker = deployment.workers.worker_of(where["pid"])
         assert worker is not None, f"shard {shard} ran in pid {where['pid']}, not in a worker"
         ran_on[shard] = (worker.name, where["host"], where["pid"])
+        # The shard connected from its worker's own addresses, round robin by shard number.
+        addresses = WORKER_ADDRESSES[deployment.workers.workers.index(worker)]
+        assert where["source_address"] == addresses[shard % len(addresses)], (shard, where)
     assert len({node for node, _, _ in ran_on.values()}) == 2, ran_on
 
     # Session and report from S3, as any host reads them afterwards.

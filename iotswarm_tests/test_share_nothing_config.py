@@ -15,7 +15,7 @@ from dagster_aws.s3 import S3PickleIOManager
 
 from iotswarm_pipelines import resources
 from iotswarm_pipelines.swarm import sessions
-from iotswarm_pipelines.swarm.devices import SwarmConfigError
+from iotswarm_pipelines.swarm.options import SwarmConfigError
 from iotswarm_pipelines.swarm.session_store import FolderStore, S3Store, open_store
 from iotswarm_pipelines.swarm.sessions import DevicePosition
 from iotswarm_tests.state_copies import make_bucket
@@ -111,3 +111,19 @@ def test_step_outputs_go_to_the_bucket(prod, s3_endpoint, aws_test_credentials):
         f"storage/{result.run_id}/one/result",
         f"storage/{result.run_id}/plus_one/result",
     ]
+
+
+def test_each_host_names_its_own_source_addresses_and_brokers(prod):
+    prod.setenv("IOTSWARM_MQTT_HOST", "broker.example")
+    prod.setenv("IOTSWARM_MQTT_SOURCE_ADDRESSES", "127.0.0.3, 127.0.0.4")
+    prod.setenv("IOTSWARM_MQTT_BROKERS", "b1.example:8883,b2.example")
+    mqtt = resources.build_resources()["mqtt"]
+    assert mqtt.source_addresses == ["127.0.0.3", "127.0.0.4"]
+    assert [mqtt.settings(shard=k).source_address for k in range(3)] == [
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.3",
+    ]
+    assert [mqtt.settings(shard=k).host for k in range(2)] == ["b1.example", "b2.example"]
+    prod.delenv("IOTSWARM_MQTT_SOURCE_ADDRESSES")
+    assert resources.build_resources()["mqtt"].settings(shard=1).source_address is None

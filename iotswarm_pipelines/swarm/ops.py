@@ -14,15 +14,16 @@ from pathlib import Path
 
 import dagster as dg
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.swarm import config as cf
-from iotswarm_pipelines.swarm import data, sessions
+from iotswarm_pipelines.swarm import data, options, planning, sessions
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
-from iotswarm_pipelines.swarm.config import ShardPlan, SwarmConfig, SwarmPlan, SwarmSpec
-from iotswarm_pipelines.swarm.devices import SwarmConfigError
-from iotswarm_pipelines.swarm.mqtt.engine import ShardResult
+from iotswarm_pipelines.swarm.config import SwarmConfig
 from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
 from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
+from iotswarm_pipelines.swarm.mqtt.types import ShardResult
+from iotswarm_pipelines.swarm.options import BrokerOptions, SwarmConfigError
+from iotswarm_pipelines.swarm.planning import ShardPlan, SwarmPlan, SwarmSpec
 from iotswarm_pipelines.swarm.report import SwarmReport, render_markdown, render_text, summarize
 from iotswarm_pipelines.swarm.resources import MqttResource
 
@@ -34,18 +35,21 @@ def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name:
 
     ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
     """
-    cf.check_config(config)
-    settings = mqtt.settings(
-        qos=config.qos,
-        protocol=config.protocol,
-        connect_rate=config.connect_rate,
-        max_publish_rate=config.max_publish_rate,
-    )
-    settings.validate()
-    rows = cf.check_sources(config, cosmos)
-    swarm = cf.plan(config, rows, name)
+    planning.check_config(config)
+    options.check(mqtt, BrokerOptions, ("brokers", "source_addresses"), MqttConfigError)
+    endpoints = {}  # each broker and source address the shards use, checked once
+    for shard in range(config.shards):
+        settings = mqtt.settings(config, shard)
+        endpoints.setdefault((settings.host, settings.port, settings.source_address), settings)
+    for settings in endpoints.values():
+        settings.validate()
+    rows = data.check_source(config.source, catalogue.get_table(config.table).name, cosmos)
+    name = config.swarm_name or name
+    saved = sessions.load_session(name, config.sessions_dir) if config.resume_session else None
+    swarm = planning.plan(config, name, rows.sites(), saved)
     if not config.dry:
-        check_broker(settings, timeout=settings.connect_timeout)
+        for settings in endpoints.values():
+            check_broker(settings, timeout=settings.connect_timeout)
     return swarm
 
 
@@ -66,7 +70,7 @@ def plan_swarm(
         context.instance.add_run_tags(context.run_id, {SWARM_TAG: name})
     context.log.info(
         f"swarm {name}: {swarm.devices} devices from {len(swarm.sites)} sites in "
-        f"{len(swarm.shards)} shard(s), mode {swarm.spec.mode}, {swarm.resumed} resumed"
+        f"{len(swarm.shards)} shard(s), mode {swarm.spec.options.mode}, {swarm.resumed} resumed"
     )
     yield dg.Output(
         swarm.spec,
@@ -120,25 +124,20 @@ def _progress_line(result: ShardResult) -> str:
 def run_shard(
     context: dg.OpExecutionContext, cosmos: CosmosSource, mqtt: MqttResource, shard: ShardPlan
 ) -> dg.Output[ShardResult]:
-    spec = shard.spec
-    rows = cf.open_rows(spec.source, spec.table, cosmos)
+    spec, options = shard.spec, shard.spec.options
+    rows = data.open_rows(options.source, spec.table, cosmos)
     streams = data.build_streams(
         shard.devices,
         rows,
-        mode=spec.mode,
-        device_type=spec.device_type,
-        rows_per_message=spec.rows_per_message,
-        sleep_time=spec.sleep_time,
-        speed=spec.speed,
+        mode=options.mode,
+        device_type=options.device_type,
+        rows_per_message=options.rows_per_message,
+        sleep_time=options.sleep_time,
+        speed=options.speed,
         positions=shard.positions,
         history_start=spec.history_start,
     )
-    settings = mqtt.settings(
-        qos=spec.qos,
-        protocol=spec.protocol,
-        connect_rate=spec.connect_rate,
-        max_publish_rate=spec.max_publish_rate,
-    )
+    settings = mqtt.settings(options, shard.shard)
 
     # Periodic saves are written by another thread: the engine's loop (which calls
     # on_progress) only copies the positions, so 20,000 devices do not stall publishing.
@@ -149,7 +148,14 @@ def run_shard(
         if background and saving and not saving[-1].done():
             return  # the previous save is still being written; the next interval catches up
         positions = {s.device_id: s.position for s in streams}
-        args = (spec.swarm_name, shard.shard, spec.table, spec.mode, positions, spec.sessions_dir)
+        args = (
+            spec.swarm_name,
+            shard.shard,
+            spec.table,
+            options.mode,
+            positions,
+            options.sessions_dir,
+        )
         saving.append(writer.submit(sessions.save_shard, *args))
         if not background:
             saving[-1].result()
@@ -159,7 +165,7 @@ def run_shard(
         save_positions(background=True)
 
     stop = threading.Event()
-    stop_file = Path(spec.stop_file) if spec.stop_file else None
+    stop_file = Path(options.stop_file) if options.stop_file else None
 
     def should_stop() -> bool:
         return stop.is_set() or (stop_file is not None and stop_file.exists())
@@ -173,12 +179,12 @@ def run_shard(
                 streams,
                 settings,
                 spec.schedule,
-                connections=spec.connections,  # type: ignore[arg-type]
-                dry=spec.dry,
-                verify=spec.verify,
+                connections=options.connections,  # type: ignore[arg-type]
+                dry=options.dry,
+                verify=options.verify,
                 should_stop=should_stop,
                 on_progress=on_progress,
-                progress_interval=spec.progress_interval,
+                progress_interval=options.progress_interval,
             )
         except BaseException as exc:  # handed to the step's thread, which raises it
             outcome["error"] = exc
@@ -213,11 +219,13 @@ def run_shard(
         ("partial report after termination\n" if interrupted else "")
         + render_text(summary, f"shard {shard.shard}")
     )
-    return dg.Output(result, metadata={**summary.metadata(), **_executed_by()})
+    where = {**_executed_by(), "source_address": settings.source_address or ""}
+    return dg.Output(result, metadata={**summary.metadata(), **where})
 
 
 def _executed_by() -> dict[str, str | int]:
-    """Where the shard ran: operators match it to a machine and a process on any executor."""
+    """Where the shard ran: operators match it to a machine and a process on any executor
+    (and, with ``source_address``, to the local address its connections came from)."""
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
@@ -226,11 +234,13 @@ def swarm_report(
     context: dg.OpExecutionContext, spec: SwarmSpec, results: list[ShardResult]
 ) -> dg.Output[SwarmReport]:
     report = summarize(sorted(results, key=lambda r: r.shard))
-    sessions.consolidate(spec.swarm_name, spec.sessions_dir)
+    sessions.consolidate(spec.swarm_name, spec.options.sessions_dir)
     text = render_text(report, spec.swarm_name)
     context.log.info(text)
     document = {"swarm": spec.swarm_name, "run_id": context.run_id, **report.metadata()}
-    saved = sessions.save_report(spec.swarm_name, {**document, "text": text}, spec.sessions_dir)
+    saved = sessions.save_report(
+        spec.swarm_name, {**document, "text": text}, spec.options.sessions_dir
+    )
     metadata = {
         **report.metadata(),
         "swarm": spec.swarm_name,

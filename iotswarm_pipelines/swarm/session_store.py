@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.atomic import write_atomically
 from iotswarm_pipelines.export.state_s3 import split_s3_uri
-from iotswarm_pipelines.swarm.devices import SwarmConfigError
+from iotswarm_pipelines.swarm.options import SwarmConfigError
 
 SESSIONS_URI = "IOTSWARM_SESSIONS_URI"
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from iotswarm_pipelines.swarm.devices import SwarmConfigError
+from iotswarm_pipelines.swarm.options import SwarmConfigError
 from iotswarm_pipelines.swarm.session_store import DocumentStore, open_store
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
