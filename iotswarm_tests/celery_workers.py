@@ -187,7 +187,10 @@ def execute(
         command += ["--tags", json.dumps(tags)]
     done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        [run] = instance.get_runs(dg.RunsFilter(job_name=job, tags=tags or {}), limit=1)
+        runs = instance.get_runs(dg.RunsFilter(job_name=job, tags=tags or {}), limit=1)
+        if not runs:
+            raise RuntimeError(f"{job} made no run: {done.stderr[-2000:]}")
+        [run] = runs
         events = [e for e in instance.all_logs(run.run_id) if e.dagster_event]
     if check and done.returncode != 0:
         raise RuntimeError(f"{job} failed: {done.stderr[-2000:]}")
