@@ -59,7 +59,7 @@ PROCESSES = 4
 def backfill(env: dict[str, str], batch_size: int) -> dict[str, float]:
     """The week's 7 partitions, 4 launches at a time: rows read and rows/s over the runs' span."""
     keys = [f"{(WEEK + timedelta(days=d)):%Y-%m-%d}|{PRECIP}" for d in range(DAYS)]
-    config = {"ops": {"cosmos_history_export": {"config": {"batch_size": batch_size}}}}
+    config = {"ops": {"cosmos__history_export": {"config": {"batch_size": batch_size}}}}
     with ThreadPoolExecutor(max_workers=PROCESSES) as pool:
         launches = [
             pool.submit(
