@@ -27,6 +27,7 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import keys
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.watermarks import (
+    Row,
     SiteProgress,
     batch_rows,
     newest_time,
@@ -89,8 +90,8 @@ def utc_now() -> datetime:
 
 
 def build_objects(
-    table: catalogue.Table, prefix: str, batches: Iterator[list[dict]]
-) -> Iterator[tuple[str, bytes, list[dict]]]:
+    table: catalogue.Table, prefix: str, batches: Iterator[list[Row]]
+) -> Iterator[tuple[str, bytes, list[Row]]]:
     """(key, body, rows) per payload: the same text and key for the live and historical assets."""
     for rows in batches:
         site_id = rows[0][catalogue.SITE_ID]
@@ -331,7 +332,7 @@ def export_window(
     return summary
 
 
-def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run: bool) -> None:
+def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[Row]], dry_run: bool) -> None:
     """Build each payload and stream it into the store's bounded upload pool."""
 
     def objects() -> Iterator[tuple[str, bytes]]:

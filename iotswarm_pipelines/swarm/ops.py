@@ -6,7 +6,8 @@ any executor and IO manager that can move pickles between processes works.
 
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -45,7 +46,8 @@ def prepare(
     """
     planning.check_config(config)
     options.check(mqtt, BrokerOptions, ("brokers", "source_addresses"), MqttConfigError)
-    endpoints = {}  # each broker and source address the shards use, checked once
+    # each broker and source address the shards use, checked once
+    endpoints: dict[tuple[str, int, str | None], MqttSettings] = {}
     for shard in range(config.shards):
         settings = mqtt.settings(config, shard)
         endpoints.setdefault((settings.host, settings.port, settings.source_address), settings)
@@ -138,7 +140,7 @@ def plan_swarm(
         yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{shard.shard}")
 
 
-def concurrent_steps(run_config: dict) -> int | None:
+def concurrent_steps(run_config: Mapping[str, Any]) -> int | None:
     """How many steps the run's default (multi-or-in-process) executor runs at once.
 
     None for any other executor (Celery, Kubernetes, ...), which schedules steps its own way.
