@@ -51,9 +51,10 @@ def s3_resource() -> S3Resource:
 
 def s3_resource_now() -> S3Resource:
     """The same connection with the values read now, for code that runs outside a resource."""
-    return S3Resource(
-        **{field: os.environ[name] for field, name in S3_ENV.items() if os.environ.get(name)}
-    )
+    values: dict[str, Any] = {
+        field: os.environ[name] for field, name in S3_ENV.items() if os.environ.get(name)
+    }
+    return S3Resource(**values)
 
 
 def _step_io(prod: bool) -> dict[str, Any]:
