@@ -17,6 +17,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.export import sites as site_rules
 
 KEYS = (
     "dsn",
@@ -145,14 +146,10 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         batch_size = int(values["batch_size"])
     sites = None
     if "sites" in values:
-        sites = [s.strip().upper() for s in values["sites"].split(",") if s.strip()]
+        # Matched against the source's IDs (``export.sites``) before any run, not upper-cased.
+        sites = site_rules.clean(values["sites"].split(","))
         if not sites:
             raise fail("sites", "sites is empty; list site IDs like sites='ALIC1,BALRD'")
-        for site in sites:
-            try:
-                catalogue.get_site(site)
-            except catalogue.UnknownSiteError as exc:
-                raise fail("sites", str(exc)) from None
     endpoint_url = values.get("endpoint_url")
     if endpoint_url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", endpoint_url):
         raise fail("endpoint_url", "endpoint_url must be an http:// or https:// URL")
