@@ -9,6 +9,8 @@ RELIABILITY.md maps issue 13 here (``R2``).
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -16,12 +18,15 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
-from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines
-from iotswarm_pipelines.export.object_store import StoreUnavailableError
+from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError, dispose_engines
+from iotswarm_pipelines.export.object_store import LocalObjectStore, StoreUnavailableError
 from iotswarm_pipelines.export.pipeline import ExportError, StateNotSavedError, export_table
 from iotswarm_pipelines.export.sites import UnknownSiteError
+from iotswarm_pipelines.export.state_store import StateStore
 from iotswarm_tests.export_fixtures import (
+    PREFIX,
     SOILMET,
     insert_rows,
     local_store,
@@ -40,6 +45,7 @@ from iotswarm_tests.test_reliability_export import (
 )
 
 T0 = datetime(2024, 6, 1)
+FORK = multiprocessing.get_context("fork")  # the child shares the imported modules: fast
 
 
 @pytest.fixture(autouse=True)
@@ -243,3 +249,86 @@ def test_state_that_cannot_be_saved_after_storing_says_so(tmp_path):
     assert export(url, store, state).rows_read == 4
     assert store.list_keys() == keys  # re-sent onto the same keys
     assert set(stored_rows(store).values()) == {1}
+
+
+# ------------------------------------------------------------------ 8. odd inputs early
+
+
+@pytest.mark.parametrize("hours", [float("inf"), float("nan"), 1e9, -1])
+def test_absurd_fallback_hours_are_refused_before_anything_runs(tmp_path, hours):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, {"ALIC1": half_hours(T0, 2)})
+    with pytest.raises(ValueError, match="fallback_hours must be a number of hours from 0 to"):
+        export(url, store, state, fallback_hours=hours)
+    assert not (tmp_path / "state").exists() and store.list_keys() == []
+
+
+def test_iso_t_date_times_on_sqlite_are_refused_with_the_fix_then_export_once(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, {"ALIC1": half_hours(T0, 4)})
+    engine = sa.create_engine(url)
+    rewrite = f"UPDATE {SOILMET} SET DATE_TIME = replace(DATE_TIME, ' ', 'T')"
+    with engine.begin() as conn:
+        conn.execute(sa.text(rewrite))  # as a tool writing isoformat() would have stored them
+
+    with pytest.raises(SourceError) as caught:
+        export(url, store, state)
+    assert (
+        f"{SOILMET} stores DATE_TIME of site ALIC1 as ISO text with a 'T' "
+        "(2024-06-01T01:30:00.000000), which SQLite compares wrongly; rewrite it: "
+        f"UPDATE {SOILMET} SET DATE_TIME = replace(DATE_TIME, 'T', ' ')"
+    ) in str(caught.value)
+    assert store.list_keys() == [] and not any(p.exists() for p in state.paths(SOILMET))
+
+    with engine.begin() as conn:  # the fix the line gives
+        conn.execute(sa.text(f"UPDATE {SOILMET} SET DATE_TIME = replace(DATE_TIME, 'T', ' ')"))
+    engine.dispose()
+    assert export(url, store, state).rows_read == 4
+    seed(url, {"ALIC1": [T0 + timedelta(hours=2)]})
+    assert export(url, store, state).rows_read == 1  # not the watermark's day again
+
+
+# ----------------------------------------------------- 7. no debris in the object tree
+
+
+def _export_and_die_mid_write(url: str, root: str, state_dir: str, nth_fsync: int) -> None:
+    """Export, dying (no cleanup, like SIGKILL) at the nth fsync: an object half written."""
+    from iotswarm_pipelines import atomic
+
+    real, calls = atomic.os.fsync, 0
+
+    def dying(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == nth_fsync:
+            os._exit(9)
+        real(fd)
+
+    atomic.os.fsync = dying
+    store = LocalObjectStore(root=root, prefix=PREFIX, max_concurrency=1)
+    export(url, store, StateStore(state_dir=state_dir))
+
+
+def test_a_write_killed_midway_leaves_nothing_a_reader_of_the_object_tree_sees(tmp_path):
+    url, state = sqlite_url(tmp_path), state_store(tmp_path)
+    seed(url, {"ALIC1": half_hours(T0, 6)})
+    root = tmp_path / "objects"
+    # The store's check and each object take two fsyncs (file, folder), one at a time: the 7th
+    # is the third object's, before its rename.
+    child = FORK.Process(
+        target=_export_and_die_mid_write, args=(url, str(root), state.state_dir, 7)
+    )
+    child.start()
+    child.join()
+    assert child.exitcode == 9
+
+    files = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    in_tree = [f for f in files if not f.startswith(".partial/")]
+    assert len(in_tree) == 2 and not any(f.endswith(".tmp") for f in in_tree)
+    assert len(files) == 3  # the killed write's temporary, outside the key tree
+    store = LocalObjectStore(root=str(root), prefix=PREFIX)
+    assert store.list_keys() == sorted(in_tree)
+
+    assert export(url, store, state).rows_read == 6
+    assert list((root / ".partial").iterdir()) == []  # swept: its writer is dead
+    assert set(stored_rows(store).values()) == {1} and len(store.list_keys()) == 6

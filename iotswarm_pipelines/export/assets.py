@@ -98,7 +98,9 @@ class LiveExportConfig(dg.Config):
     )
     fallback_hours: float = pydantic.Field(
         default=pipeline.DEFAULT_FALLBACK_HOURS,
-        description="How far back to start for a site the state has never seen (0 or more).",
+        description=(
+            "How far back to start for a site the state has never seen (0 to 438000 hours)."
+        ),
     )
     batch_size: int | None = pydantic.Field(
         default=None, description="Rows per payload; the table's default (1) when empty."
@@ -117,8 +119,7 @@ class LiveExportConfig(dg.Config):
     def check(self) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
         _check_sites(self.sites)
-        if not self.fallback_hours >= 0:
-            raise ValueError(f"fallback_hours must be 0 or more, got {self.fallback_hours:g}")
+        pipeline.check_fallback_hours(self.fallback_hours)
         _check_batch_size(self.batch_size)
         _parse_time("since", self.since)
         _parse_time("until", self.until)

@@ -24,9 +24,11 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
-from iotswarm_pipelines.atomic import write_atomically
+from iotswarm_pipelines.atomic import sweep_temporaries, write_atomically
 
 CONTENT_TYPE = "application/json"
+PARTIAL_FOLDER = ".partial"
+"""Where a local store writes its temporaries (a key never starts with a dot)."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,9 @@ class LocalObjectStore(dg.ConfigurableResource):
     """Payload objects as files under ``root``, one per key: the embedded default.
 
     Each file is written atomically (temporary file, fsync, rename, fsync of its folder), so a
-    crash never leaves a torn object, and an object is on disk before its watermark moves.
+    crash never leaves a torn object, and an object is on disk before its watermark moves. The
+    temporaries live in ``<root>/.partial/``, outside every key's folder, so a reader or a sync
+    of the object tree never meets one; those of killed runs are swept at the next start.
     """
 
     root: str
@@ -282,11 +286,19 @@ class LocalObjectStore(dg.ConfigurableResource):
         except OSError as exc:
             raise StoreUnavailableError(f"{self.describe()}: {describe_error(exc)}") from None
 
+    @property
+    def _partial(self) -> Path:
+        return Path(self.root).expanduser() / PARTIAL_FOLDER
+
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]:
+        partial = self._partial
+        partial.mkdir(parents=True, exist_ok=True)
+        sweep_temporaries(partial)
+
         def put(key: str, body: bytes) -> None:
             path = self._path(key)
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, body)
+            write_atomically(path, body, temp_dir=partial)
 
         return put_concurrently(put, objects, self.max_concurrency)
 
@@ -299,7 +311,7 @@ class LocalObjectStore(dg.ConfigurableResource):
         keys = (
             p.relative_to(root).as_posix()
             for p in root.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )
         return sorted(k for k in keys if k.startswith(wanted))
 

@@ -5,7 +5,8 @@ here through the live asset, so this is the one place the run's rules live:
 
 * a site starts at its watermark, or ``now - fallback_hours`` when the state has never seen it;
   a replay window (``since``/``until``) starts at ``since`` whatever the watermark says;
-* rows stream oldest first into payloads of ``batch_size`` rows, and payloads stream into the
+* rows stream oldest first into payloads of ``batch_size`` rows aligned to the table's cadence
+  (``aligned_batches``: a re-sent payload is the same payload), and payloads stream into the
   object store's bounded upload pool, so a backlog of millions of rows never sits in memory;
 * a site's watermark moves only over the stored prefix of its payloads (``watermarks``), is
   checkpointed while a long backlog drains, and never moves back;
@@ -31,7 +32,7 @@ from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.object_store import describe_error
 from iotswarm_pipelines.export.watermarks import (
     SiteProgress,
-    batch_rows,
+    aligned_batches,
     newest_time,
     replay_may_advance,
 )
@@ -48,6 +49,8 @@ _progress = logging.getLogger(PROGRESS_LOGGER)
 _module_log = logging.getLogger(__name__)
 
 DEFAULT_FALLBACK_HOURS = 3.0
+MAX_FALLBACK_HOURS = 24 * 365 * 50
+"""Fifty years: more reaches before the first COSMOS row (and ``inf`` overflows mid-run)."""
 CHECKPOINT_PAYLOADS = 2000
 CHECKPOINT_SECONDS = 30.0
 LOG_SECONDS = 10.0
@@ -84,6 +87,15 @@ class _Payload:
     site_id: str
     seq: int
     newest: datetime
+
+
+def check_fallback_hours(hours: float) -> None:
+    """Raises ``ValueError`` (one line) unless ``hours`` is a finite 0..MAX_FALLBACK_HOURS."""
+    if not 0 <= hours <= MAX_FALLBACK_HOURS:  # also false for NaN and inf
+        raise ValueError(
+            f"fallback_hours must be a number of hours from 0 to {MAX_FALLBACK_HOURS} (50 years), "
+            f"got {hours:g}; to send a new site's whole history, replay it with since"
+        )
 
 
 def utc_now() -> datetime:
@@ -220,6 +232,8 @@ def export_table(
     log = log or _module_log
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if fallback_hours is not None:
+        check_fallback_hours(fallback_hours)
     if since is not None and until is not None and until <= since:
         raise ValueError(f"until ({until}) must be later than since ({since})")
     now = now or utc_now()
@@ -292,7 +306,7 @@ def _export(
             yield from source.rows_after(spec.name, site_id, start, until)
 
     try:
-        _ship(run, store, batch_rows(rows(), batch_size), dry_run)
+        _ship(run, store, aligned_batches(rows(), batch_size, spec.cadence, newest), dry_run)
     finally:
         if not dry_run:
             # Keep whatever is safe even when the source or the store raised half way.
@@ -322,8 +336,8 @@ def export_window(
     """Re-export every row with ``after < DATE_TIME <= until``, whatever the watermarks say.
 
     The state is neither read nor written: the live export owns the watermarks, and a re-sent
-    payload lands on the key it had before, so nothing duplicates. Batches start at ``after``,
-    so with ``batch_size`` > 1 the grouping (and so the keys) can differ from the live run's.
+    payload lands on the key it had before, so nothing duplicates: with any ``batch_size`` the
+    payloads are aligned to the table's cadence (``aligned_batches``), as the live run's are.
     """
     spec = catalogue.get_table(table)
     log = log or _module_log
@@ -340,7 +354,8 @@ def export_window(
             yield row
 
     log.info(f"{spec.name}: re-exporting {after} .. {until}" + (", dry run" if dry_run else ""))
-    _ship(run, store, batch_rows(rows(), batch_size), dry_run)
+    newest = source.newest_times(spec.name, selected)
+    _ship(run, store, aligned_batches(rows(), batch_size, spec.cadence, newest), dry_run)
     run.report()
     summary.sites = len(site_ids)
     _raise_if_failed(run, store, "run it again to re-send them")
