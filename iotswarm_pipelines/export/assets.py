@@ -15,7 +15,7 @@ import pydantic
 from iotswarm_pipelines import executors
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.export import health, pipeline
+from iotswarm_pipelines.export import bad_rows, health, pipeline
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.partitions import daily_table_partitions, table_partitions
@@ -115,10 +115,18 @@ class LiveExportConfig(dg.Config):
     dry_run: bool = pydantic.Field(
         default=False, description="Build and count payloads; store nothing, move no watermark."
     )
+    skip_rows: list[str] | None = pydantic.Field(
+        default=None,
+        description=(
+            "Rows a payload cannot carry that the run may leave out, as SITE@GMT time (e.g. "
+            "ALIC1@2024-06-01T10:30), named by a failed run; each skip is recorded in the run."
+        ),
+    )
 
     def check(self) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
         _check_sites(self.sites)
+        bad_rows.parse_skip_rows(self.skip_rows or ())
         pipeline.check_fallback_hours(self.fallback_hours)
         _check_batch_size(self.batch_size)
         _parse_time("since", self.since)
@@ -178,6 +186,8 @@ def summary_metadata(summary: pipeline.ExportSummary, destination: str) -> dict[
     }
     if summary.lag_seconds is not None:
         metadata["lag_seconds"] = dg.MetadataValue.float(summary.lag_seconds)
+    if summary.skipped_rows:  # the operator's choice, on the record
+        metadata["skipped_rows"] = dg.MetadataValue.json(summary.skipped_rows)
     return metadata
 
 
@@ -240,6 +250,7 @@ def cosmos_live_export(
             until=config.until_time,
             dry_run=config.dry_run,
             log=context.log,
+            skip_rows=config.skip_rows or (),
         )
     except site_rules.UnknownSiteError as exc:
         raise dg.Failure(description=f"bad run config: {exc}") from None

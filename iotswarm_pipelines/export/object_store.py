@@ -210,11 +210,16 @@ class S3ObjectStore(dg.ConfigurableResource):
         return self._client
 
     def check(self) -> None:
-        """One HEAD of the bucket: a missing bucket or refused credentials fail here, by name."""
+        """One HEAD of the bucket, not retried: a missing bucket, refused credentials or an
+        endpoint that cannot be reached fail here, by name. A server error (5xx, throttling) is
+        left to the uploads, which retry it."""
+        client = s3_client(self.s3, max_attempts=1)
         try:
-            self.client().head_bucket(Bucket=self.bucket)
+            client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            if status >= 500 or status == 429:
+                return
             code = exc.response.get("Error", {}).get("Code")
             if not code or code.isdigit():
                 code = _HEAD_CODES.get(status, code or "Error")
@@ -224,6 +229,8 @@ class S3ObjectStore(dg.ConfigurableResource):
             ) from None
         except Exception as exc:  # connection refused, timeouts, bad endpoint
             raise StoreUnavailableError(f"{self.describe()}: {describe_error(exc)}") from None
+        finally:
+            client.close()
 
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]:
         client = self.client()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export import keys
+from iotswarm_pipelines.export import bad_rows, keys
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.object_store import describe_error
@@ -80,6 +80,8 @@ class ExportSummary:
     watermarks: dict[str, datetime] = field(default_factory=dict)
     lag_seconds: float | None = None
     dry_run: bool = False
+    skipped_rows: list[str] = field(default_factory=list)
+    """Rows left out because the operator listed them in ``skip_rows`` (``SITE@time``)."""
 
 
 @dataclass
@@ -103,15 +105,20 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def build_object(table: catalogue.Table, prefix: str, rows: list[dict]) -> tuple[str, bytes]:
+    """(key, body) of one payload: the same text and key for the live and historical assets."""
+    site_id = rows[0][catalogue.SITE_ID]
+    text, md5 = payloads.payload_json_md5(payloads.cr1000x_payload(site_id, rows))
+    key = keys.object_key_for_md5(prefix, site_id, table.name, newest_time(rows), md5)
+    return key, text.encode()
+
+
 def build_objects(
     table: catalogue.Table, prefix: str, batches: Iterator[list[dict]]
 ) -> Iterator[tuple[str, bytes, list[dict]]]:
-    """(key, body, rows) per payload: the same text and key for the live and historical assets."""
+    """(key, body, rows) per payload (``build_object``)."""
     for rows in batches:
-        site_id = rows[0][catalogue.SITE_ID]
-        text, md5 = payloads.payload_json_md5(payloads.cr1000x_payload(site_id, rows))
-        key = keys.object_key_for_md5(prefix, site_id, table.name, newest_time(rows), md5)
-        yield key, text.encode(), rows
+        yield *build_object(table, prefix, rows), rows
 
 
 class _Run:
@@ -132,6 +139,9 @@ class _Run:
         self.may_advance: set[str] = set()
         self.in_flight: dict[str, list[_Payload]] = {}
         self.saved: dict[str, datetime] = {}
+        self.skip: set[tuple[str, datetime]] = set()
+        self.stopped: dict[str, bad_rows.StoppedSite] = {}  # sites stopped before a bad row
+        self.held: dict[str, bad_rows.StoppedSite] = {}  # sites read only up to the horizon
         self.causes: Counter[str] = Counter()  # why objects failed: the S3 code or errno name
         self.cause_text: dict[str, str] = {}  # the first full line of each cause
         self.since_checkpoint = 0
@@ -192,6 +202,45 @@ class _Run:
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
 
+    def stop(self, stopped: bad_rows.StoppedSite) -> None:
+        if stopped.site_id not in self.stopped:
+            self.stopped[stopped.site_id] = stopped
+            self.log.error(f"{self.table.name}: {stopped}")
+
+    def payloadable(self, batch: list[dict]) -> list[dict] | None:
+        """The batch without the rows ``skip_rows`` names; None when a bad row stops the site."""
+        kept = []
+        for row in batch:
+            why = bad_rows.unpayloadable(row)
+            if why is None:
+                kept.append(row)
+            elif (row[catalogue.SITE_ID], row[catalogue.DATE_TIME]) in self.skip:
+                name = bad_rows.skip_key(row[catalogue.SITE_ID], row[catalogue.DATE_TIME])
+                self.summary.skipped_rows.append(name)
+                self.log.warning(f"{self.table.name}: skipped {name} as skip_rows asks ({why})")
+            else:
+                self.stop(bad_rows.at_row(row, why))
+                return None
+        return kept
+
+    def site_rows(
+        self,
+        source: CosmosSource,
+        site_id: str,
+        after: datetime | None,
+        until: datetime | None,
+    ) -> Iterator[dict]:
+        """One site's rows; a row the database cannot hand over stops this site only."""
+        last = after
+        try:
+            for row in source.rows_after(self.table.name, site_id, after, until):
+                if site_id in self.stopped:
+                    return
+                last = row[catalogue.DATE_TIME]
+                yield row
+        except (TypeError, ValueError) as exc:  # a driver's conversion, not a SourceError
+            self.stop(bad_rows.unreadable(site_id, last, exc))
+
     def cause(self) -> str:
         """The commonest reason objects failed, as one line (its first occurrence)."""
         if not self.causes:
@@ -222,11 +271,15 @@ def export_table(
     dry_run: bool = False,
     now: datetime | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    skip_rows: Collection[str] = (),
+    future_tolerance: timedelta = bad_rows.DEFAULT_FUTURE_TOLERANCE,
 ) -> ExportSummary:
     """Export the rows of ``table`` that are newer than each site's watermark (or a replay window).
 
     ``fallback_hours=None`` sends the whole history of a site the state has never seen.
-    Raises ``ExportError`` after keeping the safe watermarks when any payload was not stored.
+    Raises ``ExportError`` after keeping the safe watermarks when any payload was not stored, or
+    when a site stopped before a bad row or a row dated after ``now + future_tolerance`` (the
+    other sites are exported); ``skip_rows`` (``SITE@time``) names bad rows to leave out.
     """
     spec = catalogue.get_table(table)
     log = log or _module_log
@@ -234,6 +287,7 @@ def export_table(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if fallback_hours is not None:
         check_fallback_hours(fallback_hours)
+    skip = bad_rows.parse_skip_rows(skip_rows)
     if since is not None and until is not None and until <= since:
         raise ValueError(f"until ({until}) must be later than since ({since})")
     now = now or utc_now()
@@ -255,6 +309,8 @@ def export_table(
             now,
             log,
             dry_run=dry_run,
+            skip=skip,
+            horizon=now + future_tolerance,
         )
 
 
@@ -272,6 +328,8 @@ def _export(
     log: logging.Logger | logging.LoggerAdapter,
     *,
     dry_run: bool,
+    skip: set[tuple[str, datetime]],
+    horizon: datetime,
 ) -> ExportSummary:
     current = state.load(spec.name)
     before = {s: w for s in current["sites"] if (w := state_rules.watermark(current, s))}
@@ -285,6 +343,14 @@ def _export(
         current = _save(state, spec.name, current, updates)
 
     run = _Run(spec, summary, log, checkpoint)
+    run.skip = skip
+    run.held = {
+        s: bad_rows.in_the_future(s, newest[s], horizon)
+        for s in selected
+        if s in newest and newest[s] > horizon
+    }
+    for held in run.held.values():
+        log.error(f"{spec.name}: {held}")
     run.may_advance = {
         s for s in selected if since is None or replay_may_advance(before.get(s), since)
     }
@@ -303,7 +369,10 @@ def _export(
             start = starts[site_id]
             if site_id not in newest or (start is not None and newest[site_id] <= start):
                 continue  # nothing new: no query
-            yield from source.rows_after(spec.name, site_id, start, until)
+            end = until
+            if site_id in run.held:  # rows from the future stay in the source
+                end = horizon if until is None else min(until, horizon)
+            yield from run.site_rows(source, site_id, start, end)
 
     try:
         _ship(run, store, aligned_batches(rows(), batch_size, spec.cadence, newest), dry_run)
@@ -318,6 +387,7 @@ def _export(
     summary.sites_advanced = sum(1 for s, w in summary.watermarks.items() if w != before.get(s))
     summary.lag_seconds = _lag(newest, summary.watermarks)
     _raise_if_failed(run, store, "the watermarks cover only what was stored")
+    _raise_if_stopped(run)
     return summary
 
 
@@ -349,9 +419,10 @@ def export_window(
     selected = _select_sites(spec, source, sites, log)
 
     def rows() -> Iterator[dict]:
-        for row in source.rows_between(spec.name, after, until, selected):
-            site_ids.add(row[catalogue.SITE_ID])
-            yield row
+        for site_id in selected:
+            for row in run.site_rows(source, site_id, after, until):
+                site_ids.add(site_id)
+                yield row
 
     log.info(f"{spec.name}: re-exporting {after} .. {until}" + (", dry run" if dry_run else ""))
     newest = source.newest_times(spec.name, selected)
@@ -359,6 +430,7 @@ def export_window(
     run.report()
     summary.sites = len(site_ids)
     _raise_if_failed(run, store, "run it again to re-send them")
+    _raise_if_stopped(run)
     return summary
 
 
@@ -396,7 +468,17 @@ def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run:
     """Build each payload and stream it into the store's bounded upload pool."""
 
     def objects() -> Iterator[tuple[str, bytes]]:
-        for key, body, batch in build_objects(run.table, store.prefix, batches):
+        for rows in batches:
+            batch: list[dict] | None = rows
+            if rows[0][catalogue.SITE_ID] in run.stopped:
+                continue  # nothing after a bad row may be sent: the watermark would pass it
+            try:
+                key, body = build_object(run.table, store.prefix, rows)
+            except (TypeError, ValueError):
+                batch = run.payloadable(rows)
+                if not batch:
+                    continue
+                key, body = build_object(run.table, store.prefix, batch)
             run.built(len(batch))
             if not dry_run:  # nothing completes in a dry run, so nothing is tracked
                 run.register(key, batch[0][catalogue.SITE_ID], newest_time(batch))
@@ -417,6 +499,16 @@ def _raise_if_failed(run: _Run, store: ObjectStore, consequence: str) -> None:
             f"{summary.table}: {summary.failed} of {summary.payloads_built} payloads were not "
             f"stored after retries (to {store.describe()}): {run.cause()}; {consequence}",
             summary,
+        )
+
+
+def _raise_if_stopped(run: _Run) -> None:
+    stopped = [*run.stopped.values(), *run.held.values()]
+    if stopped:
+        raise ExportError(
+            f"{run.table.name}: {len(stopped)} site(s) stopped before rows they cannot send "
+            f"(the other sites were exported): " + "; ".join(map(str, stopped)),
+            run.summary,
         )
 
 

@@ -29,6 +29,7 @@ from iotswarm_pipelines.atomic import write_atomically
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.state_backend import (
     BACKUP_SUFFIX,
+    CHECKSUM_SUFFIX,
     MAIN_SUFFIX,
     StateBackend,
     StateLockedError,
@@ -57,6 +58,15 @@ class StateStore(StateBackend):
     def _read(self, where: Path) -> bytes | None:
         try:
             return where.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _sidecar(self, where: Path) -> Path:
+        return where.with_name(where.name + CHECKSUM_SUFFIX)
+
+    def _modified(self, where: Path) -> int | None:
+        try:
+            return where.stat().st_mtime_ns
         except FileNotFoundError:
             return None
 
