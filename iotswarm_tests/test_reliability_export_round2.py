@@ -12,8 +12,11 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -323,10 +326,10 @@ def test_a_write_killed_midway_leaves_nothing_a_reader_of_the_object_tree_sees(t
     url, state = sqlite_url(tmp_path), state_store(tmp_path)
     seed(url, {"ALIC1": half_hours(T0, 6)})
     root = tmp_path / "objects"
-    # The store's check and each object take two fsyncs (file, folder), one at a time: the 7th
-    # is the third object's, before its rename.
+    # Each object takes two fsyncs (file, folder), one at a time: the 5th is the third
+    # object's, before its rename.
     child = FORK.Process(
-        target=_export_and_die_mid_write, args=(url, str(root), state.state_dir, 7)
+        target=_export_and_die_mid_write, args=(url, str(root), state.state_dir, 5)
     )
     child.start()
     child.join()
@@ -551,3 +554,137 @@ def test_both_tools_still_read_each_others_state_files(tmp_path):
     old_main.parent.mkdir(parents=True)
     old_main.write_bytes(pickle.dumps(later, protocol=2))
     assert watermark(fresh.load(SOILMET), "ALIC1") == T0 + timedelta(hours=1)
+
+
+# ------------------------------------------------------------ 4. a silent S3 endpoint
+
+
+def silent_s3(proxy: str, bucket: str, **options):
+    return s3_on(proxy, bucket, read_timeout_seconds=1, max_attempts=2, **options)
+
+
+def test_an_endpoint_that_never_answers_is_named_by_the_bucket_check(
+    tmp_path, s3_endpoint, aws_test_credentials
+):
+    url, state = sqlite_url(tmp_path), state_store(tmp_path)
+    seed(url, {"ALIC1": half_hours(T0, 4)})
+    bucket = new_bucket(s3_endpoint).bucket
+    plan = FaultPlan(fail_first=0, hang=True)
+    with fault_proxy(s3_endpoint, plan) as proxy, pytest.raises(StoreUnavailableError) as caught:
+        export(url, silent_s3(proxy, bucket), state)
+    assert "ReadTimeoutError: Read timeout on endpoint URL" in str(caught.value)
+    assert not any(p.exists() for p in state.paths(SOILMET))
+
+
+def test_a_store_that_falls_silent_mid_run_stops_the_run_after_failures_in_a_row(
+    tmp_path, s3_endpoint, aws_test_credentials
+):
+    url, state = sqlite_url(tmp_path), state_store(tmp_path)
+    seed(url, {"ALIC1": half_hours(T0, 40)})
+    healthy = new_bucket(s3_endpoint)
+    plan = FaultPlan(fail_first=0, hang_after=1)  # the bucket check is answered, then silence
+    with fault_proxy(s3_endpoint, plan) as proxy:
+        store = silent_s3(proxy, healthy.bucket, max_concurrency=2, stop_after_failures=2)
+        with pytest.raises(ExportError) as caught:
+            export(url, store, state)
+    message = str(caught.value)
+    assert "ReadTimeoutError" in message
+    assert "2 uploads failed in a row (last: ReadTimeoutError" in message
+    assert "stopped sending" in message
+    assert caught.value.summary.payloads_built < 40  # the rest was not even read
+    assert watermark(state.load(SOILMET), "ALIC1") is None
+
+    assert export(url, healthy, state).rows_read == 40
+    assert set(stored_rows(healthy).values()) == {1}
+
+
+CTRL_C_EXPORT = """
+import sys
+from dagster_aws.s3 import S3Resource
+from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.export.object_store import S3ObjectStore
+from iotswarm_pipelines.export.pipeline import export_table
+from iotswarm_pipelines.export.state_store import StateStore
+endpoint, bucket, url, state_dir = sys.argv[1:5]
+store = S3ObjectStore(s3=S3Resource(endpoint_url=endpoint, region_name="eu-west-2"),
+                      bucket=bucket, read_timeout_seconds=60, max_attempts=8)
+export_table("LEVEL1_SOILMET_30MIN", source=CosmosSource(url=url), store=store,
+             state=StateStore(state_dir=state_dir), fallback_hours=None)
+"""
+
+
+def test_ctrl_c_stops_an_export_stuck_on_a_silent_endpoint_at_once(
+    tmp_path, s3_endpoint, aws_test_credentials
+):
+    url, state = sqlite_url(tmp_path), state_store(tmp_path)
+    seed(url, {"ALIC1": half_hours(T0, 8)})
+    bucket = new_bucket(s3_endpoint).bucket
+    plan = FaultPlan(fail_first=0, hang_after=1)
+    with fault_proxy(s3_endpoint, plan) as proxy:
+        export_process = subprocess.Popen(
+            [sys.executable, "-c", CTRL_C_EXPORT, proxy, bucket, url, state.state_dir],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert plan.hung.wait(timeout=60)  # uploads are now waiting for an answer
+            export_process.send_signal(signal.SIGINT)
+            # Before: the process waited for its stuck uploads (60 s x 8 attempts each).
+            _, stderr = export_process.communicate(timeout=20)
+        finally:
+            export_process.kill()
+    assert export_process.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert watermark(state.load(SOILMET), "ALIC1") is None
+
+
+LOCK_HOLDER = """
+import sys
+from iotswarm_pipelines.export.state_store import StateStore
+with StateStore(state_dir=sys.argv[1]).locked("LEVEL1_SOILMET_30MIN"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+class _Heard(logging.Handler):
+    def __init__(self, wanted: str) -> None:
+        super().__init__()
+        self.wanted, self.lines, self.event = wanted, [], threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.wanted in record.getMessage():
+            self.lines.append(record.getMessage())
+            self.event.set()
+
+
+def test_an_export_waiting_for_the_table_lock_says_who_holds_it(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, {"ALIC1": half_hours(T0, 2)})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, state.state_dir],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    heard = _Heard("waiting for the lock of")
+    log = logging.getLogger("iotswarm-test-lock-wait")
+    log.addHandler(heard)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        waiting = threading.Thread(target=lambda: export(url, store, state, log=log))
+        waiting.start()
+        assert heard.event.wait(timeout=60)
+        assert waiting.is_alive()  # it waits; it has not exported around the lock
+        holder.stdin.close()  # the holder finishes
+        waiting.join(timeout=60)
+    finally:
+        holder.kill()
+        log.removeHandler(heard)
+    [line] = heard.lines
+    assert line.startswith(
+        f"waiting for the lock of {SOILMET} held by {holder.pid}/{socket.gethostname()} since "
+    )
+    assert line.endswith(" UTC")
+    assert len(store.list_keys()) == 2

@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -29,7 +29,8 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import bad_rows, keys
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
-from iotswarm_pipelines.export.object_store import describe_error
+from iotswarm_pipelines.export.object_store import StoreUnavailableError, describe_error
+from iotswarm_pipelines.export.state_backend import StateLockedError
 from iotswarm_pipelines.export.watermarks import (
     SiteProgress,
     aligned_batches,
@@ -142,6 +143,7 @@ class _Run:
         self.skip: set[tuple[str, datetime]] = set()
         self.stopped: dict[str, bad_rows.StoppedSite] = {}  # sites stopped before a bad row
         self.held: dict[str, bad_rows.StoppedSite] = {}  # sites read only up to the horizon
+        self.store_down: str | None = None  # why uploads were stopped early
         self.causes: Counter[str] = Counter()  # why objects failed: the S3 code or errno name
         self.cause_text: dict[str, str] = {}  # the first full line of each cause
         self.since_checkpoint = 0
@@ -167,9 +169,10 @@ class _Run:
             self.summary.failed += 1
             progress.failed_at(payload.seq)
             self.log.error(f"{self.table.name}: could not store {key}: {error}")
-            cause = error.split(maxsplit=1)[0].rstrip(":")
-            self.causes[cause] += 1
-            self.cause_text.setdefault(cause, error)
+            if not error.startswith("not attempted"):  # after the store was taken as down
+                cause = error.split(maxsplit=1)[0].rstrip(":")
+                self.causes[cause] += 1
+                self.cause_text.setdefault(cause, error)
         self.since_checkpoint += 1
         if (
             self.since_checkpoint >= CHECKPOINT_PAYLOADS
@@ -295,7 +298,7 @@ def export_table(
     if not dry_run:
         store.check()  # a missing bucket or refused credentials: one line before any upload
     # A dry run writes nothing, so it need not wait for a running export of the table.
-    with nullcontext() if dry_run else state.locked(spec.name):
+    with nullcontext() if dry_run else _table_lock(state, spec.name, log):
         return _export(
             spec,
             source,
@@ -312,6 +315,20 @@ def export_table(
             skip=skip,
             horizon=now + future_tolerance,
         )
+
+
+@contextmanager
+def _table_lock(
+    state: StateBackend, table: str, log: logging.Logger | logging.LoggerAdapter
+) -> Iterator[None]:
+    """The table's state lock; when another export holds it, say whose before waiting."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(state.locked(table, timeout=0))
+        except StateLockedError as exc:
+            log.warning(f"waiting for the lock of {table} held by {exc.holder or exc}")
+            stack.enter_context(state.locked(table))
+        yield
 
 
 def _export(
@@ -465,7 +482,11 @@ def _select_sites(
 
 
 def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run: bool) -> None:
-    """Build each payload and stream it into the store's bounded upload pool."""
+    """Build each payload and stream it into the store's bounded upload pool.
+
+    A store that fails upload after upload ends the stream early (``put_concurrently``); the
+    run then fails with its cause, and the rows not sent wait for the next run.
+    """
 
     def objects() -> Iterator[tuple[str, bytes]]:
         for rows in batches:
@@ -488,8 +509,11 @@ def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run:
         for _ in objects():
             pass
         return
-    for result in store.put_many(objects()):
-        run.completed(result.key, result.size, result.error)
+    try:
+        for result in store.put_many(objects()):
+            run.completed(result.key, result.size, result.error)
+    except StoreUnavailableError as exc:
+        run.store_down = str(exc)
 
 
 def _raise_if_failed(run: _Run, store: ObjectStore, consequence: str) -> None:
@@ -497,7 +521,9 @@ def _raise_if_failed(run: _Run, store: ObjectStore, consequence: str) -> None:
     if summary.failed:
         raise ExportError(
             f"{summary.table}: {summary.failed} of {summary.payloads_built} payloads were not "
-            f"stored after retries (to {store.describe()}): {run.cause()}; {consequence}",
+            f"stored after retries (to {store.describe()}): {run.cause()}; "
+            + (f"{run.store_down}; " if run.store_down else "")
+            + consequence,
             summary,
         )
 

@@ -44,7 +44,14 @@ class StateRecoveryError(RuntimeError):
 
 
 class StateLockedError(RuntimeError):
-    """Another export holds the table's state lock (only raised when a timeout is given)."""
+    """Another export holds the table's state lock (only raised when a timeout is given).
+
+    ``holder`` names it when the store knows (``PID/host since …`` for the files).
+    """
+
+    def __init__(self, message: str, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class StateConflictError(RuntimeError):
