@@ -84,11 +84,9 @@ def _source(config: LiveCosmosConfig) -> CosmosSource:
     return CosmosSource(url=config.url, schema_name=config.schema_name)
 
 
-def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
-    """The runs' resources. The source is handed over as a ready object rather than as
-    config: a URL given as config (password and all) would be stored in the Dagster instance
-    as the resource's default in the job snapshot."""
-    stores = build_stores(
+def _stores(config: LiveCosmosConfig) -> dict[str, Any]:
+    """The ``object_store`` and ``state`` resources the config file names."""
+    return build_stores(
         Destination(
             s3=S3Resource(endpoint_url=config.endpoint_url),
             bucket=config.bucket,
@@ -99,7 +97,14 @@ def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
             state_prefix=config.state_prefix,
         )
     )
-    return {"cosmos": dg.ResourceDefinition.hardcoded_resource(_source(config)), **stores}
+
+
+def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
+    """The runs' resources. The source is handed over as a ready object rather than as
+    config: a URL given as config (password and all) would be stored in the Dagster instance
+    as the resource's default in the job snapshot."""
+    source = dg.ResourceDefinition.hardcoded_resource(_source(config))
+    return {"cosmos": source, **_stores(config)}
 
 
 def _run_config(config: LiveCosmosConfig, args: argparse.Namespace) -> dict[str, Any]:
