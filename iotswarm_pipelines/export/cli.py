@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
+from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.assets import (
     LiveExportConfig,
     cosmos_live_export,
@@ -151,9 +152,11 @@ def _progress(table: str) -> Iterator[None]:
 
 
 def _check_source(source: CosmosSource, config: LiveCosmosConfig, tables: list[str]) -> None:
-    """Reach the database before any run, so an outage is one line and exit code 2."""
+    """Reach the database before any run, so an outage or an unknown site is one line, exit 2."""
     try:
         source.check(tables)
+        for table in tables:
+            site_rules.select(table, config.sites, source.list_sites(table))
     except SourceError:
         raise
     except (OSError, sa.exc.SQLAlchemyError) as exc:  # drivers that fail below SQLAlchemy
