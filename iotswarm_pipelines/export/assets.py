@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from iotswarm_pipelines import executors
+from iotswarm_pipelines import executors, payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import health, pipeline
@@ -84,7 +84,33 @@ def _check_batch_size(batch_size: int | None) -> None:
         raise ValueError(f"batch_size must be 1 or more rows per payload, got {batch_size}")
 
 
-class LiveExportConfig(dg.Config):
+class PayloadFormatConfig(dg.Config):
+    """The payload text's two choices, shared by both export assets (``payloads.PayloadFormat``).
+
+    Choose them once per destination: a change gives every payload a new text and so a new key.
+    """
+
+    prog_name: str = pydantic.Field(
+        default=payloads.DEFAULT_PROG_NAME,
+        description=(
+            "prog_name written in every payload (hashed into its key). The old tool's spelling "
+            "is CPU:iotswarm-<its version>.CR1X, e.g. CPU:iotswarm-1.6.10.CR1X."
+        ),
+    )
+    strict_json: bool = pydantic.Field(
+        default=False,
+        description=(
+            "Write NaN and +-Infinity as null (RFC 8259 JSON) instead of the old tool's NaN, "
+            "Infinity, -Infinity (which Python's json reads back)."
+        ),
+    )
+
+    @property
+    def payload_format(self) -> payloads.PayloadFormat:
+        return payloads.PayloadFormat(prog_name=self.prog_name, strict_json=self.strict_json)
+
+
+class LiveExportConfig(PayloadFormatConfig):
     """Run config of one live export run (one table).
 
     ``check()`` (not pydantic validators) rejects bad values, so the asset can fail the run
@@ -133,7 +159,7 @@ class LiveExportConfig(dg.Config):
         return datetime.fromisoformat(self.until) if self.until else None
 
 
-class HistoryExportConfig(dg.Config):
+class HistoryExportConfig(PayloadFormatConfig):
     """Run config of one historical re-export (one day of one table)."""
 
     sites: list[str] | None = pydantic.Field(
@@ -237,6 +263,7 @@ def cosmos_live_export(
             until=config.until_time,
             dry_run=config.dry_run,
             log=context.log,
+            payload_format=config.payload_format,
         )
     except pipeline.ExportError as exc:
         # Not a materialization, but its counts are recorded for the completeness check.
@@ -309,6 +336,7 @@ def cosmos_history_export(
         batch_size=_batch_size(table, config.batch_size),
         dry_run=config.dry_run,
         log=context.log,
+        payload_format=config.payload_format,
     )
     return dg.MaterializeResult(metadata=summary_metadata(summary, object_store.describe()))
 

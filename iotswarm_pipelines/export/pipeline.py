@@ -89,12 +89,16 @@ def utc_now() -> datetime:
 
 
 def build_objects(
-    table: catalogue.Table, prefix: str, batches: Iterator[list[dict]]
+    table: catalogue.Table,
+    prefix: str,
+    batches: Iterator[list[dict]],
+    payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
 ) -> Iterator[tuple[str, bytes, list[dict]]]:
     """(key, body, rows) per payload: the same text and key for the live and historical assets."""
     for rows in batches:
         site_id = rows[0][catalogue.SITE_ID]
-        text, md5 = payloads.payload_json_md5(payloads.cr1000x_payload(site_id, rows))
+        payload = payloads.formatted_payload(site_id, rows, payload_format)
+        text, md5 = payloads.payload_json_md5(payload)
         key = keys.object_key_for_md5(prefix, site_id, table.name, newest_time(rows), md5)
         yield key, text.encode(), rows
 
@@ -108,8 +112,10 @@ class _Run:
         summary: ExportSummary,
         log: logging.Logger | logging.LoggerAdapter,
         checkpoint: Callable[[dict[str, datetime]], None],
+        payload_format: payloads.PayloadFormat,
     ) -> None:
         self.table = table
+        self.payload_format = payload_format
         self.summary = summary
         self.log = log
         self.checkpoint_fn = checkpoint
@@ -194,6 +200,7 @@ def export_table(
     dry_run: bool = False,
     now: datetime | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
 ) -> ExportSummary:
     """Export the rows of ``table`` that are newer than each site's watermark (or a replay window).
 
@@ -222,6 +229,7 @@ def export_table(
             now,
             log,
             dry_run=dry_run,
+            payload_format=payload_format,
         )
 
 
@@ -239,6 +247,7 @@ def _export(
     log: logging.Logger | logging.LoggerAdapter,
     *,
     dry_run: bool,
+    payload_format: payloads.PayloadFormat,
 ) -> ExportSummary:
     current = state.load(spec.name)
     before = {s: w for s in current["sites"] if (w := state_rules.watermark(current, s))}
@@ -252,7 +261,7 @@ def _export(
         nonlocal current
         current = _save(state, spec.name, current, updates)
 
-    run = _Run(spec, summary, log, checkpoint)
+    run = _Run(spec, summary, log, checkpoint, payload_format)
     run.may_advance = {
         s for s in selected if since is None or replay_may_advance(before.get(s), since)
     }
@@ -300,6 +309,7 @@ def export_window(
     batch_size: int = 1,
     dry_run: bool = False,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
 ) -> ExportSummary:
     """Re-export every row with ``after < DATE_TIME <= until``, whatever the watermarks say.
 
@@ -312,7 +322,7 @@ def export_window(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     summary = ExportSummary(table=spec.name, sites=0, dry_run=dry_run)
-    run = _Run(spec, summary, log, checkpoint=lambda updates: None)
+    run = _Run(spec, summary, log, lambda updates: None, payload_format)
     site_ids: set[str] = set()
 
     def rows() -> Iterator[dict]:
@@ -332,7 +342,7 @@ def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run:
     """Build each payload and stream it into the store's bounded upload pool."""
 
     def objects() -> Iterator[tuple[str, bytes]]:
-        for key, body, batch in build_objects(run.table, store.prefix, batches):
+        for key, body, batch in build_objects(run.table, store.prefix, batches, run.payload_format):
             run.built(len(batch))
             if not dry_run:  # nothing completes in a dry run, so nothing is tracked
                 run.register(key, batch[0][catalogue.SITE_ID], newest_time(batch))
