@@ -103,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Export new COSMOS rows as CR1000X JSON payloads to S3 or a folder.\n"
-        f"Also: {PROG} send-live-data CONFIG --table T ... (the iot-swarm uploader's form).",
+        f"Also: {PROG} send-live-data CONFIG --table T ... (the iot-swarm uploader's form), "
+        f"{PROG} reconcile --help.",
         epilog=f"example: {PROG} /etc/livecosmos.cfg LEVEL1_SOILMET_30MIN --since 2024-06-01T00:00",
         formatter_class=_HelpFormatter,
     )
@@ -394,7 +395,16 @@ def _send_live_data(argv: Sequence[str]) -> int:
     return _guarded(lambda: _send_live_data_request(args))
 
 
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"send-live-data": _send_live_data}
+def _reconcile(argv: Sequence[str]) -> int:
+    from iotswarm_pipelines.export import reconcile_cli  # it builds on this module
+
+    return reconcile_cli.run(argv)
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "send-live-data": _send_live_data,
+    "reconcile": _reconcile,
+}
 """``live-cosmos NAME ...`` -> its handler (the rest of the arguments in, an exit code out)."""
 
 
