@@ -61,7 +61,7 @@ def test_old_tool_config_becomes_an_oracle_url_with_quoted_credentials(tmp_path)
     assert config.schema_name == "COSMOS"
     assert (config.bucket, config.sites, config.batch_size) == (
         "ukceh-fdri",
-        ["ALIC1", "BALRD"],
+        ["alic1", "BALRD"],  # matched against the source's IDs when the run starts
         10,
     )
     assert "p@ss" not in repr(config) and "p%40ss" not in repr(config)
@@ -131,5 +131,5 @@ def test_a_failed_export_exits_1(tmp_path, database):
     (tmp_path / "objects").write_text("a file where the object folder should be")
     result = run(str(config), SOILMET)
     assert result.returncode == 1
-    assert "2 of 2 payloads were not stored" in result.stderr
+    assert "EEXIST: File exists" in result.stderr  # found before any upload, by its cause
     assert "Traceback" not in result.stderr

@@ -152,6 +152,9 @@ class HookedStore:
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
 
+    def check(self) -> None:
+        self.inner.check()
+
     def describe(self) -> str:
         return self.inner.describe()
 

@@ -112,7 +112,7 @@ def export_db(tmp_path) -> str:
 @pytest.mark.parametrize(
     ("config", "args", "message"),
     [
-        ("url='{url}'\nsites='NOPE1'\n", [], "line 4: unknown COSMOS site 'NOPE1'"),
+        ("url='{url}'\nsites='NOPE1'\n", [], "unknown COSMOS site 'NOPE1'"),
         ("url='{url}'\nfallback_hours='-1'\n", [], "line 4: fallback_hours must be"),
         ("url='{url}'\nbatch_size='0'\n", [], "line 4: batch_size must be"),
         ("url='{url}'\nbatch_size='many'\n", [], "line 4: batch_size must be"),

@@ -252,9 +252,10 @@ class CosmosSource(dg.ConfigurableResource):
     ) -> Iterator[dict[str, Any]]:
         """One site's rows with ``after < DATE_TIME <= until``, oldest first, streamed.
 
+        ``site_id`` is matched exactly as the source stores it (``export.sites`` finds it).
         ``after=None`` starts at the site's first row; ``until=None`` reads to the newest.
         """
-        return self._stream(self._sa_table(table), site_id.strip().upper(), after, until)
+        return self._stream(self._sa_table(table), site_id, after, until)
 
     def rows_between(
         self,
@@ -307,7 +308,7 @@ class CosmosSource(dg.ConfigurableResource):
     def _sites_for(self, table: sa.Table, site_ids: Sequence[str] | None) -> list[str]:
         if site_ids is None:
             return self._sites_in(table)
-        return sorted({s.strip().upper() for s in site_ids})
+        return sorted(set(site_ids))  # as stored: ``export.sites`` matched them
 
     def _sites_in(self, table: sa.Table) -> list[str]:
         """Distinct site IDs of a table by a loose index scan: one probe per site, not a scan."""

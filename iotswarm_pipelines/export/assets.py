@@ -16,6 +16,7 @@ from iotswarm_pipelines import executors, payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import health, pipeline
+from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.partitions import daily_table_partitions, table_partitions
 from iotswarm_pipelines.export.state_backend import StateBackend
@@ -74,9 +75,10 @@ def _parse_time(name: str, value: str | None) -> str | None:
 
 
 def _check_sites(sites: list[str] | None) -> None:
-    """A mistyped site must fail the launch, not export nothing and report success."""
-    for site in sites or ():
-        catalogue.get_site(site)
+    """An empty list is a slip, not "all sites"; which IDs exist only the source can say
+    (``export.sites`` matches them when the run reads the table)."""
+    if sites is not None and not site_rules.clean(sites):
+        raise ValueError("sites is empty; list site IDs like ['ALIC1', 'BALRD'], or leave it out")
 
 
 def _check_batch_size(batch_size: int | None) -> None:
@@ -265,6 +267,8 @@ def cosmos_live_export(
             log=context.log,
             payload_format=config.payload_format,
         )
+    except site_rules.UnknownSiteError as exc:
+        raise dg.Failure(description=f"bad run config: {exc}") from None
     except pipeline.ExportError as exc:
         # Not a materialization, but its counts are recorded for the completeness check.
         metadata = summary_metadata(exc.summary, object_store.describe())
@@ -326,18 +330,21 @@ def cosmos_history_export(
     _tag_run(context, table)
     day = datetime.fromisoformat(keys["date"])
     # DATE_TIME ends its period, so a day holds (00:00, 24:00]: midnight is the day before.
-    summary = pipeline.export_window(
-        table,
-        source=cosmos,
-        store=object_store,
-        after=day,
-        until=day + timedelta(days=1),
-        sites=config.sites,
-        batch_size=_batch_size(table, config.batch_size),
-        dry_run=config.dry_run,
-        log=context.log,
-        payload_format=config.payload_format,
-    )
+    try:
+        summary = pipeline.export_window(
+            table,
+            source=cosmos,
+            store=object_store,
+            after=day,
+            until=day + timedelta(days=1),
+            sites=config.sites,
+            batch_size=_batch_size(table, config.batch_size),
+            dry_run=config.dry_run,
+            log=context.log,
+            payload_format=config.payload_format,
+        )
+    except site_rules.UnknownSiteError as exc:
+        raise dg.Failure(description=f"bad run config: {exc}") from None
     return dg.MaterializeResult(metadata=summary_metadata(summary, object_store.describe()))
 
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.export import pipeline
+from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.assets import (
     LiveExportConfig,
     cosmos_live_export,
@@ -338,10 +339,14 @@ def _progress(table: str) -> Iterator[None]:
         handler.bar.close()
 
 
-def _check_source(source: CosmosSource, config: LiveCosmosConfig, tables: list[str]) -> None:
-    """Reach the database before any run, so an outage is one line and exit code 2."""
+def _check_source(
+    source: CosmosSource, config: LiveCosmosConfig, tables: list[str], sites: list[str] | None
+) -> None:
+    """Reach the database before any run, so an outage or an unknown site is one line, exit 2."""
     try:
         source.check(tables)
+        for table in tables:
+            site_rules.select(table, sites, source.list_sites(table))
     except SourceError:
         raise
     except (OSError, sa.exc.SQLAlchemyError) as exc:  # drivers that fail below SQLAlchemy
@@ -422,7 +427,8 @@ def _guarded(request_of: Callable[[], _Request]) -> int:
         tables = request.tables
         resources = _resources(config)
         run_configs = {table: _run_config(config, request, table) for table in tables}
-        _check_source(_source(config), config, tables)
+        sites = request.sites if request.sites is not None else config.sites
+        _check_source(_source(config), config, tables, sites)
     except pydantic.ValidationError as exc:
         print(
             f"{PROG}: error: {exc.errors()[0]['msg'].removeprefix('Value error, ')}",

@@ -26,6 +26,7 @@ from iotswarm_pipelines.config_formats import (
     read_settings,
 )
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.export import sites as site_rules
 
 __all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "oracle_url", "parse_config"]
 
@@ -125,14 +126,10 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         batch_size = int(values["batch_size"])
     sites = None
     if "sites" in values:
-        sites = [s.strip().upper() for s in values["sites"].split(",") if s.strip()]
+        # Matched against the source's IDs (``export.sites``) before any run, not upper-cased.
+        sites = site_rules.clean(values["sites"].split(","))
         if not sites:
             raise fail("sites", "sites is empty; list site IDs like sites='ALIC1,BALRD'")
-        for site in sites:
-            try:
-                catalogue.get_site(site)
-            except catalogue.UnknownSiteError as exc:
-                raise fail("sites", str(exc)) from None
     strict_json = None
     if "strict_json" in settings:
         strict_json = parse_bool(path, "strict_json", settings["strict_json"])

@@ -8,6 +8,7 @@ a site's watermark may move.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -41,9 +42,18 @@ class ListedObject:
     md5: str | None  # of the body, when the listing says so (S3's ETag of a plain PUT)
 
 
+class StoreUnavailableError(RuntimeError):
+    """The store cannot take objects at all (no bucket, refused credentials, unwritable folder):
+    found by one request before any upload, so the run stops before reading the source."""
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
     prefix: str
+
+    def check(self) -> None:
+        """Raise ``StoreUnavailableError`` (one line naming the cause) unless usable."""
+        ...
 
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]: ...
 
@@ -112,9 +122,25 @@ def describe_error(exc: BaseException) -> str:
             f"{error.get('Code', 'Error')} (HTTP {meta.get('HTTPStatusCode', '?')}) after "
             f"{attempts} attempt(s): {error.get('Message', '')}"
         ).rstrip(": ")
+    elif isinstance(exc, OSError) and exc.errno in errno.errorcode:
+        # ENOSPC, EACCES, EROFS...: the symbolic name is what an operator searches for.
+        text = f"{errno.errorcode[exc.errno]}: {exc.strerror}"
+        if exc.filename:
+            text += f": {exc.filename}"
     else:
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
+
+
+_HINTS = {
+    "NoSuchBucket": "create the bucket or fix bucket= in the configuration",
+    "AccessDenied": "the credentials may not use this bucket; check them and the bucket policy",
+    "InvalidAccessKeyId": "the access key is not known to the server; check the credentials",
+    "SignatureDoesNotMatch": "the secret key does not match the access key; check it",
+}
+
+_HEAD_CODES = {403: "AccessDenied", 404: "NoSuchBucket", 301: "PermanentRedirect"}
+"""A HEAD answer has no body, so its status stands for the S3 error code."""
 
 
 def _join(*parts: str) -> str:
@@ -189,6 +215,22 @@ class S3ObjectStore(dg.ConfigurableResource):
             )
         return self._client
 
+    def check(self) -> None:
+        """One HEAD of the bucket: a missing bucket or refused credentials fail here, by name."""
+        try:
+            self.client().head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = exc.response.get("Error", {}).get("Code")
+            if not code or code.isdigit():
+                code = _HEAD_CODES.get(status, code or "Error")
+            raise StoreUnavailableError(
+                f"{self.describe()}: {code} (HTTP {status}) for bucket {self.bucket}; "
+                + _HINTS.get(code, "check the bucket name, endpoint and credentials")
+            ) from None
+        except Exception as exc:  # connection refused, timeouts, bad endpoint
+            raise StoreUnavailableError(f"{self.describe()}: {describe_error(exc)}") from None
+
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]:
         client = self.client()
 
@@ -252,6 +294,17 @@ class LocalObjectStore(dg.ConfigurableResource):
         if not parts or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise ValueError(f"object key {key!r} must be a relative path without '.' or '..'")
         return Path(self.root).expanduser().joinpath(*parts)
+
+    def check(self) -> None:
+        """The root folder exists (or can be made) and takes a file: not a file, not read-only."""
+        root = Path(self.root).expanduser()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / ".write-check"
+            write_atomically(probe, b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreUnavailableError(f"{self.describe()}: {describe_error(exc)}") from None
 
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]:
         def put(key: str, body: bytes) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ from typing import TYPE_CHECKING
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import keys
+from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
+from iotswarm_pipelines.export.object_store import describe_error
 from iotswarm_pipelines.export.watermarks import (
     SiteProgress,
     batch_rows,
@@ -123,6 +126,8 @@ class _Run:
         self.may_advance: set[str] = set()
         self.in_flight: dict[str, list[_Payload]] = {}
         self.saved: dict[str, datetime] = {}
+        self.causes: Counter[str] = Counter()  # why objects failed: the S3 code or errno name
+        self.cause_text: dict[str, str] = {}  # the first full line of each cause
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_log = time.monotonic()
@@ -146,6 +151,9 @@ class _Run:
             self.summary.failed += 1
             progress.failed_at(payload.seq)
             self.log.error(f"{self.table.name}: could not store {key}: {error}")
+            cause = error.split(maxsplit=1)[0].rstrip(":")
+            self.causes[cause] += 1
+            self.cause_text.setdefault(cause, error)
         self.since_checkpoint += 1
         if (
             self.since_checkpoint >= CHECKPOINT_PAYLOADS
@@ -177,6 +185,14 @@ class _Run:
             self.saved.update(updates)
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
+
+    def cause(self) -> str:
+        """The commonest reason objects failed, as one line (its first occurrence)."""
+        if not self.causes:
+            return "no cause recorded"
+        cause, count = self.causes.most_common(1)[0]
+        others = self.summary.failed - count
+        return self.cause_text[cause] + (f" (and {others} failed otherwise)" if others else "")
 
     def report(self) -> None:
         s = self.summary
@@ -214,6 +230,9 @@ def export_table(
     if since is not None and until is not None and until <= since:
         raise ValueError(f"until ({until}) must be later than since ({since})")
     now = now or utc_now()
+    selected = _select_sites(spec, source, sites, log)
+    if not dry_run:
+        store.check()  # a missing bucket or refused credentials: one line before any upload
     # A dry run writes nothing, so it need not wait for a running export of the table.
     with nullcontext() if dry_run else state.locked(spec.name):
         return _export(
@@ -221,7 +240,7 @@ def export_table(
             source,
             store,
             state,
-            sites,
+            selected,
             fallback_hours,
             batch_size,
             since,
@@ -238,7 +257,7 @@ def _export(
     source: CosmosSource,
     store: ObjectStore,
     state: StateBackend,
-    sites: Sequence[str] | None,
+    selected: list[str],
     fallback_hours: float | None,
     batch_size: int,
     since: datetime | None,
@@ -251,8 +270,7 @@ def _export(
 ) -> ExportSummary:
     current = state.load(spec.name)
     before = {s: w for s in current["sites"] if (w := state_rules.watermark(current, s))}
-    newest = source.newest_times(spec.name, list(sites) if sites is not None else None)
-    selected = sorted(sites) if sites is not None else sorted(newest)
+    newest = source.newest_times(spec.name, selected)
     fallback = None if fallback_hours is None else now - timedelta(hours=fallback_hours)
     starts = {s: since if since is not None else (before.get(s) or fallback) for s in selected}
     summary = ExportSummary(table=spec.name, sites=len(selected), dry_run=dry_run)
@@ -287,14 +305,14 @@ def _export(
     finally:
         if not dry_run:
             # Keep whatever is safe even when the source or the store raised half way.
-            run.checkpoint()
+            _final_checkpoint(run, state)
     run.report()
     summary.watermarks = {
         s: w for s in selected if (w := state_rules.watermark(current, s)) is not None
     }
     summary.sites_advanced = sum(1 for s, w in summary.watermarks.items() if w != before.get(s))
     summary.lag_seconds = _lag(newest, summary.watermarks)
-    _raise_if_failed(summary, store, "the watermarks cover only what was stored")
+    _raise_if_failed(run, store, "the watermarks cover only what was stored")
     return summary
 
 
@@ -324,9 +342,10 @@ def export_window(
     summary = ExportSummary(table=spec.name, sites=0, dry_run=dry_run)
     run = _Run(spec, summary, log, lambda updates: None, payload_format)
     site_ids: set[str] = set()
+    selected = _select_sites(spec, source, sites, log)
 
     def rows() -> Iterator[dict]:
-        for row in source.rows_between(spec.name, after, until, sites):
+        for row in source.rows_between(spec.name, after, until, selected):
             site_ids.add(row[catalogue.SITE_ID])
             yield row
 
@@ -334,8 +353,38 @@ def export_window(
     _ship(run, store, batch_rows(rows(), batch_size), dry_run)
     run.report()
     summary.sites = len(site_ids)
-    _raise_if_failed(summary, store, "run it again to re-send them")
+    _raise_if_failed(run, store, "run it again to re-send them")
     return summary
+
+
+class StateNotSavedError(ExportError):
+    """Objects were stored but their watermarks could not be saved: nothing is lost, and the
+    next run re-sends those payloads to the keys they already have."""
+
+
+def _final_checkpoint(run: _Run, state: StateBackend) -> None:
+    try:
+        run.checkpoint()
+    except Exception as exc:
+        raise StateNotSavedError(
+            f"{run.table.name}: {run.summary.objects_stored} objects stored, watermark not saved "
+            f"({describe_error(exc)}): the next run re-sends them to the same keys; fix the "
+            f"state store ({state.describe(run.table.name)})",
+            run.summary,
+        ) from exc
+
+
+def _select_sites(
+    spec: catalogue.Table,
+    source: CosmosSource,
+    sites: Sequence[str] | None,
+    log: logging.Logger | logging.LoggerAdapter,
+) -> list[str]:
+    """The table's stored site IDs the run reads (``sites.select``), its warnings logged."""
+    selection = site_rules.select(spec.name, sites, source.list_sites(spec.name))
+    for warning in selection.warnings:
+        log.warning(warning)
+    return selection.site_ids
 
 
 def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run: bool) -> None:
@@ -356,11 +405,12 @@ def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run:
         run.completed(result.key, result.size, result.error)
 
 
-def _raise_if_failed(summary: ExportSummary, store: ObjectStore, consequence: str) -> None:
+def _raise_if_failed(run: _Run, store: ObjectStore, consequence: str) -> None:
+    summary = run.summary
     if summary.failed:
         raise ExportError(
             f"{summary.table}: {summary.failed} of {summary.payloads_built} payloads were not "
-            f"stored after retries (to {store.describe()}); {consequence}",
+            f"stored after retries (to {store.describe()}): {run.cause()}; {consequence}",
             summary,
         )
 

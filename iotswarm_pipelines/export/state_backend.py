@@ -78,6 +78,10 @@ class StateBackend(dg.ConfigurableResource):
     def _show(self, where: Any) -> str:
         return str(where)
 
+    def describe(self, table: str) -> str:
+        """Where the table's main copy lives, for messages."""
+        return self._show(self._pair(catalogue.get_table(table).name)[0])
+
     def locked(self, table: str, timeout: float | None = None) -> AbstractContextManager[None]:
         """Hold the table's lock, re-entrant in the holding thread; waits, or with ``timeout``
         (seconds, 0 = do not wait) raises StateLockedError."""
