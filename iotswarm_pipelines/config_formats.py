@@ -42,7 +42,7 @@ _FLAT_LINE = re.compile(
     r"""^\s*(?P<key>\w+)\s*=\s*"""
     r"""(?:'(?P<sq>[^']*)'|"(?P<dq>[^"]*)"|(?P<bare>[^'"\s#]+))\s*(?:\#.*)?$"""
 )
-_BLOCK_START = re.compile(r"^\s*\w+\s*[:=]?\s*\{", re.MULTILINE)
+_NESTED_LINE = re.compile(r"^\s*\w+\s*(:|[:=]?\s*\{)", re.MULTILINE)
 
 
 class ConfigFileError(ValueError):
@@ -68,9 +68,10 @@ def read_settings(path: Path, keys: Iterable[str]) -> dict[str, Setting]:
 
 
 def is_nested(text: str) -> bool:
-    """A file with a ``name: {`` block (outside comments) is in the nested format."""
+    """A ``name: …`` line or a ``name {`` block (outside comments) is the nested format; the
+    flat format writes ``name=…`` only."""
     uncommented = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
-    return _BLOCK_START.search(uncommented) is not None
+    return _NESTED_LINE.search(uncommented) is not None
 
 
 def _read_flat(path: Path, text: str, keys: tuple[str, ...]) -> dict[str, Setting]:
@@ -98,7 +99,7 @@ def _read_flat(path: Path, text: str, keys: tuple[str, ...]) -> dict[str, Settin
 def _read_nested(path: Path, keys: tuple[str, ...]) -> dict[str, Setting]:
     try:
         tree = config_library.Config(str(path)).as_dict()
-    except config_library.ConfigError as exc:
+    except (config_library.ConfigError, config_library.ConfigFormatError) as exc:
         where = re.search(r"\((\d+), (\d+)\)", str(exc))
         at = f", line {where[1]}" if where else ""
         raise ConfigFileError(
