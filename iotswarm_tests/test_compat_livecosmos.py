@@ -130,7 +130,8 @@ def test_flat_and_nested_files_mean_the_same(tmp_path):
             r"key aws.bucket_name: unknown key 'bucket_name' in block aws",
         ),
         (
-            'oracle: { dsn: "d", user: "u", password: "s3cret" }\naws: { bucket: "b" }\ncolour: 1\n',
+            'oracle: { dsn: "d", user: "u", password: "s3cret" }\naws: { bucket: "b" }\n'
+            "colour: 1\n",
             r"key colour: unknown key 'colour'",
         ),
         (
