@@ -265,7 +265,7 @@ def test_should_stop_ends_an_endless_run_with_a_result(mqtt_broker):
 
 
 def test_settings_are_checked_and_never_show_the_password(tmp_path):
-    with pytest.raises(MqttConfigError, match="QoS 2"):
+    with pytest.raises(MqttConfigError, match="qos 2 is not supported"):
         MqttSettings(qos=2).validate()
     missing = tmp_path / "nope.pem"
     with pytest.raises(MqttConfigError, match="does not exist"):

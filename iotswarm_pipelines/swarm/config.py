@@ -7,111 +7,40 @@ gives the same one-line message in both, before any device connects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import SourceError
 from iotswarm_pipelines.swarm import devices as dv
-from iotswarm_pipelines.swarm import sessions
-from iotswarm_pipelines.swarm.data import DEVICE_TYPES, MODES, CosmosRows, CsvRows, RowSource
-from iotswarm_pipelines.swarm.devices import DevicePlan, SwarmConfigError
+from iotswarm_pipelines.swarm import options, sessions
+from iotswarm_pipelines.swarm.data import CosmosRows, CsvRows, RowSource
+from iotswarm_pipelines.swarm.devices import DevicePlan
 from iotswarm_pipelines.swarm.mqtt.engine import Schedule
+from iotswarm_pipelines.swarm.options import COSMOS_SOURCE, SwarmConfigError, SwarmOptions
 from iotswarm_pipelines.swarm.sessions import DevicePosition
 
-COSMOS_SOURCE = "cosmos"
-CONNECTIONS = ("per_device", "shared")
-PROTOCOLS = ("3.1.1", "5")
 
-
-class SwarmConfig(dg.Config):
+class SwarmConfig(dg.Config, SwarmOptions):
     """Options of one swarm run; see the README's "MQTT device swarm" section."""
-
-    sites: list[str] = Field(default=[], description="Site IDs; empty = all sites of the table.")
-    max_sites: int | None = Field(default=None, description="Use only the first N sites.")
-    devices: int | None = Field(default=None, description="Total devices cloned from the sites.")
-    per_site: int | None = Field(default=None, description="Devices cloned per site.")
-    device_id_template: str | None = Field(
-        default=None,
-        description="Device IDs: {site}, {n} (clone number from 1), {i} (index from 0). "
-        "Default {site} for one device per site, {site}-{n:05d} for clones.",
-    )
-    table: str = Field(default=catalogue.SOILMET_30MIN.name, description="COSMOS table.")
-    source: str = Field(
-        default=COSMOS_SOURCE,
-        description="'cosmos' (the cosmos resource) or the path of a CSV export of the table.",
-    )
-    mode: str = Field(default="latest", description="latest | loop | replay")
-    speed: float = Field(default=48.0, description="replay: history seconds per real second.")
-    history_start: str | None = Field(
-        default=None, description="loop/replay: start with rows after this ISO time."
-    )
-    rows_per_message: int = Field(default=1, description="loop/replay: rows per message.")
-    device_type: str = Field(default="cr1000x", description="cr1000x | basic")
-    sleep_time: float = Field(default=60.0, description="Seconds between a device's sends.")
-    max_cycles: int = Field(default=1, description="Sends per device; 0 = until terminated.")
-    delay_start: bool = Field(
-        default=False, description="Delay each device's first send by up to sleep_time."
-    )
-    no_send_probability: float = Field(default=0.0, description="Percent of cycles skipped.")
-    mqtt_prefix: str | None = Field(default=None, description="Topic levels before the device.")
-    mqtt_suffix: str | None = Field(default=None, description="Topic levels after the device.")
-    qos: int = Field(default=1, description="0 or 1")
-    protocol: str = Field(default="3.1.1", description="3.1.1 or 5")
-    connections: str = Field(default="per_device", description="per_device | shared")
-    shards: int = Field(default=1, description="Shards, each run by its own step process.")
-    dry: bool = Field(default=False, description="Build messages, send nothing.")
-    verify: bool = Field(default=False, description="Subscribe and match what arrives.")
-    swarm_name: str | None = Field(
-        default=None, description="Names the session (positions saved); default from the run ID."
-    )
-    resume_session: bool = Field(
-        default=False, description="Continue the session named swarm_name where it stopped."
-    )
-    sessions_dir: str | None = Field(
-        default=None, description="Session folder; default <IOTSWARM_DATA_DIR>/swarm_sessions."
-    )
-    connect_rate: float = Field(default=200.0, description="New connections per second.")
-    max_publish_rate: float = Field(
-        default=100.0, description="Publishes per second per connection (IoT Core: 100)."
-    )
-    progress_interval: float = Field(default=5.0, description="Seconds between progress logs.")
-    stop_file: str | None = Field(
-        default=None, description="Shards stop cleanly once this file exists (used by iot-swarm)."
-    )
-    seed: int = Field(default=0, description="Seed of delays and skipped cycles.")
 
 
 @dataclass(frozen=True)
 class SwarmSpec:
-    """The checked options every shard needs: plain data, picklable across step processes."""
+    """What every shard needs: the checked options and the names and times resolved from them.
 
+    Plain data, picklable across step processes.
+    """
+
+    options: SwarmOptions
     swarm_name: str
-    table: str
-    source: str
-    mode: str
-    device_type: str
-    rows_per_message: int
-    sleep_time: float
-    speed: float
+    table: str  # the catalogue's spelling
     history_start: datetime | None
     schedule: Schedule
-    qos: int
-    protocol: str
-    connections: str
-    dry: bool
-    verify: bool
-    connect_rate: float
-    max_publish_rate: float
-    progress_interval: float
-    sessions_dir: str | None
-    stop_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,40 +63,9 @@ class SwarmPlan:
         return sum(len(s.devices) for s in self.shards)
 
 
-def _at_least(name: str, value: float | None, low: float) -> None:
-    if value is not None and value < low:
-        raise SwarmConfigError(f"{name} must be at least {low:g}, got {value:g}")
-
-
-def check_config(config: SwarmConfig) -> None:
+def check_config(config: SwarmOptions) -> None:
     """Raise ``SwarmConfigError`` (one line naming the option) for options that cannot work."""
-    for name, low in (
-        ("sleep_time", 0),
-        ("max_cycles", 0),
-        ("max_sites", 1),
-        ("rows_per_message", 1),
-        ("shards", 1),
-        ("connect_rate", 0),
-        ("max_publish_rate", 0),
-        ("progress_interval", 0.1),
-    ):
-        _at_least(name, getattr(config, name), low)
-    if config.speed <= 0:
-        raise SwarmConfigError(f"speed must be greater than 0, got {config.speed:g}")
-    if not 0 <= config.no_send_probability <= 100:
-        raise SwarmConfigError(
-            f"no_send_probability is a percentage: 0 to 100, got {config.no_send_probability:g}"
-        )
-    for name, value, allowed in (
-        ("mode", config.mode, MODES),
-        ("device_type", config.device_type, DEVICE_TYPES),
-        ("connections", config.connections, CONNECTIONS),
-        ("protocol", config.protocol, PROTOCOLS),
-    ):
-        if value not in allowed:
-            raise SwarmConfigError(f"{name} {value!r} is unknown: use one of {', '.join(allowed)}")
-    if config.qos not in (0, 1):
-        raise SwarmConfigError(f"qos {config.qos} is not supported: use 0 or 1")
+    options.check(config, SwarmOptions)
     if config.mode == "latest" and config.rows_per_message != 1:
         raise SwarmConfigError(
             "rows_per_message applies to loop and replay; latest sends each site's newest row"
@@ -193,7 +91,7 @@ def check_config(config: SwarmConfig) -> None:
         )
 
 
-def _history_start(config: SwarmConfig) -> datetime | None:
+def _history_start(config: SwarmOptions) -> datetime | None:
     if not config.history_start:
         return None
     try:
@@ -212,7 +110,7 @@ def open_rows(spec_source: str, table: str, cosmos: Any) -> RowSource:
     return CsvRows(spec_source, table)
 
 
-def resolve_sites(config: SwarmConfig, rows: RowSource) -> list[str]:
+def resolve_sites(config: SwarmOptions, rows: RowSource) -> list[str]:
     available = rows.sites()
     where = "the COSMOS source" if config.source == COSMOS_SOURCE else config.source
     table = catalogue.get_table(config.table).name
@@ -233,16 +131,11 @@ def resolve_sites(config: SwarmConfig, rows: RowSource) -> list[str]:
     return sites[: config.max_sites] if config.max_sites else sites
 
 
-def make_spec(config: SwarmConfig, swarm_name: str) -> SwarmSpec:
+def make_spec(config: SwarmOptions, swarm_name: str) -> SwarmSpec:
     return SwarmSpec(
+        options=SwarmOptions.model_validate(config.model_dump()),
         swarm_name=swarm_name,
         table=catalogue.get_table(config.table).name,
-        source=config.source,
-        mode=config.mode,
-        device_type=config.device_type,
-        rows_per_message=config.rows_per_message,
-        sleep_time=config.sleep_time,
-        speed=config.speed,
         history_start=_history_start(config),
         schedule=Schedule(
             max_cycles=config.max_cycles,
@@ -250,20 +143,10 @@ def make_spec(config: SwarmConfig, swarm_name: str) -> SwarmSpec:
             no_send_probability=config.no_send_probability,
             seed=config.seed,
         ),
-        qos=config.qos,
-        protocol=config.protocol,
-        connections=config.connections,
-        dry=config.dry,
-        verify=config.verify,
-        connect_rate=config.connect_rate,
-        max_publish_rate=config.max_publish_rate,
-        progress_interval=config.progress_interval,
-        sessions_dir=config.sessions_dir,
-        stop_file=config.stop_file,
     )
 
 
-def plan(config: SwarmConfig, rows: RowSource, default_name: str) -> SwarmPlan:
+def plan(config: SwarmOptions, rows: RowSource, default_name: str) -> SwarmPlan:
     """Sites, devices, shards and saved positions; raises ``SwarmConfigError`` on bad input."""
     check_config(config)
     spec = make_spec(config, config.swarm_name or default_name)
@@ -278,12 +161,12 @@ def plan(config: SwarmConfig, rows: RowSource, default_name: str) -> SwarmPlan:
     )
     positions: dict[str, DevicePosition] = {}
     if config.resume_session:
-        session = sessions.load_session(spec.swarm_name, spec.sessions_dir)
+        session = sessions.load_session(spec.swarm_name, config.sessions_dir)
         if session is not None:
-            if (session.table, session.mode) != (spec.table, spec.mode):
+            if (session.table, session.mode) != (spec.table, config.mode):
                 raise SwarmConfigError(
                     f"session {spec.swarm_name!r} was saved for {session.table} in {session.mode} "
-                    f"mode, not {spec.table} in {spec.mode} mode: use the same table and mode "
+                    f"mode, not {spec.table} in {config.mode} mode: use the same table and mode "
                     "or another swarm_name"
                 )
             positions = session.positions
@@ -302,7 +185,7 @@ def plan(config: SwarmConfig, rows: RowSource, default_name: str) -> SwarmPlan:
     return SwarmPlan(spec=spec, sites=sites, shards=shards, resumed=resumed)
 
 
-def check_sources(config: SwarmConfig, cosmos: Any) -> RowSource:
+def check_sources(config: SwarmOptions, cosmos: Any) -> RowSource:
     """Open and probe the data source, turning its errors into one ``SwarmConfigError`` line."""
     table = catalogue.get_table(config.table).name
     try:
@@ -311,8 +194,3 @@ def check_sources(config: SwarmConfig, cosmos: Any) -> RowSource:
         return open_rows(config.source, table, cosmos)
     except SourceError as exc:
         raise SwarmConfigError(str(exc).splitlines()[0]) from None
-
-
-def site_list(values: Sequence[str]) -> list[str]:
-    """Sites given as a list or comma-separated strings (the CLI's ``--sites A,B``)."""
-    return [s for v in values for s in v.split(",") if s.strip()]

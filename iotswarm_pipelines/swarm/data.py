@@ -40,14 +40,13 @@ import pandas as pd
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.catalogue import ColumnType
-from iotswarm_pipelines.swarm.devices import DevicePlan, SwarmConfigError
+from iotswarm_pipelines.swarm.devices import DevicePlan
 from iotswarm_pipelines.swarm.mqtt.engine import Message
+from iotswarm_pipelines.swarm.options import DEVICE_TYPES, MODES, SwarmConfigError
 from iotswarm_pipelines.swarm.sessions import DevicePosition
 
 Mode = Literal["latest", "loop", "replay"]
 DeviceType = Literal["cr1000x", "basic"]
-MODES: tuple[str, ...] = ("latest", "loop", "replay")
-DEVICE_TYPES: tuple[str, ...] = ("cr1000x", "basic")
 CSV_DATE_FORMATS = ("%d-%b-%y %H.%M.%S", "%d-%b-%y")
 MISSING_SENTINEL = -9999
 DATE_TIME = catalogue.DATE_TIME
