@@ -70,6 +70,11 @@ def check_config(config: SwarmOptions) -> None:
         raise SwarmConfigError(
             "rows_per_message applies to loop and replay; latest sends each site's newest row"
         )
+    if config.client_id is not None and (config.connections != "shared" or config.shards != 1):
+        raise SwarmConfigError(
+            "client_id names the one shared connection: use it with connections shared and "
+            "shards 1 (two connections with one client ID disconnect each other)"
+        )
     if config.resume_session and not config.swarm_name:
         raise SwarmConfigError("resume_session needs swarm_name: the session to continue")
     if config.swarm_name:

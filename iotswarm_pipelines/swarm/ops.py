@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.payloads import PayloadFormat
 from iotswarm_pipelines.swarm import config as cf
 from iotswarm_pipelines.swarm import data, sessions
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
@@ -127,6 +128,7 @@ def run_shard(
         speed=options.speed,
         positions=shard.positions,
         history_start=spec.history_start,
+        payload_format=PayloadFormat(options.prog_name, options.strict_json),
     )
     settings = mqtt.settings(options)
 
@@ -171,6 +173,7 @@ def run_shard(
                 settings,
                 spec.schedule,
                 connections=options.connections,  # type: ignore[arg-type]
+                client_id=options.client_id,
                 dry=options.dry,
                 verify=options.verify,
                 should_stop=should_stop,

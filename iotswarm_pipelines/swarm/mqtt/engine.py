@@ -167,6 +167,7 @@ class _Shard:
         should_stop: Callable[[], bool],
         on_progress: Callable[[ShardResult], None] | None,
         progress_interval: float,
+        client_id: str | None = None,
     ) -> None:
         self.shard = shard
         self.settings = settings
@@ -212,7 +213,8 @@ class _Shard:
             self.devices = [_Device(stream, conn) for stream in devices]
         elif connections == "shared":
             ids = hashlib.sha1("\n".join(sorted(d.device_id for d in devices)).encode())
-            conn = self._new_connection(f"iotswarm-shard-{shard}-{ids.hexdigest()[:8]}", window)
+            name = client_id or f"iotswarm-shard-{shard}-{ids.hexdigest()[:8]}"
+            conn = self._new_connection(name, window)
             self.devices = [_Device(stream, conn) for stream in devices]
         else:
             self.devices = [
@@ -585,6 +587,7 @@ def run_shard(
     schedule: Schedule,
     *,
     connections: Literal["per_device", "shared"] = "per_device",
+    client_id: str | None = None,
     dry: bool = False,
     verify: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
@@ -618,4 +621,5 @@ def run_shard(
         should_stop,
         on_progress,
         progress_interval,
+        client_id,
     ).run()
