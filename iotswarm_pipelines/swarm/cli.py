@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -100,41 +100,60 @@ def _source(value: str | None) -> tuple[str, str]:
     return str(Path(value).resolve()), settings.sample_db_url()
 
 
-def _password(args: argparse.Namespace) -> bool:
+def _password(password_file: str | None) -> bool:
     """Puts a ``--password-file`` into the environment; True when a password is set there."""
-    if args.password_file:
+    if password_file:
         try:
-            text = Path(args.password_file).read_text().strip()
+            text = Path(password_file).read_text().strip()
         except OSError as exc:
             raise SwarmConfigError(
-                f"cannot read --password-file {args.password_file}: {exc.strerror}"
+                f"cannot read --password-file {password_file}: {exc.strerror}"
             ) from None
         os.environ[PASSWORD_ENV] = text
     return bool(os.environ.get(PASSWORD_ENV))
 
 
 def build(args: argparse.Namespace) -> tuple[SwarmConfig, dict[str, Any], MqttResource]:
-    source, url = _source(args.source)
+    return assemble(
+        options.parsed_values(args, SwarmOptions),
+        options.parsed_values(args, BrokerOptions),
+        source=args.source,
+        password_file=args.password_file,
+        log_level=args.log_level,
+    )
+
+
+def assemble(
+    run_values: dict[str, Any],
+    broker_values: dict[str, Any],
+    *,
+    source: str | None,
+    password_file: str | None = None,
+    log_level: str = "WARNING",
+    schema_name: str | None = None,
+) -> tuple[SwarmConfig, dict[str, Any], MqttResource]:
+    """The job's config, run config and broker from option values (any command tree's)."""
+    job_source, url = _source(source)
     config = SwarmConfig(
         **{
-            **options.parsed_values(args, SwarmOptions),
-            "source": source,
-            "swarm_name": args.swarm_name or f"swarm-{uuid.uuid4().hex[:8]}",
+            **run_values,
+            "source": job_source,
+            "swarm_name": run_values.get("swarm_name") or f"swarm-{uuid.uuid4().hex[:8]}",
         }
     )
-    mqtt_config: dict[str, Any] = options.parsed_values(args, BrokerOptions)
-    has_password = _password(args)
+    mqtt_config: dict[str, Any] = dict(broker_values)
+    has_password = _password(password_file)
     mqtt = MqttResource(**mqtt_config, password=os.environ.get(PASSWORD_ENV) or None)
     if has_password:  # by reference, so the password never enters the run's stored config
         mqtt_config["password"] = {"env": PASSWORD_ENV}
     os.environ[SOURCE_URL_ENV] = url  # by reference too: a database URL may hold a password
+    cosmos_config: dict[str, Any] = {"url": {"env": SOURCE_URL_ENV}}
+    if schema_name:
+        cosmos_config["schema_name"] = schema_name
     run_config = {
         "ops": {"plan_swarm": {"config": config.model_dump(exclude_none=True)}},
-        "resources": {
-            "mqtt": {"config": mqtt_config},
-            "cosmos": {"config": {"url": {"env": SOURCE_URL_ENV}}},
-        },
-        "loggers": {"console": {"config": {"log_level": args.log_level.upper()}}},
+        "resources": {"mqtt": {"config": mqtt_config}, "cosmos": {"config": cosmos_config}},
+        "loggers": {"console": {"config": {"log_level": log_level.upper()}}},
     }
     return config, run_config, mqtt
 
@@ -259,9 +278,19 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     Raises ``SwarmRunError`` when nothing could run or the run failed.
     """
     args = _parser().parse_args(argv)
+    return run_swarm(lambda: build(args))
+
+
+def run_swarm(
+    make: Callable[[], tuple[SwarmConfig, dict[str, Any], MqttResource]],
+) -> tuple[int, str]:
+    """Check, plan and run the swarm job that ``make`` configures: (exit status, report)."""
     try:
-        config, run_config, mqtt = build(args)
-        cosmos = CosmosSource(url=os.environ[SOURCE_URL_ENV])
+        config, run_config, mqtt = make()
+        cosmos_config = run_config["resources"]["cosmos"]["config"]
+        cosmos = CosmosSource(
+            url=os.environ[SOURCE_URL_ENV], schema_name=cosmos_config.get("schema_name")
+        )
         swarm = prepare(config, cosmos, mqtt, str(config.swarm_name))
     except (SwarmConfigError, MqttConfigError, BrokerError, SourceError, ValueError) as exc:
         # ValueError covers pydantic's complaint about a value of the wrong kind.
@@ -281,8 +310,12 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from iotswarm_pipelines.swarm import old_commands  # it builds on this module
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = old_commands.run if old_commands.is_old_command(argv) else run
     try:
-        code, text = run(sys.argv[1:] if argv is None else argv)
+        code, text = command(argv)
     except SwarmRunError as exc:
         print(f"iot-swarm: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -294,4 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The module's own main, so the old commands' errors are the classes it catches.
+    from iotswarm_pipelines.swarm.cli import main as module_main
+
+    sys.exit(module_main())

@@ -156,3 +156,26 @@ def consolidate(name: str, directory: str | os.PathLike | None = None) -> Path |
         if shard_file != path:
             shard_file.unlink(missing_ok=True)
     return path
+
+
+def list_sessions(directory: str | os.PathLike | None = None) -> list[str]:
+    """Names of the saved sessions, merged or still in shard files, sorted."""
+    folder = sessions_dir(directory)
+    return sorted({p.name.split(".shard-")[0].removesuffix(".json") for p in folder.glob("*.json")})
+
+
+def init_session(name: str, directory: str | os.PathLike | None = None) -> Path:
+    """An empty session: no device has a position yet (the old ``sessions init``)."""
+    check_name(name)
+    path = sessions_dir(directory) / f"{name}.json"
+    _write_atomic(path, {"name": name, "table": "", "mode": "", "saved_at": time.time()})
+    return path
+
+
+def remove_session(name: str, directory: str | os.PathLike | None = None) -> bool:
+    """Delete every file of a session; False when there was none."""
+    check_name(name)
+    files = _files(name, sessions_dir(directory))
+    for path in files:
+        path.unlink(missing_ok=True)
+    return bool(files)
