@@ -80,14 +80,20 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="iot-swarm",
         allow_abbrev=False,
-        description="Simulate COSMOS-UK dataloggers publishing over MQTT and report delivery.",
+        description="Simulate COSMOS-UK dataloggers publishing over MQTT and report delivery. "
+        "The old tool's commands (iot-swarm cosmos|looping-csv|looping-sqlite3|sessions|"
+        "get-version|test-mqtt --help) run the same job.",
+        epilog="example: iot-swarm --devices 2000 --shards 2 --mode loop --sleep-time 10 "
+        "--max-cycles 6 --verify",
     )
     options.add_arguments(p, SwarmOptions, args=CLI_ARGS)
     options.add_arguments(p, BrokerOptions)
     options.group(p, options.MQTT).add_argument(
         "--password-file", help=f"file holding the password (or set {PASSWORD_ENV})"
     )
-    p.add_argument("--log-level", default="WARNING", help="Dagster log level on stderr")
+    p.add_argument(
+        "--log-level", default="WARNING", help="Dagster log level on stderr (default: WARNING)"
+    )
     return p
 
 

@@ -381,6 +381,7 @@ def add_arguments(
         kwargs: dict[str, Any] = {"default": default}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+            help += " (default: on)" if default else ""
         elif kind is list:
             kwargs.update(action="append", default=None)
             help += " (comma-separated, repeatable)"
