@@ -203,10 +203,15 @@ def _tables(name: str) -> list[str]:
         raise _UsageError(f"{exc} (or 'all')") from None
 
 
+def _shared(args: argparse.Namespace) -> dict[str, Any]:
+    """What both command lines spell alike."""
+    keys = ("config", "dagster_home", "prog_name", "strict_json")
+    return {key: getattr(args, key) for key in keys}
+
+
 def _flat_request(args: argparse.Namespace) -> _Request:
     tables = _tables(args.table)
     return _Request(
-        config=args.config,
         tables=tables,
         batch_sizes=dict.fromkeys(tables),
         sites=None,
@@ -214,9 +219,7 @@ def _flat_request(args: argparse.Namespace) -> _Request:
         since=args.since,
         until=args.until,
         dry_run=args.dry_run,
-        dagster_home=args.dagster_home,
-        prog_name=args.prog_name,
-        strict_json=args.strict_json,
+        **_shared(args),
     )
 
 
@@ -236,7 +239,6 @@ def _send_live_data_request(args: argparse.Namespace) -> _Request:
         raise _UsageError("--batch-size must be 1 or more rows per payload")
     per_table = sizes if len(sizes) > 1 else [sizes[0] if sizes else None] * len(tables)
     return _Request(
-        config=args.config,
         tables=tables,
         batch_sizes=dict(zip(tables, per_table, strict=True)),
         sites=args.site,
@@ -244,9 +246,7 @@ def _send_live_data_request(args: argparse.Namespace) -> _Request:
         since=None,
         until=None,
         dry_run=args.dry,
-        dagster_home=args.dagster_home,
-        prog_name=args.prog_name,
-        strict_json=args.strict_json,
+        **_shared(args),
     )
 
 
