@@ -207,3 +207,17 @@ def test_looping_sqlite3_mqtt_over_mutual_tls(sample_db, tls_broker, tls_files, 
 def test_client_id_needs_one_shared_connection(capsys):
     assert main(["--dry", "--client-id", "x", "--shards", "2", "--connections", "shared"]) == 2
     assert "client_id names the one shared connection" in capsys.readouterr().err
+
+
+def test_test_mqtt_connects_with_the_device_certificate(tls_broker, tls_files, capsys):
+    argv = [
+        "test-mqtt", "device-0001", "--endpoint", "127.0.0.1", "--port", str(tls_broker.port),
+        "--cert-path", tls_files.client_cert, "--key-path", tls_files.client_key,
+        "--ca-cert-path", tls_files.ca,
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert f"connected to 127.0.0.1:{tls_broker.port} as device-0001" in capsys.readouterr().out
+    rogue = [a.replace(tls_files.client_cert, tls_files.rogue_cert) for a in argv]
+    assert main([a.replace(tls_files.client_key, tls_files.rogue_key) for a in rogue]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert f"127.0.0.1:{tls_broker.port}" in line

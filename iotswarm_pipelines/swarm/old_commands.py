@@ -350,9 +350,9 @@ def _broker_values(args: argparse.Namespace, file_settings: dict[str, str]) -> d
 
 def _test_mqtt(args: argparse.Namespace, file_settings: dict[str, str]) -> tuple[int, str]:
     broker = MqttResource(**_broker_values(args, file_settings))
-    settings = broker.settings(SwarmOptions(client_id=args.client_id))
-    check_broker(settings)
-    return cli.EXIT_OK, f"connected to {settings.address} with the device certificate"
+    settings = broker.settings()
+    check_broker(settings, client_id=args.client_id)
+    return cli.EXIT_OK, f"connected to {settings.address} as {args.client_id}"
 
 
 def _source(args: argparse.Namespace, file_settings: dict[str, str]) -> tuple[str, str | None]:
