@@ -11,17 +11,15 @@ import uuid
 import paho.mqtt.client as paho
 import pytest
 
-from iotswarm_pipelines.swarm.mqtt import (
+from iotswarm_pipelines.swarm.mqtt.engine import run_shard
+from iotswarm_pipelines.swarm.mqtt.settings import (
     BrokerRefusedError,
     BrokerUnreachableError,
-    Message,
     MqttConfigError,
     MqttSettings,
-    Schedule,
-    ShardResult,
     check_broker,
-    run_shard,
 )
+from iotswarm_pipelines.swarm.mqtt.types import Message, Schedule, ShardResult
 from iotswarm_tests.services import free_port
 
 pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)

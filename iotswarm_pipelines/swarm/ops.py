@@ -14,16 +14,17 @@ from pathlib import Path
 
 import dagster as dg
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.payloads import PayloadFormat
-from iotswarm_pipelines.swarm import config as cf
-from iotswarm_pipelines.swarm import data, sessions
+from iotswarm_pipelines.swarm import data, planning, sessions
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
-from iotswarm_pipelines.swarm.config import ShardPlan, SwarmConfig, SwarmPlan, SwarmSpec
-from iotswarm_pipelines.swarm.mqtt.engine import ShardResult
+from iotswarm_pipelines.swarm.config import SwarmConfig
 from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
 from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
+from iotswarm_pipelines.swarm.mqtt.types import ShardResult
 from iotswarm_pipelines.swarm.options import SwarmConfigError
+from iotswarm_pipelines.swarm.planning import ShardPlan, SwarmPlan, SwarmSpec
 from iotswarm_pipelines.swarm.report import SwarmReport, render_markdown, render_text, summarize
 from iotswarm_pipelines.swarm.resources import MqttResource
 
@@ -35,11 +36,13 @@ def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name:
 
     ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
     """
-    cf.check_config(config)
+    planning.check_config(config)
     settings = mqtt.settings(config)
     settings.validate()
-    rows = cf.check_sources(config, cosmos)
-    swarm = cf.plan(config, rows, name)
+    rows = data.check_source(config.source, catalogue.get_table(config.table).name, cosmos)
+    name = config.swarm_name or name
+    saved = sessions.load_session(name, config.sessions_dir) if config.resume_session else None
+    swarm = planning.plan(config, name, rows.sites(), saved)
     if not config.dry:
         check_broker(settings, timeout=settings.connect_timeout)
     return swarm
@@ -117,7 +120,7 @@ def run_shard(
     context: dg.OpExecutionContext, cosmos: CosmosSource, mqtt: MqttResource, shard: ShardPlan
 ) -> dg.Output[ShardResult]:
     spec, options = shard.spec, shard.spec.options
-    rows = cf.open_rows(options.source, spec.table, cosmos)
+    rows = data.open_rows(options.source, spec.table, cosmos)
     streams = data.build_streams(
         shard.devices,
         rows,
