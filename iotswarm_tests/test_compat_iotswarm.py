@@ -221,3 +221,16 @@ def test_test_mqtt_connects_with_the_device_certificate(tls_broker, tls_files, c
     assert main([a.replace(tls_files.client_key, tls_files.rogue_key) for a in rogue]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert f"127.0.0.1:{tls_broker.port}" in line
+
+
+def test_looping_csv_mqtt_dry(capsys):
+    argv = ["looping-csv", "--file", str(REFERENCE_CSV), "mqtt", "cid", "--dry"]
+    assert main([*argv, "--max-cycles", "3", "--sleep-time", "0"]) == 0
+    assert "1 devices" in (out := capsys.readouterr().out) and "sent 3" in out
+
+
+def test_cosmos_group_with_an_unreachable_oracle_is_one_line_without_the_password(capsys):
+    argv = ["cosmos", "--dsn", "127.0.0.1:1/COSMOS", "--user", "u", "--password", "s3cretpw"]
+    assert main([*argv, "mqtt", TABLE, "cid", "--dry"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "oracle+oracledb://u:***@127.0.0.1:1/COSMOS" in line and "s3cretpw" not in line
