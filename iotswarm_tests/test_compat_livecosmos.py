@@ -12,6 +12,8 @@ venv of its own.
 import hashlib
 import json
 import pickle
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -452,3 +454,17 @@ def test_prog_name_and_strict_json_from_the_command_line(tmp_path):
     assert cli.run(argv) == cli.EXIT_OK
     [body] = [p.read_text() for p in (tmp_path / "objects").rglob("*") if p.is_file()]
     assert '"prog_name": "CPU:iotswarm-1.6.10.CR1X"' in body
+
+
+def test_the_installed_command_takes_the_old_command_line(tmp_path):
+    config = _old_cli_setup(tmp_path, ["ALIC1"])
+    command = [str(Path(sys.executable).with_name("live-cosmos")), "send-live-data", str(config)]
+    result = subprocess.run(
+        [*command, "--table", "LEVEL_1_NMDB_1HOUR", "--fallback-hours", "100000"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LEVEL1_NMDB_1HOUR: 2 rows, 2 payloads, 2 objects" in result.stdout
