@@ -234,3 +234,13 @@ def test_cosmos_group_with_an_unreachable_oracle_is_one_line_without_the_passwor
     assert main([*argv, "mqtt", TABLE, "cid", "--dry"]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert "oracle+oracledb://u:***@127.0.0.1:1/COSMOS" in line and "s3cretpw" not in line
+
+
+def test_an_initialised_session_is_resumed_by_the_first_run(sample_db, capsys):
+    assert main(["sessions", "init", "fresh"]) == 0
+    argv = ["looping-sqlite3", "--file", str(sample_db), "mqtt", TABLE, "cid", "--dry"]
+    argv += ["--max-cycles", "2", "--sleep-time", "0", "--swarm-name", "fresh"]
+    assert main([*argv, "--resume-session"]) == 0
+    assert main([*argv, "--resume-session"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("sent 4") == 2  # the empty session is taken, then continued
