@@ -156,7 +156,7 @@ def plan(
     positions: dict[str, DevicePosition] = {}
     if config.resume_session and saved is not None:
         # An empty session (``iot-swarm sessions init``) has no table yet: any run may start it.
-        if saved.positions and (saved.table, saved.mode) != (spec.table, config.mode):
+        if saved.table and (saved.table, saved.mode) != (spec.table, config.mode):
             raise SwarmConfigError(
                 f"session {spec.swarm_name!r} was saved for {saved.table} in {saved.mode} "
                 f"mode, not {spec.table} in {config.mode} mode: use the same table and mode "
