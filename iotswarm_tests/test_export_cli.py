@@ -131,5 +131,5 @@ def test_a_failed_export_exits_1(tmp_path, database):
     (tmp_path / "objects").write_text("a file where the object folder should be")
     result = run(str(config), SOILMET)
     assert result.returncode == 1
-    assert "EEXIST: File exists" in result.stderr  # found before any upload, by its cause
+    assert "ENOTDIR: Not a directory" in result.stderr  # found before any upload, by its cause
     assert "Traceback" not in result.stderr

@@ -15,7 +15,7 @@ import pydantic
 from iotswarm_pipelines import executors, payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.export import health, pipeline
+from iotswarm_pipelines.export import bad_rows, health, pipeline
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.partitions import daily_table_partitions, table_partitions
@@ -124,7 +124,9 @@ class LiveExportConfig(PayloadFormatConfig):
     )
     fallback_hours: float = pydantic.Field(
         default=pipeline.DEFAULT_FALLBACK_HOURS,
-        description="How far back to start for a site the state has never seen (0 or more).",
+        description=(
+            "How far back to start for a site the state has never seen (0 to 438000 hours)."
+        ),
     )
     batch_size: int | None = pydantic.Field(
         default=None, description="Rows per payload; the table's default (1) when empty."
@@ -139,12 +141,19 @@ class LiveExportConfig(PayloadFormatConfig):
     dry_run: bool = pydantic.Field(
         default=False, description="Build and count payloads; store nothing, move no watermark."
     )
+    skip_rows: list[str] | None = pydantic.Field(
+        default=None,
+        description=(
+            "Rows a payload cannot carry that the run may leave out, as SITE@GMT time (e.g. "
+            "ALIC1@2024-06-01T10:30), named by a failed run; each skip is recorded in the run."
+        ),
+    )
 
     def check(self) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
         _check_sites(self.sites)
-        if not self.fallback_hours >= 0:
-            raise ValueError(f"fallback_hours must be 0 or more, got {self.fallback_hours:g}")
+        bad_rows.parse_skip_rows(self.skip_rows or ())
+        pipeline.check_fallback_hours(self.fallback_hours)
         _check_batch_size(self.batch_size)
         _parse_time("since", self.since)
         _parse_time("until", self.until)
@@ -203,6 +212,8 @@ def summary_metadata(summary: pipeline.ExportSummary, destination: str) -> dict[
     }
     if summary.lag_seconds is not None:
         metadata["lag_seconds"] = dg.MetadataValue.float(summary.lag_seconds)
+    if summary.skipped_rows:  # the operator's choice, on the record
+        metadata["skipped_rows"] = dg.MetadataValue.json(summary.skipped_rows)
     return metadata
 
 
@@ -266,6 +277,7 @@ def cosmos_live_export(
             dry_run=config.dry_run,
             log=context.log,
             payload_format=config.payload_format,
+            skip_rows=config.skip_rows or (),
         )
     except site_rules.UnknownSiteError as exc:
         raise dg.Failure(description=f"bad run config: {exc}") from None

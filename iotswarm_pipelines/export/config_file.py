@@ -27,6 +27,7 @@ from iotswarm_pipelines.config_formats import (
 )
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import sites as site_rules
+from iotswarm_pipelines.export.pipeline import MAX_FALLBACK_HOURS, check_fallback_hours
 
 __all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "oracle_url", "parse_config"]
 
@@ -116,10 +117,12 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
     if "fallback_hours" in values:
         try:
             fallback_hours = float(values["fallback_hours"])
+            check_fallback_hours(fallback_hours)
         except ValueError:
-            fallback_hours = -1.0
-        if not fallback_hours >= 0:
-            raise fail("fallback_hours", "fallback_hours must be a number of hours, 0 or more")
+            raise fail(
+                "fallback_hours",
+                f"fallback_hours must be a number of hours from 0 to {MAX_FALLBACK_HOURS}",
+            ) from None
     if "batch_size" in values:
         if not values["batch_size"].isdigit() or int(values["batch_size"]) < 1:
             raise fail("batch_size", "batch_size must be a whole number of rows, 1 or more")
