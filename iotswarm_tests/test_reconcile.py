@@ -2,7 +2,6 @@
 
 import json
 import random
-from collections import Counter
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -22,6 +21,7 @@ from iotswarm_tests.export_fixtures import (
     sqlite_url,
     state_store,
 )
+from iotswarm_tests.test_reliability_export import stored_rows
 
 DAY = date(2024, 6, 1)
 SITES = ("ALIC1", "BALRD", "CHIMN")
@@ -54,16 +54,6 @@ def exported(tmp_path, store):
         SOILMET, source=source(url), store=store, state=state, fallback_hours=None, now=NOW
     )
     return url, store, state
-
-
-def held_rows(store) -> Counter:
-    """(site, time) -> how many objects hold the row, read back from every object."""
-    counts: Counter = Counter()
-    for key in store.list_keys():
-        payload = json.loads(store.get(key))
-        site = payload["head"]["environment"]["station_name"]
-        counts.update((site, datetime.fromisoformat(row["time"])) for row in payload["data"])
-    return counts
 
 
 def source_rows(url) -> set:
@@ -134,7 +124,7 @@ def test_deleted_objects_are_found_exactly_healed_and_then_clean(exported):
 
     again = run(url, store, state)
     assert again.complete and again.counts()["missing"] == 0
-    held = held_rows(store)
+    held = stored_rows(store)
     assert set(held) == source_rows(url) and set(held.values()) == {1}
 
 
@@ -181,7 +171,7 @@ def test_a_late_row_behind_the_watermark_is_found_and_healed(exported):
     assert [(s.site_id, s.missing) for s in result.sites if s.missing] == [("CHIMN", (late,))]
     assert result.healed == 1
     assert run(url, store, state).complete
-    assert held_rows(store)[("CHIMN", late)] == 1
+    assert stored_rows(store)[("CHIMN", late)] == 1
 
 
 def test_a_row_hidden_by_a_future_dated_watermark_is_found_and_healed(exported, tmp_path):

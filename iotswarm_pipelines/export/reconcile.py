@@ -196,6 +196,8 @@ def reconcile_day(
     current = state.load(table.name) if state is not None else state_rules.empty_state()
     if sites is None:
         sites = sorted(set(catalogue.SITE_IDS) | set(source.list_sites(table.name)))
+    else:
+        sites = sorted({site.strip().upper() for site in sites})
     result = TableDay(table=table.name, day=day)
     to_heal: list[dict[str, Any]] = []
 
