@@ -32,6 +32,7 @@ from iotswarm_pipelines.export.state_backend import StateRecoveryError
 from iotswarm_pipelines.export.state_store import StateStore
 from iotswarm_pipelines.payloads import cr1000x_payload, payload_json
 from iotswarm_tests.export_fixtures import (
+    PRECIP,
     SOILMET,
     insert_rows,
     local_store,
@@ -392,7 +393,18 @@ def test_send_live_data_all_tables_and_repeated_sites(tmp_path, capsys):
 
 
 def test_send_live_data_one_batch_size_per_table(tmp_path, capsys):
-    config = _old_cli_setup(tmp_path, ["ALIC1"])
+    """Two rows of one closed two-period batch per table (batches align to the cadence)."""
+    url = sqlite_url(tmp_path)
+    for table, first in (
+        (SOILMET, datetime(2025, 1, 2, 0, 30)),
+        (PRECIP, datetime(2025, 1, 2, 0, 1)),
+    ):
+        cadence = catalogue.get_table(table).cadence
+        insert_rows(url, table, make_rows(table, "ALIC1", [first, first + cadence]))
+    config = write(
+        tmp_path / "config.cfg",
+        f'url: "{url}"\nstate_dir: "{tmp_path / "state"}"\nobject_dir: "{tmp_path / "objects"}"\n',
+    )
     argv = ["send-live-data", str(config), "--table", "LEVEL_1_SOILMET_30MIN", "--table"]
     argv += ["LEVEL_1_PRECIP_1MIN", "--batch-size", "2", "--batch-size", "1"]
     assert cli.run([*argv, "--fallback-hours", "100000"]) == cli.EXIT_OK

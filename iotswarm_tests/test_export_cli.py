@@ -12,6 +12,7 @@ from iotswarm_pipelines.export import cli
 from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.watermarks import bucket_end
 from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, sqlite_url
 from iotswarm_tests.services import free_port
 
@@ -102,8 +103,15 @@ def test_legacy_table_name_exports_and_prints_the_summary(tmp_path, database):
     assert len(list((tmp_path / "objects" / "fdri" / "cosmos_swarm" / "ALIC1").iterdir())) == 1
 
 
-def test_all_exports_every_table(tmp_path, database, capsys):
-    assert cli.run([str(config_for(tmp_path, database, batch_size="2")), "all"]) == cli.EXIT_OK
+def test_all_exports_every_table(tmp_path, capsys):
+    # Per table, the two periods of one closed two-period batch (batches align to the cadence).
+    url = sqlite_url(tmp_path)
+    for table in catalogue.TABLE_NAMES:
+        cadence = catalogue.get_table(table).cadence
+        end = bucket_end(utc_now() - timedelta(hours=2), 2 * cadence)
+        insert_rows(url, table, make_rows(table, "ALIC1", [end - cadence, end]))
+    config = config_for(tmp_path, url, batch_size="2", fallback_hours="6")
+    assert cli.run([str(config), "all"]) == cli.EXIT_OK
     out = capsys.readouterr().out
     for table in catalogue.TABLE_NAMES:
         assert f"{table}: 2 rows, 1 payloads, 1 objects" in out

@@ -310,7 +310,7 @@ def export_table(
     if not dry_run:
         store.check()  # a missing bucket or refused credentials: one line before any upload
     # A dry run writes nothing, so it need not wait for a running export of the table.
-    with nullcontext() if dry_run else _table_lock(state, spec.name, log):
+    with nullcontext() if dry_run else _table_lock(state, spec, log):
         return _export(
             spec,
             source,
@@ -332,14 +332,14 @@ def export_table(
 
 @contextmanager
 def _table_lock(
-    state: StateBackend, table: str, log: logging.Logger | logging.LoggerAdapter
+    state: StateBackend, table: catalogue.Table, log: logging.Logger | logging.LoggerAdapter
 ) -> Iterator[None]:
     """The table's state lock; when another export holds it, say whose before waiting."""
     with ExitStack() as stack:
         try:
             stack.enter_context(state.locked(table, timeout=0))
         except StateLockedError as exc:
-            log.warning(f"waiting for the lock of {table} held by {exc.holder or exc}")
+            log.warning(f"waiting for the lock of {table.name} held by {exc.holder or exc}")
             stack.enter_context(state.locked(table))
         yield
 
@@ -362,16 +362,19 @@ def _export(
     skip: set[tuple[str, datetime]],
     horizon: datetime,
 ) -> ExportSummary:
-    current = state.load(spec.name)
+    current = state.load(spec)
     before = {s: w for s in current["sites"] if (w := state_rules.watermark(current, s))}
-    newest = source.newest_times(spec.name, selected)
-    fallback = None if fallback_hours is None else now - timedelta(hours=fallback_hours)
-    starts = {s: since if since is not None else (before.get(s) or fallback) for s in selected}
+    newest = source.newest_times(spec, selected)
+    fallback = state_rules.fallback_start(now, fallback_hours)
+    starts = {
+        s: since if since is not None else state_rules.export_start(current, s, fallback)
+        for s in selected
+    }
     summary = ExportSummary(table=spec.name, sites=len(selected), dry_run=dry_run)
 
     def checkpoint(updates: dict[str, datetime]) -> None:
         nonlocal current
-        current = _save(state, spec.name, current, updates)
+        current = _save(state, spec, current, updates)
 
     run = _Run(spec, summary, log, checkpoint, payload_format)
     run.skip = skip
@@ -553,7 +556,9 @@ def _raise_if_stopped(run: _Run) -> None:
         )
 
 
-def _save(state: StateBackend, table: str, current: dict, updates: dict[str, datetime]) -> dict:
+def _save(
+    state: StateBackend, table: catalogue.Table, current: dict, updates: dict[str, datetime]
+) -> dict:
     """Write the new watermarks; the caller already holds the table's lock."""
     new = state_rules.advance(current, updates)
     state.save(table, new)
@@ -564,49 +569,3 @@ def _lag(newest: dict[str, datetime], watermarks: dict[str, datetime]) -> float 
     """How far the slowest site's watermark trails the source's newest row, in seconds."""
     lags = [max(0.0, (newest[s] - w).total_seconds()) for s, w in watermarks.items() if s in newest]
     return max(lags) if lags else None
-
-
-def export_all_tables(
-    source: CosmosSource,
-    store: ObjectStore,
-    state: StateBackend,
-    *,
-    fallback_hours: float | None = None,
-    log: logging.Logger | logging.LoggerAdapter | None = None,
-) -> list[ExportSummary]:
-    """Export every catalogue table, one after the other (the demo's whole export).
-
-    By default a site the state has never seen is sent from its first row, so a sample database
-    of past data is exported in full; later calls send only what is new.
-    """
-    return [
-        export_table(
-            name, source=source, store=store, state=state, fallback_hours=fallback_hours, log=log
-        )
-        for name in catalogue.TABLE_NAMES
-    ]
-
-
-def format_summary(
-    summary: ExportSummary, destination: str | None = None, max_sites: int | None = None
-) -> str:
-    """A few lines for a terminal: the stage counts, then each site's new watermark."""
-    head = (
-        f"{summary.table}: {summary.rows_read} rows, {summary.payloads_built} payloads, "
-        f"{summary.objects_stored} objects ({summary.bytes_stored} bytes)"
-    )
-    if summary.failed:
-        head += f", {summary.failed} FAILED"
-    if summary.dry_run:
-        head += " (dry run: nothing stored)"
-    if destination:
-        head += f" -> {destination}"
-    lines = [head]
-    if summary.watermarks:
-        lag = "" if summary.lag_seconds is None else f" (lag {summary.lag_seconds:.0f} s)"
-        lines.append(f"  watermarks of {len(summary.watermarks)} sites{lag}:")
-        shown = list(summary.watermarks.items())[:max_sites]
-        lines += [f"    {site}  {when:%Y-%m-%d %H:%M:%S}" for site, when in shown]
-        if len(shown) < len(summary.watermarks):
-            lines.append(f"    ... and {len(summary.watermarks) - len(shown)} more sites")
-    return "\n".join(lines)
