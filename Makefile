@@ -52,9 +52,11 @@ test: $(VENV)/.installed services
 	ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true; \
 	$(BIN)/python -m pytest; rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; exit 1; }; exit $$rc
 
+# Style and types: ruff, then mypy (strict on the rule modules; see [tool.mypy] in pyproject.toml).
 lint: $(VENV)/.installed
 	$(BIN)/ruff check iotswarm_pipelines iotswarm_tests benchmarks
 	$(BIN)/ruff format --check iotswarm_pipelines iotswarm_tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf .demo .dagster_home

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -117,7 +118,7 @@ def _celery_executor() -> dg.ExecutorDefinition:
         requirements=dg.multiple_process_executor_requirements(),
     )
     def celery_with_defaults(context: dg.InitExecutorContext) -> dg.Executor:
-        config = dict(context.executor_config)
+        config: dict[str, Any] = dict(context.executor_config)
         target = celery_target(config.get("broker"))
         config["broker"] = target.broker
         config["backend"] = config.get("backend") or target.backend

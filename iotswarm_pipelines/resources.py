@@ -29,7 +29,7 @@ def build_resources() -> dict[str, Any]:
     }
 
 
-def _set_env(**names: str) -> dict[str, dg.EnvVar]:
+def _set_env(**names: str) -> dict[str, Any]:
     """EnvVars for the variables that are set; unset ones fall back to boto3's own lookup."""
     return {field: dg.EnvVar(name) for field, name in names.items() if os.environ.get(name)}
 

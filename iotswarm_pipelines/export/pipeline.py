@@ -32,6 +32,7 @@ from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.object_store import StoreUnavailableError, describe_error
 from iotswarm_pipelines.export.state_backend import StateLockedError
 from iotswarm_pipelines.export.watermarks import (
+    Row,
     SiteProgress,
     aligned_batches,
     newest_time,
@@ -123,9 +124,9 @@ def build_object(
 def build_objects(
     table: catalogue.Table,
     prefix: str,
-    batches: Iterator[list[dict]],
+    batches: Iterator[list[Row]],
     payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
-) -> Iterator[tuple[str, bytes, list[dict]]]:
+) -> Iterator[tuple[str, bytes, list[Row]]]:
     """(key, body, rows) per payload (``build_object``)."""
     for rows in batches:
         yield *build_object(table, prefix, rows, payload_format), rows
@@ -499,7 +500,7 @@ def _select_sites(
     return selection.site_ids
 
 
-def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run: bool) -> None:
+def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[Row]], dry_run: bool) -> None:
     """Build each payload and stream it into the store's bounded upload pool.
 
     A store that fails upload after upload ends the stream early (``put_concurrently``); the

@@ -8,9 +8,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -76,7 +77,7 @@ def plan_swarm(
         yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{shard.shard}")
 
 
-def concurrent_steps(run_config: dict) -> int | None:
+def concurrent_steps(run_config: Mapping[str, Any]) -> int | None:
     """How many steps the run's default (multi-or-in-process) executor runs at once.
 
     None for any other executor (Celery, Kubernetes, ...), which schedules steps its own way.

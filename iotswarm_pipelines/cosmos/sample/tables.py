@@ -278,7 +278,15 @@ def _soilmet(seed: int, prof: SiteProfile, day: int, r: np.random.Generator) -> 
         v[f"G{number}_CAL"] = cal
         v[f"G{number}_MV"] = flux / cal
         v[f"G{number}_STD"] = r.uniform(0.1, 0.9, n)
-    tdt_layers = ((3.0, 10), (7.0, 30), (2.0, 5), (4.0, 10), (5.0, 20), (8.0, 30), (10.0, 50))
+    tdt_layers: tuple[tuple[float, int], ...] = (
+        (3.0, 10),
+        (7.0, 30),
+        (2.0, 5),
+        (4.0, 10),
+        (5.0, 20),
+        (8.0, 30),
+        (10.0, 50),
+    )
     tdt_layers += ((12.0, 50), (6.0, 20), (3.0, 40))
     for number, (tau, depth) in enumerate(tdt_layers, start=1):
         if number > 2 and prof.lacks("tdt_extra"):

@@ -8,7 +8,7 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
@@ -206,7 +206,7 @@ def check_broker(settings: MqttSettings, timeout: float = 10, client_id: str | N
     settings.validate()
     client_id = client_id or f"iotswarm-check-{uuid.uuid4().hex[:12]}"
     client = new_client(settings, client_id, clean=True, timeout=timeout)
-    outcome: dict[str, object] = {}
+    outcome: dict[str, Any] = {}
     last_error: list[str] = []
 
     def on_connect(_client, _userdata, _flags, reason_code, _properties) -> None:
