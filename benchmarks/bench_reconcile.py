@@ -161,11 +161,12 @@ def main() -> None:
                 f"reconcile {took:6.2f} s, {requests}, {result.objects_read} objects read"
             )
         listing, took = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+        ratio = statistics.median(t / raw for raw, t in pairs)
         rows = result.counts()["rows"]
         print(
             f"(a) reconcile_day, {len(sites)} sites, {rows} rows: {took:.2f} s "
             f"({rows / took:,.0f} rows/s), {requests}; raw listing {listing:.2f} s; "
-            f"ratio {took / listing:.2f}x (median of {args.rounds} pairs)"
+            f"ratio {ratio:.2f}x (median of {args.rounds} pairs)"
         )
 
         one = naive_one_site(store, sites[0])

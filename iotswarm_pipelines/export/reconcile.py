@@ -17,7 +17,7 @@ watermarks for them. Per site and UTC day it:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -215,22 +215,6 @@ def reconcile_day(
         result.healed, result.heal_failed = _heal(table, store, to_heal, batch_size, log)
     log.info(describe(result))
     return result
-
-
-def reconcile(
-    table: catalogue.Table,
-    days: Sequence[date],
-    *,
-    on_day: Callable[[TableDay], None] | None = None,
-    **options: Any,
-) -> list[TableDay]:
-    """``reconcile_day`` over several days, telling ``on_day`` after each (a progress bar)."""
-    results = []
-    for day in days:
-        results.append(reconcile_day(table, day, **options))
-        if on_day is not None:
-            on_day(results[-1])
-    return results
 
 
 def describe(result: TableDay) -> str:
