@@ -100,8 +100,8 @@ def _read_nested(path: Path, keys: tuple[str, ...]) -> dict[str, Setting]:
     try:
         tree = config_library.Config(str(path)).as_dict()
     except (config_library.ConfigError, config_library.ConfigFormatError) as exc:
-        where = re.search(r"\((\d+), (\d+)\)", str(exc))
-        at = f", line {where[1]}" if where else ""
+        position = re.search(r"\((\d+), (\d+)\)", str(exc))
+        at = f", line {position[1]}" if position else ""
         raise ConfigFileError(
             f"{path}{at}: not a valid nested config file; write blocks like "
             'oracle: { dsn: "…" user: "…" password: "…" }'

@@ -110,7 +110,7 @@ def utc_now() -> datetime:
 def build_object(
     table: catalogue.Table,
     prefix: str,
-    rows: list[dict],
+    rows: Sequence[Row],
     payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
 ) -> tuple[str, bytes]:
     """(key, body) of one payload: the same text and key for the live and historical assets."""
@@ -222,7 +222,7 @@ class _Run:
             self.stopped[stopped.site_id] = stopped
             self.log.error(f"{self.table.name}: {stopped}")
 
-    def payloadable(self, batch: list[dict]) -> list[dict] | None:
+    def payloadable(self, batch: Sequence[Row]) -> list[Row] | None:
         """The batch without the rows ``skip_rows`` names; None when a bad row stops the site."""
         kept = []
         for row in batch:
@@ -509,15 +509,16 @@ def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[Row]], dry_run: 
 
     def objects() -> Iterator[tuple[str, bytes]]:
         for rows in batches:
-            batch: list[dict] | None = rows
+            batch: Sequence[Row] = rows
             if rows[0][catalogue.SITE_ID] in run.stopped:
                 continue  # nothing after a bad row may be sent: the watermark would pass it
             try:
                 key, body = build_object(run.table, store.prefix, rows, run.payload_format)
             except (TypeError, ValueError):
-                batch = run.payloadable(rows)
-                if not batch:
+                kept = run.payloadable(rows)
+                if not kept:
                     continue
+                batch = kept
                 key, body = build_object(run.table, store.prefix, batch, run.payload_format)
             run.built(len(batch))
             if not dry_run:  # nothing completes in a dry run, so nothing is tracked
