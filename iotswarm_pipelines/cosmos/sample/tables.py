@@ -58,6 +58,11 @@ _DECIMALS = {
 
 Column = np.ndarray | int | float | str | None
 
+catalogue.check_column_names(
+    [*_NEVER_NULL, *_DECIMALS, *(c for group in SENSOR_GROUPS.values() for c in group)],
+    "the sample generator",
+)
+
 
 @dataclass(frozen=True)
 class Block:
@@ -127,6 +132,9 @@ def _finish(
     keep &= minutes >= _first_end(site, int(table.cadence.total_seconds() // 60))
     if site.end is not None:
         keep &= minutes <= ph.to_minutes(site.end)
+    extra = values.keys() - set(table.column_names)
+    if extra:
+        raise ValueError(f"the sample generator makes {sorted(extra)}, not in {table.name}")
     lacking = {c for g in set(SENSOR_GROUPS) - prof.groups for c in SENSOR_GROUPS[g]}
     integers = table.integer_columns
     columns: list[Column] = []
