@@ -20,6 +20,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from iotswarm_pipelines.swarm.mqtt.client import SwarmClient
+
 MAX_READS_PER_EVENT = 512  # packets read from one socket before other sockets get a turn
 
 
@@ -153,11 +155,12 @@ class EventLoop:
                 client.loop_misc()
 
     @staticmethod
-    def _read(client: paho.Client, sock: paho.SocketLike) -> None:
+    def _read(client: SwarmClient, sock) -> None:
         """Read every packet that has arrived, not just one.
 
         paho's `loop_read` reads one packet unless it awaits acks, so a subscriber would get one
-        message per loop turn; TLS may also hold decrypted records the selector cannot see.
+        message per loop turn; TLS, and the client's own read buffer (`SwarmClient`), may also
+        hold bytes the selector cannot see.
         """
         pending = getattr(sock, "pending", None)
         poller = None
@@ -167,7 +170,7 @@ class EventLoop:
                 return
             if client.want_write():
                 client.loop_write()  # PUBACKs now, so the broker's window to us reopens
-            if pending is not None and pending() > 0:
+            if client.buffered or (pending is not None and pending() > 0):
                 continue
             if poller is None:
                 poller = select.poll()  # not select.select: descriptors go far past 1024
