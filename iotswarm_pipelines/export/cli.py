@@ -251,11 +251,9 @@ def _source(config: LiveCosmosConfig) -> CosmosSource:
     return CosmosSource(url=config.url, schema_name=config.schema_name)
 
 
-def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
-    """The runs' resources. The source is handed over as a ready object rather than as
-    config: a URL given as config (password and all) would be stored in the Dagster instance
-    as the resource's default in the job snapshot."""
-    stores = build_stores(
+def stores(config: LiveCosmosConfig) -> dict[str, Any]:
+    """The config file's ``object_store`` and ``state`` (live-cosmos and reconciliation)."""
+    return build_stores(
         Destination(
             s3=S3Resource(endpoint_url=config.endpoint_url),
             bucket=config.bucket,
@@ -266,7 +264,13 @@ def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
             state_prefix=config.state_prefix,
         )
     )
-    return {"cosmos": dg.ResourceDefinition.hardcoded_resource(_source(config)), **stores}
+
+
+def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
+    """The runs' resources. The source is handed over as a ready object rather than as
+    config: a URL given as config (password and all) would be stored in the Dagster instance
+    as the resource's default in the job snapshot."""
+    return {"cosmos": dg.ResourceDefinition.hardcoded_resource(_source(config)), **stores(config)}
 
 
 def _run_config(config: LiveCosmosConfig, request: _Request, table: str) -> dict[str, Any]:

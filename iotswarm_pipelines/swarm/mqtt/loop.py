@@ -133,7 +133,7 @@ class EventLoop:
         if self._write_wanted:
             self._apply_write_interest()
         for key, mask in self._selector.select(max(0.0, timeout)):
-            client: paho.Client | None = key.data
+            client: SwarmClient | None = key.data
             if client is None:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(4096)
@@ -151,11 +151,11 @@ class EventLoop:
             callback()
         if now >= self._next_misc:
             self._next_misc = now + self._misc_interval
-            for client in list(self._clients):
-                client.loop_misc()
+            for each in list(self._clients):
+                each.loop_misc()
 
     @staticmethod
-    def _read(client: SwarmClient, sock) -> None:
+    def _read(client: SwarmClient, sock: paho.SocketLike) -> None:
         """Read every packet that has arrived, not just one.
 
         paho's `loop_read` reads one packet unless it awaits acks, so a subscriber would get one

@@ -140,7 +140,7 @@ def for_shard(
     """The settings of one shard: brokers and source addresses are taken round robin by shard
     number, so shards spread over a broker cluster and over local addresses (each address
     has its own ~28,000 ephemeral ports, each process its own open-file limit)."""
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if brokers:
         try:
             host_port = options.host_and_port(brokers[shard % len(brokers)], settings.port)
