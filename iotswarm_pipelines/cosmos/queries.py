@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -55,7 +56,7 @@ def newest_times(
     ``as_stored`` returns the value unconverted: on SQLite, the text as written, which the
     source checks for the ISO ``T`` spelling that SQLite would compare wrongly.
     """
-    newest = sa.func.max(_time(table))
+    newest: sa.ColumnElement[Any] = sa.func.max(_time(table))
     if as_stored:
         newest = sa.type_coerce(newest, sa.String())
     probes = [

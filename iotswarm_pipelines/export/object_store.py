@@ -200,7 +200,7 @@ def describe_error(exc: BaseException) -> str:
             f"{error.get('Code', 'Error')} (HTTP {meta.get('HTTPStatusCode', '?')}) after "
             f"{attempts} attempt(s): {error.get('Message', '')}"
         ).rstrip(": ")
-    elif isinstance(exc, OSError) and exc.errno in errno.errorcode:
+    elif isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
         # ENOSPC, EACCES, EROFS...: the symbolic name is what an operator searches for.
         text = f"{errno.errorcode[exc.errno]}: {exc.strerror}"
         if exc.filename:

@@ -74,6 +74,7 @@ def aligned_batches(
 
     def closed() -> bool:
         site = batch[0][SITE_ID]
+        assert end is not None  # set with the batch's first row
         return newest_time(batch) >= end or (site in newest and newest[site] > end)
 
     for row in rows:
