@@ -43,15 +43,15 @@ class PutResult:
     error: str | None  # one line, after retries are exhausted; None when stored
 
 
+class StoreUnavailableError(RuntimeError):
+    """The store cannot take objects at all (no bucket, refused credentials, unwritable folder):
+    found by one request before any upload, so the run stops before reading the source."""
+
+
 @dataclass(frozen=True)
 class ListedObject:
     key: str
     md5: str | None  # of the body, when the listing says so (S3's ETag of a plain PUT)
-
-
-class StoreUnavailableError(RuntimeError):
-    """The store cannot take objects at all (no bucket, refused credentials, unwritable folder):
-    found by one request before any upload, so the run stops before reading the source."""
 
 
 @runtime_checkable
