@@ -11,10 +11,8 @@ from dagster_aws.s3 import S3Resource
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.export.object_store import LocalObjectStore, S3ObjectStore
-from iotswarm_pipelines.export.state_backend import StateBackend
-from iotswarm_pipelines.export.state_s3 import S3StateStore, split_s3_uri
-from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.state_s3 import split_s3_uri
+from iotswarm_pipelines.export.stores import EXPORT_PREFIX, Destination, build_stores
 from iotswarm_pipelines.swarm.resources import MqttResource
 
 
@@ -31,9 +29,6 @@ def build_resources() -> dict[str, Any]:
     }
 
 
-EXPORT_PREFIX = "fdri/cosmos_swarm"
-
-
 def _set_env(**names: str) -> dict[str, dg.EnvVar]:
     """EnvVars for the variables that are set; unset ones fall back to boto3's own lookup."""
     return {field: dg.EnvVar(name) for field, name in names.items() if os.environ.get(name)}
@@ -42,12 +37,12 @@ def _set_env(**names: str) -> dict[str, dg.EnvVar]:
 def _export_resources(prod: bool) -> dict[str, Any]:
     """State files and object store of the live export (see README, "Export storage")."""
     if not prod:
-        return {
-            "state": StateStore(state_dir=str(settings.data_dir() / "state")),
-            "object_store": LocalObjectStore(
-                root=str(settings.data_dir() / "objects"), prefix=EXPORT_PREFIX
-            ),
-        }
+        return build_stores(
+            Destination(
+                object_dir=str(settings.data_dir() / "objects"),
+                state_dir=str(settings.data_dir() / "state"),
+            )
+        )
     s3 = S3Resource(
         **_set_env(
             region_name="AWS_REGION",
@@ -57,32 +52,25 @@ def _export_resources(prod: bool) -> dict[str, Any]:
             aws_session_token="AWS_SESSION_TOKEN",
         )
     )
-    return {
-        "state": _prod_state(s3),
-        "object_store": S3ObjectStore(
+    # State files in LIVECOSMOS_STATE_DIR (or the default folder), or S3 objects at
+    # LIVECOSMOS_STATE_URI=s3://bucket/prefix, through the same connection as the payloads.
+    state_bucket = state_prefix = None
+    if uri := os.environ.get("LIVECOSMOS_STATE_URI", "").strip():
+        try:
+            state_bucket, state_prefix = split_s3_uri(uri)
+        except ValueError as exc:
+            raise ValueError(f"LIVECOSMOS_STATE_URI {exc}") from None
+    return build_stores(
+        Destination(
             s3=s3,
             bucket=dg.EnvVar("LIVECOSMOS_BUCKET"),
             prefix=os.environ.get("LIVECOSMOS_BUCKET_PREFIX", EXPORT_PREFIX),
-        ),
-    }
-
-
-def _prod_state(s3: S3Resource) -> StateBackend:
-    """State files in ``LIVECOSMOS_STATE_DIR`` (or the default folder), or S3 objects at
-    ``LIVECOSMOS_STATE_URI=s3://bucket/prefix``, through the same connection as the payloads."""
-    uri = os.environ.get("LIVECOSMOS_STATE_URI", "").strip()
-    if not uri:
-        return StateStore(**_set_env(state_dir="LIVECOSMOS_STATE_DIR"))
-    if os.environ.get("LIVECOSMOS_STATE_DIR"):
-        raise ValueError(
-            "LIVECOSMOS_STATE_URI and LIVECOSMOS_STATE_DIR are both set; unset one (S3 state or "
-            "local state files)"
+            state_bucket=state_bucket,
+            state_prefix=state_prefix,
+            names=("LIVECOSMOS_STATE_DIR", "LIVECOSMOS_STATE_URI"),
+            **_set_env(state_dir="LIVECOSMOS_STATE_DIR"),
         )
-    try:
-        bucket, prefix = split_s3_uri(uri)
-    except ValueError as exc:
-        raise ValueError(f"LIVECOSMOS_STATE_URI {exc}") from None
-    return S3StateStore(s3=s3, bucket=bucket, prefix=prefix)
+    )
 
 
 def _mqtt_resource(prod: bool) -> MqttResource:

@@ -12,11 +12,10 @@ from iotswarm_pipelines.export import keys
 from iotswarm_pipelines.export.pipeline import (
     ExportError,
     ExportSummary,
-    export_all_tables,
     export_table,
     export_window,
-    format_summary,
 )
+from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_tests.export_fixtures import (
     PREFIX,
     SOILMET,
@@ -211,11 +210,14 @@ def test_state_files_of_the_old_uploader_are_picked_up(tmp_path):
     assert state.load(SOILMET)["sites"]["ALIC1"]["last_data"] == NOW
 
 
-def test_export_all_tables_and_the_printed_summary(tmp_path):
+def test_every_table_exports_and_prints_its_summary(tmp_path):
     url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
     for table in catalogue.TABLE_NAMES:
         insert_rows(url, table, make_rows(table, "ALIC1", [datetime(2020, 1, 1)]))
-    summaries = export_all_tables(source(url), store, state)
+    summaries = [
+        export_table(t, source=source(url), store=store, state=state, fallback_hours=None)
+        for t in catalogue.TABLE_NAMES
+    ]
     assert [(s.table, s.objects_stored) for s in summaries] == [
         (t, 1) for t in catalogue.TABLE_NAMES
     ]

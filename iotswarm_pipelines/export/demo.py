@@ -13,7 +13,7 @@ import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.assets import cosmos_live_export, run_tags, summary_from_metadata
-from iotswarm_pipelines.export.pipeline import format_summary
+from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.resources import build_resources
 

@@ -291,6 +291,13 @@ class SwarmOptions(BaseModel):
         group=MQTT,
         rule=AtLeast(0),
     )
+    give_up_after: float = option(
+        300.0,
+        "Seconds a shard may go without any broker connection before the run gives up and "
+        "fails, counting what it did not send; 0 = never.",
+        group=MQTT,
+        rule=AtLeast(0),
+    )
 
 
 class BrokerOptions(BaseModel):

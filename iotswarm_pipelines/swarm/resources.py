@@ -31,5 +31,6 @@ class MqttResource(dg.ConfigurableResource, BrokerOptions):
             alpn=tuple(self.alpn),
             connect_rate=run.connect_rate,
             max_publish_rate=run.max_publish_rate,
+            give_up_after=run.give_up_after,
         )
         return for_shard(settings, shard, self.brokers, self.source_addresses)

@@ -92,6 +92,8 @@ class Connections:
         self.on_down = on_down
         self.all: list[Connection] = []
         self.closing = False
+        self.up = 0  # connections holding a CONNACK now
+        self.down_since: float | None = time.monotonic()  # when `up` last fell to 0
         self._queue: deque[Connection] = deque()
         self._bucket = TokenBucket(settings.connect_rate)
         self._connector: ThreadPoolExecutor | None = None
@@ -222,12 +224,18 @@ class Connections:
             return
         conn.connected = True
         conn.attempts = 0
+        self.up += 1
+        self.down_since = None
         self.on_up(conn, properties)
 
     def _on_disconnect(self, _client, conn: Connection, _flags, reason_code, _properties) -> None:
         was_connected = conn.connected
         conn.connected = False
         conn.connecting = False
+        if was_connected:
+            self.up -= 1
+            if not self.up:
+                self.down_since = time.monotonic()
         self.on_down(conn)
         if self.closing:
             return
@@ -239,6 +247,10 @@ class Connections:
                 f"MQTT broker {self.settings.address} closed the connection before CONNACK"
             )
         self._retry_later(conn)
+
+    def unreachable_for(self, now: float) -> float:
+        """Seconds since the shard last held any broker connection (0 while one is up)."""
+        return 0.0 if self.down_since is None else now - self.down_since
 
     def close(self) -> None:
         """Stop connecting; sockets that workers opened meanwhile join the loop to be closed."""

@@ -38,6 +38,11 @@ STOP_CHECK_INTERVAL = 0.2
 SPARE_FILES = 64
 
 
+def files_needed(devices: int, connections: str) -> int:
+    """Open files a shard of ``devices`` needs: its connections, the verifier's, and spares."""
+    return (devices if connections == "per_device" else 1) + 1 + SPARE_FILES
+
+
 def raise_open_file_limit(needed: int) -> None:
     """Lift the soft open-file limit (to the hard one, or higher when privileged) or say why not."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -76,6 +81,8 @@ class _Shard:
         self.progress_interval = progress_interval
         self.delay_start = schedule.delay_start
         self.dry = dry
+        self.give_up_after = settings.give_up_after
+        self.settings_address = settings.address
         rng = random.Random(f"{schedule.seed}:{shard}")
         self.loop = EventLoop(settings.keepalive)
         self.accounts = Accounts(shard, len(devices))
@@ -123,6 +130,18 @@ class _Shard:
     def _verifier_ready(self) -> bool:
         return self.verifier is None or self.verifier.ready
 
+    def _gave_up(self, now: float) -> bool:
+        """A broker unreachable for ``give_up_after`` ends the shard instead of waiting forever."""
+        limit = self.give_up_after
+        if self.dry or not limit or self.connections.unreachable_for(now) < limit:
+            return False
+        self.accounts.result.gave_up = True
+        self.accounts.error(
+            f"MQTT broker {self.settings_address}: no connection for {limit:g}s "
+            "(give_up_after), gave up"
+        )
+        return True
+
     def _drained(self) -> bool:
         if self.publisher.unfinished(self.connections.all):
             return False
@@ -145,7 +164,7 @@ class _Shard:
             now = time.monotonic()
             if not publisher.stopping and now >= next_stop_check:
                 next_stop_check = now + STOP_CHECK_INTERVAL
-                if self.should_stop() or publisher.active == 0:
+                if self.should_stop() or publisher.active == 0 or self._gave_up(now):
                     publisher.stop(conns)
             if publisher.stopping:
                 if drain_deadline is None:
@@ -204,8 +223,7 @@ def run_shard(
         raise MqttConfigError("max_cycles must be >= 0 (0 = until stopped)")
     settings.validate()
     if not dry:
-        needed = (len(devices) if connections == "per_device" else 1) + 1 + SPARE_FILES
-        raise_open_file_limit(needed)
+        raise_open_file_limit(files_needed(len(devices), connections))
         check_broker(settings, timeout=settings.connect_timeout)
     return _Shard(
         shard,

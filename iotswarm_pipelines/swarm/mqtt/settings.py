@@ -68,6 +68,8 @@ class MqttSettings:
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 30.0
     connect_timeout: float = 10.0
+    give_up_after: float = RUN.give_up_after
+    """Seconds without any broker connection before the shard gives up; 0 = never."""
     source_address: str | None = None
     """Local address every connection binds to (127.0.0.2, 127.0.0.3, ... on loopback): one
     address reaches one broker address through at most ~28,000 ephemeral ports."""
@@ -274,7 +276,14 @@ def check_broker(settings: MqttSettings, timeout: float = 10) -> None:
         reason = outcome.get("connack")
         if reason is None:
             detail = last_error[-1] if last_error else "closed before CONNACK"
-            hint = " (client certificate rejected?)" if settings.tls else ""
+            hint = ""
+            if settings.tls:
+                hint = " (client certificate rejected?)"
+                if not settings.alpn:  # AWS IoT Core on 443 closes TLS clients without ALPN
+                    hint = (
+                        " (client certificate rejected, or the server wants ALPN: AWS IoT Core "
+                        "on port 443 needs alpn x-amzn-mqtt-ca)"
+                    )
             raise BrokerRefusedError(f"{where}: connection refused{hint}: {detail}")
         if reason.is_failure:
             raise BrokerRefusedError(f"{where}: connection refused: {reason}")

@@ -83,9 +83,18 @@ class Publisher:
             self.loop.call_at(first, lambda device=device: self._due(device))
 
     def stop(self, conns: list[Connection]) -> None:
+        """No new publishes; what the devices still owed is counted as unsent."""
         self.stopping = True
+        self.accounts.result.unsent = self._unsent(conns)
         for conn in conns:
             conn.ready.clear()
+
+    def _unsent(self, conns: list[Connection]) -> int:
+        """The cycles left of unfinished devices; without a cycle limit, the messages due."""
+        max_cycles = self.schedule.max_cycles
+        if max_cycles:
+            return sum(max_cycles - d.cycles for d in self.devices if not d.done)
+        return sum(len(conn.ready) for conn in conns)
 
     def unfinished(self, conns: list[Connection]) -> bool:
         return any(conn.outstanding for conn in conns)
