@@ -81,6 +81,9 @@ def test_two_shards_in_two_processes_deliver_every_message_once(sample_db, mqtt_
             if e.is_successful_output and e.step_key == "swarm_report"
         ]
         [materialization] = result.asset_materializations_for_node("swarm_report")
+        [delivered] = result.get_asset_check_evaluations()
+    assert (delivered.asset_key, delivered.check_name) == (swarm_report_asset.key, "delivery")
+    assert delivered.passed
     assert shard_steps == {"run_shard[shard_0]", "run_shard[shard_1]"}
     assert report.devices == 12 and report.connections == 12
     assert report.sent == 36 and report.acknowledged == 36

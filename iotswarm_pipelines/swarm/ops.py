@@ -23,7 +23,14 @@ from iotswarm_pipelines.swarm.devices import SwarmConfigError
 from iotswarm_pipelines.swarm.mqtt.engine import ShardResult
 from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
 from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
-from iotswarm_pipelines.swarm.report import SwarmReport, render_markdown, render_text, summarize
+from iotswarm_pipelines.swarm.report import (
+    DELIVERY_CHECK,
+    SwarmReport,
+    delivery,
+    render_markdown,
+    render_text,
+    summarize,
+)
 from iotswarm_pipelines.swarm.resources import MqttResource
 
 SWARM_TAG = "iotswarm/swarm"
@@ -231,9 +238,22 @@ def swarm_report(
     context.log.info(text)
     metadata = {
         **report.metadata(),
+        "qos": spec.qos,
         "swarm": spec.swarm_name,
         "summary": dg.MetadataValue.md(render_markdown(report, spec.swarm_name)),
     }
     # A materialization of the declared report asset, so the UI plots the numbers across runs.
     context.log_event(dg.AssetMaterialization(asset_key=swarm_report_asset.key, metadata=metadata))
+    lost = report.lost if report.verified else None
+    passed, text = delivery(spec.qos, report.failed, lost)
+    counts = {"qos": spec.qos, "failed": report.failed, **({} if lost is None else {"lost": lost})}
+    context.log_event(
+        dg.AssetCheckEvaluation(
+            asset_key=swarm_report_asset.key,
+            check_name=DELIVERY_CHECK,
+            passed=passed,
+            description=text,
+            metadata=counts,
+        )
+    )
     return dg.Output(report, metadata=metadata)
