@@ -343,3 +343,25 @@ history_export_job = dg.define_asset_job(
     description="Re-export a range of days of one COSMOS table (pick them in the launchpad).",
     tags=trigger_tags(Trigger.MANUAL),
 )
+
+
+def execute_live_export(
+    table: str,
+    resources: Mapping[str, Any],
+    run_config: Mapping[str, Any],
+    instance: dg.DagsterInstance | None,
+    tags: Mapping[str, str],
+) -> dg.ExecuteInProcessResult:
+    """One table's live export in this process (``live-cosmos``, the demo), as a run of
+    ``cosmos_live_export_job``: the job name an operator looks for in the UI, rather than the
+    ``__ephemeral_asset_job__`` that ``dg.materialize`` would record."""
+    job = dg.Definitions(
+        assets=[cosmos_live_export], jobs=[live_export_job], resources=resources
+    ).resolve_job_def(live_export_job.name)
+    return job.execute_in_process(
+        run_config=run_config,
+        instance=instance,
+        partition_key=table,
+        tags=tags,
+        raise_on_error=False,
+    )

@@ -1,9 +1,10 @@
 """``live-cosmos CONFIG TABLE``: the old uploader's command line, running the live export asset.
 
 The command materializes the same ``cosmos_live_export`` asset as Dagster's triggers, in this
-process, on a temporary instance (or the one in ``--dagster-home``), so a cron job that called the
-old tool gets the new behaviour without a Dagster deployment. Exit codes: 0 exported, 1 an
-export failed, 2 bad arguments/config or the source cannot be reached.
+process, as runs of ``cosmos_live_export_job`` recorded in the instance of ``--dagster-home`` or
+``DAGSTER_HOME`` (so the UI lists them), or a temporary one when neither is set; a cron job that
+called the old tool gets the new behaviour without a Dagster deployment. Exit codes: 0 exported,
+1 an export failed, 2 bad arguments/config or the source cannot be reached.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import sqlalchemy as sa
 from dagster_aws.s3 import S3Resource
 from tqdm import tqdm
 
+from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.export.assets import (
     LiveExportConfig,
     cosmos_live_export,
+    execute_live_export,
     run_tags,
     summary_from_metadata,
 )
@@ -68,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="build payloads, store nothing")
     parser.add_argument(
         "--dagster-home",
-        help="record the runs in this Dagster instance (default: a temporary one)",
+        help="record the runs in this Dagster instance (default: $DAGSTER_HOME if set, else a "
+        "temporary one)",
     )
     return parser
 
@@ -195,15 +199,8 @@ def _export(
     table: str, resources: dict[str, Any], run_config: dict[str, Any], instance: Any
 ) -> tuple[bool, str]:
     with _progress(table):
-        result = dg.materialize(
-            [cosmos_live_export],
-            partition_key=table,
-            resources=resources,
-            run_config=run_config,
-            instance=instance,
-            tags={**run_tags(table), **trigger_tags(Trigger.CLI)},
-            raise_on_error=False,
-        )
+        tags = {**run_tags(table), **trigger_tags(Trigger.CLI)}
+        result = execute_live_export(table, resources, run_config, instance, tags)
     if not result.success:
         return False, f"{table}: export failed: {_failure(result)}"
     [event] = result.asset_materializations_for_node(cosmos_live_export.op.name)
@@ -231,11 +228,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     code = EXIT_OK
     with contextlib.ExitStack() as stack:
         # Entered, so the instance is the current one while its runs load their definitions.
-        instance = (
-            stack.enter_context(dg.DagsterInstance.from_config(args.dagster_home))
-            if args.dagster_home
-            else None
-        )
+        home = settings.dagster_home(args.dagster_home)
+        instance = stack.enter_context(dg.DagsterInstance.from_config(home)) if home else None
         for table in tables:
             ok, text = _export(table, resources, run_config, instance)
             print(text, file=sys.stdout if ok else sys.stderr)

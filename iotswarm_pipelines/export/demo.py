@@ -12,7 +12,12 @@ from typing import Any
 import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export.assets import cosmos_live_export, run_tags, summary_from_metadata
+from iotswarm_pipelines.export.assets import (
+    cosmos_live_export,
+    execute_live_export,
+    run_tags,
+    summary_from_metadata,
+)
 from iotswarm_pipelines.export.pipeline import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.resources import build_resources
@@ -43,14 +48,10 @@ def run_demo_export() -> str:
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     lines = []
     for table in catalogue.TABLE_NAMES:
-        result = dg.materialize(
-            [cosmos_live_export],
-            partition_key=table,
-            resources=resources,
-            run_config=_run_config(table),
-            instance=instance,
-            tags={**run_tags(table), **trigger_tags(Trigger.CLI)},
-        )
+        tags = {**run_tags(table), **trigger_tags(Trigger.CLI)}
+        result = execute_live_export(table, resources, _run_config(table), instance, tags)
+        if not result.success:
+            raise RuntimeError(f"the demo's export of {table} failed; see the run in `make dev`")
         [event] = result.asset_materializations_for_node(cosmos_live_export.op.name)
         summary = summary_from_metadata(table, event.metadata)
         lines.append(format_summary(summary, resources["object_store"].describe(), max_sites=2))

@@ -1,14 +1,16 @@
 """``iot-swarm``: run the swarm job from a terminal, with the old swarm's options and more.
 
-The same job as in the UI: one shard runs in this process; more shards run one process each
-(the multiprocess executor on a throw-away Dagster instance). Every check that can fail runs
-before a device starts and prints one line (exit 2). The exit status is 1 when messages were
-lost at QoS 1 or the broker could not be used during the run.
+The same job as in the UI (``swarm_job``): one shard runs in this process; more shards run one
+process each (the multiprocess executor). Runs are recorded in the ``DAGSTER_HOME`` instance when
+one is set, so the UI of ``make dev`` shows them and the report; otherwise in a throw-away one.
+Every check that can fail runs before a device starts and prints one line (exit 2). The exit
+status is 1 when messages were lost at QoS 1 or the broker could not be used during the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -246,11 +248,17 @@ def run_tags(name: str) -> dict[str, str]:
 
 def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> tuple[bool, SwarmReport | None]:
     if config.shards == 1:
-        result = cli_swarm_job.execute_in_process(
-            run_config=run_config, tags=run_tags(str(config.swarm_name)), raise_on_error=False
-        )
-        report = result.output_for_node("swarm_report") if result.success else None
-        return result.success, report
+        with contextlib.ExitStack() as stack:
+            home = settings.dagster_home()
+            instance = stack.enter_context(dg.DagsterInstance.from_config(home)) if home else None
+            result = cli_swarm_job.execute_in_process(
+                run_config=run_config,
+                instance=instance,
+                tags=run_tags(str(config.swarm_name)),
+                raise_on_error=False,
+            )
+            report = result.output_for_node("swarm_report") if result.success else None
+            return result.success, report
     return _execute_detached(config, run_config)
 
 
@@ -291,8 +299,13 @@ def _execute_detached(
 
 def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: str) -> None:
     os.setsid()
+    home = settings.dagster_home()
     with (
-        dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE) as instance,
+        (
+            dg.DagsterInstance.from_config(home)
+            if home
+            else dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE)
+        ) as instance,
         dg.execute_job(
             dg.reconstructable(_cli_job), instance, run_config=run_config, tags=run_tags(name)
         ) as result,
