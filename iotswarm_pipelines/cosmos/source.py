@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -225,6 +225,17 @@ class CosmosSource(dg.ConfigurableResource):
             lambda conn: conn.execute(queries.newest_times(sa_table, sites)).all(), table
         )
         return {site: newest for site, newest in sorted(rows) if newest is not None}
+
+    def first_times_after(
+        self, table: str, starts: Mapping[str, datetime | None]
+    ) -> dict[str, datetime]:
+        """Each site's oldest ``DATE_TIME`` after its start; sites with nothing newer left out."""
+        if not starts:
+            return {}
+        sa_table = self._sa_table(table)
+        statement = queries.first_times_after(sa_table, sorted(starts.items()))
+        rows = self._run(lambda conn: conn.execute(statement).all(), table)
+        return {site: first for site, first in rows if first is not None}
 
     def latest_rows(
         self, table: str, site_ids: Sequence[str] | None = None

@@ -204,6 +204,7 @@ def summary_metadata(summary: pipeline.ExportSummary, destination: str) -> dict[
         "watermarks": dg.MetadataValue.json(
             {site: when.isoformat() for site, when in summary.watermarks.items()}
         ),
+        "advanced_sites": dg.MetadataValue.json(list(summary.advanced)),
     }
     if summary.lag_seconds is not None:
         metadata["lag_seconds"] = dg.MetadataValue.float(summary.lag_seconds)
@@ -223,6 +224,7 @@ def summary_from_metadata(table: str, metadata: Mapping[str, Any]) -> pipeline.E
         failed=values["failed"],
         sites_advanced=values["sites_advanced"],
         watermarks={s: datetime.fromisoformat(t) for s, t in values["watermarks"].items()},
+        advanced=tuple(values.get("advanced_sites", ())),
         lag_seconds=values.get("lag_seconds"),
         dry_run=values["dry_run"],
     )

@@ -142,7 +142,11 @@ def _run_config(config: LiveCosmosConfig, args: argparse.Namespace) -> dict[str,
 
 
 class _ProgressBar(logging.Handler):
-    """Turns the pipeline's progress records into a tqdm bar of rows (terminal only)."""
+    """Turns the pipeline's progress records into a tqdm bar of rows (terminal only).
+
+    The run first announces about how many rows it will read, which gives the bar its total and
+    time left; it is an upper bound (outages leave gaps), so the bar is completed at the end.
+    """
 
     def __init__(self, table: str) -> None:
         super().__init__(logging.DEBUG)
@@ -150,13 +154,19 @@ class _ProgressBar(logging.Handler):
         self.payloads = 0
 
     def emit(self, record: logging.LogRecord) -> None:
+        expected = getattr(record, "expected_rows", None)
+        if expected is not None:
+            self.bar.total = expected
+            self.bar.refresh()
+            return
         self.payloads += getattr(record, "payloads", 0)
         self.bar.update(getattr(record, "rows", 0))
         self.bar.set_postfix(payloads=self.payloads, refresh=False)
 
 
 @contextlib.contextmanager
-def _progress(table: str) -> Iterator[None]:
+def progress_bar(table: str) -> Iterator[None]:
+    """A progress bar of the rows one table's export reads, on stderr when it is a terminal."""
     logger = logging.getLogger(PROGRESS_LOGGER)
     handler = _ProgressBar(table)
     logger.addHandler(handler)
@@ -198,7 +208,7 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
 def _export(
     table: str, resources: dict[str, Any], run_config: dict[str, Any], instance: Any
 ) -> tuple[bool, str]:
-    with _progress(table):
+    with progress_bar(table):
         tags = {**run_tags(table), **trigger_tags(Trigger.CLI)}
         result = execute_live_export(table, resources, run_config, instance, tags)
     if not result.success:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -72,6 +72,8 @@ class ExportSummary:
     failed: int = 0
     sites_advanced: int = 0
     watermarks: dict[str, datetime] = field(default_factory=dict)
+    advanced: tuple[str, ...] = ()
+    """The sites whose watermark this run moved (a terminal prints only those)."""
     lag_seconds: float | None = None
     dry_run: bool = False
 
@@ -81,6 +83,22 @@ class _Payload:
     site_id: str
     seq: int
     newest: datetime
+
+
+def expected_rows(
+    cadence: timedelta,
+    first: Mapping[str, datetime],
+    newest: Mapping[str, datetime],
+    until: datetime | None = None,
+) -> int:
+    """About how many rows a run will read: from each site's first row to send to its newest,
+    in logging periods (an upper bound: outages leave gaps), for a progress bar's time left."""
+    total = 0
+    for site, start in first.items():
+        end = min(newest.get(site, start), until) if until is not None else newest.get(site, start)
+        if end >= start:
+            total += int((end - start) / cadence) + 1
+    return total
 
 
 def utc_now() -> datetime:
@@ -266,12 +284,21 @@ def _export(
         + (", dry run" if dry_run else "")
     )
 
+    def has_new(site_id: str) -> bool:
+        start = starts[site_id]
+        return site_id in newest and (start is None or newest[site_id] > start)
+
+    pending = {s: starts[s] for s in selected if has_new(s)}
+    expected = expected_rows(
+        spec.cadence, source.first_times_after(spec.name, pending), newest, until
+    )
+    log.info(f"{spec.name}: about {expected} rows to send")
+    _progress.debug("expected", extra={"table": spec.name, "expected_rows": expected})
+
     def rows() -> Iterator[dict]:
         for site_id in selected:
-            start = starts[site_id]
-            if site_id not in newest or (start is not None and newest[site_id] <= start):
-                continue  # nothing new: no query
-            yield from source.rows_after(spec.name, site_id, start, until)
+            if has_new(site_id):  # else no query
+                yield from source.rows_after(spec.name, site_id, starts[site_id], until)
 
     try:
         _ship(run, store, batch_rows(rows(), batch_size), dry_run)
@@ -283,7 +310,8 @@ def _export(
     summary.watermarks = {
         s: w for s in selected if (w := state_rules.watermark(current, s)) is not None
     }
-    summary.sites_advanced = sum(1 for s, w in summary.watermarks.items() if w != before.get(s))
+    summary.advanced = tuple(s for s, w in summary.watermarks.items() if w != before.get(s))
+    summary.sites_advanced = len(summary.advanced)
     summary.lag_seconds = _lag(newest, summary.watermarks)
     _raise_if_failed(summary, store, "the watermarks cover only what was stored")
     return summary
@@ -389,13 +417,22 @@ def export_all_tables(
     ]
 
 
+def format_size(size: float) -> str:
+    """Bytes for a person: ``1.4 MiB`` rather than ``1468006``."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
 def format_summary(
     summary: ExportSummary, destination: str | None = None, max_sites: int | None = None
 ) -> str:
-    """A few lines for a terminal: the stage counts, then each site's new watermark."""
+    """A few lines for a terminal: the stage counts, then the watermarks this run moved."""
     head = (
         f"{summary.table}: {summary.rows_read} rows, {summary.payloads_built} payloads, "
-        f"{summary.objects_stored} objects ({summary.bytes_stored} bytes)"
+        f"{summary.objects_stored} objects ({format_size(summary.bytes_stored)})"
     )
     if summary.failed:
         head += f", {summary.failed} FAILED"
@@ -404,11 +441,14 @@ def format_summary(
     if destination:
         head += f" -> {destination}"
     lines = [head]
-    if summary.watermarks:
+    moved = {site: summary.watermarks[site] for site in summary.advanced}
+    if moved:
         lag = "" if summary.lag_seconds is None else f" (lag {summary.lag_seconds:.0f} s)"
-        lines.append(f"  watermarks of {len(summary.watermarks)} sites{lag}:")
-        shown = list(summary.watermarks.items())[:max_sites]
+        lines.append(f"  watermarks moved at {len(moved)} of {len(summary.watermarks)} sites{lag}:")
+        shown = list(moved.items())[:max_sites]
         lines += [f"    {site}  {when:%Y-%m-%d %H:%M:%S}" for site, when in shown]
-        if len(shown) < len(summary.watermarks):
-            lines.append(f"    ... and {len(summary.watermarks) - len(shown)} more sites")
+        if len(shown) < len(moved):
+            lines.append(f"    ... and {len(moved) - len(shown)} more sites")
+    elif summary.watermarks and not summary.dry_run:
+        lines.append(f"  no watermark moved: nothing new at {len(summary.watermarks)} sites")
     return "\n".join(lines)
