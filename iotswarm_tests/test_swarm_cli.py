@@ -132,6 +132,7 @@ def test_unlimited_cycles_stop_on_interrupt_and_still_report(
     assert sent > 0
     assert f"delivered {sent}, lost 0" in out
     assert (tmp_path / f"{name}.json").exists()
+    assert "WARNING" not in err and "\x1b[3" not in err  # no coloured Dagster record in the bar
 
 
 def test_bad_input_in_a_subprocess_is_one_line_and_exit_2():

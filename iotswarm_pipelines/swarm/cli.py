@@ -221,15 +221,18 @@ class _Progress:
         self.bar = tqdm(total=total, unit="msg", desc="messages", disable=None, file=sys.stderr)
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
+    def _poll(self) -> None:
+        try:
+            session = sessions.load_session(self.config.swarm_name, self.config.sessions_dir)
+        except SwarmConfigError:
+            return  # a file mid-replace; the next poll reads it
+        if session is not None:
+            made = sum(p.cycles for p in session.positions.values()) - self.start_cycles
+            self.bar.update(max(made - self.bar.n, 0))
+
     def _watch(self) -> None:
         while not self.stop.wait(1.0):
-            try:
-                session = sessions.load_session(self.config.swarm_name, self.config.sessions_dir)
-            except SwarmConfigError:
-                continue  # a file mid-replace; the next poll reads it
-            if session is not None:
-                made = sum(p.cycles for p in session.positions.values()) - self.start_cycles
-                self.bar.update(max(made - self.bar.n, 0))
+            self._poll()
 
     def __enter__(self) -> _Progress:
         self.thread.start()
@@ -238,6 +241,7 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+        self._poll()  # the shards' last saves, written after the previous poll: 100% when done
         self.bar.close()
 
 
@@ -288,7 +292,7 @@ def _execute_detached(
             try:
                 child.join(0.5)
             except KeyboardInterrupt:
-                print("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
+                tqdm.write("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
                 stop_file.touch()
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
         if not outcome.exists():

@@ -204,7 +204,9 @@ def run_shard(
             done.wait(0.5)
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
             interrupted = True
-            context.log.warning(f"shard {shard.shard}: run terminated, stopping the devices")
+            # Info, not a warning: a stop asked for is no fault, and iot-swarm's terminal shows
+            # warnings, which would be drawn through the middle of its progress bar.
+            context.log.info(f"shard {shard.shard}: run terminated, stopping the devices")
             stop.set()
     save_positions()
     writer.shutdown()
