@@ -101,9 +101,15 @@ def _is_missing_table(exc: sa.exc.SQLAlchemyError) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The driver's first line, plus the socket error beneath it when the driver wraps one
+    (oracledb's DPY-6005 "cannot connect" hides "Connection refused" on its second line)."""
     orig = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
-    return lines[0] if lines else type(orig).__name__
+    first = lines[0] if lines else type(orig).__name__
+    cause = orig.__cause__
+    if isinstance(cause, OSError) and (reason := cause.strerror or str(cause)) not in first:
+        first = f"{first.rstrip('.')}: {reason}"
+    return first
 
 
 def _redacted(url: str) -> str:
@@ -172,8 +178,12 @@ class CosmosSource(dg.ConfigurableResource):
     # ----------------------------------------------------------------- public reads
 
     def check(self, tables: Sequence[str] = ()) -> None:
-        """Fail with a ``SourceError`` unless the database answers and has ``tables``."""
-        self._run(lambda conn: conn.execute(queries.ping()).scalar_one())
+        """Fail with a ``SourceError`` unless the database answers and has ``tables``.
+
+        The first answer counts, without retries: a pre-flight check must name a server that is
+        down (connection refused) at once, not after the backoff meant for a restart mid-run.
+        """
+        self._run(lambda conn: conn.execute(queries.ping()).scalar_one(), retry=False)
         if tables:
             missing = self._run(
                 lambda conn: [
@@ -396,7 +406,9 @@ class CosmosSource(dg.ConfigurableResource):
     def _backoff(self, attempt: int) -> None:
         time.sleep(self.retry_backoff_seconds * 2 ** (attempt - 1))
 
-    def _run(self, work: Callable[[sa.Connection], T], table: str | None = None) -> T:
+    def _run(
+        self, work: Callable[[sa.Connection], T], table: str | None = None, retry: bool = True
+    ) -> T:
         """``work`` in one connection, re-run from scratch after a transient failure."""
         engine = self._engine()
         attempt = 0
@@ -406,7 +418,7 @@ class CosmosSource(dg.ConfigurableResource):
                     return work(conn)
             except sa.exc.SQLAlchemyError as exc:
                 attempt += 1
-                if not is_transient(exc) or attempt > self.retries:
+                if not retry or not is_transient(exc) or attempt > self.retries:
                     raise self._fail(exc, table) from None
                 self._backoff(attempt)
             except OSError as exc:
