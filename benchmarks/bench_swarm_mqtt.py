@@ -32,7 +32,9 @@ from iotswarm_pipelines.cosmos import schema
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.local_broker import LocalMosquitto, free_port
 from iotswarm_pipelines.payloads import cr1000x_payload, payload_json
-from iotswarm_pipelines.swarm.mqtt import Message, MqttSettings, Schedule, run_shard
+from iotswarm_pipelines.swarm.mqtt.engine import run_shard
+from iotswarm_pipelines.swarm.mqtt.settings import MqttSettings
+from iotswarm_pipelines.swarm.mqtt.types import Message, Schedule
 
 TABLE = "LEVEL1_SOILMET_30MIN"
 SITES = ["ALIC1", "BALRD", "CHIMN", "COCLP", "EASTB", "GISBN", "HOLLN", "LODTN", "MORLY", "SHEEP"]

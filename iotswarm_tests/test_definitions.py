@@ -69,3 +69,14 @@ def test_a_mistyped_deployment_is_one_clear_error(monkeypatch):
 
     with pytest.raises(ValueError, match="set it to one of"):
         build_resources()
+
+
+@pytest.mark.parametrize("job", ["swarm_job", "cosmos_history_export_job"])
+def test_launchpads_offer_the_tables_as_a_choice(monkeypatch, job):
+    """Not free text: a launchpad lists the catalogue's tables."""
+    from dagster._config import ConfigTypeKind
+
+    job_def = load_definitions(monkeypatch, "local").defs.resolve_job_def(job)
+    snap = job_def.get_job_snapshot().config_schema_snapshot
+    enums = [t for t in snap.all_config_snaps_by_key.values() if t.kind == ConfigTypeKind.ENUM]
+    assert [[v.value for v in t.enum_values] for t in enums] == [list(catalogue.TABLE_NAMES)]

@@ -11,17 +11,15 @@ import uuid
 import paho.mqtt.client as paho
 import pytest
 
-from iotswarm_pipelines.swarm.mqtt import (
+from iotswarm_pipelines.swarm.mqtt.engine import run_shard
+from iotswarm_pipelines.swarm.mqtt.settings import (
     BrokerRefusedError,
     BrokerUnreachableError,
-    Message,
     MqttConfigError,
     MqttSettings,
-    Schedule,
-    ShardResult,
     check_broker,
-    run_shard,
 )
+from iotswarm_pipelines.swarm.mqtt.types import Message, Schedule, ShardResult
 from iotswarm_tests.services import free_port
 
 pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
@@ -265,7 +263,7 @@ def test_should_stop_ends_an_endless_run_with_a_result(mqtt_broker):
 
 
 def test_settings_are_checked_and_never_show_the_password(tmp_path):
-    with pytest.raises(MqttConfigError, match="QoS 2"):
+    with pytest.raises(MqttConfigError, match="qos 2 is not supported"):
         MqttSettings(qos=2).validate()
     missing = tmp_path / "nope.pem"
     with pytest.raises(MqttConfigError, match="does not exist"):

@@ -18,7 +18,8 @@ from iotswarm_pipelines.swarm.data import (
     build_streams,
     read_csv_rows,
 )
-from iotswarm_pipelines.swarm.devices import SwarmConfigError, plan_devices
+from iotswarm_pipelines.swarm.devices import plan_devices
+from iotswarm_pipelines.swarm.options import SwarmConfigError
 from iotswarm_pipelines.swarm.sessions import DevicePosition
 
 SOILMET = catalogue.SOILMET_30MIN.name

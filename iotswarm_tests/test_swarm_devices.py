@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from iotswarm_pipelines.swarm.devices import (
-    SwarmConfigError,
-    clone_counts,
-    make_topic,
-    plan_devices,
-    split_shards,
-)
+from iotswarm_pipelines.swarm.devices import clone_counts, make_topic, plan_devices, split_shards
+from iotswarm_pipelines.swarm.options import SwarmConfigError
 
 SITES = ["ALIC1", "BALRD", "BICKL"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iotswarm_pipelines.swarm.mqtt.engine import ShardResult
+from iotswarm_pipelines.swarm.mqtt.types import ShardResult
 from iotswarm_pipelines.swarm.report import (
     delivery,
     percentile,

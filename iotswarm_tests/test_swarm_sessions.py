@@ -9,8 +9,8 @@ import pytest
 
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.swarm import sessions
-from iotswarm_pipelines.swarm.devices import SwarmConfigError
 from iotswarm_pipelines.swarm.jobs import swarm_job
+from iotswarm_pipelines.swarm.options import SwarmConfigError
 from iotswarm_pipelines.swarm.resources import MqttResource
 from iotswarm_pipelines.swarm.sessions import DevicePosition
 

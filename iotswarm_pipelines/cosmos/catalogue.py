@@ -327,8 +327,9 @@ TABLES: dict[str, Table] = {
 }
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 
-TableName = enum.Enum("TableName", {name: name for name in TABLE_NAMES})  # type: ignore[misc]
-"""The tables as an enum, so a launchpad offers them as a choice instead of free text."""
+TableName = enum.StrEnum("TableName", [(name, name) for name in TABLE_NAMES])  # type: ignore[misc]
+"""The tables as an enum, so a launchpad offers them as a choice instead of free text; a member
+is its name as a string, so code that takes a table name takes it as it is."""
 
 
 class UnknownTableError(ValueError):

@@ -30,12 +30,17 @@ from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.labels import Trigger, trigger_tags
-from iotswarm_pipelines.swarm import sessions
-from iotswarm_pipelines.swarm.config import COSMOS_SOURCE, SwarmConfig
-from iotswarm_pipelines.swarm.devices import SwarmConfigError
+from iotswarm_pipelines.swarm import options, sessions
+from iotswarm_pipelines.swarm.config import SwarmConfig
 from iotswarm_pipelines.swarm.jobs import build_swarm_job
 from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError
 from iotswarm_pipelines.swarm.ops import SWARM_TAG, prepare
+from iotswarm_pipelines.swarm.options import (
+    COSMOS_SOURCE,
+    BrokerOptions,
+    SwarmConfigError,
+    SwarmOptions,
+)
 from iotswarm_pipelines.swarm.report import SwarmReport, render_text
 from iotswarm_pipelines.swarm.resources import MqttResource
 
@@ -62,61 +67,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# Where iot-swarm differs from the job's options: --source also takes a database URL, and
+# progress is logged more often in a terminal.
+CLI_ARGS = {
+    "source": options.Arg(
+        default=None,
+        help="SQLAlchemy URL of a COSMOS database or the path of a CSV export "
+        "(default: the sample database under IOTSWARM_DATA_DIR)",
+    ),
+    "progress_interval": options.Arg(default=2.0),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="iot-swarm",
         allow_abbrev=False,
         description="Simulate COSMOS-UK dataloggers publishing over MQTT and report delivery.",
     )
-    d = p.add_argument_group("devices and data")
-    d.add_argument("--table", default=catalogue.SOILMET_30MIN.name, help="COSMOS table")
-    d.add_argument(
-        "--source",
-        default=None,
-        help="SQLAlchemy URL of a COSMOS database or the path of a CSV export "
-        "(default: the sample database under IOTSWARM_DATA_DIR)",
+    options.add_arguments(p, SwarmOptions, args=CLI_ARGS)
+    options.add_arguments(p, BrokerOptions)
+    options.group(p, options.MQTT).add_argument(
+        "--password-file", help=f"file holding the password (or set {PASSWORD_ENV})"
     )
-    d.add_argument("--sites", action="append", default=[], help="site IDs, comma-separated")
-    d.add_argument("--max-sites", type=int, help="use only the first N sites")
-    d.add_argument("--devices", type=int, help="total devices, cloned from the sites")
-    d.add_argument("--per-site", type=int, help="devices cloned per site")
-    d.add_argument("--device-id-template", help="e.g. '{site}-{n:05d}' ({site}, {n}, {i})")
-    d.add_argument("--mode", default="latest", choices=("latest", "loop", "replay"))
-    d.add_argument("--speed", type=float, default=48.0, help="replay speed factor")
-    d.add_argument("--history-start", help="loop/replay: rows after this ISO time")
-    d.add_argument("--rows-per-message", type=int, default=1)
-    d.add_argument("--device-type", default="cr1000x", choices=("cr1000x", "basic"))
-    s = p.add_argument_group("schedule")
-    s.add_argument("--sleep-time", type=float, default=60.0, help="seconds between sends")
-    s.add_argument("--max-cycles", type=int, default=1, help="sends per device; 0 = until ^C")
-    s.add_argument("--delay-start", action="store_true", help="random first delay <= sleep")
-    s.add_argument("--no-send-probability", type=float, default=0.0, help="percent skipped")
-    s.add_argument("--shards", type=int, default=1, help="processes publishing in parallel")
-    s.add_argument("--swarm-name", help="session name (positions are saved under it)")
-    s.add_argument("--resume-session", action="store_true", help="continue --swarm-name")
-    s.add_argument("--sessions-dir", help="default <IOTSWARM_DATA_DIR>/swarm_sessions")
-    s.add_argument("--dry", action="store_true", help="build messages, send nothing")
-    s.add_argument("--verify", action="store_true", help="subscribe and match deliveries")
-    m = p.add_argument_group("MQTT")
-    m.add_argument("--host", default="127.0.0.1")
-    m.add_argument("--port", type=int, default=1883)
-    m.add_argument("--qos", type=int, default=1, choices=(0, 1))
-    m.add_argument("--protocol", default="3.1.1", choices=("3.1.1", "5"))
-    m.add_argument("--connections", default="per-device", choices=("per-device", "shared"))
-    m.add_argument("--mqtt-prefix", help="topic levels before the device ID")
-    m.add_argument("--mqtt-suffix", help="topic levels after the device ID")
-    m.add_argument("--username")
-    m.add_argument("--password-file", help=f"file holding the password (or set {PASSWORD_ENV})")
-    m.add_argument("--keepalive", type=int, default=60)
-    m.add_argument("--connect-rate", type=float, default=200.0, help="connections per second")
-    m.add_argument("--max-publish-rate", type=float, default=100.0, help="per connection")
-    t = p.add_argument_group("TLS (AWS IoT Core: --port 8883, or 443 with --alpn x-amzn-mqtt-ca)")
-    t.add_argument("--tls", action="store_true", help="implied by the options below")
-    t.add_argument("--ca-file")
-    t.add_argument("--cert-file")
-    t.add_argument("--key-file")
-    t.add_argument("--alpn", action="append", default=[])
-    t.add_argument("--tls-insecure", action="store_true", help="skip certificate checks")
     p.add_argument("--log-level", default="WARNING", help="Dagster log level on stderr")
     return p
 
@@ -145,63 +118,27 @@ def _password(args: argparse.Namespace) -> bool:
 
 def build(args: argparse.Namespace) -> tuple[SwarmConfig, dict[str, Any], MqttResource]:
     source, url = _source(args.source)
+    values = options.parsed_values(args, SwarmOptions)
+    if "table" in values:  # the older spelling (LEVEL_1_...) too; unknown: one line
+        try:
+            values["table"] = catalogue.get_table(values["table"]).name
+        except catalogue.UnknownTableError as exc:
+            raise SwarmConfigError(str(exc)) from None
     config = SwarmConfig(
-        sites=[s.strip() for v in args.sites for s in v.split(",") if s.strip()],
-        max_sites=args.max_sites,
-        devices=args.devices,
-        per_site=args.per_site,
-        device_id_template=args.device_id_template,
-        table=args.table,
-        source=source,
-        mode=args.mode,
-        speed=args.speed,
-        history_start=args.history_start,
-        rows_per_message=args.rows_per_message,
-        device_type=args.device_type,
-        sleep_time=args.sleep_time,
-        max_cycles=args.max_cycles,
-        delay_start=args.delay_start,
-        no_send_probability=args.no_send_probability,
-        mqtt_prefix=args.mqtt_prefix,
-        mqtt_suffix=args.mqtt_suffix,
-        qos=args.qos,
-        protocol=args.protocol,
-        connections=args.connections.replace("-", "_"),
-        shards=args.shards,
-        dry=args.dry,
-        verify=args.verify,
-        swarm_name=args.swarm_name or f"swarm-{uuid.uuid4().hex[:8]}",
-        resume_session=args.resume_session,
-        sessions_dir=args.sessions_dir,
-        connect_rate=args.connect_rate,
-        max_publish_rate=args.max_publish_rate,
-        progress_interval=2.0,
-    )
-    mqtt_config: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "tls": args.tls,
-        "alpn": args.alpn,
-        "tls_insecure": args.tls_insecure,
-        "keepalive": args.keepalive,
         **{
-            k: v
-            for k, v in {
-                "username": args.username,
-                "ca_file": args.ca_file,
-                "cert_file": args.cert_file,
-                "key_file": args.key_file,
-            }.items()
-            if v
-        },
-    }
+            **values,
+            "source": source,
+            "swarm_name": args.swarm_name or f"swarm-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    mqtt_config: dict[str, Any] = options.parsed_values(args, BrokerOptions)
     has_password = _password(args)
     mqtt = MqttResource(**mqtt_config, password=os.environ.get(PASSWORD_ENV) or None)
     if has_password:  # by reference, so the password never enters the run's stored config
         mqtt_config["password"] = {"env": PASSWORD_ENV}
     os.environ[SOURCE_URL_ENV] = url  # by reference too: a database URL may hold a password
     run_config = {
-        "ops": {"plan_swarm": {"config": config.model_dump(exclude_none=True)}},
+        "ops": {"plan_swarm": {"config": config.model_dump(mode="json", exclude_none=True)}},
         "resources": {
             "mqtt": {"config": mqtt_config},
             "cosmos": {"config": {"url": {"env": SOURCE_URL_ENV}}},

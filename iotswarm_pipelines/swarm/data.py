@@ -40,14 +40,14 @@ import pandas as pd
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.catalogue import ColumnType
-from iotswarm_pipelines.swarm.devices import DevicePlan, SwarmConfigError
-from iotswarm_pipelines.swarm.mqtt.engine import Message
+from iotswarm_pipelines.cosmos.source import SourceError
+from iotswarm_pipelines.swarm.devices import DevicePlan
+from iotswarm_pipelines.swarm.mqtt.types import Message
+from iotswarm_pipelines.swarm.options import COSMOS_SOURCE, DEVICE_TYPES, MODES, SwarmConfigError
 from iotswarm_pipelines.swarm.sessions import DevicePosition
 
 Mode = Literal["latest", "loop", "replay"]
 DeviceType = Literal["cr1000x", "basic"]
-MODES: tuple[str, ...] = ("latest", "loop", "replay")
-DEVICE_TYPES: tuple[str, ...] = ("cr1000x", "basic")
 CSV_DATE_FORMATS = ("%d-%b-%y %H.%M.%S", "%d-%b-%y")
 MISSING_SENTINEL = -9999
 DATE_TIME = catalogue.DATE_TIME
@@ -374,3 +374,22 @@ def build_streams(
         )
         for p in plans
     ]
+
+
+def open_rows(source: str, table: str, cosmos: Any) -> RowSource:
+    """The rows the devices send: the COSMOS source resource or a CSV export."""
+    if source == COSMOS_SOURCE:
+        return CosmosRows(cosmos, table)
+    return CsvRows(source, table)
+
+
+def check_source(source: str, table: str, cosmos: Any) -> RowSource:
+    """Open and probe the data source, turning its errors into one ``SwarmConfigError`` line."""
+    if source != COSMOS_SOURCE and not Path(source).is_file():
+        raise SwarmConfigError(f"source {source!r} is neither 'cosmos' nor a readable CSV file")
+    try:
+        if source == COSMOS_SOURCE:
+            cosmos.check([table])
+        return open_rows(source, table, cosmos)
+    except SourceError as exc:
+        raise SwarmConfigError(str(exc).splitlines()[0]) from None

@@ -12,6 +12,8 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from iotswarm_pipelines.swarm.options import SwarmConfigError
+
 SITE_TEMPLATE = "{site}"
 CLONE_TEMPLATE = "{site}-{n:05d}"
 TEMPLATE_FIELDS = {
@@ -22,10 +24,6 @@ TEMPLATE_FIELDS = {
 MAX_CLIENT_ID_BYTES = 128
 MAX_TOPIC_BYTES = 256
 MAX_TOPIC_SLASHES = 7
-
-
-class SwarmConfigError(ValueError):
-    """A swarm option that cannot work; the message says which option and how to fix it."""
 
 
 @dataclass(frozen=True)

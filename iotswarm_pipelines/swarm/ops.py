@@ -14,15 +14,16 @@ from pathlib import Path
 
 import dagster as dg
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.swarm import config as cf
-from iotswarm_pipelines.swarm import data, sessions
+from iotswarm_pipelines.swarm import data, planning, sessions
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
-from iotswarm_pipelines.swarm.config import ShardPlan, SwarmConfig, SwarmPlan, SwarmSpec
-from iotswarm_pipelines.swarm.devices import SwarmConfigError
-from iotswarm_pipelines.swarm.mqtt.engine import ShardResult
+from iotswarm_pipelines.swarm.config import SwarmConfig
 from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
 from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
+from iotswarm_pipelines.swarm.mqtt.types import ShardResult
+from iotswarm_pipelines.swarm.options import SwarmConfigError
+from iotswarm_pipelines.swarm.planning import ShardPlan, SwarmPlan, SwarmSpec
 from iotswarm_pipelines.swarm.report import (
     DELIVERY_CHECK,
     SwarmReport,
@@ -41,16 +42,13 @@ def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name:
 
     ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
     """
-    cf.check_config(config)
-    settings = mqtt.settings(
-        qos=config.qos,
-        protocol=config.protocol,
-        connect_rate=config.connect_rate,
-        max_publish_rate=config.max_publish_rate,
-    )
+    planning.check_config(config)
+    settings = mqtt.settings(config)
     settings.validate()
-    rows = cf.check_sources(config, cosmos)
-    swarm = cf.plan(config, rows, name)
+    rows = data.check_source(config.source, catalogue.get_table(config.table).name, cosmos)
+    name = config.swarm_name or name
+    saved = sessions.load_session(name, config.sessions_dir) if config.resume_session else None
+    swarm = planning.plan(config, name, rows.sites(), saved)
     if not config.dry:
         check_broker(settings, timeout=settings.connect_timeout)
     return swarm
@@ -73,7 +71,7 @@ def plan_swarm(
         context.instance.add_run_tags(context.run_id, {SWARM_TAG: name})
     context.log.info(
         f"swarm {name}: {swarm.devices} devices from {len(swarm.sites)} sites in "
-        f"{len(swarm.shards)} shard(s), mode {swarm.spec.mode}, {swarm.resumed} resumed"
+        f"{len(swarm.shards)} shard(s), mode {swarm.spec.options.mode}, {swarm.resumed} resumed"
     )
     yield dg.Output(
         swarm.spec,
@@ -127,25 +125,20 @@ def _progress_line(result: ShardResult) -> str:
 def run_shard(
     context: dg.OpExecutionContext, cosmos: CosmosSource, mqtt: MqttResource, shard: ShardPlan
 ) -> dg.Output[ShardResult]:
-    spec = shard.spec
-    rows = cf.open_rows(spec.source, spec.table, cosmos)
+    spec, options = shard.spec, shard.spec.options
+    rows = data.open_rows(options.source, spec.table, cosmos)
     streams = data.build_streams(
         shard.devices,
         rows,
-        mode=spec.mode,
-        device_type=spec.device_type,
-        rows_per_message=spec.rows_per_message,
-        sleep_time=spec.sleep_time,
-        speed=spec.speed,
+        mode=options.mode,
+        device_type=options.device_type,
+        rows_per_message=options.rows_per_message,
+        sleep_time=options.sleep_time,
+        speed=options.speed,
         positions=shard.positions,
         history_start=spec.history_start,
     )
-    settings = mqtt.settings(
-        qos=spec.qos,
-        protocol=spec.protocol,
-        connect_rate=spec.connect_rate,
-        max_publish_rate=spec.max_publish_rate,
-    )
+    settings = mqtt.settings(options)
 
     # Periodic saves are written by another thread: the engine's loop (which calls
     # on_progress) only copies the positions, so 20,000 devices do not stall publishing.
@@ -156,7 +149,14 @@ def run_shard(
         if background and saving and not saving[-1].done():
             return  # the previous save is still being written; the next interval catches up
         positions = {s.device_id: s.position for s in streams}
-        args = (spec.swarm_name, shard.shard, spec.table, spec.mode, positions, spec.sessions_dir)
+        args = (
+            spec.swarm_name,
+            shard.shard,
+            spec.table,
+            options.mode,
+            positions,
+            options.sessions_dir,
+        )
         saving.append(writer.submit(sessions.save_shard, *args))
         if not background:
             saving[-1].result()
@@ -166,7 +166,7 @@ def run_shard(
         save_positions(background=True)
 
     stop = threading.Event()
-    stop_file = Path(spec.stop_file) if spec.stop_file else None
+    stop_file = Path(options.stop_file) if options.stop_file else None
 
     def should_stop() -> bool:
         return stop.is_set() or (stop_file is not None and stop_file.exists())
@@ -180,12 +180,12 @@ def run_shard(
                 streams,
                 settings,
                 spec.schedule,
-                connections=spec.connections,  # type: ignore[arg-type]
-                dry=spec.dry,
-                verify=spec.verify,
+                connections=options.connections,  # type: ignore[arg-type]
+                dry=options.dry,
+                verify=options.verify,
                 should_stop=should_stop,
                 on_progress=on_progress,
-                progress_interval=spec.progress_interval,
+                progress_interval=options.progress_interval,
             )
         except BaseException as exc:  # handed to the step's thread, which raises it
             outcome["error"] = exc
@@ -235,20 +235,24 @@ def swarm_report(
     context: dg.OpExecutionContext, spec: SwarmSpec, results: list[ShardResult]
 ) -> dg.Output[SwarmReport]:
     report = summarize(sorted(results, key=lambda r: r.shard))
-    sessions.consolidate(spec.swarm_name, spec.sessions_dir)
+    sessions.consolidate(spec.swarm_name, spec.options.sessions_dir)
     text = render_text(report, spec.swarm_name)
     context.log.info(text)
     metadata = {
         **report.metadata(),
-        "qos": spec.qos,
+        "qos": spec.options.qos,
         "swarm": spec.swarm_name,
         "summary": dg.MetadataValue.md(render_markdown(report, spec.swarm_name)),
     }
     # A materialization of the declared report asset, so the UI plots the numbers across runs.
     context.log_event(dg.AssetMaterialization(asset_key=swarm_report_asset.key, metadata=metadata))
     lost = report.lost if report.verified else None
-    passed, text = delivery(spec.qos, report.failed, lost)
-    counts = {"qos": spec.qos, "failed": report.failed, **({} if lost is None else {"lost": lost})}
+    passed, text = delivery(spec.options.qos, report.failed, lost)
+    counts = {
+        "qos": spec.options.qos,
+        "failed": report.failed,
+        **({} if lost is None else {"lost": lost}),
+    }
     context.log_event(
         dg.AssetCheckEvaluation(
             asset_key=swarm_report_asset.key,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.atomic import write_atomically
-from iotswarm_pipelines.swarm.devices import SwarmConfigError
+from iotswarm_pipelines.swarm.options import SwarmConfigError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 

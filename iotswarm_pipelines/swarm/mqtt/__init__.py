@@ -1,31 +1,6 @@
-"""The MQTT engine of the device swarm: many paho clients on one event loop per shard process."""
+"""The MQTT engine of the device swarm: many paho clients on one event loop per shard process.
 
-from iotswarm_pipelines.swarm.mqtt.engine import (
-    DeviceStream,
-    Message,
-    Schedule,
-    ShardResult,
-    run_shard,
-)
-from iotswarm_pipelines.swarm.mqtt.settings import (
-    BrokerError,
-    BrokerRefusedError,
-    BrokerUnreachableError,
-    MqttConfigError,
-    MqttSettings,
-    check_broker,
-)
-
-__all__ = [
-    "BrokerError",
-    "BrokerRefusedError",
-    "BrokerUnreachableError",
-    "DeviceStream",
-    "Message",
-    "MqttConfigError",
-    "MqttSettings",
-    "Schedule",
-    "ShardResult",
-    "check_broker",
-    "run_shard",
-]
+Import from the modules: ``types`` (value types, no MQTT machinery), ``settings`` (broker
+settings and checks), ``engine`` (``run_shard``), ``verifier``, ``loop``, ``rate``, ``tls``.
+This package itself imports nothing, so a module that needs a type never loads the engine.
+"""

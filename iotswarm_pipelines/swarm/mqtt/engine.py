@@ -26,9 +26,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal, Protocol
+from typing import Literal
 
 import paho.mqtt.client as paho
 
@@ -41,6 +40,7 @@ from iotswarm_pipelines.swarm.mqtt.settings import (
     classify_connect_error,
     new_client,
 )
+from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Schedule, ShardResult
 from iotswarm_pipelines.swarm.mqtt.verifier import Timeline, Verifier
 
 QOS1_WINDOW = 200  # unacknowledged QoS 1 publishes per connection (the engine's, not paho's)
@@ -50,48 +50,6 @@ STOP_CHECK_INTERVAL = 0.2
 CONNECT_WORKERS = 16  # connections being opened at once (threads blocked in connect/handshake)
 MAX_ERRORS = 20
 SPARE_FILES = 64
-
-
-@dataclass(frozen=True)
-class Message:
-    payload: bytes
-    wait_after: float
-
-
-class DeviceStream(Protocol):
-    device_id: str
-    topic: str
-
-    def next_message(self) -> Message | None: ...
-
-
-@dataclass(frozen=True)
-class Schedule:
-    max_cycles: int = 1
-    delay_start: float = 0.0
-    no_send_probability: float = 0.0
-    seed: int = 0
-
-
-@dataclass
-class ShardResult:
-    shard: int
-    devices: int
-    connections: int
-    sent: int = 0
-    acknowledged: int = 0
-    failed: int = 0
-    skipped: int = 0
-    connect_failures: int = 0
-    verified: bool = False
-    delivered: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    started_at: float = 0.0
-    ended_at: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    timeline: list[tuple[int, int, int, float]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
 
 
 class _Device:

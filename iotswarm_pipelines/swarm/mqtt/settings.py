@@ -14,7 +14,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from iotswarm_pipelines.swarm import options
 from iotswarm_pipelines.swarm.mqtt.tls import build_ssl_context
+from iotswarm_pipelines.swarm.options import BROKER, RUN, BrokerOptions, SwarmOptions
 
 PROTOCOLS = {"3.1.1": paho.MQTTv311, "5": paho.MQTTv5}
 SESSION_EXPIRY_SECONDS = 3600  # MQTT 5 persistent sessions (clean_session=False) outlive a drop
@@ -38,24 +40,28 @@ class BrokerRefusedError(BrokerError):
 
 @dataclass(frozen=True)
 class MqttSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
-    qos: int = 1
-    keepalive: int = 60
-    clean_session: bool = True
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    alpn: tuple[str, ...] = ()
-    connect_rate: float = 200.0
-    """New connections per second (ramp-up); 0 = no limit."""
-    max_publish_rate: float = 100.0
-    """Publishes per second per connection (AWS IoT Core allows 100); 0 = no limit."""
+    """The broker options and the run's MQTT options, as the engine needs them.
+
+    Defaults, meanings and checks of the options are those of ``swarm.options``; only the
+    reconnect and timeout tuning below is the engine's own.
+    """
+
+    host: str = BROKER.host
+    port: int = BROKER.port
+    protocol: Literal["3.1.1", "5"] = RUN.protocol  # type: ignore[assignment]
+    qos: int = RUN.qos
+    keepalive: int = BROKER.keepalive
+    clean_session: bool = BROKER.clean_session
+    username: str | None = BROKER.username
+    password: str | None = field(default=BROKER.password, repr=False)
+    tls: bool = BROKER.tls
+    ca_file: str | None = BROKER.ca_file
+    cert_file: str | None = BROKER.cert_file
+    key_file: str | None = BROKER.key_file
+    tls_insecure: bool = BROKER.tls_insecure
+    alpn: tuple[str, ...] = tuple(BROKER.alpn)
+    connect_rate: float = RUN.connect_rate
+    max_publish_rate: float = RUN.max_publish_rate
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 30.0
     connect_timeout: float = 10.0
@@ -72,21 +78,10 @@ class MqttSettings:
 
     def validate(self) -> None:
         """Raise `MqttConfigError` (one line) for settings that cannot work."""
-        if not self.host:
-            raise MqttConfigError("MQTT host is empty: give the broker's host name or address")
-        if not 0 < self.port < 65536:
-            raise MqttConfigError(f"MQTT port {self.port} is out of range 1-65535")
-        if self.protocol not in PROTOCOLS:
-            raise MqttConfigError(f"MQTT protocol {self.protocol!r} is not one of '3.1.1', '5'")
-        if self.qos not in (0, 1):
-            raise MqttConfigError(f"MQTT QoS {self.qos} is not supported: use 0 or 1")
-        if self.keepalive < 5:
-            raise MqttConfigError(f"MQTT keepalive {self.keepalive}s is too short: use >= 5")
+        options.check(self, BrokerOptions, ("host", "port", "keepalive"), MqttConfigError)
+        options.check(self, SwarmOptions, _RUN_OPTIONS, MqttConfigError)
         if self.password is not None and self.username is None:
             raise MqttConfigError("MQTT password given without a username")
-        for name in ("connect_rate", "max_publish_rate"):
-            if getattr(self, name) < 0:
-                raise MqttConfigError(f"MQTT {name} must be >= 0 (0 = no limit)")
         if not 0 < self.reconnect_min_delay <= self.reconnect_max_delay:
             raise MqttConfigError(
                 "MQTT reconnect delays need 0 < reconnect_min_delay <= reconnect_max_delay"
@@ -120,6 +115,7 @@ class MqttSettings:
         return f"{self.host}:{self.port}"
 
 
+_RUN_OPTIONS = ("protocol", "qos", "connect_rate", "max_publish_rate")
 _CONTEXTS: dict[tuple, ssl.SSLContext] = {}
 
 

@@ -1,0 +1,402 @@
+"""The swarm's options, each declared once: its name, type, default, help and check.
+
+Two typed models hold every option:
+
+- ``SwarmOptions``: the choices of one run (what to send, how often, QoS...). The swarm job's
+  Dagster config (``swarm.config.SwarmConfig``) is this model, so the launchpad shows these
+  fields with their descriptions and defaults.
+- ``BrokerOptions``: where and how devices connect. The ``mqtt`` resource
+  (``swarm.resources.MqttResource``) is this model.
+
+Everything else is derived from them: ``check`` runs each option's rule (one line naming the
+option), ``add_arguments`` / ``parsed_values`` make the command-line options (``iot-swarm``, and
+other command trees that spell the options their own way), and the engine's settings
+(``MqttSettings``) take their defaults from ``RUN`` and ``BROKER``.
+
+Adding an option: add one field to the model it belongs to::
+
+    ramp_rate: float = option(0.0, "Devices joining per second; 0 = all at once.",
+                              group=SCHEDULE, rule=AtLeast(0))
+
+It then appears in the launchpad, as ``iot-swarm --ramp-rate`` (help shows its default), is
+checked before any device starts, and reaches every shard as ``spec.options.ramp_rate``. A
+field with ``cli=False`` stays out of command lines (internal plumbing, secrets).
+
+This module is plain data and rules: no Dagster, no MQTT engine, no I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union, cast, get_args, get_origin
+
+from pydantic import BaseModel, Field
+from pydantic.fields import FieldInfo
+
+from iotswarm_pipelines.cosmos import catalogue
+
+DATA, SCHEDULE, MQTT = "devices and data", "schedule", "MQTT"
+TLS = "TLS (AWS IoT Core: --port 8883, or 443 with --alpn x-amzn-mqtt-ca)"
+
+COSMOS_SOURCE = "cosmos"
+MODES = ("latest", "loop", "replay")
+DEVICE_TYPES = ("cr1000x", "basic")
+CONNECTIONS = ("per_device", "shared")
+PROTOCOLS = ("3.1.1", "5")
+
+
+class SwarmConfigError(ValueError):
+    """A swarm option, or what it names, cannot work; the message is one line naming it."""
+
+
+# Rules: each checks one option's value and says, in one line, what is wrong and what fits.
+
+
+class Rule:
+    """A check of one option's value; ``message`` is a one-line template of the complaint."""
+
+    message: str
+
+    def broken(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def problem(self, name: str, value: Any) -> str | None:
+        """The one-line complaint about ``value``, or None when it fits (None always fits)."""
+        if value is None or not self.broken(value):
+            return None
+        return self.message.format(name=name, value=value, **vars(self))
+
+
+@dataclass(frozen=True)
+class AtLeast(Rule):
+    low: float
+    message: str = "{name} must be at least {low:g}, got {value:g}"
+
+    def broken(self, value: Any) -> bool:
+        return bool(value < self.low)
+
+
+@dataclass(frozen=True)
+class Above(Rule):
+    low: float
+    message: str = "{name} must be greater than {low:g}, got {value:g}"
+
+    def broken(self, value: Any) -> bool:
+        return bool(value <= self.low)
+
+
+@dataclass(frozen=True)
+class Between(Rule):
+    low: float
+    high: float
+    message: str = "{name} must be from {low:g} to {high:g}, got {value:g}"
+
+    def broken(self, value: Any) -> bool:
+        return not self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class OneOf(Rule):
+    values: tuple[Any, ...]
+    message: str = "{name} {value!r} is unknown: use one of {allowed}"
+
+    def broken(self, value: Any) -> bool:
+        return value not in self.values
+
+    def problem(self, name: str, value: Any) -> str | None:
+        if value is None or not self.broken(value):
+            return None
+        allowed = ", ".join(str(v) for v in self.values)
+        return self.message.format(name=name, value=value, allowed=allowed)
+
+
+@dataclass(frozen=True)
+class NotEmpty(Rule):
+    message: str
+
+    def broken(self, value: Any) -> bool:
+        return not value
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """What the models say about an option beyond its type, default and help."""
+
+    group: str
+    rule: Rule | None = None
+    cli: bool = True
+
+
+def option(
+    default: Any, help: str, *, group: str, rule: Rule | None = None, cli: bool = True
+) -> Any:
+    """Declare an option: a pydantic field carrying its command-line group and its rule."""
+    info = OptionInfo(group=group, rule=rule, cli=cli)
+    return Field(default=default, description=help, json_schema_extra={"option": cast(Any, info)})
+
+
+def info(field_info: FieldInfo) -> OptionInfo:
+    extra = field_info.json_schema_extra
+    assert isinstance(extra, dict), "declare swarm options with option()"
+    return cast(OptionInfo, extra["option"])
+
+
+class SwarmOptions(BaseModel):
+    """Options of one swarm run; see the README's "MQTT device swarm" section."""
+
+    table: str = option(catalogue.SOILMET_30MIN.name, "COSMOS table.", group=DATA)
+    source: str = option(
+        COSMOS_SOURCE,
+        "'cosmos' (the cosmos resource) or the path of a CSV export of the table.",
+        group=DATA,
+    )
+    sites: list[str] = option([], "Site IDs; empty = all sites of the table.", group=DATA)
+    max_sites: int | None = option(None, "Use only the first N sites.", group=DATA, rule=AtLeast(1))
+    devices: int | None = option(None, "Total devices cloned from the sites.", group=DATA)
+    per_site: int | None = option(None, "Devices cloned per site.", group=DATA)
+    device_id_template: str | None = option(
+        None,
+        "Device IDs: {site}, {n} (clone number from 1), {i} (index from 0). "
+        "Default {site} for one device per site, {site}-{n:05d} for clones.",
+        group=DATA,
+    )
+    mode: str = option("latest", "latest | loop | replay", group=DATA, rule=OneOf(MODES))
+    speed: float = option(
+        48.0, "replay: history seconds per real second.", group=DATA, rule=Above(0)
+    )
+    history_start: str | None = option(
+        None, "loop/replay: start with rows after this ISO time.", group=DATA
+    )
+    rows_per_message: int = option(1, "loop/replay: rows per message.", group=DATA, rule=AtLeast(1))
+    device_type: str = option("cr1000x", "cr1000x | basic", group=DATA, rule=OneOf(DEVICE_TYPES))
+    sleep_time: float = option(
+        60.0, "Seconds between a device's sends.", group=SCHEDULE, rule=AtLeast(0)
+    )
+    max_cycles: int = option(
+        1, "Sends per device; 0 = until terminated.", group=SCHEDULE, rule=AtLeast(0)
+    )
+    delay_start: bool = option(
+        False, "Delay each device's first send by up to sleep_time.", group=SCHEDULE
+    )
+    no_send_probability: float = option(
+        0.0,
+        "Percent of cycles skipped.",
+        group=SCHEDULE,
+        rule=Between(0, 100, "{name} is a percentage: {low:g} to {high:g}, got {value:g}"),
+    )
+    seed: int = option(0, "Seed of delays and skipped cycles.", group=SCHEDULE)
+    shards: int = option(
+        1, "Shards, each run by its own step process.", group=SCHEDULE, rule=AtLeast(1)
+    )
+    swarm_name: str | None = option(
+        None, "Names the session (positions saved); default from the run ID.", group=SCHEDULE
+    )
+    resume_session: bool = option(
+        False, "Continue the session named swarm_name where it stopped.", group=SCHEDULE
+    )
+    sessions_dir: str | None = option(
+        None, "Session folder; default <IOTSWARM_DATA_DIR>/swarm_sessions.", group=SCHEDULE
+    )
+    dry: bool = option(False, "Build messages, send nothing.", group=SCHEDULE)
+    verify: bool = option(False, "Subscribe and match what arrives.", group=SCHEDULE)
+    progress_interval: float = option(
+        5.0, "Seconds between progress logs.", group=SCHEDULE, rule=AtLeast(0.1)
+    )
+    stop_file: str | None = option(
+        None,
+        "Shards stop cleanly once this file exists (used by iot-swarm).",
+        group=SCHEDULE,
+        cli=False,
+    )
+    qos: int = option(
+        1, "0 or 1", group=MQTT, rule=OneOf((0, 1), "{name} {value} is not supported: use 0 or 1")
+    )
+    protocol: str = option("3.1.1", "3.1.1 or 5", group=MQTT, rule=OneOf(PROTOCOLS))
+    connections: str = option(
+        "per_device", "per_device | shared", group=MQTT, rule=OneOf(CONNECTIONS)
+    )
+    mqtt_prefix: str | None = option(None, "Topic levels before the device.", group=MQTT)
+    mqtt_suffix: str | None = option(None, "Topic levels after the device.", group=MQTT)
+    connect_rate: float = option(
+        200.0, "New connections per second; 0 = no limit.", group=MQTT, rule=AtLeast(0)
+    )
+    max_publish_rate: float = option(
+        100.0,
+        "Publishes per second per connection (IoT Core: 100); 0 = no limit.",
+        group=MQTT,
+        rule=AtLeast(0),
+    )
+
+
+class BrokerOptions(BaseModel):
+    """Where and how devices connect; per-run choices (QoS, protocol, rates) are SwarmOptions."""
+
+    host: str = option(
+        "127.0.0.1",
+        "Broker host name or address.",
+        group=MQTT,
+        rule=NotEmpty("MQTT host is empty: give the broker's host name or address"),
+    )
+    port: int = option(
+        1883,
+        "1883 plain, 8883 TLS, 443 TLS with ALPN.",
+        group=MQTT,
+        rule=Between(1, 65535, "MQTT port {value} is out of range 1-65535"),
+    )
+    username: str | None = option(None, "Username, if the broker wants one.", group=MQTT)
+    password: str | None = option(
+        None, "Set it with dg.EnvVar, never inline.", group=MQTT, cli=False
+    )
+    keepalive: int = option(
+        60,
+        "MQTT keep-alive seconds.",
+        group=MQTT,
+        rule=AtLeast(5, "MQTT keepalive {value}s is too short: use >= 5"),
+    )
+    clean_session: bool = option(True, "Clean session / clean start.", group=MQTT)
+    tls: bool = option(False, "Connect with TLS (implied by the files and ALPN).", group=TLS)
+    ca_file: str | None = option(None, "CA bundle (PEM) to trust.", group=TLS)
+    cert_file: str | None = option(None, "Client certificate (mutual TLS).", group=TLS)
+    key_file: str | None = option(None, "Client private key (mutual TLS).", group=TLS)
+    alpn: list[str] = option([], "ALPN, e.g. x-amzn-mqtt-ca on port 443.", group=TLS)
+    tls_insecure: bool = option(
+        False, "Skip certificate and host checks (test brokers only).", group=TLS
+    )
+
+
+RUN = SwarmOptions()
+"""Every run option at its default: the engine's defaults come from here."""
+BROKER = BrokerOptions()
+"""Every broker option at its default."""
+
+
+def check(
+    values: object,
+    model: type[BaseModel],
+    names: Iterable[str] | None = None,
+    error: type[Exception] = SwarmConfigError,
+) -> None:
+    """Raise ``error`` with one line for the first option of ``model`` whose rule fails.
+
+    ``values`` is anything with the options as attributes (a model, a settings object);
+    ``names`` limits the check to some options.
+    """
+    for name in model.model_fields if names is None else names:
+        rule = info(model.model_fields[name]).rule
+        problem = rule.problem(name, getattr(values, name)) if rule else None
+        if problem:
+            raise error(problem)
+
+
+# Command lines. Each option becomes --kebab-name in its group; a command tree that spells the
+# options differently (the old iot-swarm's --endpoint, a positional TABLE) says so with Arg.
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Arg:
+    """How one command line spells an option, where it differs from the model.
+
+    ``flags`` replace ``--kebab-name`` (a name without dashes makes a positional argument);
+    ``default`` and ``help`` replace the model's; ``kwargs`` go to ``add_argument`` as they are
+    (``nargs``, ``required``, ``metavar``...).
+    """
+
+    flags: tuple[str, ...] = ()
+    default: Any = _UNSET
+    help: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _kind(annotation: Any) -> Any:
+    """The value type behind ``X | None`` (and ``list`` for lists)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return get_origin(annotation) or annotation
+
+
+def _cli_spelling(value: Any) -> Any:
+    return value.replace("_", "-") if isinstance(value, str) else value
+
+
+def _shown_default(default: Any) -> str:
+    if default is None or default is False or default == []:
+        return ""
+    return f" (default: {default})".replace("%", "%%")
+
+
+def group(parser: argparse.ArgumentParser, title: str) -> Any:
+    """The parser's argument group of that title, made on first use."""
+    for group in parser._action_groups:
+        if group.title == title:
+            return group
+    return parser.add_argument_group(title)
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    model: type[BaseModel],
+    *,
+    only: Collection[str] | None = None,
+    skip: Collection[str] = (),
+    args: Mapping[str, Arg] | None = None,
+) -> None:
+    """Add the model's options (those with ``cli``) to ``parser``, each in its group.
+
+    Types, choices, defaults and help come from the model; help shows each default. Choice
+    values are spelled with dashes (``per-device``), underscores are accepted too. List options
+    repeat and take comma-separated values. ``args`` renames or re-defaults single options;
+    ``parsed_values`` turns the parsed namespace back into the model's values.
+    """
+    for name, field_info in model.model_fields.items():
+        meta = info(field_info)
+        if (only is not None and name not in only) or name in skip or not meta.cli:
+            continue
+        arg = (args or {}).get(name, Arg())
+        default = field_info.default if arg.default is _UNSET else arg.default
+        help = (arg.help or field_info.description or "").replace("%", "%%")
+        kind = _kind(field_info.annotation)
+        kwargs: dict[str, Any] = {"default": default}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+        elif kind is list:
+            kwargs.update(action="append", default=None)
+            help += " (comma-separated, repeatable)"
+        else:
+            kwargs["type"] = kind
+            if isinstance(meta.rule, OneOf):
+                kwargs["choices"] = [_cli_spelling(v) for v in meta.rule.values]
+                if kind is str:
+                    kwargs["type"] = _cli_spelling
+                default = _cli_spelling(default)
+            help += _shown_default(default)
+        flags = arg.flags or ("--" + name.replace("_", "-"),)
+        if flags[0].startswith("-"):
+            kwargs["dest"] = name
+        elif flags[0] != name:
+            kwargs["metavar"] = flags[0]
+            flags = (name,)
+        group(parser, meta.group).add_argument(*flags, help=help, **{**kwargs, **dict(arg.kwargs)})
+
+
+def parsed_values(namespace: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
+    """The model's options given on the command line, spelled as the model spells them.
+
+    Options left out (or ``None``) are left out, so the model's defaults apply to them.
+    """
+    values: dict[str, Any] = {}
+    for name, field_info in model.model_fields.items():
+        value = getattr(namespace, name, None)
+        if value is None:
+            continue
+        rule = info(field_info).rule
+        if isinstance(value, list):
+            value = [part.strip() for v in value for part in v.split(",") if part.strip()]
+        elif isinstance(rule, OneOf) and isinstance(value, str):
+            value = next((v for v in rule.values if _cli_spelling(v) == value), value)
+        values[name] = value
+    return values
