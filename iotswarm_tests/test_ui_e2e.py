@@ -290,6 +290,7 @@ def test_a_stale_table_shows_failed_on_its_health_asset_until_it_is_exported(dag
 
     page.goto(f"{dagster.url}/locations/{LOCATION}/asset-groups/{export_assets.GROUP}/lineage")
     expect(page.get_by_text(STALE_TABLE, exact=True).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"3 / 3 Passed")).first).to_be_visible()  # loaded
     screenshot(page, "health")
     page.goto(f"{dagster.url}/assets/cosmos/health/{STALE_TABLE}?view=checks")
     expect(page.get_by_text(freshness).first).to_be_visible()
@@ -302,12 +303,13 @@ def test_a_stale_table_shows_failed_on_its_health_asset_until_it_is_exported(dag
 
 def test_materialize_all_of_the_export_group_cannot_resend_history(dagster, page):
     page.goto(f"{dagster.url}/locations/{LOCATION}/asset-groups/{export_assets.GROUP}/lineage")
-    page.get_by_role("button").filter(has_text=re.compile(r"^Materialize all")).first.click()
+    # The group's one materializable asset is the live export: its button is "Materialize (1)".
+    page.get_by_role("button").filter(has_text=re.compile(r"^Materialize")).first.click()
     dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
     expect(dialog).to_be_visible()
-    expect(dialog.get_by_text(f"{len(catalogue.TABLE_NAMES)} partitions").first).to_be_visible()
-    expect(dialog.get_by_text("history_export")).to_have_count(0)
-    expect(dialog.get_by_text("2013")).to_have_count(0)
+    expect(dialog.get_by_text("live_export").first).to_be_visible()
+    for history in ("history_export", "2013", "24,050"):
+        expect(dialog.get_by_text(history)).to_have_count(0)
     screenshot(page, "materialize-all")
     page.keyboard.press("Escape")
 
@@ -325,7 +327,8 @@ def test_materialize_all_of_the_export_group_cannot_resend_history(dagster, page
 def test_the_demos_swarm_is_visible_in_the_ui(dagster, page, mqtt_broker, monkeypatch):
     """make demo's swarm runs through iot-swarm, whose runs land in DAGSTER_HOME."""
     monkeypatch.setenv("DAGSTER_HOME", str(dagster.home))
-    run_demo_swarm(settings.sample_db_url(), *mqtt_broker)
+    sample = dagster.home.parent / "data" / "cosmos.sqlite"  # the server's (see `dagster`)
+    run_demo_swarm(f"sqlite:///{sample}", *mqtt_broker)
     runs = dagster.answer(ALL_RUNS, {}, "runsOrError")["results"]
     demo = [run for run in runs if tags_of(run).get("iotswarm/swarm") == "demo"]
     assert [run["jobName"] for run in demo] == ["swarm_job"]
