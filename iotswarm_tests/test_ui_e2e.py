@@ -293,8 +293,9 @@ def test_a_stale_table_shows_failed_on_its_health_asset_until_it_is_exported(dag
     expect(page.get_by_text(re.compile(r"3 / 3 Passed")).first).to_be_visible()  # loaded
     screenshot(page, "health")
     page.goto(f"{dagster.url}/assets/cosmos/health/{STALE_TABLE}?view=checks")
-    expect(page.get_by_text(freshness).first).to_be_visible()
+    page.get_by_text(freshness).first.click()
     expect(page.get_by_text("Failed").first).to_be_visible()
+    expect(page.get_by_text("behind the source").first).to_be_visible()
     screenshot(page, "health-checks")
 
     export_from_the_ui(dagster, page, STALE_TABLE)  # the fix: the run evaluates its own checks
