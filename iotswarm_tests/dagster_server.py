@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from iotswarm_tests.services import free_port, wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -70,6 +72,26 @@ class DagsterServer:
     def run(self, run_id: str) -> dict[str, Any]:
         return self.answer(RUN_QUERY, {"runId": run_id}, "runOrError")
 
+    def launch_backfill(self, partition_set: str, partition_names: list[str]) -> str:
+        """Backfill partitions of a job's partition set, as the UI does; returns its ID."""
+        selector = {
+            "partitionSetName": partition_set,
+            "repositorySelector": self.repository_selector,
+        }
+        params = {"selector": selector, "partitionNames": partition_names}
+        return self.answer(LAUNCH_BACKFILL, {"params": params}, "launchPartitionBackfill")[
+            "backfillId"
+        ]
+
+    def wait_for_backfill(self, backfill_id: str, timeout: float) -> dict[str, Any]:
+        """Poll a backfill until it is done (bounded); returns its status and runs."""
+
+        def backfill() -> dict[str, Any]:
+            return self.answer(BACKFILL, {"id": backfill_id}, "partitionBackfillOrError")
+
+        wait_until(lambda: backfill()["status"] in BACKFILL_DONE, timeout, "backfill", 1)
+        return backfill()
+
     def wait_for_run(self, run_id: str, timeout: float) -> dict[str, Any]:
         """Poll a run until it finishes (bounded); returns its status and tags."""
         wait_until(
@@ -88,6 +110,29 @@ query Run($runId: ID!) {
   }
 }
 """
+
+
+LAUNCH_BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}
+"""
+
+BACKFILL = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status runs { runId status tags { key value } } }
+    ... on Error { message }
+  }
+}
+"""
+
+BACKFILL_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
 LAUNCH_RUN = """
@@ -183,6 +228,19 @@ def stop_all_sensors(server: DagsterServer) -> None:
     for sensor in server.answer(SENSORS_QUERY, selector, "sensorsOrError")["results"]:
         result = server.answer(STOP_SENSOR, {"id": sensor["sensorState"]["id"]}, "stopSensor")
         assert result["instigationState"]["status"] == "STOPPED", sensor["name"]
+
+
+@contextmanager
+def local_deployment(data_dir: Path) -> Iterator[None]:
+    """The environment of a local code location over a fresh ``data_dir`` (created), restored
+    afterwards: the webserver, the daemon and their runs inherit it."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("IOTSWARM_DATA_DIR", str(data_dir))
+        env.setenv("IOTSWARM_DEPLOYMENT", "local")
+        env.setenv("IOTSWARM_EXECUTOR", "multiprocess")
+        env.delenv("DAGSTER_HOME", raising=False)
+        data_dir.mkdir(parents=True)
+        yield
 
 
 @contextmanager

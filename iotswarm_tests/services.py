@@ -83,7 +83,11 @@ def moto_server() -> Iterator[str]:
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a server holding many objects can be slow to stop
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def terminate_other_backends(pg_url: str) -> int:

@@ -60,6 +60,7 @@ def test_history_is_in_its_own_group_and_unpartitioned(monkeypatch):
         if asset_graph.get(key).group_name == "cosmos_export"
     }
     assert "cosmos/history_export" not in export_group
+    assert "cosmos/reconciliation" not in export_group  # day x table too
     assert asset_graph.get(dg.AssetKey(["cosmos", "history_export"])).partitions_def is None
 
 

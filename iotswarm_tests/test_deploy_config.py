@@ -33,7 +33,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-EXPORT_JOBS = ("cosmos_live_export_job", "cosmos_history_export_job")
+EXPORT_JOBS = ("cosmos_live_export_job", "cosmos_history_export_job", "cosmos_reconcile_job")
 
 # Top-level keys of the dagster chart's values (helm/dagster/schema/.../dagster/values.py).
 CHART_KEYS = {

@@ -30,9 +30,10 @@ from iotswarm_tests.dagster_server import (
     PROJECT,
     DagsterServer,
     dagster_server,
+    local_deployment,
     tags_of,
 )
-from iotswarm_tests.services import unavailable, wait_until
+from iotswarm_tests.services import unavailable
 
 CHROMIUM = Path(os.environ.get("IOTSWARM_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -64,12 +65,7 @@ def dagster(tmp_path_factory) -> Iterator[DagsterServer]:
     sensors, which would export them too, are switched off before the daemon starts.
     """
     root = tmp_path_factory.mktemp("ui-e2e")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("IOTSWARM_DATA_DIR", str(root / "data"))
-        env.setenv("IOTSWARM_DEPLOYMENT", "local")
-        env.setenv("IOTSWARM_EXECUTOR", "multiprocess")
-        env.delenv("DAGSTER_HOME", raising=False)
-        settings.data_dir().mkdir(parents=True)
+    with local_deployment(root / "data"):
         start, end = default_range(2 / 24)
         generate(settings.sample_db_url(), start=start, end=end, sites=SITES)
         home = root / "dagster_home"
@@ -189,44 +185,9 @@ def test_swarm_launchpad_and_a_swarm_report(dagster, page, mqtt_broker):
     screenshot(page, "swarm-report")
 
 
-LAUNCH_BACKFILL = """
-mutation Backfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on Error { message }
-  }
-}
-"""
-
-BACKFILL = """
-query Backfill($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status runs { runId status tags { key value } } }
-    ... on Error { message }
-  }
-}
-"""
-
-BACKFILL_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-
-
 def test_graphql_backfill_of_two_tables_runs_each_once(dagster):
-    selector = {
-        "partitionSetName": "cosmos_live_export_job_partition_set",
-        "repositorySelector": dagster.repository_selector,
-    }
-    params = {"selector": selector, "partitionNames": BACKFILL_TABLES}
-    backfill_id = dagster.answer(LAUNCH_BACKFILL, {"params": params}, "launchPartitionBackfill")[
-        "backfillId"
-    ]
-
-    def backfill() -> dict:
-        return dagster.answer(BACKFILL, {"id": backfill_id}, "partitionBackfillOrError")
-
-    wait_until(lambda: backfill()["status"] in BACKFILL_DONE, RUN_TIMEOUT, "backfill", 1)
-    done = backfill()
+    backfill_id = dagster.launch_backfill("cosmos_live_export_job_partition_set", BACKFILL_TABLES)
+    done = dagster.wait_for_backfill(backfill_id, RUN_TIMEOUT)
     assert done["status"] == "COMPLETED_SUCCESS"
     runs = done["runs"]
     assert [run["status"] for run in runs] == ["SUCCESS", "SUCCESS"]

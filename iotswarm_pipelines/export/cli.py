@@ -219,6 +219,11 @@ def _export(
 
 
 def run(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["reconcile"]:
+        from iotswarm_pipelines.export import reconcile_cli  # it builds on this module
+
+        return reconcile_cli.run(argv[1:])
     args = _parser().parse_args(argv)
     try:
         config = parse_config(args.config)

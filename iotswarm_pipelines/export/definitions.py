@@ -14,13 +14,18 @@ from iotswarm_pipelines.export.checks import (
     health_checks_job,
     health_checks_schedule,
 )
+from iotswarm_pipelines.export.reconcile_assets import (
+    cosmos_reconciliation,
+    reconcile_job,
+    reconcile_yesterday,
+)
 from iotswarm_pipelines.export.schedules import table_schedules
 from iotswarm_pipelines.export.sensors import table_sensors
 
 defs = dg.Definitions(
-    assets=[cosmos_live_export, *HEALTH_ASSETS, cosmos_history_export],
+    assets=[cosmos_live_export, *HEALTH_ASSETS, cosmos_history_export, cosmos_reconciliation],
     asset_checks=[cosmos_health],
-    jobs=[live_export_job, history_export_job, health_checks_job],
+    jobs=[live_export_job, history_export_job, health_checks_job, reconcile_job],
     sensors=table_sensors,
-    schedules=[*table_schedules, health_checks_schedule],
+    schedules=[*table_schedules, health_checks_schedule, reconcile_yesterday],
 )

@@ -36,6 +36,34 @@ def object_key_for_md5(prefix: str, site_id: str, table: str, newest: datetime, 
     stamp = epoch_ms(newest)
     if stamp < 0:
         raise ValueError(f"{newest!r} is before 1970; it has no epoch-millisecond key")
-    name = f"{site_id}/LIVE_{catalogue.get_table(table).key_name}/{stamp:013d}-{md5}"
+    return f"{site_folder(prefix, site_id, table)}{stamp:013d}-{md5}"
+
+
+def site_folder(prefix: str, site_id: str, table: str) -> str:
+    """``{prefix}/{SITE_ID}/LIVE_{table without LEVEL1_}/``: where one site's objects of a table
+    live, so a listing of one site and table never meets another's keys."""
+    name = f"{site_id}/LIVE_{catalogue.get_table(table).key_name}/"
     prefix = prefix.strip("/")
     return f"{prefix}/{name}" if prefix else name
+
+
+def key_time_ms(key: str) -> int | None:
+    """The 13-digit epoch milliseconds a key starts its name with; None for a foreign key.
+
+    Keys sort by this stamp within a site folder, so a time range is a range of keys.
+    """
+    name = key.rpartition("/")[2]
+    stamp, dash, _ = name.partition("-")
+    return int(stamp) if dash and len(stamp) == 13 and stamp.isdigit() else None
+
+
+def key_md5(key: str) -> str | None:
+    """The MD5 hex digest a key ends with (that of the exact stored text), if it has one."""
+    _, dash, md5 = key.rpartition("/")[2].partition("-")
+    return md5 if dash and len(md5) == 32 else None
+
+
+def start_after(folder: str, after_ms: int) -> str:
+    """The listing start (exclusive) that skips every key of ``folder`` stamped ``after_ms`` or
+    earlier: ``~`` sorts after any MD5 digit, and before the next millisecond's keys."""
+    return f"{folder}{after_ms:013d}~"

@@ -35,6 +35,12 @@ class PutResult:
     error: str | None  # one line, after retries are exhausted; None when stored
 
 
+@dataclass(frozen=True)
+class ListedObject:
+    key: str
+    md5: str | None  # of the body, when the listing says so (S3's ETag of a plain PUT)
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
     prefix: str
@@ -42,6 +48,8 @@ class ObjectStore(Protocol):
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]: ...
 
     def list_keys(self, prefix: str = "") -> list[str]: ...
+
+    def list_from(self, folder: str, start_after: str) -> Iterator[ListedObject]: ...
 
     def get(self, key: str) -> bytes: ...
 
@@ -199,6 +207,22 @@ class S3ObjectStore(dg.ConfigurableResource):
         )
         return sorted(obj["Key"] for page in pages for obj in page.get("Contents", ()))
 
+    def list_from(self, folder: str, start_after: str) -> Iterator[ListedObject]:
+        """Keys under ``folder`` sorting after ``start_after``, in key order, a page at a time.
+
+        Lazy, so a caller that has seen the end of its time range stops paging there.
+        """
+        pages = (
+            self.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=folder, StartAfter=start_after)
+        )
+        for page in pages:
+            for obj in page.get("Contents", ()):
+                etag = obj.get("ETag", "").strip('"')
+                # A multipart or SSE-KMS ETag is not the body's MD5 ("-" or not 32 hex digits).
+                yield ListedObject(obj["Key"], etag if len(etag) == 32 else None)
+
     def get(self, key: str) -> bytes:
         try:
             response = self.client().get_object(Bucket=self.bucket, Key=key)
@@ -249,6 +273,18 @@ class LocalObjectStore(dg.ConfigurableResource):
             if p.is_file() and not p.name.startswith(".")
         )
         return sorted(k for k in keys if k.startswith(wanted))
+
+    def list_from(self, folder: str, start_after: str) -> Iterator[ListedObject]:
+        """Files of the key folder ``folder`` whose keys sort after ``start_after``, in order."""
+        directory = self._path(folder.rstrip("/"))
+        if not directory.is_dir():
+            return
+        names = sorted(
+            p.name for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
+        for name in names:
+            if folder + name > start_after:
+                yield ListedObject(folder + name, None)
 
     def get(self, key: str) -> bytes:
         try:

@@ -1,0 +1,133 @@
+"""The reconciliation asset, its job and its nightly schedule, on real Dagster instances."""
+
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.export.pipeline import export_table
+from iotswarm_pipelines.export.reconcile_assets import (
+    cosmos_reconciliation,
+    reconcile_job,
+    reconcile_yesterday,
+)
+from iotswarm_tests.export_fixtures import (
+    SOILMET,
+    insert_rows,
+    local_store,
+    make_rows,
+    source,
+    sqlite_url,
+    state_store,
+)
+
+DAYS = ("2024-06-01", "2024-06-02")
+
+
+@pytest.fixture
+def resources(tmp_path):
+    """Two days of ALIC1 and BALRD, exported completely to a local folder."""
+    url = sqlite_url(tmp_path)
+    times = [datetime(2024, 6, 1, 0, 30) + timedelta(minutes=30 * i) for i in range(96)]
+    for site in ("ALIC1", "BALRD"):
+        insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
+    store, state = local_store(tmp_path), state_store(tmp_path)
+    export_table(SOILMET, source=source(url), store=store, state=state, fallback_hours=None)
+    return {"cosmos": source(url), "object_store": store, "state": state}
+
+
+def key(day: str, table: str = SOILMET) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"date": day, "table": table})
+
+
+def materialize(resources, instance, day: str, heal: bool = False) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [cosmos_reconciliation],
+        partition_key=key(day),
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {cosmos_reconciliation.op.name: {"config": {"heal": heal}}}},
+        raise_on_error=False,
+    )
+
+
+def numbers(event) -> dict:
+    return {name: getattr(value, "value", value) for name, value in event.metadata.items()}
+
+
+def test_a_complete_day_materializes_with_its_counts(resources):
+    with dg.instance_for_test() as instance:
+        result = materialize(resources, instance, DAYS[0])
+        assert result.success
+        [event] = result.asset_materializations_for_node(cosmos_reconciliation.op.name)
+    counts = numbers(event)
+    assert (counts["rows"], counts["found"], counts["missing"]) == (96, 96, 0)
+    assert counts["complete"] is True and counts["problems"] == {}
+
+
+def test_missing_rows_fail_the_partition_then_a_heal_completes_it(resources):
+    store = resources["object_store"]
+    [gone] = [k for k in store.list_keys() if "/BALRD/" in k][10:11]
+    store._path(gone).unlink()
+    asset_key = cosmos_reconciliation.key
+    with dg.instance_for_test() as instance:
+        failed = materialize(resources, instance, DAYS[0])
+        assert not failed.success
+        assert "1 missing" in str(failed.failure_data_for_node(cosmos_reconciliation.op.name))
+        observed = instance.fetch_observations(asset_key, limit=1).records[0]
+        counts = numbers(observed.asset_observation)
+        assert counts["missing"] == 1 and counts["complete"] is False
+        assert list(counts["problems"]) == ["BALRD"]
+        assert instance.get_materialized_partitions(asset_key) == set()
+
+        healed = materialize(resources, instance, DAYS[0], heal=True)
+        assert healed.success
+        [event] = healed.asset_materializations_for_node(cosmos_reconciliation.op.name)
+        assert (numbers(event)["missing"], numbers(event)["healed"]) == (1, 1)
+        assert instance.get_materialized_partitions(asset_key) == {key(DAYS[0])}
+    assert gone in store.list_keys()
+
+
+def test_the_job_reconciles_a_range_of_days_partition_by_partition(resources):
+    with dg.instance_for_test() as instance:
+        job = dg.Definitions(
+            assets=[cosmos_reconciliation], jobs=[reconcile_job], resources=resources
+        ).resolve_job_def(reconcile_job.name)
+        for day in DAYS:
+            assert job.execute_in_process(instance=instance, partition_key=key(day)).success
+        done = instance.get_materialized_partitions(cosmos_reconciliation.key)
+    assert done == {key(day) for day in DAYS}
+
+
+def test_bad_run_config_fails_with_one_line(resources):
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [cosmos_reconciliation],
+            partition_key=key(DAYS[0]),
+            resources=resources,
+            instance=instance,
+            run_config={"ops": {cosmos_reconciliation.op.name: {"config": {"sites": ["NOPE"]}}}},
+            raise_on_error=False,
+        )
+    assert not result.success
+    assert "bad run config" in str(result.failure_data_for_node(cosmos_reconciliation.op.name))
+
+
+def test_the_schedule_heals_yesterday_for_every_table_and_is_on_by_default():
+    assert reconcile_yesterday.default_status == dg.DefaultScheduleStatus.RUNNING
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2024, 6, 3, 1, 30)
+        ) as context,
+    ):
+        requests = list(reconcile_yesterday(context))
+    assert [r.partition_key for r in requests] == [
+        key(date(2024, 6, 2).isoformat(), table) for table in catalogue.TABLE_NAMES
+    ]
+    assert all(
+        r.run_config["ops"][cosmos_reconciliation.op.name]["config"]["heal"] for r in requests
+    )
+    assert len({r.run_key for r in requests}) == len(catalogue.TABLE_NAMES)
+    assert {r.tags["iotswarm/trigger"] for r in requests} == {"schedule"}

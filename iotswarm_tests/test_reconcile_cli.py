@@ -1,0 +1,114 @@
+"""``live-cosmos reconcile``: exit codes, the heal, and bad input as one line."""
+
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.export import cli
+from iotswarm_pipelines.export.pipeline import export_table
+from iotswarm_tests.export_fixtures import (
+    SOILMET,
+    insert_rows,
+    local_store,
+    make_rows,
+    source,
+    sqlite_url,
+    state_store,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+LIVE_COSMOS = Path(sys.executable).with_name("live-cosmos")
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    """Two days of ALIC1 SOILMET exported to a folder, and the config file that points at it."""
+    url = sqlite_url(tmp_path)
+    times = [datetime(2024, 6, 1, 0, 30) + timedelta(minutes=30 * i) for i in range(96)]
+    for table in catalogue.TABLE_NAMES:  # the other tables exist, empty
+        insert_rows(url, table, [])
+    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
+    export_table(
+        SOILMET,
+        source=source(url),
+        store=local_store(tmp_path),
+        state=state_store(tmp_path),
+        fallback_hours=None,
+    )
+    path = tmp_path / "livecosmos.cfg"
+    path.write_text(
+        f"url='{url}'\nobject_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
+        "bucket_prefix='fdri/cosmos_swarm'\n"
+    )
+    return path
+
+
+def reconcile(config: Path, *args: str) -> int:
+    try:
+        return cli.run(["reconcile", str(config), *args])
+    except SystemExit as exc:  # argparse's own errors exit from inside
+        return exc.code
+
+
+def test_a_complete_store_exits_0(config, capsys):
+    code = reconcile(config, SOILMET, "--since", "2024-06-01", "--until", "2024-06-02")
+    assert code == 0
+    assert capsys.readouterr().out.startswith("complete: 2 day(s) x 1 table(s)")
+
+
+def test_missing_rows_exit_1_until_healed(config, tmp_path, capsys):
+    store = local_store(tmp_path)
+    gone = store.list_keys()[5]
+    store._path(gone).unlink()
+    args = ("all", "--since", "2024-06-01", "--until", "2024-06-02")
+
+    assert reconcile(config, *args) == 1
+    out = capsys.readouterr().out
+    assert "LEVEL1_SOILMET_30MIN 2024-06-01: 48 rows, 47 found, 1 missing" in out
+    assert "ALIC1  missing: 2024-06-01T03:00:00" in out
+    assert "run again with --heal" in out
+
+    assert reconcile(config, *args, "--heal") == 0
+    assert gone in store.list_keys()
+    assert reconcile(config, *args) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((SOILMET, "--since", "June"), "--since 'June' is not a date"),
+        ((SOILMET, "--since", "2024-06-02", "--until", "2024-06-01"), "is before --since"),
+        (("LEVEL9", "--since", "2024-06-01"), "LEVEL9"),
+        ((SOILMET,), "the following arguments are required: --since"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(config, capsys, args, message):
+    assert reconcile(config, *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_installed_command_reconciles(config):
+    done = subprocess.run(
+        [
+            str(LIVE_COSMOS),
+            "reconcile",
+            str(config),
+            SOILMET,
+            "--since",
+            "2024-06-01",
+            "--until",
+            "2024-06-02",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "complete" in done.stdout
