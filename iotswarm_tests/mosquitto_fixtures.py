@@ -43,7 +43,7 @@ class Mosquitto:
             else "persistence false\n"
         )
         conf.write_text(persistence + user + self.config.format(port=self.port))
-        log = self.workdir / f"mosquitto-{self.port}.log"
+        log = self.log_path
         with log.open("ab") as out:
             self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=out)
         deadline = time.monotonic() + 15
@@ -52,6 +52,10 @@ class Mosquitto:
                 raise RuntimeError(f"mosquitto did not start; see {log}")
             time.sleep(0.02)
         return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"mosquitto-{self.port}.log"
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -82,6 +86,16 @@ def persistent_broker(tmp_path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path, config, persistent=True).start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def broker_pair(tmp_path) -> Iterator[list[Mosquitto]]:
+    """Two anonymous brokers; each one's log (`log_path`) names the address clients came from."""
+    config = "listener {port} 127.0.0.1\nallow_anonymous true\n"
+    brokers = [Mosquitto(tmp_path, config).start() for _ in range(2)]
+    yield brokers
+    for broker in brokers:
+        broker.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,11 @@ from iotswarm_pipelines.export.pipeline import (
     PROGRESS_LOGGER,
     ExportError,
     ExportSummary,
-    export_all_tables,
     export_table,
     export_window,
-    format_size,
-    format_summary,
 )
 from iotswarm_pipelines.export.state import advance, empty_state
+from iotswarm_pipelines.export.summary_text import format_size, format_summary
 from iotswarm_tests.export_fixtures import (
     PREFIX,
     SOILMET,
@@ -215,11 +213,14 @@ def test_state_files_of_the_old_uploader_are_picked_up(tmp_path):
     assert state.load(SOILMET)["sites"]["ALIC1"]["last_data"] == NOW
 
 
-def test_export_all_tables_and_the_printed_summary(tmp_path):
+def test_every_table_exports_and_prints_its_summary(tmp_path):
     url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
     for table in catalogue.TABLE_NAMES:
         insert_rows(url, table, make_rows(table, "ALIC1", [datetime(2020, 1, 1)]))
-    summaries = export_all_tables(source(url), store, state)
+    summaries = [
+        export_table(t, source=source(url), store=store, state=state, fallback_hours=None)
+        for t in catalogue.TABLE_NAMES
+    ]
     assert [(s.table, s.objects_stored) for s in summaries] == [
         (t, 1) for t in catalogue.TABLE_NAMES
     ]
@@ -230,7 +231,8 @@ def test_export_all_tables_and_the_printed_summary(tmp_path):
         "  watermarks moved at 1 of 1 sites (lag 0 s):",
         "    ALIC1  2020-01-01 00:00:00",
     ]
-    again = export_all_tables(source(url), store, state)[0]  # nothing new: no site listed
+    # nothing new: no site listed
+    again = export_table(SOILMET, source=source(url), store=store, state=state, fallback_hours=None)
     assert format_summary(again).splitlines()[1:] == [
         "  no watermark moved: nothing new at 1 sites"
     ]

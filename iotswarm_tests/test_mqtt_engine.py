@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import socket
 import threading
 import uuid
@@ -18,8 +19,10 @@ from iotswarm_pipelines.swarm.mqtt.settings import (
     MqttConfigError,
     MqttSettings,
     check_broker,
+    for_shard,
 )
 from iotswarm_pipelines.swarm.mqtt.types import Message, Schedule, ShardResult
+from iotswarm_pipelines.swarm.options import host_and_port
 from iotswarm_tests.services import free_port
 
 pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
@@ -284,3 +287,35 @@ def test_a_silent_server_is_reported_not_waited_for():
         settings = MqttSettings(port=server.getsockname()[1], **FAST)
         with pytest.raises(BrokerUnreachableError, match="no CONNACK"):
             check_broker(settings, timeout=1)
+
+
+def test_shards_bind_their_source_address_and_take_brokers_round_robin(broker_pair):
+    """Three shards over two brokers and two loopback source addresses: each broker's own log
+    shows which address every device connected from."""
+    names = [f"127.0.0.1:{b.port}" for b in broker_pair]
+    prefixes = []
+    for shard in range(3):
+        settings = for_shard(MqttSettings(qos=1, **FAST), shard, names, ["127.0.0.2", "127.0.0.3"])
+        prefix, devices = make_devices(4, count=2)
+        prefixes.append(prefix)
+        result = run_shard(shard, devices, settings, Schedule(max_cycles=2), verify=True)
+        assert_exactly_once(result, 8)
+    for broker in broker_pair:
+        broker.stop()  # so its log is complete
+    logs = [b.log_path.read_text() for b in broker_pair]
+    for shard, prefix in enumerate(prefixes):
+        seen = re.findall(rf"connected from ([\d.]+):\d+ as ({prefix}-d\d+)", logs[shard % 2])
+        source = f"127.0.0.{2 + shard % 2}"
+        assert sorted(seen) == [(source, f"{prefix}-d{i:03d}") for i in range(4)]
+        assert prefix not in logs[(shard + 1) % 2]
+
+
+def test_bad_brokers_and_source_addresses_are_one_line_errors():
+    with pytest.raises(MqttConfigError, match="'localhost-ish' is not an IP address"):
+        MqttSettings(source_address="localhost-ish").validate()
+    with pytest.raises(MqttConfigError, match="port 'x' is not a number"):
+        for_shard(MqttSettings(), 0, ["broker.example:x"])
+    assert host_and_port("[::1]:1884", 1883) == ("::1", 1884)
+    assert host_and_port("broker.example", 8883) == ("broker.example", 8883)
+    with pytest.raises(BrokerUnreachableError, match=r"source address 192\.0\.2\.7"):
+        check_broker(MqttSettings(source_address="192.0.2.7", **FAST), timeout=2)

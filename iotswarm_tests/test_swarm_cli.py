@@ -107,6 +107,27 @@ def test_real_run_at_qos1_delivers_everything_and_exits_zero(sample_url, mqtt_br
     assert re.search(r"latency p50 [\d.]+ ms", out)
 
 
+def test_shards_spread_over_brokers_and_source_addresses(sample_url, broker_pair, tmp_path):
+    prefix = f"iotswarm-cli-{uuid.uuid4().hex[:8]}"
+    brokers = ",".join(f"127.0.0.1:{b.port}" for b in broker_pair)
+    proc = iot_swarm(
+        "--source", sample_url, "--devices", "6", "--shards", "2", "--brokers", brokers,
+        "--source-addresses", "127.0.0.2", "--source-addresses", "127.0.0.3",
+        "--mode", "loop", "--max-cycles", "2", "--sleep-time", "0.1", "--qos", "1",
+        "--verify", "--mqtt-prefix", prefix, "--sessions-dir", str(tmp_path),
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert "delivered 12, lost 0, duplicated 0" in out
+    for broker in broker_pair:
+        broker.stop()  # so its log is complete
+    sources = [
+        set(re.findall(r"connected from ([\d.]+):\d+ as \S+", b.log_path.read_text()))
+        for b in broker_pair
+    ]
+    assert sources == [{"127.0.0.2"}, {"127.0.0.3"}]  # shard 0 and shard 1, devices and verifier
+
+
 @pytest.mark.parametrize("shards", [1, 2])  # in-process; one process per shard
 def test_unlimited_cycles_stop_on_interrupt_and_still_report(
     sample_url, mqtt_broker, tmp_path, shards
@@ -155,6 +176,8 @@ def test_bad_input_in_a_subprocess_is_one_line_and_exit_2():
         (["--username", "u", "--password-file", "/nonexistent/pw"], "cannot read --password-file"),
         (["--sleep-time", "-1"], "sleep_time must be at least 0"),
         (["--mqtt-prefix", "a/#"], "wildcard"),
+        (["--source-addresses", "127.0.0.2,eth0"], "source_addresses: 'eth0' is not an IP"),
+        (["--brokers", "127.0.0.1:x"], "brokers: broker '127.0.0.1:x': port 'x' is not"),
         (["--source", "postgresql+psycopg://nobody@127.0.0.1:1/none"], "127.0.0.1"),
     ],
 )

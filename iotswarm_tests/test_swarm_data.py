@@ -15,7 +15,9 @@ from iotswarm_pipelines.swarm.data import (
     CsvRows,
     HistoryCache,
     LatestCache,
+    PayloadMemo,
     build_streams,
+    encoder,
     read_csv_rows,
 )
 from iotswarm_pipelines.swarm.devices import plan_devices
@@ -134,6 +136,41 @@ def test_loop_reads_chunks_once_for_clones_across_chunk_boundaries(history_csv):
     assert sent == [[k] * 20 for k in (0, 1, 2, 3, 4, 0)]
     cache: HistoryCache = streams[0]._cache
     assert cache.queries == 3  # rows 0-1, 2-3, 4 (short: the end), then 0-1 again from cache
+
+
+def test_clones_and_laps_reuse_a_payload_built_once(history_csv):
+    source = CsvRows(history_csv, SOILMET)
+    built = []
+
+    def encode(station, rows):
+        built.append((station, [r["RECORD"] for r in rows]))
+        return encoder("cr1000x")(station, rows)
+
+    memo = PayloadMemo(encode)
+    rows = source.rows_after("ALIC1", None, 5)
+    first = [memo("ALIC1", [row]) for row in rows]
+    again = [memo("ALIC1", [row]) for row in rows]  # a clone, or the next lap of a loop
+    assert again == first == [encoder("cr1000x")("ALIC1", [row]) for row in rows]
+    assert built == [("ALIC1", [k]) for k in range(5)]
+    memo("ALIC1", [dict(rows[0])])  # equal but re-read: it may have changed, so built again
+    memo("BALRD", [rows[0]])  # another station
+    memo("ALIC1", rows[:2])  # another batch
+    assert built[5:] == [("ALIC1", [0]), ("BALRD", [0]), ("ALIC1", [0, 1])]
+
+
+def test_payload_memo_stays_within_its_budget(history_csv):
+    rows = CsvRows(history_csv, SOILMET).rows_after("ALIC1", None, 5)
+    size = len(encoder("cr1000x")("ALIC1", [rows[0]]))
+    built = []
+
+    def encode(station, batch):
+        built.append(batch[0]["RECORD"])
+        return encoder("cr1000x")(station, batch)
+
+    memo = PayloadMemo(encode, budget=2 * size + size // 2)  # room for two payloads
+    for row in (rows[0], rows[1], rows[2], rows[0]):
+        memo("ALIC1", [row])
+    assert built == [0, 1, 2, 0]  # row 0 was dropped (least recently used) and built again
 
 
 def test_replay_waits_follow_the_timestamps_divided_by_speed(history_csv):

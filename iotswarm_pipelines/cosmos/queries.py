@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from iotswarm_pipelines.cosmos import catalogue, schema
 
 
-def _site(table: sa.Table) -> sa.Column[str]:
+def _site(table: sa.FromClause) -> sa.ColumnElement[str]:
     return table.c[catalogue.SITE_ID]
 
 
-def _time(table: sa.Table) -> sa.Column[datetime]:
+def _time(table: sa.FromClause) -> sa.ColumnElement[datetime]:
     return table.c[catalogue.DATE_TIME]
 
 

@@ -177,7 +177,7 @@ class CosmosSource(dg.ConfigurableResource):
 
     # ----------------------------------------------------------------- public reads
 
-    def check(self, tables: Sequence[str] = ()) -> None:
+    def check(self, tables: Sequence[catalogue.TableRef] = ()) -> None:
         """Fail with a ``SourceError`` unless the database answers and has ``tables``.
 
         The first answer counts, without retries: a pre-flight check must name a server that is
@@ -198,7 +198,7 @@ class CosmosSource(dg.ConfigurableResource):
                     "create them (cosmos-sample for a sample database) or fix schema_name"
                 )
 
-    def list_sites(self, table: str | None = None) -> list[str]:
+    def list_sites(self, table: catalogue.TableRef | None = None) -> list[str]:
         """Sorted site IDs: those with rows in ``table``, else the ``SITES`` table's.
 
         Without ``SITES`` (or with it empty) the sites with rows in any catalogue table are used.
@@ -224,7 +224,7 @@ class CosmosSource(dg.ConfigurableResource):
         return sorted({s for name in present for s in self._sites_in(schema.sa_table(name))})
 
     def newest_times(
-        self, table: str, site_ids: Sequence[str] | None = None
+        self, table: catalogue.TableRef, site_ids: Sequence[str] | None = None
     ) -> dict[str, datetime]:
         """Each site's newest ``DATE_TIME`` in ``table``; sites without rows are left out."""
         sa_table = self._sa_table(table)
@@ -232,7 +232,7 @@ class CosmosSource(dg.ConfigurableResource):
         if not sites:
             return {}
         rows = self._run(
-            lambda conn: conn.execute(queries.newest_times(sa_table, sites)).all(), table
+            lambda conn: conn.execute(queries.newest_times(sa_table, sites)).all(), sa_table.name
         )
         return {site: newest for site, newest in sorted(rows) if newest is not None}
 
@@ -248,7 +248,7 @@ class CosmosSource(dg.ConfigurableResource):
         return {site: first for site, first in rows if first is not None}
 
     def latest_rows(
-        self, table: str, site_ids: Sequence[str] | None = None
+        self, table: catalogue.TableRef, site_ids: Sequence[str] | None = None
     ) -> dict[str, dict[str, Any]]:
         """Each site's newest row in ``table`` (the first one if several share the time)."""
         sa_table = self._sa_table(table)
@@ -256,7 +256,7 @@ class CosmosSource(dg.ConfigurableResource):
         if not sites:
             return {}
         rows = self._run(
-            lambda conn: conn.execute(queries.latest_rows(sa_table, sites)).all(), table
+            lambda conn: conn.execute(queries.latest_rows(sa_table, sites)).all(), sa_table.name
         )
         names = tuple(sa_table.c.keys())
         latest: dict[str, dict[str, Any]] = {}
@@ -266,7 +266,7 @@ class CosmosSource(dg.ConfigurableResource):
 
     def rows_after(
         self,
-        table: str,
+        table: catalogue.TableRef,
         site_id: str,
         after: datetime | None,
         until: datetime | None = None,
@@ -279,7 +279,7 @@ class CosmosSource(dg.ConfigurableResource):
 
     def rows_between(
         self,
-        table: str,
+        table: catalogue.TableRef,
         after: datetime,
         until: datetime,
         site_ids: Sequence[str] | None = None,
@@ -297,7 +297,9 @@ class CosmosSource(dg.ConfigurableResource):
 
         return stream()
 
-    def recent_rows(self, table: str, site_id: str, limit: int) -> list[dict[str, Any]]:
+    def recent_rows(
+        self, table: catalogue.TableRef, site_id: str, limit: int
+    ) -> list[dict[str, Any]]:
         """A site's newest ``limit`` rows, oldest first (history for a swarm device to replay)."""
         if limit <= 0:
             return []
@@ -306,7 +308,7 @@ class CosmosSource(dg.ConfigurableResource):
         site_id = site_id.strip().upper()
         rows = self._run(
             lambda conn: conn.execute(queries.recent_rows(sa_table, site_id, limit)).all(),
-            table,
+            sa_table.name,
         )
         return [dict(zip(names, row, strict=True)) for row in reversed(rows)]
 
@@ -316,13 +318,13 @@ class CosmosSource(dg.ConfigurableResource):
     def _safe_url(self) -> str:
         return _redacted(self.url)
 
-    def _catalogue_table(self, name: str) -> catalogue.Table:
+    def _catalogue_table(self, name: catalogue.TableRef) -> catalogue.Table:
         try:
             return catalogue.get_table(name)
         except catalogue.UnknownTableError as exc:
             raise SourceTableError(str(exc)) from None
 
-    def _sa_table(self, name: str) -> sa.Table:
+    def _sa_table(self, name: catalogue.TableRef) -> sa.Table:
         return schema.TABLES[self._catalogue_table(name).name]
 
     def _sites_for(self, table: sa.Table, site_ids: Sequence[str] | None) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
@@ -34,11 +33,9 @@ from iotswarm_pipelines.export.assets import (
     summary_from_metadata,
 )
 from iotswarm_pipelines.export.config_file import ConfigFileError, LiveCosmosConfig, parse_config
-from iotswarm_pipelines.export.object_store import LocalObjectStore, S3ObjectStore
-from iotswarm_pipelines.export.pipeline import PROGRESS_LOGGER, format_summary
-from iotswarm_pipelines.export.state_backend import StateBackend
-from iotswarm_pipelines.export.state_s3 import S3StateStore
-from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.pipeline import PROGRESS_LOGGER
+from iotswarm_pipelines.export.stores import Destination, build_stores
+from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 
 PROG = "live-cosmos"
@@ -86,41 +83,30 @@ def _tables(name: str) -> list[str]:
         raise _UsageError(f"{exc} (or 'all')") from None
 
 
-def _store(config: LiveCosmosConfig) -> LocalObjectStore | S3ObjectStore:
-    if config.object_dir is not None:
-        return LocalObjectStore(root=config.object_dir, prefix=config.bucket_prefix)
-    return S3ObjectStore(
-        s3=S3Resource(endpoint_url=config.endpoint_url),
-        bucket=config.bucket,
-        prefix=config.bucket_prefix,
-    )
-
-
-def _state(config: LiveCosmosConfig) -> StateBackend:
-    """S3 objects in the bucket with ``state_prefix``; else files (``state_dir`` or default)."""
-    if config.state_prefix is not None:
-        return S3StateStore(
-            s3=S3Resource(endpoint_url=config.endpoint_url),
-            bucket=config.bucket,
-            prefix=config.state_prefix,
-        )
-    return StateStore(state_dir=config.state_dir) if config.state_dir else StateStore()
-
-
-URL_ENV = "LIVECOSMOS_SOURCE_URL"
-"""The runs read the database URL from this variable: a URL given as a value (password and
-all) would be stored in the Dagster instance as the resource's default in the job snapshot."""
-
-
 def _source(config: LiveCosmosConfig) -> CosmosSource:
     return CosmosSource(url=config.url, schema_name=config.schema_name)
 
 
+def stores(config: LiveCosmosConfig) -> dict[str, Any]:
+    """The config file's ``object_store`` and ``state`` (live-cosmos and reconciliation)."""
+    return build_stores(
+        Destination(
+            s3=S3Resource(endpoint_url=config.endpoint_url),
+            bucket=config.bucket,
+            object_dir=config.object_dir,
+            prefix=config.bucket_prefix,
+            state_dir=config.state_dir,
+            state_bucket=config.bucket,
+            state_prefix=config.state_prefix,
+        )
+    )
+
+
 def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
-    state = _state(config)
-    os.environ[URL_ENV] = config.url
-    source = CosmosSource(url=dg.EnvVar(URL_ENV), schema_name=config.schema_name)
-    return {"cosmos": source, "object_store": _store(config), "state": state}
+    """The runs' resources. The source is handed over as a ready object rather than as
+    config: a URL given as config (password and all) would be stored in the Dagster instance
+    as the resource's default in the job snapshot."""
+    return {"cosmos": dg.ResourceDefinition.hardcoded_resource(_source(config)), **stores(config)}
 
 
 def _run_config(config: LiveCosmosConfig, args: argparse.Namespace) -> dict[str, Any]:

@@ -74,9 +74,9 @@ def site_lags(
     minus ``fallback_hours``, as the export and the sensors do), so a site that stopped logging
     long ago is not behind.
     """
-    fallback = now - timedelta(hours=fallback_hours)
+    fallback = state_rules.fallback_start(now, fallback_hours)
     return {
-        site: max(when - (state_rules.watermark(state, site) or fallback), timedelta(0))
+        site: max(when - state_rules.export_start(state, site, fallback), timedelta(0))
         for site, when in newest.items()
     }
 

@@ -22,7 +22,9 @@ def epoch_ms(when: datetime) -> int:
     return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
-def object_key(prefix: str, site_id: str, table: str, newest: datetime, body: str | bytes) -> str:
+def object_key(
+    prefix: str, site_id: str, table: catalogue.TableRef, newest: datetime, body: str | bytes
+) -> str:
     """``{prefix}/{SITE_ID}/LIVE_{table without LEVEL1_}/{13-digit epoch ms}-{md5 of body}``.
 
     ``table`` may use either spelling the catalogue knows; an empty prefix gives no leading slash.
@@ -31,7 +33,9 @@ def object_key(prefix: str, site_id: str, table: str, newest: datetime, body: st
     return object_key_for_md5(prefix, site_id, table, newest, md5_of(data).hexdigest())
 
 
-def object_key_for_md5(prefix: str, site_id: str, table: str, newest: datetime, md5: str) -> str:
+def object_key_for_md5(
+    prefix: str, site_id: str, table: catalogue.TableRef, newest: datetime, md5: str
+) -> str:
     """The same key from a body's MD5 already computed (``payloads.payload_json_md5``)."""
     stamp = epoch_ms(newest)
     if stamp < 0:
@@ -39,7 +43,7 @@ def object_key_for_md5(prefix: str, site_id: str, table: str, newest: datetime, 
     return f"{site_folder(prefix, site_id, table)}{stamp:013d}-{md5}"
 
 
-def site_folder(prefix: str, site_id: str, table: str) -> str:
+def site_folder(prefix: str, site_id: str, table: catalogue.TableRef) -> str:
     """``{prefix}/{SITE_ID}/LIVE_{table without LEVEL1_}/``: where one site's objects of a table
     live, so a listing of one site and table never meets another's keys."""
     name = f"{site_id}/LIVE_{catalogue.get_table(table).key_name}/"

@@ -27,6 +27,7 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import keys
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.watermarks import (
+    Row,
     SiteProgress,
     batch_rows,
     newest_time,
@@ -107,13 +108,13 @@ def utc_now() -> datetime:
 
 
 def build_objects(
-    table: catalogue.Table, prefix: str, batches: Iterator[list[dict]]
-) -> Iterator[tuple[str, bytes, list[dict]]]:
+    table: catalogue.Table, prefix: str, batches: Iterator[list[Row]]
+) -> Iterator[tuple[str, bytes, list[Row]]]:
     """(key, body, rows) per payload: the same text and key for the live and historical assets."""
     for rows in batches:
         site_id = rows[0][catalogue.SITE_ID]
         text, md5 = payloads.payload_json_md5(payloads.cr1000x_payload(site_id, rows))
-        key = keys.object_key_for_md5(prefix, site_id, table.name, newest_time(rows), md5)
+        key = keys.object_key_for_md5(prefix, site_id, table, newest_time(rows), md5)
         yield key, text.encode(), rows
 
 
@@ -226,7 +227,7 @@ def export_table(
         raise ValueError(f"until ({until}) must be later than since ({since})")
     now = now or utc_now()
     # A dry run writes nothing, so it need not wait for a running export of the table.
-    with nullcontext() if dry_run else state.locked(spec.name):
+    with nullcontext() if dry_run else state.locked(spec):
         return _export(
             spec,
             source,
@@ -258,17 +259,20 @@ def _export(
     *,
     dry_run: bool,
 ) -> ExportSummary:
-    current = state.load(spec.name)
+    current = state.load(spec)
     before = {s: w for s in current["sites"] if (w := state_rules.watermark(current, s))}
-    newest = source.newest_times(spec.name, list(sites) if sites is not None else None)
+    newest = source.newest_times(spec, list(sites) if sites is not None else None)
     selected = sorted(sites) if sites is not None else sorted(newest)
-    fallback = None if fallback_hours is None else now - timedelta(hours=fallback_hours)
-    starts = {s: since if since is not None else (before.get(s) or fallback) for s in selected}
+    fallback = state_rules.fallback_start(now, fallback_hours)
+    starts = {
+        s: since if since is not None else state_rules.export_start(current, s, fallback)
+        for s in selected
+    }
     summary = ExportSummary(table=spec.name, sites=len(selected), dry_run=dry_run)
 
     def checkpoint(updates: dict[str, datetime]) -> None:
         nonlocal current
-        current = _save(state, spec.name, current, updates)
+        current = _save(state, spec, current, updates)
 
     run = _Run(spec, summary, log, checkpoint)
     run.may_advance = {
@@ -298,7 +302,7 @@ def _export(
     def rows() -> Iterator[dict]:
         for site_id in selected:
             if has_new(site_id):  # else no query
-                yield from source.rows_after(spec.name, site_id, starts[site_id], until)
+                yield from source.rows_after(spec, site_id, starts[site_id], until)
 
     try:
         _ship(run, store, batch_rows(rows(), batch_size), dry_run)
@@ -344,7 +348,7 @@ def export_window(
     site_ids: set[str] = set()
 
     def rows() -> Iterator[dict]:
-        for row in source.rows_between(spec.name, after, until, sites):
+        for row in source.rows_between(spec, after, until, sites):
             site_ids.add(row[catalogue.SITE_ID])
             yield row
 
@@ -356,7 +360,7 @@ def export_window(
     return summary
 
 
-def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run: bool) -> None:
+def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[Row]], dry_run: bool) -> None:
     """Build each payload and stream it into the store's bounded upload pool."""
 
     def objects() -> Iterator[tuple[str, bytes]]:
@@ -383,7 +387,9 @@ def _raise_if_failed(summary: ExportSummary, store: ObjectStore, consequence: st
         )
 
 
-def _save(state: StateBackend, table: str, current: dict, updates: dict[str, datetime]) -> dict:
+def _save(
+    state: StateBackend, table: catalogue.Table, current: dict, updates: dict[str, datetime]
+) -> dict:
     """Write the new watermarks; the caller already holds the table's lock."""
     new = state_rules.advance(current, updates)
     state.save(table, new)
@@ -394,61 +400,3 @@ def _lag(newest: dict[str, datetime], watermarks: dict[str, datetime]) -> float 
     """How far the slowest site's watermark trails the source's newest row, in seconds."""
     lags = [max(0.0, (newest[s] - w).total_seconds()) for s, w in watermarks.items() if s in newest]
     return max(lags) if lags else None
-
-
-def export_all_tables(
-    source: CosmosSource,
-    store: ObjectStore,
-    state: StateBackend,
-    *,
-    fallback_hours: float | None = None,
-    log: logging.Logger | logging.LoggerAdapter | None = None,
-) -> list[ExportSummary]:
-    """Export every catalogue table, one after the other (the demo's whole export).
-
-    By default a site the state has never seen is sent from its first row, so a sample database
-    of past data is exported in full; later calls send only what is new.
-    """
-    return [
-        export_table(
-            name, source=source, store=store, state=state, fallback_hours=fallback_hours, log=log
-        )
-        for name in catalogue.TABLE_NAMES
-    ]
-
-
-def format_size(size: float) -> str:
-    """Bytes for a person: ``1.4 MiB`` rather than ``1468006``."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_summary(
-    summary: ExportSummary, destination: str | None = None, max_sites: int | None = None
-) -> str:
-    """A few lines for a terminal: the stage counts, then the watermarks this run moved."""
-    head = (
-        f"{summary.table}: {summary.rows_read} rows, {summary.payloads_built} payloads, "
-        f"{summary.objects_stored} objects ({format_size(summary.bytes_stored)})"
-    )
-    if summary.failed:
-        head += f", {summary.failed} FAILED"
-    if summary.dry_run:
-        head += " (dry run: nothing stored)"
-    if destination:
-        head += f" -> {destination}"
-    lines = [head]
-    moved = {site: summary.watermarks[site] for site in summary.advanced}
-    if moved:
-        lag = "" if summary.lag_seconds is None else f" (lag {summary.lag_seconds:.0f} s)"
-        lines.append(f"  watermarks moved at {len(moved)} of {len(summary.watermarks)} sites{lag}:")
-        shown = list(moved.items())[:max_sites]
-        lines += [f"    {site}  {when:%Y-%m-%d %H:%M:%S}" for site, when in shown]
-        if len(shown) < len(moved):
-            lines.append(f"    ... and {len(moved) - len(shown)} more sites")
-    elif summary.watermarks and not summary.dry_run:
-        lines.append(f"  no watermark moved: nothing new at {len(summary.watermarks)} sites")
-    return "\n".join(lines)

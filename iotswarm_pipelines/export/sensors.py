@@ -33,11 +33,11 @@ def pending_sites(
     newest: dict[str, datetime], state: dict, now: datetime, fallback_hours: float
 ) -> dict[str, datetime]:
     """Sites with rows the next export would send: newer than the watermark (or the fallback)."""
-    fallback = now - timedelta(hours=fallback_hours)
+    fallback = state_rules.fallback_start(now, fallback_hours)
     return {
         site: when
         for site, when in newest.items()
-        if when > (state_rules.watermark(state, site) or fallback)
+        if when > state_rules.export_start(state, site, fallback)
     }
 
 
@@ -55,8 +55,8 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
     def _sensor(
         context: dg.SensorEvaluationContext, cosmos: CosmosSource, state: StateBackend
     ) -> dg.SensorResult | dg.SkipReason:
-        newest_times = cosmos.newest_times(table.name)
-        current = state.load(table.name)
+        newest_times = cosmos.newest_times(table)
+        current = state.load(table)
         pending = pending_sites(newest_times, current, utc_now(), DEFAULT_FALLBACK_HOURS)
         if not pending:
             return dg.SkipReason(f"{table.name}: no rows newer than the watermarks")

@@ -18,7 +18,7 @@ import io
 import pickle
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 State = dict[str, Any]
 
@@ -119,6 +119,33 @@ def dumps_state(state: State) -> bytes:
 def watermark(state: State, site_id: str) -> datetime | None:
     entry = state["sites"].get(site_id)
     return None if entry is None else entry["last_data"]
+
+
+@overload
+def fallback_start(now: datetime, fallback_hours: float) -> datetime: ...
+@overload
+def fallback_start(now: datetime, fallback_hours: float | None) -> datetime | None: ...
+def fallback_start(now: datetime, fallback_hours: float | None) -> datetime | None:
+    """Where a site the state has never seen starts: ``fallback_hours`` back from ``now``.
+
+    None (no fallback) means from the site's first row.
+    """
+    return None if fallback_hours is None else now - timedelta(hours=fallback_hours)
+
+
+@overload
+def export_start(state: State, site_id: str, fallback: datetime) -> datetime: ...
+@overload
+def export_start(state: State, site_id: str, fallback: datetime | None) -> datetime | None: ...
+def export_start(state: State, site_id: str, fallback: datetime | None) -> datetime | None:
+    """The start rule of the live export: a site's next rows are those after its watermark,
+    or after the fallback start (``fallback_start``) when the state has never seen it.
+
+    The export, its sensors and the freshness check all ask this, so they agree on what is
+    pending.
+    """
+    mark = watermark(state, site_id)
+    return fallback if mark is None else mark
 
 
 def advance(state: State, updates: Mapping[str, datetime]) -> State:

@@ -78,12 +78,14 @@ class StateBackend(dg.ConfigurableResource):
     def _show(self, where: Any) -> str:
         return str(where)
 
-    def locked(self, table: str, timeout: float | None = None) -> AbstractContextManager[None]:
+    def locked(
+        self, table: catalogue.TableRef, timeout: float | None = None
+    ) -> AbstractContextManager[None]:
         """Hold the table's lock, re-entrant in the holding thread; waits, or with ``timeout``
         (seconds, 0 = do not wait) raises StateLockedError."""
         raise NotImplementedError
 
-    def load(self, table: str) -> State:
+    def load(self, table: catalogue.TableRef) -> State:
         """Main; else the backup (which then rewrites main); else empty or a clear error.
 
         A main copy that exists but is corrupt with no backup beside it is an error too, not an
@@ -103,12 +105,14 @@ class StateBackend(dg.ConfigurableResource):
             _recovery_message(self._show(main), first, self._show(backup), second)
         )
 
-    def copies(self, table: str) -> tuple[StateCopy, StateCopy]:
+    def copies(self, table: catalogue.TableRef) -> tuple[StateCopy, StateCopy]:
         """Main and backup as stored, nothing recovered or rewritten (the state health check)."""
         (main, first), (backup, second) = self._readable(table)
         return StateCopy(self._show(main), first), StateCopy(self._show(backup), second)
 
-    def _readable(self, table: str) -> tuple[tuple[Any, _Content], tuple[Any, _Content]]:
+    def _readable(
+        self, table: catalogue.TableRef
+    ) -> tuple[tuple[Any, _Content], tuple[Any, _Content]]:
         """Main and backup with their contents: the current names, or the older tool's when
         only they exist."""
         spec = catalogue.get_table(table)
@@ -133,14 +137,14 @@ class StateBackend(dg.ConfigurableResource):
         except (StateLockedError, StateConflictError) as exc:
             log.warning(f"{table}: main state copy left to the other export ({exc})")
 
-    def save(self, table: str, state: State) -> None:
+    def save(self, table: catalogue.TableRef, state: State) -> None:
         """Write main, then the backup, each whole (the module docstring says why this order)."""
         data = rules.dumps_state(state)
         main, backup = self._pair(catalogue.get_table(table).name)
         self._write(main, data)
         self._write(backup, data)
 
-    def advance(self, table: str, updates: Mapping[str, datetime]) -> State:
+    def advance(self, table: catalogue.TableRef, updates: Mapping[str, datetime]) -> State:
         """Move watermarks forward under the table's lock and save; returns the new state."""
         with self.locked(table):
             new = rules.advance(self.load(table), updates)

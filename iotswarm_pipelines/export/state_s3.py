@@ -183,7 +183,7 @@ class S3StateStore(StateBackend):
         return True
 
     @contextmanager
-    def locked(self, table: str, timeout: float | None = None) -> Iterator[None]:
+    def locked(self, table: catalogue.TableRef, timeout: float | None = None) -> Iterator[None]:
         """Hold the table's lease ``<prefix>/<TABLE>.lock`` (see the module docstring).
 
         Waits while another live export holds it; with ``timeout`` (seconds, 0 = do not wait) it

@@ -36,7 +36,8 @@ def batch_rows(rows: Iterable[Row], batch_size: int) -> Iterator[list[Row]]:
 
 def newest_time(rows: Sequence[Row]) -> datetime:
     """The payload's key timestamp: its newest ``DATE_TIME`` (rows need not be sorted)."""
-    return max(row[DATE_TIME] for row in rows)
+    newest: datetime = max(row[DATE_TIME] for row in rows)
+    return newest
 
 
 def safe_watermark(payload_newest: Sequence[datetime], stored: Sequence[bool]) -> datetime | None:

@@ -18,9 +18,11 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import dagster as dg
@@ -47,6 +49,8 @@ from iotswarm_pipelines.swarm.resources import MqttResource
 PASSWORD_ENV = "IOTSWARM_MQTT_PASSWORD"
 SOURCE_URL_ENV = "IOTSWARM_SOURCE_URL"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+ORPHAN_CHECK_SECONDS = 1.0
+FORKSERVER_PRELOAD = "iotswarm_pipelines.swarm.forkserver"
 QUIET_INSTANCE = {"telemetry": {"enabled": False}, "python_logs": {"python_log_level": "WARNING"}}
 
 # Resources configured per launch, so child processes rebuild them from the run config alone.
@@ -160,7 +164,7 @@ class _Progress:
 
     def _poll(self) -> None:
         try:
-            session = sessions.load_session(self.config.swarm_name, self.config.sessions_dir)
+            session = sessions.load_session(str(self.config.swarm_name), self.config.sessions_dir)
         except SwarmConfigError:
             return  # a file mid-replace; the next poll reads it
         if session is not None:
@@ -187,7 +191,21 @@ def run_tags(name: str) -> dict[str, str]:
     return {SWARM_TAG: name, **trigger_tags(Trigger.CLI)}
 
 
-def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> tuple[bool, SwarmReport | None]:
+Outcome = tuple[bool, SwarmReport | None, str | None]
+"""The run's success, its report, and the report step's failure text (a broker given up on)."""
+
+
+def _outcome(result: Any) -> Outcome:
+    if result.success:
+        return True, result.output_for_node("swarm_report"), None
+    for event in result.all_events:
+        if event.is_step_failure and event.step_key == "swarm_report":
+            failure = event.step_failure_data.user_failure_data
+            return False, None, failure.description if failure else None
+    return False, None, None
+
+
+def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> Outcome:
     if config.shards == 1:
         with contextlib.ExitStack() as stack:
             home = settings.dagster_home()
@@ -198,14 +216,11 @@ def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> tuple[bool, Swa
                 tags=run_tags(str(config.swarm_name)),
                 raise_on_error=False,
             )
-            report = result.output_for_node("swarm_report") if result.success else None
-            return result.success, report
+            return _outcome(result)
     return _execute_detached(config, run_config)
 
 
-def _execute_detached(
-    config: SwarmConfig, run_config: dict[str, Any]
-) -> tuple[bool, SwarmReport | None]:
+def _execute_detached(config: SwarmConfig, run_config: dict[str, Any]) -> Outcome:
     """Shards run under a child in its own session, so ^C reaches only this process.
 
     Dagster's multiprocess executor abandons the run (and its report step) when it is
@@ -232,28 +247,59 @@ def _execute_detached(
                 tqdm.write("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
                 stop_file.touch()
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if not outcome.exists():
-            return False, None
+            return False, None, None
         with outcome.open("rb") as f:
             return pickle.load(f)
 
 
 def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: str) -> None:
+    """The detached run: its own session, so a terminal's ^C reaches only the parent.
+
+    SIGTERM here too (systemd stops a whole control group) or the death of the parent (SIGKILL,
+    ^C twice) stops the shards as the parent's ^C does, so nothing outlives the command. The
+    job runs in a worker thread: on the main thread Dagster would take SIGTERM over and abandon
+    the run, report included.
+    """
     os.setsid()
     home = settings.dagster_home()
-    with (
-        (
-            dg.DagsterInstance.from_config(home)
-            if home
-            else dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE)
-        ) as instance,
-        dg.execute_job(
-            dg.reconstructable(_cli_job), instance, run_config=run_config, tags=run_tags(name)
-        ) as result,
-    ):
-        report = result.output_for_node("swarm_report") if result.success else None
-        with open(outcome, "wb") as f:
-            pickle.dump((result.success, report), f)
+    stop_file = Path(run_config["ops"]["plan_swarm"]["config"]["stop_file"])
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_file.touch())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop_file.touch())
+    parent = os.getppid()
+    threading.Thread(target=_stop_when_orphaned, args=(parent, stop_file), daemon=True).start()
+    done = threading.Event()
+
+    def execute() -> None:
+        try:
+            with (
+                (
+                    dg.DagsterInstance.from_config(home)
+                    if home
+                    else dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE)
+                ) as instance,
+                dg.execute_job(
+                    dg.reconstructable(_cli_job),
+                    instance,
+                    run_config=run_config,
+                    tags=run_tags(name),
+                ) as result,
+                open(outcome, "wb") as f,
+            ):
+                pickle.dump(_outcome(result), f)
+        finally:
+            done.set()
+
+    threading.Thread(target=execute, name="swarm-run").start()
+    while not done.wait(ORPHAN_CHECK_SECONDS):
+        pass  # the main thread stays free to run the signal handlers above
+
+
+def _stop_when_orphaned(parent: int, stop_file: Path) -> None:
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    stop_file.touch()
 
 
 def multiprocess_config(shards: int) -> dict[str, Any]:
@@ -261,7 +307,7 @@ def multiprocess_config(shards: int) -> dict[str, Any]:
     which saves the many seconds a fresh interpreter needs to import Dagster per step."""
     return {
         "max_concurrent": shards + 1,
-        "start_method": {"forkserver": {"preload_modules": ["iotswarm_pipelines.swarm.ops"]}},
+        "start_method": {"forkserver": {"preload_modules": [FORKSERVER_PRELOAD]}},
     }
 
 
@@ -286,14 +332,16 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     try:
         config, run_config, mqtt = build(args)
         cosmos = CosmosSource(url=os.environ[SOURCE_URL_ENV])
-        swarm = prepare(config, cosmos, mqtt, str(config.swarm_name))
+        swarm = prepare(config, cosmos, mqtt, str(config.swarm_name), _warn)
     except (SwarmConfigError, MqttConfigError, BrokerError, SourceError, ValueError) as exc:
         # ValueError covers pydantic's complaint about a value of the wrong kind.
         raise SwarmRunError(str(exc).splitlines()[0], EXIT_BAD_INPUT) from None
     total = swarm.devices * config.max_cycles if config.max_cycles else None
     resumed_cycles = sum(p.cycles for s in swarm.shards for p in s.positions.values())
     with _Progress(config, total, resumed_cycles):
-        success, report = _execute(config, run_config)
+        success, report, failure = _execute(config, run_config)
+    if failure is not None:  # the report was made, and says why the run failed
+        return EXIT_FAILED, failure
     if not success or report is None:
         raise SwarmRunError("the swarm run failed; see the log above", EXIT_FAILED)
     text = render_text(report, str(config.swarm_name))
@@ -304,7 +352,21 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     return EXIT_OK, text
 
 
+def _warn(line: str) -> None:
+    print(f"iot-swarm: warning: {line}", file=sys.stderr)
+
+
+def _sigterm_as_sigint(_signum: int, frame: FrameType | None) -> None:
+    """SIGTERM takes the path ^C takes (whatever handles SIGINT now): a clean, reported stop."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     try:
         code, text = run(sys.argv[1:] if argv is None else argv)
     except SwarmRunError as exc:

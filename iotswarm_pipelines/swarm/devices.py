@@ -12,6 +12,11 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from iotswarm_pipelines.swarm.iot_core import (
+    MAX_CLIENT_ID_BYTES,
+    MAX_TOPIC_BYTES,
+    MAX_TOPIC_SLASHES,
+)
 from iotswarm_pipelines.swarm.options import SwarmConfigError
 
 SITE_TEMPLATE = "{site}"
@@ -21,9 +26,6 @@ TEMPLATE_FIELDS = {
     "n": "the clone number within its site, from 1",
     "i": "the device's position in the whole swarm, from 0",
 }
-MAX_CLIENT_ID_BYTES = 128
-MAX_TOPIC_BYTES = 256
-MAX_TOPIC_SLASHES = 7
 
 
 @dataclass(frozen=True)

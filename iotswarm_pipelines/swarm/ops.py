@@ -6,23 +6,25 @@ any executor and IO manager that can move pickles between processes works.
 
 import os
 import socket
-import threading
-import time
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.swarm import data, planning, sessions
+from iotswarm_pipelines.swarm import data, iot_core, options, planning, sessions, shard_runner
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.config import SwarmConfig
-from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
-from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
+from iotswarm_pipelines.swarm.mqtt.engine import files_needed, raise_open_file_limit
+from iotswarm_pipelines.swarm.mqtt.settings import (
+    BrokerError,
+    MqttConfigError,
+    MqttSettings,
+    check_broker,
+)
 from iotswarm_pipelines.swarm.mqtt.types import ShardResult
-from iotswarm_pipelines.swarm.options import SwarmConfigError
+from iotswarm_pipelines.swarm.options import BrokerOptions, SwarmConfigError
 from iotswarm_pipelines.swarm.planning import ShardPlan, SwarmPlan, SwarmSpec
 from iotswarm_pipelines.swarm.report import (
     DELIVERY_CHECK,
@@ -37,21 +39,84 @@ from iotswarm_pipelines.swarm.resources import MqttResource
 SWARM_TAG = "iotswarm/swarm"
 
 
-def prepare(config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource, name: str) -> SwarmPlan:
+def prepare(
+    config: SwarmConfig,
+    cosmos: CosmosSource,
+    mqtt: MqttResource,
+    name: str,
+    warn: Callable[[str], None] = lambda _line: None,
+) -> SwarmPlan:
     """Every check that can fail before a device starts; raises one-line errors.
 
     ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
+    AWS IoT Core's limits are errors against IoT Core, and lines passed to ``warn`` otherwise.
     """
     planning.check_config(config)
-    settings = mqtt.settings(config)
-    settings.validate()
+    options.check(mqtt, BrokerOptions, ("brokers", "source_addresses"), MqttConfigError)
+    # each broker and source address the shards use, checked once
+    endpoints: dict[tuple[str, int, str | None], MqttSettings] = {}
+    for shard in range(config.shards):
+        settings = mqtt.settings(config, shard)
+        endpoints.setdefault((settings.host, settings.port, settings.source_address), settings)
+    for settings in endpoints.values():
+        settings.validate()
     rows = data.check_source(config.source, catalogue.get_table(config.table).name, cosmos)
     name = config.swarm_name or name
     saved = sessions.load_session(name, config.sessions_dir) if config.resume_session else None
     swarm = planning.plan(config, name, rows.sites(), saved)
+    _check_iot_core_limits(config, swarm, rows, list(endpoints.values()), warn)
     if not config.dry:
-        check_broker(settings, timeout=settings.connect_timeout)
+        # Here, not only in the shard: a limit too low for the largest shard is bad input.
+        largest = max(len(shard.devices) for shard in swarm.shards)
+        raise_open_file_limit(files_needed(largest, config.connections))
+        for settings in endpoints.values():
+            check_broker(settings, timeout=settings.connect_timeout)
     return swarm
+
+
+def _check_iot_core_limits(
+    config: SwarmConfig,
+    swarm: SwarmPlan,
+    rows: data.RowSource,
+    brokers: list[MqttSettings],
+    warn: Callable[[str], None],
+) -> None:
+    n = config.rows_per_message
+    largest = _largest_first_message(swarm, rows, n)
+    load = iot_core.SwarmLoad(
+        largest_payload_bytes=largest,
+        one_row_bytes=_largest_first_message(swarm, rows, 1) if n > 1 else largest,
+        rows_per_message=n,
+        max_publish_rate=config.max_publish_rate,
+        connect_rate=config.connect_rate,
+    )
+    lines = iot_core.problems(load)
+    if lines and any(iot_core.targets_iot_core(b.host, b.alpn) for b in brokers):
+        raise SwarmConfigError(lines[0])
+    for line in lines:
+        warn(f"{line} (a warning: the broker is not AWS IoT Core)")
+
+
+def _largest_first_message(swarm: SwarmPlan, rows: data.RowSource, rows_per_message: int) -> int:
+    """Bytes of the largest first message of one device per site: what IoT Core would see."""
+    options, largest, seen = swarm.spec.options, 0, set()
+    for shard in swarm.shards:
+        for device in shard.devices:
+            if device.site_id in seen:
+                continue
+            seen.add(device.site_id)
+            [stream] = data.build_streams(
+                [device],
+                rows,
+                mode=options.mode,
+                device_type=options.device_type,
+                rows_per_message=rows_per_message,
+                positions=shard.positions,
+                history_start=swarm.spec.history_start,
+            )
+            message = stream.next_message()
+            largest = max(largest, len(message.payload) if message else 0)
+    return largest
 
 
 @dg.op(
@@ -62,7 +127,7 @@ def plan_swarm(
     context: dg.OpExecutionContext, config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource
 ) -> Iterator[dg.Output | dg.DynamicOutput]:
     try:
-        swarm = prepare(config, cosmos, mqtt, f"swarm-{context.run_id[:8]}")
+        swarm = prepare(config, cosmos, mqtt, f"swarm-{context.run_id[:8]}", context.log.warning)
     except (SwarmConfigError, MqttConfigError, BrokerError) as exc:
         raise dg.Failure(description=str(exc)) from None
     _check_shards_run_together(context, len(swarm.shards), swarm.spec.schedule.max_cycles)
@@ -82,7 +147,7 @@ def plan_swarm(
         yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{shard.shard}")
 
 
-def concurrent_steps(run_config: dict) -> int | None:
+def concurrent_steps(run_config: Mapping[str, Any]) -> int | None:
     """How many steps the run's default (multi-or-in-process) executor runs at once.
 
     None for any other executor (Celery, Kubernetes, ...), which schedules steps its own way.
@@ -110,123 +175,34 @@ def _check_shards_run_together(context: dg.OpExecutionContext, shards: int, max_
     context.log.warning(f"{advice}; until then shards run in waves")
 
 
-def _progress_line(result: ShardResult) -> str:
-    seconds = max(time.time() - result.started_at, 1e-9)
-    line = (
-        f"shard {result.shard}: sent {result.sent} ({result.sent / seconds:.1f}/s), "
-        f"acknowledged {result.acknowledged}, failed {result.failed}, skipped {result.skipped}"
-    )
-    if result.verified:
-        line += f", delivered {result.delivered}, lost so far {result.lost}"
-    return line
-
-
 @dg.op(description="Publish one shard's devices in this process and account for every message.")
 def run_shard(
     context: dg.OpExecutionContext, cosmos: CosmosSource, mqtt: MqttResource, shard: ShardPlan
 ) -> dg.Output[ShardResult]:
     spec, options = shard.spec, shard.spec.options
-    rows = data.open_rows(options.source, spec.table, cosmos)
-    streams = data.build_streams(
-        shard.devices,
-        rows,
-        mode=options.mode,
-        device_type=options.device_type,
-        rows_per_message=options.rows_per_message,
-        sleep_time=options.sleep_time,
-        speed=options.speed,
-        positions=shard.positions,
-        history_start=spec.history_start,
-    )
-    settings = mqtt.settings(options)
-
-    # Periodic saves are written by another thread: the engine's loop (which calls
-    # on_progress) only copies the positions, so 20,000 devices do not stall publishing.
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarm-session")
-    saving: list[Future] = []
-
-    def save_positions(background: bool = False) -> None:
-        if background and saving and not saving[-1].done():
-            return  # the previous save is still being written; the next interval catches up
-        positions = {s.device_id: s.position for s in streams}
-        args = (
-            spec.swarm_name,
-            shard.shard,
-            spec.table,
-            options.mode,
-            positions,
-            options.sessions_dir,
+    settings = mqtt.settings(options, shard.shard)
+    try:
+        outcome = shard_runner.run_planned_shard(
+            shard,
+            data.open_rows(options.source, spec.table, cosmos),
+            settings,
+            log=context.log.info,
+            interrupts=(dg.DagsterExecutionInterruptedError, KeyboardInterrupt),
         )
-        saving.append(writer.submit(sessions.save_shard, *args))
-        if not background:
-            saving[-1].result()
-
-    def on_progress(result: ShardResult) -> None:
-        context.log.info(_progress_line(result))
-        save_positions(background=True)
-
-    stop = threading.Event()
-    stop_file = Path(options.stop_file) if options.stop_file else None
-
-    def should_stop() -> bool:
-        return stop.is_set() or (stop_file is not None and stop_file.exists())
-
-    outcome: dict[str, ShardResult | BaseException] = {}
-
-    def work() -> None:
-        try:
-            outcome["result"] = run_engine(
-                shard.shard,
-                streams,
-                settings,
-                spec.schedule,
-                connections=options.connections,  # type: ignore[arg-type]
-                dry=options.dry,
-                verify=options.verify,
-                should_stop=should_stop,
-                on_progress=on_progress,
-                progress_interval=options.progress_interval,
-            )
-        except BaseException as exc:  # handed to the step's thread, which raises it
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    # The engine runs in a worker thread so that the termination of the run (an exception in
-    # this, the main, thread) can ask it to stop and still collect its partial result.
-    # An Event, not Thread.join: a join interrupted by a signal can leave is_alive() wrong.
-    done = threading.Event()
-    worker = threading.Thread(target=work, name=f"swarm-shard-{shard.shard}", daemon=True)
-    worker.start()
-    interrupted = False
-    while not done.is_set():
-        try:
-            done.wait(0.5)
-        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-            interrupted = True
-            # Info, not a warning: a stop asked for is no fault, and iot-swarm's terminal shows
-            # warnings, which would be drawn through the middle of its progress bar.
-            context.log.info(f"shard {shard.shard}: run terminated, stopping the devices")
-            stop.set()
-    save_positions()
-    writer.shutdown()
-    if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, MqttConfigError | BrokerError):
-            raise dg.Failure(description=f"shard {shard.shard}: {error}") from None
-        raise error  # type: ignore[misc]
-    result = outcome["result"]
-    assert isinstance(result, ShardResult)
-    summary = summarize([result])
+    except (MqttConfigError, BrokerError) as error:
+        raise dg.Failure(description=f"shard {shard.shard}: {error}") from None
+    summary = summarize([outcome.result])
     context.log.info(
-        ("partial report after termination\n" if interrupted else "")
+        ("partial report after termination\n" if outcome.interrupted else "")
         + render_text(summary, f"shard {shard.shard}")
     )
-    return dg.Output(result, metadata={**summary.metadata(), **_executed_by()})
+    where = {**_executed_by(), "source_address": settings.source_address or ""}
+    return dg.Output(outcome.result, metadata={**summary.metadata(), **where})
 
 
 def _executed_by() -> dict[str, str | int]:
-    """Where the shard ran: operators match it to a machine and a process on any executor."""
+    """Where the shard ran: operators match it to a machine and a process on any executor
+    (and, with ``source_address``, to the local address its connections came from)."""
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
@@ -238,10 +214,15 @@ def swarm_report(
     sessions.consolidate(spec.swarm_name, spec.options.sessions_dir)
     text = render_text(report, spec.swarm_name)
     context.log.info(text)
+    document = {"swarm": spec.swarm_name, "run_id": context.run_id, **report.metadata()}
+    saved = sessions.save_report(
+        spec.swarm_name, {**document, "text": text}, spec.options.sessions_dir
+    )
     metadata = {
         **report.metadata(),
         "qos": spec.options.qos,
         "swarm": spec.swarm_name,
+        "report_saved": dg.MetadataValue.path(saved),
         "summary": dg.MetadataValue.md(render_markdown(report, spec.swarm_name)),
     }
     # A materialization of the declared report asset, so the UI plots the numbers across runs.
@@ -262,4 +243,6 @@ def swarm_report(
             metadata=counts,
         )
     )
+    if report.gave_up:  # the report is kept above; the run still fails, naming the cause
+        raise dg.Failure(description=text, metadata=report.metadata())
     return dg.Output(report, metadata=metadata)

@@ -28,6 +28,7 @@ This module is plain data and rules: no Dagster, no MQTT engine, no I/O.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import types
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -121,6 +122,67 @@ class NotEmpty(Rule):
         return not value
 
 
+def host_and_port(text: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6 address]:port` or a bare IPv6 address, as (host, port).
+
+    Raises ValueError with one line when the host is missing or the port is not a port.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if not host:
+        raise ValueError(f"broker {text!r} has no host: write host or host:port")
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"broker {text!r}: port {port!r} is not a number in 1-65535")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class Brokers(Rule):
+    """Each value is `host` or `host:port`."""
+
+    message: str = "{name}: {problem}"
+
+    def broken(self, value: Any) -> bool:
+        return self.problem("", value) is not None
+
+    def problem(self, name: str, value: Any) -> str | None:
+        for text in value or ():
+            try:
+                host_and_port(text, 1)
+            except ValueError as exc:
+                return self.message.format(name=name, problem=exc)
+        return None
+
+
+@dataclass(frozen=True)
+class IpAddresses(Rule):
+    """Each value is an IP address (of this host, which only connecting can tell)."""
+
+    message: str = (
+        "{name}: {value!r} is not an IP address: give addresses of this host, such as "
+        "127.0.0.2 (any 127.x.y.z works on loopback)"
+    )
+
+    def broken(self, value: Any) -> bool:
+        return self.problem("", value) is not None
+
+    def problem(self, name: str, value: Any) -> str | None:
+        for text in value or ():
+            try:
+                ipaddress.ip_address(text)
+            except ValueError:
+                return self.message.format(name=name, value=text)
+        return None
+
+
 @dataclass(frozen=True)
 class OptionInfo:
     """What the models say about an option beyond its type, default and help."""
@@ -198,7 +260,10 @@ class SwarmOptions(BaseModel):
         False, "Continue the session named swarm_name where it stopped.", group=SCHEDULE
     )
     sessions_dir: str | None = option(
-        None, "Session folder; default <IOTSWARM_DATA_DIR>/swarm_sessions.", group=SCHEDULE
+        None,
+        "Session folder or s3://bucket/prefix (sessions and reports); default "
+        "$IOTSWARM_SESSIONS_URI, else <IOTSWARM_DATA_DIR>/swarm_sessions.",
+        group=SCHEDULE,
     )
     dry: bool = option(False, "Build messages, send nothing.", group=SCHEDULE)
     verify: bool = option(False, "Subscribe and match what arrives.", group=SCHEDULE)
@@ -226,6 +291,13 @@ class SwarmOptions(BaseModel):
     max_publish_rate: float = option(
         100.0,
         "Publishes per second per connection (IoT Core: 100); 0 = no limit.",
+        group=MQTT,
+        rule=AtLeast(0),
+    )
+    give_up_after: float = option(
+        300.0,
+        "Seconds a shard may go without any broker connection before the run gives up and "
+        "fails, counting what it did not send; 0 = never.",
         group=MQTT,
         rule=AtLeast(0),
     )
@@ -257,6 +329,21 @@ class BrokerOptions(BaseModel):
         rule=AtLeast(5, "MQTT keepalive {value}s is too short: use >= 5"),
     )
     clean_session: bool = option(True, "Clean session / clean start.", group=MQTT)
+    brokers: list[str] = option(
+        [],
+        "Brokers as host or host:port (port default: port), taken round robin by shard: a "
+        "cluster's nodes, or several brokers for more connections; empty = host.",
+        group=MQTT,
+        rule=Brokers(),
+    )
+    source_addresses: list[str] = option(
+        [],
+        "Local addresses the shards connect from, round robin by shard (on loopback "
+        "127.0.0.2, 127.0.0.3, ... work as they are): one address reaches one broker through "
+        "about 28,000 ports.",
+        group=MQTT,
+        rule=IpAddresses(),
+    )
     tls: bool = option(False, "Connect with TLS (implied by the files and ALPN).", group=TLS)
     ca_file: str | None = option(None, "CA bundle (PEM) to trust.", group=TLS)
     cert_file: str | None = option(None, "Client certificate (mutual TLS).", group=TLS)

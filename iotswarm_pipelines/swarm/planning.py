@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.swarm import devices as dv
@@ -79,6 +79,8 @@ def check_config(config: SwarmOptions) -> None:
 
 
 def history_start(config: SwarmOptions) -> datetime | None:
+    """Naive UTC, as every ``DATE_TIME`` of the sources is: an offset is converted to UTC, so
+    the machine's time zone never changes which rows are sent."""
     if not config.history_start:
         return None
     try:
@@ -87,7 +89,7 @@ def history_start(config: SwarmOptions) -> datetime | None:
         raise SwarmConfigError(
             f"history_start {config.history_start!r} is not an ISO time such as 2024-06-01T00:00"
         ) from None
-    return start.replace(tzinfo=None) if start.tzinfo is None else start.astimezone(None)
+    return start if start.tzinfo is None else start.astimezone(UTC).replace(tzinfo=None)
 
 
 def resolve_sites(config: SwarmOptions, available: Sequence[str]) -> list[str]:

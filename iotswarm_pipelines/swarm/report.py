@@ -27,6 +27,7 @@ COUNTS = (
     "lost",
     "duplicated",
     "connect_failures",
+    "unsent",
 )
 """The counters a report adds up over its shards and shows as numeric run metadata."""
 
@@ -46,6 +47,8 @@ class SwarmReport:
     lost: int = 0
     duplicated: int = 0
     connect_failures: int = 0
+    unsent: int = 0
+    gave_up: bool = False  # a shard ended because the broker stayed unreachable
     verified: bool = False
     seconds: float = 0.0
     msgs_per_s: float = 0.0
@@ -57,6 +60,11 @@ class SwarmReport:
     bucket_seconds: float = 1.0
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def planned(self) -> int:
+        """Messages the devices were to make: each was sent, skipped on purpose, or not sent."""
+        return self.sent + self.skipped + self.unsent
+
     def metadata(self) -> dict[str, float | int]:
         """Numbers for Dagster run metadata (the UI plots numeric metadata over runs).
 
@@ -66,6 +74,7 @@ class SwarmReport:
         numbers: dict[str, float | int] = {
             k: getattr(self, k) for k in COUNTS if self.verified or k not in VERIFIED_COUNTS
         }
+        numbers["planned"] = self.planned
         numbers["seconds"] = round(self.seconds, 2)
         numbers["msgs_per_s"] = round(self.msgs_per_s, 2)
         for name in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
@@ -111,6 +120,7 @@ def summarize(results: Sequence[Any]) -> SwarmReport:
     for name in COUNTS:
         setattr(report, name, sum(getattr(r, name) for r in results))
     report.verified = all(r.verified for r in results)
+    report.gave_up = any(r.gave_up for r in results)
     start = min(r.started_at for r in results)
     report.seconds = max(max(r.ended_at for r in results) - start, 0.0)
     report.msgs_per_s = report.sent / report.seconds if report.seconds > 0 else 0.0
@@ -155,6 +165,11 @@ def render_text(report: SwarmReport, title: str = "swarm") -> str:
         f"connect failures {report.connect_failures}",
         delivery,
     ]
+    if report.unsent or report.gave_up:
+        lines.append(
+            f"planned {report.planned} = sent {report.sent} + skipped {report.skipped} + "
+            f"unsent {report.unsent}" + (" (gave up: broker unreachable)" if report.gave_up else "")
+        )
     if report.verified:
         lines.append(
             f"latency p50 {_ms(report.latency_p50_ms)}, p95 {_ms(report.latency_p95_ms)}, "

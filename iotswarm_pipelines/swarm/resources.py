@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
-from iotswarm_pipelines.swarm.mqtt.settings import MqttSettings
+from iotswarm_pipelines.swarm.mqtt.settings import MqttSettings, for_shard
 from iotswarm_pipelines.swarm.options import RUN, BrokerOptions, SwarmOptions
 
 
 class MqttResource(dg.ConfigurableResource, BrokerOptions):
     """Where and how devices connect; per-run choices (QoS, protocol, rates) come from the job."""
 
-    def settings(self, run: SwarmOptions = RUN) -> MqttSettings:
-        """The engine's settings: this broker with the run's QoS, protocol and rates."""
-        return MqttSettings(
+    def settings(self, run: SwarmOptions = RUN, shard: int = 0) -> MqttSettings:
+        """The engine's settings for one shard: its broker and source address (round robin
+        over `brokers` and `source_addresses`), with the run's QoS, protocol and rates."""
+        settings = MqttSettings(
             host=self.host,
             port=self.port,
             protocol=run.protocol,  # type: ignore[arg-type]
@@ -30,4 +31,6 @@ class MqttResource(dg.ConfigurableResource, BrokerOptions):
             alpn=tuple(self.alpn),
             connect_rate=run.connect_rate,
             max_publish_rate=run.max_publish_rate,
+            give_up_after=run.give_up_after,
         )
+        return for_shard(settings, shard, self.brokers, self.source_addresses)

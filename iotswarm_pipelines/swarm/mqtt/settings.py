@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import ssl
 import time
 import uuid
-from dataclasses import dataclass, field, fields
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from iotswarm_pipelines.swarm import options
+from iotswarm_pipelines.swarm.mqtt.client import SwarmClient
 from iotswarm_pipelines.swarm.mqtt.tls import build_ssl_context
 from iotswarm_pipelines.swarm.options import BROKER, RUN, BrokerOptions, SwarmOptions
 
@@ -65,6 +68,11 @@ class MqttSettings:
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 30.0
     connect_timeout: float = 10.0
+    give_up_after: float = RUN.give_up_after
+    """Seconds without any broker connection before the shard gives up; 0 = never."""
+    source_address: str | None = None
+    """Local address every connection binds to (127.0.0.2, 127.0.0.3, ... on loopback): one
+    address reaches one broker address through at most ~28,000 ephemeral ports."""
 
     def __repr__(self) -> str:
         def shown(name: str) -> str:
@@ -88,6 +96,10 @@ class MqttSettings:
             )
         if self.connect_timeout <= 0:
             raise MqttConfigError("MQTT connect_timeout must be > 0 seconds")
+        if self.source_address is not None:
+            problem = options.IpAddresses().problem("source_address", [self.source_address])
+            if problem:
+                raise MqttConfigError(problem)
         if not self.tls and (self.ca_file or self.cert_file or self.key_file or self.alpn):
             raise MqttConfigError("MQTT certificate files or ALPN given but tls is off: set tls")
         if self.tls:
@@ -119,6 +131,27 @@ _RUN_OPTIONS = ("protocol", "qos", "connect_rate", "max_publish_rate")
 _CONTEXTS: dict[tuple, ssl.SSLContext] = {}
 
 
+def for_shard(
+    settings: MqttSettings,
+    shard: int,
+    brokers: Sequence[str] = (),
+    source_addresses: Sequence[str] = (),
+) -> MqttSettings:
+    """The settings of one shard: brokers and source addresses are taken round robin by shard
+    number, so shards spread over a broker cluster and over local addresses (each address
+    has its own ~28,000 ephemeral ports, each process its own open-file limit)."""
+    changes: dict[str, Any] = {}
+    if brokers:
+        try:
+            host_port = options.host_and_port(brokers[shard % len(brokers)], settings.port)
+        except ValueError as exc:
+            raise MqttConfigError(str(exc)) from None
+        changes["host"], changes["port"] = host_port
+    if source_addresses:
+        changes["source_address"] = source_addresses[shard % len(source_addresses)]
+    return replace(settings, **changes) if changes else settings
+
+
 def new_client(
     settings: MqttSettings,
     client_id: str,
@@ -135,11 +168,11 @@ def new_client(
     protocol = PROTOCOLS[settings.protocol]
     clean_session = settings.clean_session if clean is None else clean
     if protocol == paho.MQTTv5:
-        client = paho.Client(
+        client = SwarmClient(
             paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
         )
     else:
-        client = paho.Client(
+        client = SwarmClient(
             paho.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=protocol,
@@ -156,6 +189,7 @@ def new_client(
         # The context checks the host name itself (unless insecure); paho must not repeat it.
         client.tls_insecure_set(True)
     # connect_async only records the address: the caller's loop calls reconnect().
+    bind = settings.source_address or ""
     if protocol == paho.MQTTv5:
         properties = None
         if not clean_session:
@@ -165,11 +199,12 @@ def new_client(
             settings.host,
             settings.port,
             settings.keepalive,
+            bind_address=bind,
             clean_start=clean_session,
             properties=properties,
         )
     else:
-        client.connect_async(settings.host, settings.port, settings.keepalive)
+        client.connect_async(settings.host, settings.port, settings.keepalive, bind_address=bind)
     return client
 
 
@@ -193,6 +228,11 @@ def classify_connect_error(settings: MqttSettings, err: BaseException) -> Broker
         )
     if isinstance(err, ConnectionError):
         return BrokerRefusedError(f"{where}: connection closed by the broker ({err})")
+    if isinstance(err, OSError) and err.errno == errno.EADDRNOTAVAIL and settings.source_address:
+        return BrokerUnreachableError(
+            f"{where}: cannot connect from source address {settings.source_address} "
+            f"({err.strerror}): use an address of this host, or fewer connections per address"
+        )
     if isinstance(err, OSError):
         return BrokerUnreachableError(f"{where}: {err.strerror or err}")
     return BrokerUnreachableError(f"{where}: {err}")
@@ -203,7 +243,7 @@ def check_broker(settings: MqttSettings, timeout: float = 10) -> None:
     settings.validate()
     client_id = f"iotswarm-check-{uuid.uuid4().hex[:12]}"
     client = new_client(settings, client_id, clean=True, timeout=timeout)
-    outcome: dict[str, object] = {}
+    outcome: dict[str, Any] = {}
     last_error: list[str] = []
 
     def on_connect(_client, _userdata, _flags, reason_code, _properties) -> None:
@@ -236,7 +276,14 @@ def check_broker(settings: MqttSettings, timeout: float = 10) -> None:
         reason = outcome.get("connack")
         if reason is None:
             detail = last_error[-1] if last_error else "closed before CONNACK"
-            hint = " (client certificate rejected?)" if settings.tls else ""
+            hint = ""
+            if settings.tls:
+                hint = " (client certificate rejected?)"
+                if not settings.alpn:  # AWS IoT Core on 443 closes TLS clients without ALPN
+                    hint = (
+                        " (client certificate rejected, or the server wants ALPN: AWS IoT Core "
+                        "on port 443 needs alpn x-amzn-mqtt-ca)"
+                    )
             raise BrokerRefusedError(f"{where}: connection refused{hint}: {detail}")
         if reason.is_failure:
             raise BrokerRefusedError(f"{where}: connection refused: {reason}")

@@ -53,6 +53,8 @@ class ShardResult:
     delivered: int = 0
     lost: int = 0
     duplicated: int = 0
+    unsent: int = 0  # due or planned but never published (a stop, or the broker given up on)
+    gave_up: bool = False  # stopped because no broker connection held for give_up_after
     started_at: float = 0.0
     ended_at: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)

@@ -1,0 +1,69 @@
+"""Where the live export writes: the one builder of its object store and state backend.
+
+The code location (``resources.py``, from the environment) and ``live-cosmos`` (from its config
+file) both build their stores here, so both follow the same rules: payloads go to a bucket or to
+a folder, exactly one; the state lives in files or as objects in a bucket, never both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from iotswarm_pipelines.export.object_store import LocalObjectStore, S3ObjectStore
+from iotswarm_pipelines.export.state_backend import StateBackend
+from iotswarm_pipelines.export.state_s3 import S3StateStore
+from iotswarm_pipelines.export.state_store import StateStore
+
+EXPORT_PREFIX = "fdri/cosmos_swarm"
+
+Setting = str | dg.EnvVar
+"""A value, or a reference to the environment variable holding it (for secrets and per-host
+settings, so the value never enters a run's stored config)."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """The export's storage choices, wherever they were read from.
+
+    ``names`` are how the two state locations were spelled where the user set them (config
+    keys or environment variables), so a conflict is reported in the user's words.
+    """
+
+    prefix: str = EXPORT_PREFIX
+    bucket: Setting | None = None
+    object_dir: str | None = None
+    state_dir: Setting | None = None  # None: the default state folder
+    state_bucket: Setting | None = None
+    state_prefix: str | None = None  # with state_bucket: S3 state objects under this prefix
+    s3: S3Resource | None = None
+    names: tuple[str, str] = ("state_dir", "state_prefix")
+
+
+def build_stores(where: Destination) -> dict[str, Any]:
+    """The ``object_store`` and ``state`` resources; ``ValueError`` (one line) on a conflict."""
+    if (where.bucket is None) == (where.object_dir is None):
+        raise ValueError("give exactly one destination: a bucket (S3) or an object folder")
+    if where.state_dir is not None and where.state_prefix is not None:
+        first, second = where.names
+        raise ValueError(
+            f"{first} and {second} are both set; unset one (local state files or S3 state)"
+        )
+    s3 = where.s3 or S3Resource()
+    store: LocalObjectStore | S3ObjectStore
+    if where.bucket is not None:
+        store = S3ObjectStore(s3=s3, bucket=where.bucket, prefix=where.prefix)
+    else:
+        store = LocalObjectStore(root=str(where.object_dir), prefix=where.prefix)
+    return {"object_store": store, "state": _state(where, s3)}
+
+
+def _state(where: Destination, s3: S3Resource) -> StateBackend:
+    if where.state_prefix is not None:
+        if where.state_bucket is None:
+            raise ValueError("S3 state needs a bucket: give the state's bucket with its prefix")
+        return S3StateStore(s3=s3, bucket=where.state_bucket, prefix=where.state_prefix)
+    return StateStore() if where.state_dir is None else StateStore(state_dir=where.state_dir)

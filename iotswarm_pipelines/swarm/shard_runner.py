@@ -1,0 +1,170 @@
+"""One planned shard, run to its end in this process, without Dagster.
+
+The ``run_shard`` op is a thin shell over ``run_planned_shard``: the runner builds the device
+streams, runs the MQTT engine in a worker thread, saves the devices' positions (periodically in
+the background, finally in the foreground) and turns every way of being told to stop into the
+engine's clean stop: an interruption of the calling thread (^C, or Dagster's termination, which
+the op names in ``interrupts``), SIGTERM to this process, or the swarm's stop file appearing.
+A clean stop lets the devices drain and still returns a result, so the report is made and the
+saved session never repeats a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from iotswarm_pipelines.swarm import data, sessions
+from iotswarm_pipelines.swarm.data import RowSource
+from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
+from iotswarm_pipelines.swarm.mqtt.settings import MqttSettings
+from iotswarm_pipelines.swarm.mqtt.types import ShardResult
+from iotswarm_pipelines.swarm.planning import ShardPlan
+
+WAKE_SECONDS = 0.5  # how often the waiting thread looks up from the engine (signals land here)
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    result: ShardResult
+    interrupted: bool  # stopped by a signal or termination rather than by its schedule
+
+
+def progress_line(result: ShardResult) -> str:
+    seconds = max(time.time() - result.started_at, 1e-9)
+    line = (
+        f"shard {result.shard}: sent {result.sent} ({result.sent / seconds:.1f}/s), "
+        f"acknowledged {result.acknowledged}, failed {result.failed}, skipped {result.skipped}"
+    )
+    if result.verified:
+        line += f", delivered {result.delivered}, lost so far {result.lost}"
+    return line
+
+
+class _PositionSaver:
+    """Writes the shard's session file on another thread, so 20,000 devices never stall the
+    engine's loop (which only copies the positions); a save still being written is not queued
+    behind, the next interval catches up."""
+
+    def __init__(self, shard: ShardPlan, streams: list[data.DeviceStreamBase]) -> None:
+        self.shard, self.streams = shard, streams
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarm-session")
+        self.saving: Future | None = None
+
+    def save(self, background: bool = False) -> None:
+        if background and self.saving is not None and not self.saving.done():
+            return
+        spec, options = self.shard.spec, self.shard.spec.options
+        positions = {s.device_id: s.position for s in self.streams}
+        args = (spec.swarm_name, self.shard.shard, spec.table, options.mode, positions)
+        self.saving = self.writer.submit(sessions.save_shard, *args, options.sessions_dir)
+        if not background:
+            self.saving.result()
+
+    def close(self) -> None:
+        self.save()
+        self.writer.shutdown()
+
+
+@contextlib.contextmanager
+def _sigterm_stops(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM (systemd, Docker, Kubernetes, ``timeout``) asks for the same clean stop as ^C.
+
+    Only the main thread may set a handler; elsewhere the caller's own handling applies.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_planned_shard(
+    shard: ShardPlan,
+    rows: RowSource,
+    settings: MqttSettings,
+    *,
+    log: Callable[[str], None] = lambda _line: None,
+    interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+) -> ShardOutcome:
+    """Publish the shard's devices until their schedule ends or a stop is asked for.
+
+    Raises what the engine raises before any device starts (``MqttConfigError``,
+    ``BrokerError``); an exception of ``interrupts`` in the calling thread stops the devices
+    cleanly instead of propagating.
+    """
+    spec, options = shard.spec, shard.spec.options
+    streams = data.build_streams(
+        shard.devices,
+        rows,
+        mode=options.mode,
+        device_type=options.device_type,
+        rows_per_message=options.rows_per_message,
+        sleep_time=options.sleep_time,
+        speed=options.speed,
+        positions=shard.positions,
+        history_start=spec.history_start,
+    )
+    saver = _PositionSaver(shard, streams)
+    stop = threading.Event()
+    stop_file = Path(options.stop_file) if options.stop_file else None
+
+    def should_stop() -> bool:
+        return stop.is_set() or (stop_file is not None and stop_file.exists())
+
+    def on_progress(result: ShardResult) -> None:
+        log(progress_line(result))
+        saver.save(background=True)
+
+    outcome: dict[str, ShardResult | BaseException] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_engine(
+                shard.shard,
+                streams,
+                settings,
+                spec.schedule,
+                connections=options.connections,  # type: ignore[arg-type]
+                dry=options.dry,
+                verify=options.verify,
+                should_stop=should_stop,
+                on_progress=on_progress,
+                progress_interval=options.progress_interval,
+            )
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    # The engine runs in a worker thread so that an interruption of this thread can ask it to
+    # stop and still collect its partial result. An Event, not Thread.join: a join interrupted
+    # by a signal can leave is_alive() wrong.
+    interrupted = False
+    with _sigterm_stops(stop):
+        worker = threading.Thread(target=work, name=f"swarm-shard-{shard.shard}", daemon=True)
+        worker.start()
+        while not done.is_set():
+            try:
+                done.wait(WAKE_SECONDS)
+            except interrupts:
+                stop.set()
+            if stop.is_set() and not interrupted:
+                interrupted = True
+                log(f"shard {shard.shard}: asked to stop, stopping the devices")
+    saver.close()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    result = outcome["result"]
+    assert isinstance(result, ShardResult)
+    return ShardOutcome(result, interrupted)
