@@ -42,16 +42,18 @@ RUN = {
     "dagster job backfill -w workspace.yaml -j cosmos_live_export_job "
     "--partitions LEVEL1_SOILMET_30MIN,LEVEL1_NMDB_1HOUR --noprompt",
     "dagster asset materialize -m iotswarm_pipelines.definitions --select cosmos/history_export "
-    '--partition "$(date -u -d yesterday +%F)|LEVEL1_SOILMET_30MIN"',
+    '--config-json \'{"ops": {"cosmos__history_export": {"config": {"table": '
+    '"LEVEL1_SOILMET_30MIN", "first_day": "2024-06-01", "last_day": "2024-06-30"}}}}\'',
     'live-cosmos livecosmos.cfg LEVEL1_SOILMET_30MIN --since "$(date -u -d yesterday +%F)T00:00" '
     '--until "$(date -u -d yesterday +%F)T12:00"',
-    "dagster sensor stop cosmos_new_rows_level1_soilmet_30min -w workspace.yaml",
-    "dagster schedule start cosmos_every_level1_soilmet_30min -w workspace.yaml",
+    "make sensor-stop NAME=cosmos_new_rows_level1_soilmet_30min",
+    "make schedule-start NAME=cosmos_every_level1_soilmet_30min",
     "iot-swarm --dry --max-sites 5",
     "iot-swarm --max-sites 3 --per-site 2 --max-cycles 2 --sleep-time 1 --verify",
     "iot-swarm --help",
     "dagster job execute -m iotswarm_pipelines.definitions -j cosmos_health_checks",
-    'live-cosmos reconcile livecosmos.cfg LEVEL1_SOILMET_30MIN --since "$(date -u -d yesterday +%F)"',
+    "live-cosmos reconcile livecosmos.cfg LEVEL1_SOILMET_30MIN "
+    '--since "$(date -u -d yesterday +%F)"',
     # docs/sample-database.md
     "cosmos-sample",
     "cosmos-sample --start 2024-06-01 --days 7 --sites ALIC1,BALRD --tables LEVEL1_SOILMET_30MIN",
@@ -102,6 +104,12 @@ NOT_RUN = {
     "--connections shared --mqtt-prefix fdri/cosmos_swarm": (
         "needs Oracle and AWS IoT Core",
         "test_mqtt_client.py (mutual TLS, ALPN through a local proxy) and test_iot_core.py",
+    ),
+    "iot-swarm --devices 100000 --shards 6 --mode loop --sleep-time 60 --max-cycles 3 "
+    "--delay-start --qos 1 --verify --brokers b1:1883,b2:1883,b3:1883,b4:1883,b5:1883,b6:1883 "
+    "--source-addresses 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7": (
+        "100,000 connections to six brokers for minutes (the scale benchmark)",
+        "benchmarks/bench_swarm_scale.py; test_swarm_cli.py (brokers and source addresses)",
     ),
     "IOTSWARM_EXECUTOR=celery make dev": (
         "serves the UI until Ctrl-C",

@@ -75,6 +75,7 @@ class _Shard:
         should_stop: Callable[[], bool],
         on_progress: Callable[[ShardResult], None] | None,
         progress_interval: float,
+        client_id: str | None = None,
     ) -> None:
         self.should_stop = should_stop
         self.on_progress = on_progress
@@ -116,8 +117,8 @@ class _Shard:
                 publisher.add(stream, conn)
         elif connections == "shared":
             ids = hashlib.sha1("\n".join(sorted(d.device_id for d in devices)).encode())
-            client_id = f"iotswarm-shard-{shard}-{ids.hexdigest()[:8]}"
-            conn = self.connections.add(client_id, window, publisher.on_publish)
+            name = client_id or f"iotswarm-shard-{shard}-{ids.hexdigest()[:8]}"
+            conn = self.connections.add(name, window, publisher.on_publish)
             for stream in devices:
                 publisher.add(stream, conn)
         else:
@@ -204,6 +205,7 @@ def run_shard(
     schedule: Schedule,
     *,
     connections: Literal["per_device", "shared"] = "per_device",
+    client_id: str | None = None,
     dry: bool = False,
     verify: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
@@ -236,4 +238,5 @@ def run_shard(
         should_stop,
         on_progress,
         progress_interval,
+        client_id,
     ).run()
