@@ -55,7 +55,7 @@ $(SWITCHES): $(VENV)/.installed dagster-home
 	@[ -n "$(NAME)" ] || { echo "name the $(firstword $(subst -, ,$@)): make $@ NAME=..."; exit 2; }
 	$(BIN)/dagster $(subst -, ,$@) "$(NAME)" -w workspace.yaml
 
-# Celery workers for IOTSWARM_EXECUTOR=celery (README, "Scaling out"): WORKERS workers of
+# Celery workers for IOTSWARM_EXECUTOR=celery (docs/scaling-out.md): WORKERS workers of
 # CONCURRENCY processes each, on the queue and broker of the IOTSWARM_CELERY_* variables (local
 # Redis by default). Each shard holds one process for the swarm's whole duration. Ctrl-C stops them.
 WORKERS ?= 2

@@ -79,7 +79,7 @@ def _step_io(prod: bool) -> dict[str, Any]:
 
 
 def _export_resources(prod: bool) -> dict[str, Any]:
-    """State files and object store of the live export (see README, "Export storage")."""
+    """State files and object store of the live export (see docs/export-storage.md)."""
     if not prod:
         return build_stores(
             Destination(

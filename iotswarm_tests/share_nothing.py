@@ -1,6 +1,6 @@
 """A share-nothing deployment on this machine, for the test and the benchmark.
 
-The same variables on every "host" (README, "Scaling out"): the instance and the COSMOS source
+The same variables on every "host" (docs/scaling-out.md): the instance and the COSMOS source
 in PostgreSQL, step outputs, export objects and state, and swarm sessions and reports in S3,
 Celery through Redis and MQTT to Mosquitto. The run worker (``dagster job execute``) gets a
 folder of its own; the Celery workers get theirs in private mount namespaces

@@ -1,7 +1,7 @@
 """Raw access to a state store's copies, files or S3 objects, so one test covers both backends.
 
 Each kind knows the layout on its own (folder, or bucket and prefix) instead of asking the
-store, so the tests also check that the copies land where the README says.
+store, so the tests also check that the copies land where docs/export-storage.md says.
 """
 
 from __future__ import annotations

@@ -254,7 +254,7 @@ def resources_env_names() -> set[str]:
 # resources.py keeps the watermark state in a folder or in the bucket: exactly one is set.
 STATE_LOCATIONS = {"LIVECOSMOS_STATE_DIR", "LIVECOSMOS_STATE_URI"}
 # Unset on Kubernetes, where the step pods share the iotswarm-data volume: step outputs go
-# through S3 only for hosts that share no disk (README, "Scaling out").
+# through S3 only for hosts that share no disk (docs/scaling-out.md).
 OPTIONAL = {"IOTSWARM_IO_URI"}
 # Per host and optional: a broker list and the local addresses shards connect from.
 OPTIONAL |= {"IOTSWARM_MQTT_BROKERS", "IOTSWARM_MQTT_SOURCE_ADDRESSES"}

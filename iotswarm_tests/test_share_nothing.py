@@ -1,4 +1,4 @@
-"""Celery workers that share nothing but the network, on this one machine (README, "Scaling out").
+"""Celery workers that share nothing but the network, on this one machine (docs/scaling-out.md).
 
 Two workers run each in a mount namespace of its own with private tmpfs mounts over /tmp,
 /var/tmp and /dev/shm, and their own working directory, home, temporary folder, DAGSTER_HOME
