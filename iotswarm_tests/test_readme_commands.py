@@ -207,6 +207,30 @@ def page_commands(page: Path) -> list[str]:
     return shell_commands(page.read_text())
 
 
+def test_commands_are_read_from_shell_blocks_only():
+    text = """
+```bash
+# a comment line
+make demo   # trailing comment
+iot-swarm --host h \\
+  --port 443 --mqtt-prefix 'a#b'
+```
+
+```text
+not-a-command --x
+```
+
+```sh
+live-cosmos cfg all
+```
+"""
+    assert shell_commands(text) == [
+        "make demo",
+        "iot-swarm --host h --port 443 --mqtt-prefix 'a#b'",
+        "live-cosmos cfg all",
+    ]
+
+
 def test_every_command_is_run_or_covered():
     listed = {
         command: page.relative_to(REPO).as_posix()
