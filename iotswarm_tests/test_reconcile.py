@@ -295,3 +295,32 @@ def test_a_custom_payload_format_is_vouched_for_without_reads_and_healed_on_its_
     assert healed.healed == 48 and healed.complete
     assert sorted(store.list_keys()) == exported_keys
     assert b'"prog_name": "CPU:iotswarm-1.6.10.CR1X"' in store.get(gone)
+
+
+def test_with_batches_a_late_row_heals_as_its_whole_payload_and_the_rest_shows_duplicated(
+    tmp_path, store
+):
+    url, store, state = export_two_days(tmp_path, store, batch_size=48)
+    late = datetime(2024, 6, 1, 9, 15)
+    insert_rows(url, SOILMET, make_rows(SOILMET, "CHIMN", [late]))
+    before = set(store.list_keys())
+
+    healed = run(url, store, state, batch_size=48, heal=True)
+    assert [(s.site_id, s.missing) for s in healed.sites if s.missing] == [("CHIMN", (late,))]
+    assert healed.healed == 1 and healed.complete
+    [new] = set(store.list_keys()) - before
+    assert len(json.loads(store.get(new))["data"]) == 49  # the day's payload as the export cuts it
+
+    again = run(url, store, state, batch_size=48)
+    [chimn] = [s for s in again.sites if s.duplicated]
+    assert chimn.site_id == "CHIMN" and len(chimn.duplicated) == 48
+    assert again.complete and again.counts()["missing"] == 0
+    export_window(
+        SOILMET,
+        source=source(url),
+        store=store,
+        after=datetime(2024, 6, 1),
+        until=datetime(2024, 6, 2),
+        batch_size=48,
+    )
+    assert set(store.list_keys()) == before | {new}  # a replay of the day writes the same key
