@@ -6,9 +6,10 @@ and one batch size per table). Other subcommands register in ``SUBCOMMANDS``; a 
 that is not one of them is the flat form's CONFIG.
 
 Each table materializes the same ``cosmos_live_export`` asset as Dagster's triggers, in this
-process, on a temporary instance (or the one in ``--dagster-home``), so a cron job that called the
-old tool gets the new behaviour without a Dagster deployment. Exit codes: 0 exported, 1 an
-export failed, 2 bad arguments/config or the source cannot be reached.
+process, as runs of ``cosmos_live_export_job`` recorded in the instance of ``--dagster-home`` or
+``DAGSTER_HOME`` (so the UI lists them), or a temporary one when neither is set; a cron job that
+called the old tool gets the new behaviour without a Dagster deployment. Exit codes: 0 exported,
+1 an export failed, 2 bad arguments/config or the source cannot be reached.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sqlalchemy as sa
 from dagster_aws.s3 import S3Resource
 from tqdm import tqdm
 
+from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.export import pipeline
@@ -34,6 +36,7 @@ from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.assets import (
     LiveExportConfig,
     cosmos_live_export,
+    execute_live_export,
     run_tags,
     summary_from_metadata,
 )
@@ -81,7 +84,8 @@ CONFIG_HELP = (
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dagster-home",
-        help="record the runs in this Dagster instance (default: a temporary one)",
+        help="record the runs in this Dagster instance (default: $DAGSTER_HOME if set, else a "
+        "temporary one)",
     )
     parser.add_argument(
         "--prog-name",
@@ -299,7 +303,11 @@ def _run_config(config: LiveCosmosConfig, request: _Request, table: str) -> dict
 
 
 class _ProgressBar(logging.Handler):
-    """Turns the pipeline's progress records into a tqdm bar of rows (terminal only)."""
+    """Turns the pipeline's progress records into a tqdm bar of rows (terminal only).
+
+    The run first announces about how many rows it will read, which gives the bar its total and
+    time left; it is an upper bound (outages leave gaps), so the bar is completed at the end.
+    """
 
     def __init__(self, table: str) -> None:
         super().__init__(logging.DEBUG)
@@ -307,13 +315,19 @@ class _ProgressBar(logging.Handler):
         self.payloads = 0
 
     def emit(self, record: logging.LogRecord) -> None:
+        expected = getattr(record, "expected_rows", None)
+        if expected is not None:
+            self.bar.total = expected
+            self.bar.refresh()
+            return
         self.payloads += getattr(record, "payloads", 0)
         self.bar.update(getattr(record, "rows", 0))
         self.bar.set_postfix(payloads=self.payloads, refresh=False)
 
 
 @contextlib.contextmanager
-def _progress(table: str) -> Iterator[None]:
+def progress_bar(table: str) -> Iterator[None]:
+    """A progress bar of the rows one table's export reads, on stderr when it is a terminal."""
     logger = logging.getLogger(PROGRESS_LOGGER)
     handler = _ProgressBar(table)
     logger.addHandler(handler)
@@ -359,16 +373,9 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
 def _export(
     table: str, resources: dict[str, Any], run_config: dict[str, Any], instance: Any
 ) -> tuple[bool, str]:
-    with _progress(table):
-        result = dg.materialize(
-            [cosmos_live_export],
-            partition_key=table,
-            resources=resources,
-            run_config=run_config,
-            instance=instance,
-            tags={**run_tags(table), **trigger_tags(Trigger.CLI)},
-            raise_on_error=False,
-        )
+    with progress_bar(table):
+        tags = {**run_tags(table), **trigger_tags(Trigger.CLI)}
+        result = execute_live_export(table, resources, run_config, instance, tags)
     if not result.success:
         return False, f"{table}: export failed: {_failure(result)}"
     [event] = result.asset_materializations_for_node(cosmos_live_export.op.name)
@@ -427,11 +434,8 @@ def _guarded(request_of: Callable[[], _Request]) -> int:
     code = EXIT_OK
     with contextlib.ExitStack() as stack:
         # Entered, so the instance is the current one while its runs load their definitions.
-        instance = (
-            stack.enter_context(dg.DagsterInstance.from_config(request.dagster_home))
-            if request.dagster_home
-            else None
-        )
+        home = settings.dagster_home(request.dagster_home)
+        instance = stack.enter_context(dg.DagsterInstance.from_config(home)) if home else None
         for table in tables:
             ok, text = _export(table, resources, run_configs[table], instance)
             print(text, file=sys.stdout if ok else sys.stderr)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,6 +80,8 @@ class ExportSummary:
     failed: int = 0
     sites_advanced: int = 0
     watermarks: dict[str, datetime] = field(default_factory=dict)
+    advanced: tuple[str, ...] = ()
+    """The sites whose watermark this run moved (a terminal prints only those)."""
     lag_seconds: float | None = None
     dry_run: bool = False
     skipped_rows: list[str] = field(default_factory=list)
@@ -100,6 +102,22 @@ def check_fallback_hours(hours: float) -> None:
             f"fallback_hours must be a number of hours from 0 to {MAX_FALLBACK_HOURS} (50 years), "
             f"got {hours:g}; to send a new site's whole history, replay it with since"
         )
+
+
+def expected_rows(
+    cadence: timedelta,
+    first: Mapping[str, datetime],
+    newest: Mapping[str, datetime],
+    until: datetime | None = None,
+) -> int:
+    """About how many rows a run will read: from each site's first row to send to its newest,
+    in logging periods (an upper bound: outages leave gaps), for a progress bar's time left."""
+    total = 0
+    for site, start in first.items():
+        end = min(newest.get(site, start), until) if until is not None else newest.get(site, start)
+        if end >= start:
+            total += int((end - start) / cadence) + 1
+    return total
 
 
 def utc_now() -> datetime:
@@ -399,15 +417,25 @@ def _export(
         + (", dry run" if dry_run else "")
     )
 
+    def has_new(site_id: str) -> bool:
+        start = starts[site_id]
+        return site_id in newest and (start is None or newest[site_id] > start)
+
+    pending = {s: starts[s] for s in selected if has_new(s)}
+    expected = expected_rows(
+        spec.cadence, source.first_times_after(spec.name, pending), newest, until
+    )
+    log.info(f"{spec.name}: about {expected} rows to send")
+    _progress.debug("expected", extra={"table": spec.name, "expected_rows": expected})
+
     def rows() -> Iterator[dict]:
         for site_id in selected:
-            start = starts[site_id]
-            if site_id not in newest or (start is not None and newest[site_id] <= start):
+            if not has_new(site_id):
                 continue  # nothing new: no query
             end = until
             if site_id in run.held:  # rows from the future stay in the source
                 end = horizon if until is None else min(until, horizon)
-            yield from run.site_rows(source, site_id, start, end)
+            yield from run.site_rows(source, site_id, starts[site_id], end)
 
     try:
         _ship(run, store, aligned_batches(rows(), batch_size, spec.cadence, newest), dry_run)
@@ -419,7 +447,8 @@ def _export(
     summary.watermarks = {
         s: w for s in selected if (w := state_rules.watermark(current, s)) is not None
     }
-    summary.sites_advanced = sum(1 for s, w in summary.watermarks.items() if w != before.get(s))
+    summary.advanced = tuple(s for s, w in summary.watermarks.items() if w != before.get(s))
+    summary.sites_advanced = len(summary.advanced)
     summary.lag_seconds = _lag(newest, summary.watermarks)
     _raise_if_failed(run, store, "the watermarks cover only what was stored")
     _raise_if_stopped(run)

@@ -1,14 +1,16 @@
 """``iot-swarm``: run the swarm job from a terminal, with the old swarm's options and more.
 
-The same job as in the UI: one shard runs in this process; more shards run one process each
-(the multiprocess executor on a throw-away Dagster instance). Every check that can fail runs
-before a device starts and prints one line (exit 2). The exit status is 1 when messages were
-lost at QoS 1 or the broker could not be used during the run.
+The same job as in the UI (``swarm_job``): one shard runs in this process; more shards run one
+process each (the multiprocess executor). Runs are recorded in the ``DAGSTER_HOME`` instance when
+one is set, so the UI of ``make dev`` shows them and the report; otherwise in a throw-away one.
+Every check that can fail runs before a device starts and prints one line (exit 2). The exit
+status is 1 when messages were lost at QoS 1 or the broker could not be used during the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -27,6 +29,7 @@ import dagster as dg
 from tqdm import tqdm
 
 from iotswarm_pipelines import settings
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.swarm import options, sessions
@@ -144,6 +147,11 @@ def assemble(
 ) -> tuple[SwarmConfig, dict[str, Any], MqttResource]:
     """The job's config, run config and broker from option values (any command tree's)."""
     job_source, url = _source(source)
+    if "table" in run_values:  # the older spelling (LEVEL_1_...) too; unknown: one line
+        try:
+            run_values = {**run_values, "table": catalogue.get_table(run_values["table"]).name}
+        except catalogue.UnknownTableError as exc:
+            raise SwarmConfigError(str(exc)) from None
     config = SwarmConfig(
         **{
             **run_values,
@@ -161,7 +169,7 @@ def assemble(
     if schema_name:
         cosmos_config["schema_name"] = schema_name
     run_config = {
-        "ops": {"plan_swarm": {"config": config.model_dump(exclude_none=True)}},
+        "ops": {"plan_swarm": {"config": config.model_dump(mode="json", exclude_none=True)}},
         "resources": {"mqtt": {"config": mqtt_config}, "cosmos": {"config": cosmos_config}},
         "loggers": {"console": {"config": {"log_level": log_level.upper()}}},
     }
@@ -178,16 +186,18 @@ class _Progress:
         self.bar = tqdm(total=total, unit="msg", desc="messages", disable=None, file=sys.stderr)
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
+    def _poll(self) -> None:
+        try:
+            session = sessions.load_session(str(self.config.swarm_name), self.config.sessions_dir)
+        except SwarmConfigError:
+            return  # a file mid-replace; the next poll reads it
+        if session is not None:
+            made = sum(p.cycles for p in session.positions.values()) - self.start_cycles
+            self.bar.update(max(made - self.bar.n, 0))
+
     def _watch(self) -> None:
-        name = str(self.config.swarm_name)
         while not self.stop.wait(1.0):
-            try:
-                session = sessions.load_session(name, self.config.sessions_dir)
-            except SwarmConfigError:
-                continue  # a file mid-replace; the next poll reads it
-            if session is not None:
-                made = sum(p.cycles for p in session.positions.values()) - self.start_cycles
-                self.bar.update(max(made - self.bar.n, 0))
+            self._poll()
 
     def __enter__(self) -> _Progress:
         self.thread.start()
@@ -196,6 +206,7 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+        self._poll()  # the shards' last saves, written after the previous poll: 100% when done
         self.bar.close()
 
 
@@ -220,10 +231,16 @@ def _outcome(result: Any) -> Outcome:
 
 def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> Outcome:
     if config.shards == 1:
-        result = cli_swarm_job.execute_in_process(
-            run_config=run_config, tags=run_tags(str(config.swarm_name)), raise_on_error=False
-        )
-        return _outcome(result)
+        with contextlib.ExitStack() as stack:
+            home = settings.dagster_home()
+            instance = stack.enter_context(dg.DagsterInstance.from_config(home)) if home else None
+            result = cli_swarm_job.execute_in_process(
+                run_config=run_config,
+                instance=instance,
+                tags=run_tags(str(config.swarm_name)),
+                raise_on_error=False,
+            )
+            return _outcome(result)
     return _execute_detached(config, run_config)
 
 
@@ -251,7 +268,7 @@ def _execute_detached(config: SwarmConfig, run_config: dict[str, Any]) -> Outcom
             try:
                 child.join(0.5)
             except KeyboardInterrupt:
-                print("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
+                tqdm.write("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
                 stop_file.touch()
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -270,6 +287,7 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
     the run, report included.
     """
     os.setsid()
+    home = settings.dagster_home()
     stop_file = Path(run_config["ops"]["plan_swarm"]["config"]["stop_file"])
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_file.touch())
     signal.signal(signal.SIGINT, lambda _signum, _frame: stop_file.touch())
@@ -280,7 +298,11 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
     def execute() -> None:
         try:
             with (
-                dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE) as instance,
+                (
+                    dg.DagsterInstance.from_config(home)
+                    if home
+                    else dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE)
+                ) as instance,
                 dg.execute_job(
                     dg.reconstructable(_cli_job),
                     instance,
