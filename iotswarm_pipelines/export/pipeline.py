@@ -35,6 +35,7 @@ from iotswarm_pipelines.export.watermarks import (
     Row,
     SiteProgress,
     aligned_batches,
+    batch_window,
     newest_time,
     replay_may_advance,
 )
@@ -472,7 +473,9 @@ def export_window(
 
     The state is neither read nor written: the live export owns the watermarks, and a re-sent
     payload lands on the key it had before, so nothing duplicates: with any ``batch_size`` the
-    payloads are aligned to the table's cadence (``aligned_batches``), as the live run's are.
+    payloads are aligned to the table's cadence (``aligned_batches``), as the live run's are,
+    and the window is widened to whole batches (``batch_window``): a batch that crosses its
+    edges (7 half-hours across midnight) is re-sent whole, never cut into a new key.
     """
     spec = catalogue.get_table(table)
     log = log or _module_log
@@ -483,9 +486,11 @@ def export_window(
     site_ids: set[str] = set()
     selected = _select_sites(spec, source, sites, log)
 
+    first, last = batch_window(after, until, batch_size, spec.cadence)
+
     def rows() -> Iterator[dict]:
         for site_id in selected:
-            for row in run.site_rows(source, site_id, after, until):
+            for row in run.site_rows(source, site_id, first, last):
                 site_ids.add(site_id)
                 yield row
 
