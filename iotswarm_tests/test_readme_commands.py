@@ -15,6 +15,7 @@ set-up exports it, a small sample database (two sites, two days) and the README'
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -251,6 +252,18 @@ def test_the_readme_starts_with_the_two_commands():
     text = (REPO / "README.md").read_text()
     assert shell_commands(text)[:2] == ["make demo", "make test"]
     assert text.index("```bash") < text.index("\n## ")
+
+
+def test_relative_links_and_images_resolve():
+    """Sections moved between README.md and docs/ keep their pictures and cross-links."""
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            if not (page.parent / target.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert not broken, broken
 
 
 def test_skipped_commands_name_a_program_that_exists():
