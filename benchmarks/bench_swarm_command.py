@@ -164,6 +164,11 @@ def main() -> None:
                     )
                 if c_one and c_two:
                     print(f"QoS {qos}: C in two processes / C in one: {c_two / c_one:.2f}")
+                swarm = {name: sub for q, name, sub, *_ in rows if q == qos}
+                single, double = SCENARIOS["per-device"].name, SCENARIOS["2-shards"].name
+                if single in swarm and double in swarm:
+                    shards_ratio = swarm[double] / swarm[single]
+                    print(f"QoS {qos}: iot-swarm 2 shards / 1 shard: {shards_ratio:.2f}")
             print("\n| QoS | scenario | iot-swarm | C reference | ratio |\n|---|---|---|---|---|")
             for qos, name, sub, ref_name, ref, ratio in rows:
                 print(f"| {qos} | {name} | {sub:,.0f} | {ref_name} {ref:,.0f} | {ratio:.2f} |")
