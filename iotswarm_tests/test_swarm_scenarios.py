@@ -20,11 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import dagster as dg
 import paho.mqtt.client as paho
 import pytest
 
+from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm import scenario
+from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.cli import main
 from iotswarm_pipelines.swarm.mqtt.types import ShardResult
 from iotswarm_pipelines.swarm.options import SwarmOptions
@@ -93,7 +96,8 @@ def iot_swarm(*args: str) -> subprocess.CompletedProcess:
 
 
 def expected_times(rows: int) -> list[str]:
-    return [(T0 + timedelta(minutes=k)).strftime("%Y-%m-%dT%H:%M:%S.000000") for k in range(1, rows + 1)]
+    """The payload times of the first ``rows`` rows of the 1-minute table."""
+    return [f"{T0 + timedelta(minutes=k):%Y-%m-%dT%H:%M:%S}.000000" for k in range(1, rows + 1)]
 
 
 @pytest.mark.parametrize("batch", [1, 10])
@@ -124,6 +128,37 @@ def test_outage_of_20_of_50_devices_delivers_every_row_once_in_order(
     catch_up = re.search(r"phase catch-up: .* reconnects (\d+)", out)
     assert catch_up and int(catch_up.group(1)) == 20, out
     assert "lost 0, duplicated 0" in out
+
+
+def test_swarm_job_reports_the_phases_on_the_report_asset(mqtt_broker):
+    """The job as the UI launches it: two shards, half of 8 devices offline for 5 simulated
+    minutes; the report asset's materialization carries the per-phase numbers."""
+    from iotswarm_pipelines.definitions import defs
+
+    assert mqtt_broker == ("127.0.0.1", 1883), "the local deployment's broker is 127.0.0.1:1883"
+    settings.data_dir().mkdir(parents=True, exist_ok=True)
+    end = T0 + timedelta(hours=1)
+    generate(settings.sample_db_url(), start=T0, end=end, sites=["ALIC1"], tables=[PRECIP])
+    name = f"iotswarm-phases-{uuid.uuid4().hex[:8]}"
+    config = {
+        "table": PRECIP, "mode": "loop", "devices": 8, "shards": 2, "max_cycles": 12,
+        "sleep_time": 0.1, "qos": 1, "verify": True, "swarm_name": name, "mqtt_prefix": name,
+        "outage_share": 50, "outage_start": 2, "outage_minutes": 5,
+    }  # fmt: skip
+    with dg.instance_for_test() as instance:
+        result = defs.get_job_def("swarm_job").execute_in_process(
+            run_config={"ops": {"plan_swarm": {"config": config}}}, instance=instance
+        )
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("swarm_report")
+    assert materialization.asset_key == swarm_report_asset.key
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["backlog_messages"] == 4 * 5 and metadata["catch_up_reconnects"] == 4
+    assert metadata["backlog_drain_s"] >= 0
+    assert metadata["lost"] == 0 and metadata["duplicated"] == 0 and metadata["delivered"] == 96
+    for phase in ("steady", "outage", "catch_up", "after"):
+        assert isinstance(metadata[f"{phase}_msgs_per_s"], float), phase
+    assert "| outage |" in metadata["summary"] and "drained in" in metadata["summary"]
 
 
 @pytest.mark.parametrize(

@@ -314,9 +314,32 @@ def _phase_lines(report: SwarmReport) -> list[str]:
     return lines
 
 
+def _phase_table(report: SwarmReport) -> str:
+    """The phases as a markdown table (the UI shows it above the metric list)."""
+    if not report.phases:
+        return ""
+    rows = "\n".join(
+        f"| {p.name} | {p.seconds:.1f} | {p.messages} | {p.msgs_per_s:.1f} | "
+        f"{_ms(p.latency_p50_ms)} | {_ms(p.latency_p95_ms)} | {_ms(p.latency_p99_ms)} | "
+        f"{p.reconnects} |"
+        for p in report.phases
+    )
+    drain = (
+        f"\nBacklog: {report.backlog_messages} messages, drained in "
+        f"{report.backlog_drain_s:.2f} s.\n"
+        if report.backlog_drain_s is not None
+        else ""
+    )
+    return (
+        "| phase | seconds | messages | msgs/s | p50 | p95 | p99 | reconnects |\n"
+        f"|---|---|---|---|---|---|---|---|\n{rows}\n{drain}\n"
+    )
+
+
 def render_markdown(report: SwarmReport, title: str = "swarm") -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in report.metadata().items())
     chart = render_text(report, title)
     return (
-        f"## Swarm report: {title}\n\n| metric | value |\n|---|---|\n{rows}\n\n```\n{chart}\n```\n"
+        f"## Swarm report: {title}\n\n{_phase_table(report)}| metric | value |\n|---|---|\n"
+        f"{rows}\n\n```\n{chart}\n```\n"
     )
