@@ -4,8 +4,10 @@ paho reads each packet piece by piece (the command byte, each remaining-length b
 rest): three `recv` calls for every 4-byte PUBACK, the packet a QoS 1 swarm receives most, and
 as many for every message the verifier receives. It also writes each queued packet with its own
 `send`. `SwarmClient` reads whatever has arrived with one `recv` and hands paho the pieces
-from that buffer, and joins queued QoS 1 PUBLISH packets into writes of up to 256 KB. paho
-still builds, parses and handles every packet, keeps every unacknowledged message and re-sends
+from that buffer, joins queued QoS 1 PUBLISH packets into writes of up to 256 KB, and takes
+an MQTT 3.1.1 PUBACK's message ID without paho's per-packet reason code and properties objects
+(MQTT 5 PUBACKs, which may carry them, go through paho's decoder). paho still builds and
+parses every other packet, keeps every unacknowledged message and re-sends
 it after a reconnect (it rebuilds its write queue then, so a joined write never outlives its
 connection). QoS 0 packets are left alone: paho marks each one sent when its own write ends.
 
@@ -15,12 +17,18 @@ Callers waiting for the socket to become readable must first hand paho what is `
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 READ_SIZE = 65536
 WRITE_SIZE = 1 << 18
+_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)  # what paho reports for any MQTT 3.1.1 PUBACK
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 
 
 class SwarmClient(paho.Client):
@@ -44,6 +52,18 @@ class SwarmClient(paho.Client):
     def buffered(self) -> bool:
         """Bytes of the current connection read from the socket but not yet handed to paho."""
         return self._read_sock is self._sock and self._read_pos < len(self._read_buffer)
+
+    def _handle_pubackcomp(self, cmd):
+        """An MQTT 3.1.1 PUBACK is just a message ID: acknowledge it without building a reason
+        code and a properties object for each (paho's decoder does, whatever the protocol)."""
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or self._protocol == paho.MQTTv5 or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        (mid,) = struct.unpack("!H", packet)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PROPERTIES)
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def loop_write(self) -> paho.MQTTErrorCode:
         if len(self._out_packet) > 1:
