@@ -231,6 +231,8 @@ class Publisher:
             self._reap_written(conn)
             if conn.ready and len(conn.outstanding) < before:
                 self.dirty.add(conn)
+            if conn.held and self.connections is not None:
+                self.connections.drop_if_idle(conn)
 
     # device cycles -----------------------------------------------------------------------
 
