@@ -5,15 +5,26 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 DAGSTER_HOME_DIR := $(CURDIR)/.dagster_home
 
-.PHONY: demo test dev lint bench services dagster-home workers clean
+.PHONY: demo test dev lint lock bench services dagster-home workers clean
 
 $(BIN)/activate:
 	PYTHON="$(PYTHON)" scripts/bootstrap.sh "$(VENV)"
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# Every target installs the versions in requirements.lock (the set CI passed with); a dependency
+# not in the lock yet installs unpinned until `make lock` is run.
+$(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/pip install --quiet --constraint requirements.lock -e '.[test,dev]'
 	touch $@
+
+# Refresh requirements.lock (and its runtime part, deploy/constraints.txt): resolve the tested
+# set afresh in a throw-away venv and pin every version it installed. Commit both files.
+lock:
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	PYTHON="$(PYTHON)" scripts/bootstrap.sh "$$tmp/venv" && \
+	"$$tmp/venv/bin/pip" install --quiet --upgrade pip && \
+	"$$tmp/venv/bin/pip" install --quiet "$(CURDIR)[test,dev]" && \
+	"$$tmp/venv/bin/python" scripts/lock_deploy_deps.py
 
 # dagster dev ignores ./dagster.yaml once DAGSTER_HOME is set, so the home holds a link to it.
 # Only the demo and the UI use it; the tests make their own temporary instances.
@@ -52,9 +63,11 @@ test: $(VENV)/.installed services
 	ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true; \
 	$(BIN)/python -m pytest; rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; exit 1; }; exit $$rc
 
+# Style and types: ruff, then mypy (strict on the rule modules; see [tool.mypy] in pyproject.toml).
 lint: $(VENV)/.installed
 	$(BIN)/ruff check iotswarm_pipelines iotswarm_tests benchmarks
 	$(BIN)/ruff format --check iotswarm_pipelines iotswarm_tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf .demo .dagster_home

@@ -3,7 +3,8 @@
 * ``multiprocess`` (default): the swarm's shards run as processes on the run worker's machine;
   an export run (one step) runs inside its run worker.
 * ``celery``: every step is a task on a Celery queue, run by whichever worker takes it, on any
-  machine that shares the instance's storage (see README, "Scaling out").
+  machine that reaches the instance (PostgreSQL) and the step outputs (a shared folder, or S3
+  with ``IOTSWARM_IO_URI``; see README, "Scaling out").
 * ``k8s``: every step is a Kubernetes Job from the deployment's image (``deploy/``).
 
 The executor's own settings (broker URL, namespace, ...) stay run config, with defaults that
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -117,7 +119,7 @@ def _celery_executor() -> dg.ExecutorDefinition:
         requirements=dg.multiple_process_executor_requirements(),
     )
     def celery_with_defaults(context: dg.InitExecutorContext) -> dg.Executor:
-        config = dict(context.executor_config)
+        config: dict[str, Any] = dict(context.executor_config)
         target = celery_target(config.get("broker"))
         config["broker"] = target.broker
         config["backend"] = config.get("backend") or target.backend

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -101,7 +101,7 @@ def _str_rank(value: str) -> int:
     return DATETIME
 
 
-_RANK_BY_TYPE = {
+_RANK_BY_TYPE: dict[type, Callable[[Any], int]] = {
     type(None): lambda v: NIL,
     float: _float_rank,
     int: _int_rank,
@@ -160,10 +160,12 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-class Cr1000xPayload(dict):
+class Cr1000xPayload(dict[str, Any]):
     """A payload dict that remembers its shared, already serialised ``head``."""
 
     __slots__ = ("head", "prefix")
+    head: dict[str, Any]
+    prefix: _HeadPrefix
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ class _HeadPrefix:
 @lru_cache(maxsize=8192)
 def _head(
     station_name: str, columns: tuple[str, ...], ranks: tuple[int, ...], prog_name: str
-) -> tuple[dict, _HeadPrefix]:
+) -> tuple[dict[str, Any], _HeadPrefix]:
     head = {
         "transaction": 0,
         "signature": 111111,
@@ -234,7 +236,8 @@ class _RowPlan:
         self.native = all(t in _JSON_NATIVE for t in types)
         self.floats = _getter(self.float_idx)
         self.ints = _getter(self.int_idx)
-        self.common: dict[tuple[int, ...], tuple[int, ...]] = {}
+        # Key: the ranks of the non-numeric values, and which integers are short.
+        self.common: dict[tuple[tuple[int, ...], tuple[bool, ...]], tuple[int, ...]] = {}
 
     def ranks(self, values: list[Any]) -> tuple[tuple[int, ...], bool]:
         """Ranks of one row's values, and whether the row holds a NaN."""
@@ -281,7 +284,7 @@ def _is_short(value: int) -> bool:
     return value != 0 and -32768 <= value <= 32767
 
 
-def _getter(indices: list[int]):
+def _getter(indices: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     if not indices:
         return lambda values: ()
     if len(indices) == 1:

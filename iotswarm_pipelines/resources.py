@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
+from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
@@ -26,12 +26,56 @@ def build_resources() -> dict[str, Any]:
         ),
         **_export_resources(prod),
         "mqtt": _mqtt_resource(prod),
+        **_step_io(prod),
     }
 
 
-def _set_env(**names: str) -> dict[str, dg.EnvVar]:
+def _set_env(**names: str) -> dict[str, Any]:
     """EnvVars for the variables that are set; unset ones fall back to boto3's own lookup."""
     return {field: dg.EnvVar(name) for field, name in names.items() if os.environ.get(name)}
+
+
+S3_ENV = {
+    "region_name": "AWS_REGION",
+    "endpoint_url": "LIVECOSMOS_S3_ENDPOINT_URL",
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "aws_session_token": "AWS_SESSION_TOKEN",
+}
+
+
+def s3_resource() -> S3Resource:
+    """The production S3 connection (payloads, state, step outputs), settings from ``S3_ENV``."""
+    return S3Resource(**_set_env(**S3_ENV))
+
+
+def s3_resource_now() -> S3Resource:
+    """The same connection with the values read now, for code that runs outside a resource."""
+    values: dict[str, Any] = {
+        field: os.environ[name] for field, name in S3_ENV.items() if os.environ.get(name)
+    }
+    return S3Resource(**values)
+
+
+def _step_io(prod: bool) -> dict[str, Any]:
+    """Step outputs as S3 objects at ``IOTSWARM_IO_URI=s3://bucket/prefix`` (production only).
+
+    Unset, Dagster's filesystem IO manager under the instance's storage folder hands outputs
+    from step to step, which steps on other machines reach only through a shared disk; with
+    it, Celery workers or pods on hosts that share nothing but the network can run any step.
+    """
+    uri = os.environ.get("IOTSWARM_IO_URI", "").strip()
+    if not (prod and uri):
+        return {}
+    try:
+        bucket, prefix = split_s3_uri(uri)
+    except ValueError as exc:
+        raise ValueError(f"IOTSWARM_IO_URI {exc}") from None
+    return {
+        "io_manager": S3PickleIOManager(
+            s3_resource=s3_resource(), s3_bucket=bucket, s3_prefix=prefix
+        )
+    }
 
 
 def _export_resources(prod: bool) -> dict[str, Any]:
@@ -43,15 +87,7 @@ def _export_resources(prod: bool) -> dict[str, Any]:
                 state_dir=str(settings.data_dir() / "state"),
             )
         )
-    s3 = S3Resource(
-        **_set_env(
-            region_name="AWS_REGION",
-            endpoint_url="LIVECOSMOS_S3_ENDPOINT_URL",
-            aws_access_key_id="AWS_ACCESS_KEY_ID",
-            aws_secret_access_key="AWS_SECRET_ACCESS_KEY",
-            aws_session_token="AWS_SESSION_TOKEN",
-        )
-    )
+    s3 = s3_resource()
     # State files in LIVECOSMOS_STATE_DIR (or the default folder), or S3 objects at
     # LIVECOSMOS_STATE_URI=s3://bucket/prefix, through the same connection as the payloads.
     state_bucket = state_prefix = None
@@ -73,16 +109,27 @@ def _export_resources(prod: bool) -> dict[str, Any]:
     )
 
 
+def _host_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
 def _mqtt_resource(prod: bool) -> MqttResource:
-    """The swarm's broker: Mosquitto on loopback locally, ``IOTSWARM_MQTT_*`` in production."""
+    """The swarm's broker: Mosquitto on loopback locally, ``IOTSWARM_MQTT_*`` in production.
+
+    ``IOTSWARM_MQTT_SOURCE_ADDRESSES`` is read where the code location loads, so each Celery
+    worker host binds its shards' connections to its own local addresses (round robin by shard).
+    """
+    local_addresses = _host_list("IOTSWARM_MQTT_SOURCE_ADDRESSES")
     if not prod:
-        return MqttResource(host="127.0.0.1", port=1883)
+        return MqttResource(host="127.0.0.1", port=1883, source_addresses=local_addresses)
     alpn = os.environ.get("IOTSWARM_MQTT_ALPN", "")
     return MqttResource(
         host=dg.EnvVar("IOTSWARM_MQTT_HOST"),
         port=int(os.environ.get("IOTSWARM_MQTT_PORT", "8883")),
         tls=os.environ.get("IOTSWARM_MQTT_TLS", "true").lower() in ("1", "true", "yes"),
         alpn=[a for a in alpn.split(",") if a],
+        brokers=_host_list("IOTSWARM_MQTT_BROKERS"),
+        source_addresses=local_addresses,
         **_set_env(
             username="IOTSWARM_MQTT_USERNAME",
             password="IOTSWARM_MQTT_PASSWORD",

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +20,29 @@ import dagster as dg
 import psutil
 
 from iotswarm_tests.services import wait_until
+from iotswarm_tests.share_nothing import FOLDERS
 
 STOP_TIMEOUT = 60
+
+
+# Mounted over by a private tmpfs in an isolated worker's mount namespace: what the worker
+# writes there (its folders, temporary files, POSIX semaphores) neither the host nor the other
+# worker sees, and it sees none of theirs.
+PRIVATE_MOUNTS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 @dataclass(frozen=True)
 class Worker:
     name: str  # the Celery node name, e.g. "w1-iotswarm-test-1a2b3c4d@host"
     process: subprocess.Popen
-    log: Path
+    log: Path  # as the worker sees it
+    private: Path | None = None  # an isolated worker's own folder, as it sees it
+
+    def view(self, path: Path) -> Path:
+        """``path`` as the worker sees it, reached from the host (its mount namespace)."""
+        if self.private is None:
+            return path
+        return Path(f"/proc/{self.process.pid}/root") / path.relative_to("/")
 
     def owns(self, pid: int) -> bool:
         """Whether ``pid`` is this worker or one of its pool processes."""
@@ -49,9 +63,22 @@ class WorkerGroup:
 
 @contextmanager
 def celery_workers(
-    count: int, concurrency: int, env: dict[str, str], logs: Path
+    count: int,
+    concurrency: int,
+    env: dict[str, str],
+    logs: Path,
+    isolated_in: Path | None = None,
+    own_env: Sequence[dict[str, str]] = (),
 ) -> Iterator[WorkerGroup]:
-    """``count`` workers of ``iotswarm_pipelines.celery_worker``, stopped (warm) on exit."""
+    """``count`` workers of ``iotswarm_pipelines.celery_worker``, stopped (warm) on exit.
+
+    With ``isolated_in`` (a folder under one of ``PRIVATE_MOUNTS``) each worker runs in a mount
+    namespace of its own (``unshare --mount``, root only) with a private tmpfs over each of
+    ``PRIVATE_MOUNTS``, and ``isolated_in/w<i>`` inside it as its working directory, home,
+    ``TMPDIR``, ``DAGSTER_HOME`` and ``IOTSWARM_DATA_DIR``: like a host of its own that shares
+    only the network. Its log is then inside that folder too. ``own_env[i]`` is added to the
+    environment of worker ``i + 1`` only (a host's own settings).
+    """
     queue = f"iotswarm-test-{uuid.uuid4().hex[:8]}"
     env = {**env, "IOTSWARM_EXECUTOR": "celery", "IOTSWARM_CELERY_QUEUE": queue}
     celery = str(Path(sys.executable).with_name("celery"))
@@ -60,18 +87,44 @@ def celery_workers(
     try:
         for i in range(1, count + 1):
             name = f"w{i}-{queue}@%h"
-            log = logs / f"w{i}.log"
+            private = isolated_in / f"w{i}" if isolated_in else None
+            log = (private or logs) / f"w{i}.log"
             command = [celery, "-A", "iotswarm_pipelines.celery_worker", "worker", "-n", name]
             command += ["-Q", queue, "--concurrency", str(concurrency), "--prefetch-multiplier=1"]
             command += ["--without-gossip", "--without-mingle", "-l", "INFO", "-f", str(log)]
-            with log.with_suffix(".out").open("wb") as out:  # start-up errors, warnings
-                process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
-            workers.append(Worker(name.replace("%h", _hostname()), process, log))
+            worker_env = {**env, **(own_env[i - 1] if i <= len(own_env) else {})}
+            if private:
+                command, worker_env = _isolated(command, worker_env, private)
+            with (logs / f"w{i}.out").open("wb") as out:  # start-up errors, warnings
+                process = subprocess.Popen(command, env=worker_env, stdout=out, stderr=out)
+            workers.append(Worker(name.replace("%h", _hostname()), process, log, private))
         for worker in workers:
-            wait_until(lambda w=worker: _ready(w), 60, f"Celery worker {worker.name}", 0.2)
+            wait_until(lambda w=worker: _ready(w, logs), 60, f"Celery worker {worker.name}", 0.2)
         yield WorkerGroup(queue, env, workers)
     finally:
         _stop(workers)
+
+
+def _isolated(
+    command: list[str], env: dict[str, str], private: Path
+) -> tuple[list[str], dict[str, str]]:
+    """``command`` in a new mount namespace over private tmpfs mounts, with ``private`` as its
+    working directory, home, temporary folder, Dagster home and data folder."""
+    folders = {name: private / name for name in FOLDERS}
+    mounts = " && ".join(f"mount -t tmpfs -o mode=0700 private {m}" for m in PRIVATE_MOUNTS)
+    script = (
+        f"{mounts} && mkdir -p {' '.join(str(f) for f in folders.values())} "
+        f'&& cd {folders["work"]} && exec "$@"'
+    )
+    env = {
+        **env,
+        "HOME": str(folders["home"]),
+        "TMPDIR": str(folders["tmp"]),
+        "DAGSTER_HOME": str(folders["dagster_home"]),
+        "IOTSWARM_DATA_DIR": str(folders["data"]),
+    }
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "isolated"]
+    return wrapper + command, env
 
 
 def _hostname() -> str:
@@ -80,11 +133,12 @@ def _hostname() -> str:
     return gethostname()
 
 
-def _ready(worker: Worker) -> bool:
+def _ready(worker: Worker, logs: Path) -> bool:
+    log = worker.view(worker.log)
     if worker.process.poll() is not None:
-        output = worker.log.with_suffix(".out")
-        raise RuntimeError(f"Celery worker {worker.name} exited; see {output} and {worker.log}")
-    return worker.log.exists() and " ready." in worker.log.read_text()
+        output = logs / f"{worker.log.stem}.out"
+        raise RuntimeError(f"Celery worker {worker.name} exited; see {output} and {log}")
+    return log.exists() and " ready." in log.read_text()
 
 
 def _stop(workers: list[Worker]) -> None:
@@ -107,11 +161,20 @@ def _stop(workers: list[Worker]) -> None:
         raise RuntimeError(f"Celery pool processes outlived their workers: {alive}")
 
 
-def execute(env: dict[str, str], job: str, config: dict | None = None, tags: dict | None = None):
+def execute(
+    env: dict[str, str],
+    job: str,
+    config: dict | None = None,
+    tags: dict | None = None,
+    *,
+    cwd: Path | None = None,
+    check: bool = True,
+):
     """Run ``job`` of the code location to its end as an operator would (``dagster job execute``).
 
     The executor is chosen when the code loads, from ``env``, so the launch is a process of its
-    own; returns the run and its Dagster events from the instance in ``env["DAGSTER_HOME"]``.
+    own; returns the run and its Dagster events from the instance in ``env["DAGSTER_HOME"]``
+    (raises when the run failed, unless ``check`` is false).
     """
     home = Path(env["DAGSTER_HOME"])
     command = [str(Path(sys.executable).with_name("dagster")), "job", "execute"]
@@ -122,11 +185,14 @@ def execute(env: dict[str, str], job: str, config: dict | None = None, tags: dic
         command += ["-c", str(path)]
     if tags:
         command += ["--tags", json.dumps(tags)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        [run] = instance.get_runs(dg.RunsFilter(job_name=job), limit=1)
+        runs = instance.get_runs(dg.RunsFilter(job_name=job, tags=tags or {}), limit=1)
+        if not runs:
+            raise RuntimeError(f"{job} made no run: {done.stderr[-2000:]}")
+        [run] = runs
         events = [e for e in instance.all_logs(run.run_id) if e.dagster_event]
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         raise RuntimeError(f"{job} failed: {done.stderr[-2000:]}")
     return run, events
 

@@ -69,6 +69,9 @@ class StopAfter:
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
 
+    def check(self) -> None:
+        self.inner.check()
+
     def describe(self) -> str:
         return self.inner.describe()
 

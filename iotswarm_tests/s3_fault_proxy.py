@@ -36,7 +36,20 @@ class FaultPlan:
     requests: int = 0
     failures: int = 0
     waited_to_continue: int = 0  # requests that asked for "100 Continue" before their body
+    hang: bool = False
+    """Never answer (an endpoint that accepts and then stays silent) until the proxy stops."""
+    hang_after: int | None = None
+    """Answer this many requests, then fall silent as ``hang`` does."""
+    seen: int = 0
+    hung: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set when a request first met the silence."""
+    released: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def should_hang(self) -> bool:
+        with self._lock:
+            self.seen += 1
+            return self.hang or (self.hang_after is not None and self.seen > self.hang_after)
 
     def should_fail(self) -> bool:
         with self._lock:
@@ -60,6 +73,11 @@ def _handler(upstream: str, plan: FaultPlan) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("Expect", "").lower() == "100-continue":
                 plan.waited_to_continue += 1
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if plan.should_hang():
+                plan.hung.set()
+                plan.released.wait()
+                self.close_connection = True
+                return
             fail = plan.should_fail()
             if fail and not plan.after_forwarding:
                 self._error()
@@ -108,6 +126,7 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        plan.released.set()
         server.shutdown()
         server.server_close()
         thread.join()

@@ -13,6 +13,7 @@ from iotswarm_pipelines.export.definitions import defs
 from iotswarm_pipelines.export.health import Check, check_name
 from iotswarm_pipelines.export.pipeline import export_table, utc_now
 from iotswarm_tests.export_fixtures import (
+    PREFIX,
     SOILMET,
     insert_rows,
     local_store,
@@ -185,8 +186,10 @@ def test_each_export_run_records_its_tables_completeness(setup):
 
 def test_a_run_with_failed_objects_fails_completeness_until_a_full_run(setup, tmp_path):
     resources, _ = setup
-    objects = tmp_path / "objects"
-    objects.write_text("a file where the object folder should be")
+    # The store's folder takes files (its check passes), but no object fits where it belongs.
+    objects = tmp_path / "objects" / PREFIX.split("/")[0]
+    objects.parent.mkdir()
+    objects.write_text("a file where the objects' folder should be")
     with dg.instance_for_test() as instance:
         failed = materialize(resources, instance)
         assert not failed.success

@@ -45,3 +45,9 @@ def test_51_sites_four_closed():
     assert all(len(s.site_id) == 5 for s in catalogue.SITES)
     with pytest.raises(catalogue.UnknownSiteError):
         catalogue.get_site("NOPE1")
+
+
+def test_names_outside_the_catalogue_are_refused():
+    catalogue.check_column_names(["SITE_ID", "TA", "CTS_MOD"], "a test")
+    with pytest.raises(ValueError, match=r"a test names columns .* \['TA_TYPO'\]"):
+        catalogue.check_column_names(["TA", "TA_TYPO"], "a test")

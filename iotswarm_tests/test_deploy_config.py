@@ -253,6 +253,11 @@ def resources_env_names() -> set[str]:
 
 # resources.py keeps the watermark state in a folder or in the bucket: exactly one is set.
 STATE_LOCATIONS = {"LIVECOSMOS_STATE_DIR", "LIVECOSMOS_STATE_URI"}
+# Unset on Kubernetes, where the step pods share the iotswarm-data volume: step outputs go
+# through S3 only for hosts that share no disk (README, "Scaling out").
+OPTIONAL = {"IOTSWARM_IO_URI"}
+# Per host and optional: a broker list and the local addresses shards connect from.
+OPTIONAL |= {"IOTSWARM_MQTT_BROKERS", "IOTSWARM_MQTT_SOURCE_ADDRESSES"}
 
 
 def test_every_variable_the_prod_resources_read_is_provided(code_location):
@@ -260,7 +265,7 @@ def test_every_variable_the_prod_resources_read_is_provided(code_location):
     assert {"COSMOS_DB_URL", "IOTSWARM_MQTT_HOST"} | STATE_LOCATIONS <= names  # sanity
     provided = set(deployment_env(code_location))
     assert len(provided & STATE_LOCATIONS) == 1, f"set exactly one of {sorted(STATE_LOCATIONS)}"
-    missing = names - STATE_LOCATIONS - provided
+    missing = names - STATE_LOCATIONS - OPTIONAL - provided
     assert not missing, f"set these in deploy/helm/values.yaml env or envSecrets: {missing}"
 
 

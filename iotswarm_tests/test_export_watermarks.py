@@ -6,7 +6,9 @@ import pytest
 
 from iotswarm_pipelines.export.watermarks import (
     SiteProgress,
+    aligned_batches,
     batch_rows,
+    bucket_end,
     newest_time,
     replay_may_advance,
     safe_watermark,
@@ -110,3 +112,21 @@ def test_payloads_before_a_failure_still_count_when_they_finish_after_it():
     assert progress.watermark == at(2)
     progress.failed_at(seqs[3])  # a later failure does not move the gap
     assert progress.watermark == at(2)
+
+
+def test_aligned_batches_hold_back_an_open_bucket_and_align_to_the_cadence():
+    half = timedelta(minutes=30)
+    # A day of 48 half-hours is (00:00, 24:00]: midnight ends the day before.
+    assert bucket_end(datetime(2024, 6, 1, 12), half * 48) == datetime(2024, 6, 2)
+    assert bucket_end(datetime(2024, 6, 2), half * 48) == datetime(2024, 6, 2)
+    day = [datetime(2024, 6, 1) + half * i for i in range(1, 50)]  # 00:30 .. 24:30
+    data = [{"SITE_ID": "ALIC1", "DATE_TIME": t} for t in day]
+    newest = {"ALIC1": day[-1]}
+    # 00:30 .. 03:30 in 7 half-hours from the epoch: boundaries depend on the times alone.
+    sizes = [len(b) for b in aligned_batches(iter(data), 7, half, newest)]
+    assert sum(sizes) < len(data) and max(sizes) <= 7
+    whole = list(aligned_batches(iter(data[:48]), 48, half, {"ALIC1": day[47]}))
+    assert [len(b) for b in whole] == [48]  # closed by the row that ends it (24:00)
+    assert list(aligned_batches(iter(data[:47]), 48, half, {"ALIC1": day[46]})) == []  # open
+    later = list(aligned_batches(iter(data[:47]), 48, half, {"ALIC1": day[48]}))
+    assert [len(b) for b in later] == [47]  # closed: the site has a row after it

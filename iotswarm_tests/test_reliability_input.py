@@ -112,8 +112,10 @@ def export_db(tmp_path) -> str:
 @pytest.mark.parametrize(
     ("config", "args", "message"),
     [
-        ("url='{url}'\nsites='NOPE1'\n", [], "line 4: unknown COSMOS site 'NOPE1'"),
+        ("url='{url}'\nsites='NOPE1'\n", [], "unknown COSMOS site 'NOPE1'"),
         ("url='{url}'\nfallback_hours='-1'\n", [], "line 4: fallback_hours must be"),
+        ("url='{url}'\nfallback_hours='inf'\n", [], "line 4: fallback_hours must be a number"),
+        ("url='{url}'\nfallback_hours='1000000000'\n", [], "hours from 0 to 438000"),
         ("url='{url}'\nbatch_size='0'\n", [], "line 4: batch_size must be"),
         ("url='{url}'\nbatch_size='many'\n", [], "line 4: batch_size must be"),
         ("url='{url}'\ncolour='red'\n", [], "line 4: unknown key 'colour'"),
@@ -228,7 +230,9 @@ def test_swarm_job_run_config_fails_with_one_line(plan, mqtt, message, garbage_p
     ("config", "message"),
     [
         ({"sites": ["NOPE1"]}, "unknown COSMOS site 'NOPE1'"),
-        ({"fallback_hours": -1}, "fallback_hours must be 0 or more, got -1"),
+        ({"fallback_hours": -1}, "fallback_hours must be a number of hours from 0 to 438000"),
+        ({"fallback_hours": float("inf")}, "from 0 to 438000 (50 years), got inf"),
+        ({"fallback_hours": 1e9}, "from 0 to 438000 (50 years), got 1e+09"),
         ({"batch_size": 0}, "batch_size must be 1 or more rows per payload, got 0"),
         ({"since": "yesterday"}, "since='yesterday' is not an ISO 8601 date/time"),
         ({"until": "2024-06-01T00:00+01:00"}, "has a time zone"),

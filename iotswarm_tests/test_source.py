@@ -159,7 +159,7 @@ def test_newest_times_per_site_are_naive_datetimes(raine_db):
 
 
 def test_newest_times_of_chosen_sites_leave_out_sites_without_rows(raine_db):
-    newest = CosmosSource(url=raine_db).newest_times(RAINE, ["chimn", "MORLY"])
+    newest = CosmosSource(url=raine_db).newest_times(RAINE, ["CHIMN", "MORLY"])
 
     assert newest == {"CHIMN": at(3)}
 

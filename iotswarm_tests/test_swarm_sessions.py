@@ -37,7 +37,8 @@ def test_shard_files_merge_newest_position_per_device(tmp_path):
 
     main = sessions.consolidate("s1", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.json"]
-    assert json.loads(main.read_text())["devices"]["b"]["cycles"] == 4
+    assert main == str(tmp_path / "s1.json")
+    assert json.loads((tmp_path / "s1.json").read_text())["devices"]["b"]["cycles"] == 4
     assert sessions.load_session("s1", tmp_path).positions == session.positions
 
 

@@ -8,6 +8,7 @@ is a one-file edit. Table names used anywhere in SQL come from this module and n
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -326,6 +327,16 @@ TABLES: dict[str, Table] = {
     t.name: t for t in (SOILMET_30MIN, NMDB_1HOUR, PRECIP_1MIN, PRECIP_RAINE_1MIN, STATUS_1HOUR)
 }
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
+COLUMN_NAMES: frozenset[str] = frozenset(c for t in TABLES.values() for c in t.column_names)
+"""Every column of every table. Code that names columns (the sample generator) checks its names
+against this, so the catalogue stays the one source of column names."""
+
+
+def check_column_names(names: Iterable[str], where: str) -> None:
+    """Raise ``ValueError`` naming the columns that no catalogue table has."""
+    unknown = sorted(set(names) - COLUMN_NAMES)
+    if unknown:
+        raise ValueError(f"{where} names columns the catalogue does not have: {unknown}")
 
 
 class UnknownTableError(ValueError):

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos import catalogue, schema
 
 
-def _site(table: sa.Table) -> sa.Column[str]:
+def _site(table: sa.FromClause) -> sa.ColumnElement[str]:
     return table.c[catalogue.SITE_ID]
 
 
-def _time(table: sa.Table) -> sa.Column[datetime]:
+def _time(table: sa.FromClause) -> sa.ColumnElement[datetime]:
     return table.c[catalogue.DATE_TIME]
 
 
@@ -47,12 +48,21 @@ def next_site(table: sa.Table, after: str | None) -> sa.Select:
     return statement
 
 
-def newest_times(table: sa.Table, site_ids: Sequence[str]) -> sa.CompoundSelect | sa.Select:
-    """``(SITE_ID, MAX(DATE_TIME))`` per site; a site without rows gives a NULL time."""
+def newest_times(
+    table: sa.Table, site_ids: Sequence[str], *, as_stored: bool = False
+) -> sa.CompoundSelect | sa.Select:
+    """``(SITE_ID, MAX(DATE_TIME))`` per site; a site without rows gives a NULL time.
+
+    ``as_stored`` returns the value unconverted: on SQLite, the text as written, which the
+    source checks for the ISO ``T`` spelling that SQLite would compare wrongly.
+    """
+    newest: sa.ColumnElement[Any] = sa.func.max(_time(table))
+    if as_stored:
+        newest = sa.type_coerce(newest, sa.String())
     probes = [
         sa.select(
             _site_literal(site_id),
-            sa.func.max(_time(table)).label(catalogue.DATE_TIME),
+            newest.label(catalogue.DATE_TIME),
         ).where(_site(table) == site_id)
         for site_id in site_ids
     ]

@@ -7,6 +7,9 @@ Upper-case names are quoted by SQLAlchemy, which on Oracle is the same as unquot
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos import catalogue
@@ -14,7 +17,7 @@ from iotswarm_pipelines.cosmos.catalogue import ColumnType
 
 metadata = sa.MetaData()
 
-_SA_TYPES = {
+_SA_TYPES: dict[ColumnType, Callable[[str], sa.types.TypeEngine[Any]]] = {
     ColumnType.STRING: lambda name: sa.String(5 if name == catalogue.SITE_ID else 64),
     ColumnType.DATETIME: lambda name: sa.DateTime(),
     ColumnType.INTEGER: lambda name: sa.Integer(),

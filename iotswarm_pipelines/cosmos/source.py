@@ -224,7 +224,25 @@ class CosmosSource(dg.ConfigurableResource):
         rows = self._run(
             lambda conn: conn.execute(queries.newest_times(sa_table, sites)).all(), sa_table.name
         )
+        if self._engine().dialect.name == "sqlite":
+            self._refuse_iso_t_text(sa_table, sites)
         return {site: newest for site, newest in sorted(rows) if newest is not None}
+
+    def _refuse_iso_t_text(self, table: sa.Table, sites: list[str]) -> None:
+        """SQLite compares DATE_TIME as text: ``2024-06-01T09:00`` sorts after ``2024-06-01
+        10:00``, so a site written with a ``T`` would re-send its watermark's day on every run.
+        Its newest row shows how the site is written; refuse it with the fix."""
+        texts = self._run(
+            lambda conn: conn.execute(queries.newest_times(table, sites, as_stored=True)).all(),
+            table.name,
+        )
+        for site, text in texts:
+            if isinstance(text, str) and "T" in text:
+                raise SourceError(
+                    f"COSMOS source {self._safe_url}: {table.name} stores DATE_TIME of site "
+                    f"{site} as ISO text with a 'T' ({text}), which SQLite compares wrongly; "
+                    f"rewrite it: UPDATE {table.name} SET DATE_TIME = replace(DATE_TIME, 'T', ' ')"
+                )
 
     def latest_rows(
         self, table: catalogue.TableRef, site_ids: Sequence[str] | None = None
@@ -252,9 +270,10 @@ class CosmosSource(dg.ConfigurableResource):
     ) -> Iterator[dict[str, Any]]:
         """One site's rows with ``after < DATE_TIME <= until``, oldest first, streamed.
 
+        ``site_id`` is matched exactly as the source stores it (``export.sites`` finds it).
         ``after=None`` starts at the site's first row; ``until=None`` reads to the newest.
         """
-        return self._stream(self._sa_table(table), site_id.strip().upper(), after, until)
+        return self._stream(self._sa_table(table), site_id, after, until)
 
     def rows_between(
         self,
@@ -309,7 +328,7 @@ class CosmosSource(dg.ConfigurableResource):
     def _sites_for(self, table: sa.Table, site_ids: Sequence[str] | None) -> list[str]:
         if site_ids is None:
             return self._sites_in(table)
-        return sorted({s.strip().upper() for s in site_ids})
+        return sorted(set(site_ids))  # as stored: ``export.sites`` matched them
 
     def _sites_in(self, table: sa.Table) -> list[str]:
         """Distinct site IDs of a table by a loose index scan: one probe per site, not a scan."""

@@ -15,7 +15,8 @@ import pydantic
 from iotswarm_pipelines import executors
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.export import health, pipeline
+from iotswarm_pipelines.export import bad_rows, health, pipeline
+from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.partitions import daily_table_partitions, table_partitions
 from iotswarm_pipelines.export.state_backend import StateBackend
@@ -74,9 +75,10 @@ def _parse_time(name: str, value: str | None) -> str | None:
 
 
 def _check_sites(sites: list[str] | None) -> None:
-    """A mistyped site must fail the launch, not export nothing and report success."""
-    for site in sites or ():
-        catalogue.get_site(site)
+    """An empty list is a slip, not "all sites"; which IDs exist only the source can say
+    (``export.sites`` matches them when the run reads the table)."""
+    if sites is not None and not site_rules.clean(sites):
+        raise ValueError("sites is empty; list site IDs like ['ALIC1', 'BALRD'], or leave it out")
 
 
 def _check_batch_size(batch_size: int | None) -> None:
@@ -96,7 +98,9 @@ class LiveExportConfig(dg.Config):
     )
     fallback_hours: float = pydantic.Field(
         default=pipeline.DEFAULT_FALLBACK_HOURS,
-        description="How far back to start for a site the state has never seen (0 or more).",
+        description=(
+            "How far back to start for a site the state has never seen (0 to 438000 hours)."
+        ),
     )
     batch_size: int | None = pydantic.Field(
         default=None, description="Rows per payload; the table's default (1) when empty."
@@ -111,12 +115,19 @@ class LiveExportConfig(dg.Config):
     dry_run: bool = pydantic.Field(
         default=False, description="Build and count payloads; store nothing, move no watermark."
     )
+    skip_rows: list[str] | None = pydantic.Field(
+        default=None,
+        description=(
+            "Rows a payload cannot carry that the run may leave out, as SITE@GMT time (e.g. "
+            "ALIC1@2024-06-01T10:30), named by a failed run; each skip is recorded in the run."
+        ),
+    )
 
     def check(self) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
         _check_sites(self.sites)
-        if not self.fallback_hours >= 0:
-            raise ValueError(f"fallback_hours must be 0 or more, got {self.fallback_hours:g}")
+        bad_rows.parse_skip_rows(self.skip_rows or ())
+        pipeline.check_fallback_hours(self.fallback_hours)
         _check_batch_size(self.batch_size)
         _parse_time("since", self.since)
         _parse_time("until", self.until)
@@ -175,6 +186,8 @@ def summary_metadata(summary: pipeline.ExportSummary, destination: str) -> dict[
     }
     if summary.lag_seconds is not None:
         metadata["lag_seconds"] = dg.MetadataValue.float(summary.lag_seconds)
+    if summary.skipped_rows:  # the operator's choice, on the record
+        metadata["skipped_rows"] = dg.MetadataValue.json(summary.skipped_rows)
     return metadata
 
 
@@ -237,7 +250,10 @@ def cosmos_live_export(
             until=config.until_time,
             dry_run=config.dry_run,
             log=context.log,
+            skip_rows=config.skip_rows or (),
         )
+    except site_rules.UnknownSiteError as exc:
+        raise dg.Failure(description=f"bad run config: {exc}") from None
     except pipeline.ExportError as exc:
         # Not a materialization, but its counts are recorded for the completeness check.
         metadata = summary_metadata(exc.summary, object_store.describe())
@@ -299,17 +315,20 @@ def cosmos_history_export(
     _tag_run(context, table)
     day = datetime.fromisoformat(keys["date"])
     # DATE_TIME ends its period, so a day holds (00:00, 24:00]: midnight is the day before.
-    summary = pipeline.export_window(
-        table,
-        source=cosmos,
-        store=object_store,
-        after=day,
-        until=day + timedelta(days=1),
-        sites=config.sites,
-        batch_size=_batch_size(table, config.batch_size),
-        dry_run=config.dry_run,
-        log=context.log,
-    )
+    try:
+        summary = pipeline.export_window(
+            table,
+            source=cosmos,
+            store=object_store,
+            after=day,
+            until=day + timedelta(days=1),
+            sites=config.sites,
+            batch_size=_batch_size(table, config.batch_size),
+            dry_run=config.dry_run,
+            log=context.log,
+        )
+    except site_rules.UnknownSiteError as exc:
+        raise dg.Failure(description=f"bad run config: {exc}") from None
     return dg.MaterializeResult(metadata=summary_metadata(summary, object_store.describe()))
 
 

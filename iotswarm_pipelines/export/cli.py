@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
+from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.assets import (
     LiveExportConfig,
     cosmos_live_export,
@@ -83,11 +84,9 @@ def _source(config: LiveCosmosConfig) -> CosmosSource:
     return CosmosSource(url=config.url, schema_name=config.schema_name)
 
 
-def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
-    """The runs' resources. The source is handed over as a ready object rather than as
-    config: a URL given as config (password and all) would be stored in the Dagster instance
-    as the resource's default in the job snapshot."""
-    stores = build_stores(
+def stores(config: LiveCosmosConfig) -> dict[str, Any]:
+    """The config file's ``object_store`` and ``state`` (live-cosmos and reconciliation)."""
+    return build_stores(
         Destination(
             s3=S3Resource(endpoint_url=config.endpoint_url),
             bucket=config.bucket,
@@ -98,7 +97,13 @@ def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
             state_prefix=config.state_prefix,
         )
     )
-    return {"cosmos": dg.ResourceDefinition.hardcoded_resource(_source(config)), **stores}
+
+
+def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
+    """The runs' resources. The source is handed over as a ready object rather than as
+    config: a URL given as config (password and all) would be stored in the Dagster instance
+    as the resource's default in the job snapshot."""
+    return {"cosmos": dg.ResourceDefinition.hardcoded_resource(_source(config)), **stores(config)}
 
 
 def _run_config(config: LiveCosmosConfig, args: argparse.Namespace) -> dict[str, Any]:
@@ -147,9 +152,11 @@ def _progress(table: str) -> Iterator[None]:
 
 
 def _check_source(source: CosmosSource, config: LiveCosmosConfig, tables: list[str]) -> None:
-    """Reach the database before any run, so an outage is one line and exit code 2."""
+    """Reach the database before any run, so an outage or an unknown site is one line, exit 2."""
     try:
         source.check(tables)
+        for table in tables:
+            site_rules.select(table, config.sites, source.list_sites(table))
     except SourceError:
         raise
     except (OSError, sa.exc.SQLAlchemyError) as exc:  # drivers that fail below SQLAlchemy

@@ -17,6 +17,8 @@ from urllib.parse import quote
 import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.export import sites as site_rules
+from iotswarm_pipelines.export.pipeline import MAX_FALLBACK_HOURS, check_fallback_hours
 
 KEYS = (
     "dsn",
@@ -135,24 +137,22 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
     if "fallback_hours" in values:
         try:
             fallback_hours = float(values["fallback_hours"])
+            check_fallback_hours(fallback_hours)
         except ValueError:
-            fallback_hours = -1.0
-        if not fallback_hours >= 0:
-            raise fail("fallback_hours", "fallback_hours must be a number of hours, 0 or more")
+            raise fail(
+                "fallback_hours",
+                f"fallback_hours must be a number of hours from 0 to {MAX_FALLBACK_HOURS}",
+            ) from None
     if "batch_size" in values:
         if not values["batch_size"].isdigit() or int(values["batch_size"]) < 1:
             raise fail("batch_size", "batch_size must be a whole number of rows, 1 or more")
         batch_size = int(values["batch_size"])
     sites = None
     if "sites" in values:
-        sites = [s.strip().upper() for s in values["sites"].split(",") if s.strip()]
+        # Matched against the source's IDs (``export.sites``) before any run, not upper-cased.
+        sites = site_rules.clean(values["sites"].split(","))
         if not sites:
             raise fail("sites", "sites is empty; list site IDs like sites='ALIC1,BALRD'")
-        for site in sites:
-            try:
-                catalogue.get_site(site)
-            except catalogue.UnknownSiteError as exc:
-                raise fail("sites", str(exc)) from None
     endpoint_url = values.get("endpoint_url")
     if endpoint_url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", endpoint_url):
         raise fail("endpoint_url", "endpoint_url must be an http:// or https:// URL")

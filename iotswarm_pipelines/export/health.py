@@ -80,6 +80,17 @@ def site_lags(
     }
 
 
+def watermarks_ahead(
+    newest: Mapping[str, datetime], state: State
+) -> dict[str, tuple[datetime, datetime]]:
+    """Sites whose watermark is later than their newest source row: (watermark, newest row)."""
+    return {
+        site: (mark, when)
+        for site, when in newest.items()
+        if (mark := state_rules.watermark(state, site)) is not None and mark > when
+    }
+
+
 def freshness(
     table: str,
     newest: Mapping[str, datetime],
@@ -88,8 +99,20 @@ def freshness(
     fallback_hours: float,
     threshold: timedelta | None = None,
 ) -> Outcome:
-    """Passes while no site's watermark trails its newest source row by more than the threshold."""
+    """Passes while no site's watermark trails its newest source row by more than the threshold,
+    and none is ahead of it (a row dated in the future moved it, and was corrected or deleted:
+    the rows the source gets below that watermark would never be exported)."""
     limit = threshold if threshold is not None else FRESHNESS_THRESHOLDS[table]
+    ahead = watermarks_ahead(newest, state)
+    if ahead:
+        site, (mark, last) = next(iter(sorted(ahead.items())))
+        return Outcome(
+            False,
+            f"{table}: the watermark of {len(ahead)} site(s) is ahead of the source's newest row "
+            f"({site}: {mark} > {last}); rows below it are never exported: set it back in the "
+            "state (or replay the window with since)",
+            {"sites_ahead": len(ahead), "ahead_site": site},
+        )
     lags = site_lags(newest, state, now, fallback_hours)
     behind = sorted(site for site, lag in lags.items() if lag > limit)
     worst = max(lags, key=lambda site: lags[site], default=None)

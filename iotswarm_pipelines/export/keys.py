@@ -43,7 +43,7 @@ def object_key_for_md5(
     return f"{site_folder(prefix, site_id, table)}{stamp:013d}-{md5}"
 
 
-def site_folder(prefix: str, site_id: str, table: str) -> str:
+def site_folder(prefix: str, site_id: str, table: catalogue.TableRef) -> str:
     """``{prefix}/{SITE_ID}/LIVE_{table without LEVEL1_}/``: where one site's objects of a table
     live, so a listing of one site and table never meets another's keys."""
     name = f"{site_id}/LIVE_{catalogue.get_table(table).key_name}/"

@@ -8,8 +8,12 @@ a site's watermark may move.
 
 from __future__ import annotations
 
+import errno
+import queue
+import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -21,11 +25,15 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
-from iotswarm_pipelines.atomic import write_atomically
+from iotswarm_pipelines.atomic import sweep_temporaries, write_atomically
 
 CONTENT_TYPE = "application/json"
+STOP_AFTER_FAILURES = 32
+"""Failed writes in a row after which a local store is taken as unusable (a full disk)."""
+PARTIAL_FOLDER = ".partial"
+"""Where a local store writes its temporaries (a key never starts with a dot)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,11 @@ class PutResult:
     key: str
     size: int
     error: str | None  # one line, after retries are exhausted; None when stored
+
+
+class StoreUnavailableError(RuntimeError):
+    """The store cannot take objects at all (no bucket, refused credentials, unwritable folder):
+    found by one request before any upload, so the run stops before reading the source."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,10 @@ class ListedObject:
 class ObjectStore(Protocol):
     prefix: str
 
+    def check(self) -> None:
+        """Raise ``StoreUnavailableError`` (one line naming the cause) unless usable."""
+        ...
+
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]: ...
 
     def list_keys(self, prefix: str = "") -> list[str]: ...
@@ -56,8 +73,51 @@ class ObjectStore(Protocol):
     def describe(self) -> str: ...
 
 
+class _DaemonPool:
+    """A fixed set of daemon worker threads.
+
+    ``ThreadPoolExecutor`` joins its workers when the interpreter exits, so after Ctrl-C a
+    process would still wait for every upload stuck on a silent endpoint (up to the timeouts
+    times the attempts); daemon workers let an interrupted export exit at once. An upload cut
+    short that way is simply not stored, and the watermark never covered it.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+    def submit(self, fn: Callable[..., PutResult], *args: Any) -> Future[PutResult]:
+        future: Future[PutResult] = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def shutdown(self, wait: bool) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
 def put_concurrently(
-    put: Callable[[str, bytes], None], objects: Iterable[tuple[str, bytes]], concurrency: int
+    put: Callable[[str, bytes], None],
+    objects: Iterable[tuple[str, bytes]],
+    concurrency: int,
+    stop_after_failures: int | None = None,
 ) -> Iterator[PutResult]:
     """Run ``put`` over ``objects`` on a bounded pool, yielding results as they complete.
 
@@ -65,6 +125,9 @@ def put_concurrently(
     stays bounded whatever the size of the export. If ``objects`` raises, the uploads already
     started finish and are reported before the error is re-raised, so the caller can still
     record them. Closing the iterator early cancels what has not started and waits for the rest.
+    After ``stop_after_failures`` failures in a row the store is taken as down: nothing more is
+    read or started, what had not started is reported as not attempted, and
+    ``StoreUnavailableError`` ends the stream, so a dead store costs minutes, not hours.
     """
 
     def attempt(key: str, body: bytes) -> PutResult:
@@ -75,31 +138,56 @@ def put_concurrently(
         return PutResult(key, len(body), None)
 
     window = 2 * max(1, concurrency)
-    pending: set[Future[PutResult]] = set()
+    pending: dict[Future[PutResult], tuple[str, int]] = {}
     source = iter(objects)
     failure: Exception | None = None
-    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="object-put") as pool:
-        try:
-            while True:
-                try:
-                    key, body = next(source)
-                except StopIteration:
-                    break
-                except Exception as exc:  # the payload source failed: report what was stored
-                    failure = exc
-                    break
-                pending.add(pool.submit(attempt, key, body))
-                if len(pending) >= window:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    yield from (f.result() for f in done)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (f.result() for f in done)
-        finally:
-            for future in pending:
-                future.cancel()
+    in_a_row = 0
+    down: str | None = None
+    pool = _DaemonPool(max(1, concurrency), "object-put")
+
+    def finished(done: set[Future[PutResult]]) -> Iterator[PutResult]:
+        nonlocal in_a_row, down
+        for future in done:
+            key, size = pending.pop(future)
+            if future.cancelled():
+                yield PutResult(key, size, f"not attempted: {down}")
+                continue
+            result = future.result()
+            in_a_row = in_a_row + 1 if result.error else 0
+            if down is None and stop_after_failures and in_a_row >= stop_after_failures:
+                down = f"{in_a_row} uploads failed in a row (last: {result.error}); stopped sending"
+                for other in pending:
+                    other.cancel()
+            yield result
+
+    try:
+        while down is None:
+            try:
+                key, body = next(source)
+            except StopIteration:
+                break
+            except Exception as exc:  # the payload source failed: report what was stored
+                failure = exc
+                break
+            pending[pool.submit(attempt, key, body)] = (key, len(body))
+            if len(pending) >= window:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                yield from finished(done)
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            yield from finished(done)
+    except BaseException:
+        # Interrupted (Ctrl-C) or closed early: start nothing more, and do not wait for uploads
+        # that may hang on a silent endpoint; their objects were never counted as stored.
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=False)
+        raise
+    pool.shutdown(wait=True)
     if failure is not None:
         raise failure
+    if down is not None:
+        raise StoreUnavailableError(down)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -112,9 +200,25 @@ def describe_error(exc: BaseException) -> str:
             f"{error.get('Code', 'Error')} (HTTP {meta.get('HTTPStatusCode', '?')}) after "
             f"{attempts} attempt(s): {error.get('Message', '')}"
         ).rstrip(": ")
+    elif isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
+        # ENOSPC, EACCES, EROFS...: the symbolic name is what an operator searches for.
+        text = f"{errno.errorcode[exc.errno]}: {exc.strerror}"
+        if exc.filename:
+            text += f": {exc.filename}"
     else:
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
+
+
+_HINTS = {
+    "NoSuchBucket": "create the bucket or fix bucket= in the configuration",
+    "AccessDenied": "the credentials may not use this bucket; check them and the bucket policy",
+    "InvalidAccessKeyId": "the access key is not known to the server; check the credentials",
+    "SignatureDoesNotMatch": "the secret key does not match the access key; check it",
+}
+
+_HEAD_CODES = {403: "AccessDenied", 404: "NoSuchBucket", 301: "PermanentRedirect"}
+"""A HEAD answer has no body, so its status stands for the S3 error code."""
 
 
 def _join(*parts: str) -> str:
@@ -127,6 +231,8 @@ def s3_client(
     max_pool_connections: int = 10,
     retry_mode: Literal["standard", "adaptive"] = "standard",
     max_attempts: int = 8,
+    connect_timeout: float = 5,
+    read_timeout: float = 30,
 ) -> Any:
     """A boto3 S3 client from a dagster-aws ``S3Resource``'s settings, with our pool and retries.
 
@@ -138,8 +244,8 @@ def s3_client(
     config = Config(
         max_pool_connections=max_pool_connections,
         retries={"mode": retry_mode, "total_max_attempts": max_attempts},
-        connect_timeout=10,
-        read_timeout=60,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         # Path-style works for every S3-compatible server behind a custom endpoint.
         s3={"addressing_style": "path"} if s3.endpoint_url else None,
         signature_version=UNSIGNED if s3.use_unsigned_session else None,
@@ -175,6 +281,16 @@ class S3ObjectStore(dg.ConfigurableResource):
     max_concurrency: int = 16
     max_attempts: int = 8
     retry_mode: Literal["standard", "adaptive"] = "standard"
+    connect_timeout_seconds: float = Field(default=5, gt=0, description="Per connection attempt.")
+    read_timeout_seconds: float = Field(
+        default=30, gt=0, description="How long one request may wait for an answer."
+    )
+    stop_after_failures: int = Field(
+        default=STOP_AFTER_FAILURES,
+        ge=1,
+        description="Failed uploads in a row (after their retries) that end the run: the store "
+        "is down, so the rest is not attempted.",
+    )
 
     _client: Any = PrivateAttr(default=None)
 
@@ -186,8 +302,38 @@ class S3ObjectStore(dg.ConfigurableResource):
                 max_pool_connections=max(10, self.max_concurrency),
                 retry_mode=self.retry_mode,
                 max_attempts=self.max_attempts,
+                connect_timeout=self.connect_timeout_seconds,
+                read_timeout=self.read_timeout_seconds,
             )
         return self._client
+
+    def check(self) -> None:
+        """One HEAD of the bucket, not retried: a missing bucket, refused credentials or an
+        endpoint that cannot be reached fail here, by name. A server error (5xx, throttling) is
+        left to the uploads, which retry it."""
+        client = s3_client(
+            self.s3,
+            max_attempts=1,
+            connect_timeout=self.connect_timeout_seconds,
+            read_timeout=self.read_timeout_seconds,
+        )
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            if status >= 500 or status == 429:
+                return
+            code = exc.response.get("Error", {}).get("Code")
+            if not code or code.isdigit():
+                code = _HEAD_CODES.get(status, code or "Error")
+            raise StoreUnavailableError(
+                f"{self.describe()}: {code} (HTTP {status}) for bucket {self.bucket}; "
+                + _HINTS.get(code, "check the bucket name, endpoint and credentials")
+            ) from None
+        except Exception as exc:  # connection refused, timeouts, bad endpoint
+            raise StoreUnavailableError(f"{self.describe()}: {describe_error(exc)}") from None
+        finally:
+            client.close()
 
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]:
         client = self.client()
@@ -195,7 +341,7 @@ class S3ObjectStore(dg.ConfigurableResource):
         def put(key: str, body: bytes) -> None:
             client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=CONTENT_TYPE)
 
-        return put_concurrently(put, objects, self.max_concurrency)
+        return put_concurrently(put, objects, self.max_concurrency, self.stop_after_failures)
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Full keys starting with ``prefix`` (the store's own prefix when empty), sorted."""
@@ -240,7 +386,9 @@ class LocalObjectStore(dg.ConfigurableResource):
     """Payload objects as files under ``root``, one per key: the embedded default.
 
     Each file is written atomically (temporary file, fsync, rename, fsync of its folder), so a
-    crash never leaves a torn object, and an object is on disk before its watermark moves.
+    crash never leaves a torn object, and an object is on disk before its watermark moves. The
+    temporaries live in ``<root>/.partial/``, outside every key's folder, so a reader or a sync
+    of the object tree never meets one; those of killed runs are swept at the next start.
     """
 
     root: str
@@ -253,13 +401,30 @@ class LocalObjectStore(dg.ConfigurableResource):
             raise ValueError(f"object key {key!r} must be a relative path without '.' or '..'")
         return Path(self.root).expanduser().joinpath(*parts)
 
+    def check(self) -> None:
+        """The root folder exists (or can be made) and takes a file: not a file, not read-only."""
+        try:
+            self._partial.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self._partial):  # a private name: runs may overlap
+                pass
+        except OSError as exc:
+            raise StoreUnavailableError(f"{self.describe()}: {describe_error(exc)}") from None
+
+    @property
+    def _partial(self) -> Path:
+        return Path(self.root).expanduser() / PARTIAL_FOLDER
+
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]:
+        partial = self._partial
+        partial.mkdir(parents=True, exist_ok=True)
+        sweep_temporaries(partial)
+
         def put(key: str, body: bytes) -> None:
             path = self._path(key)
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, body)
+            write_atomically(path, body, temp_dir=partial)
 
-        return put_concurrently(put, objects, self.max_concurrency)
+        return put_concurrently(put, objects, self.max_concurrency, STOP_AFTER_FAILURES)
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Full keys starting with ``prefix`` (the store's own prefix when empty), sorted."""
@@ -270,7 +435,7 @@ class LocalObjectStore(dg.ConfigurableResource):
         keys = (
             p.relative_to(root).as_posix()
             for p in root.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )
         return sorted(k for k in keys if k.startswith(wanted))
 

@@ -5,7 +5,8 @@ here through the live asset, so this is the one place the run's rules live:
 
 * a site starts at its watermark, or ``now - fallback_hours`` when the state has never seen it;
   a replay window (``since``/``until``) starts at ``since`` whatever the watermark says;
-* rows stream oldest first into payloads of ``batch_size`` rows, and payloads stream into the
+* rows stream oldest first into payloads of ``batch_size`` rows aligned to the table's cadence
+  (``aligned_batches``: a re-sent payload is the same payload), and payloads stream into the
   object store's bounded upload pool, so a backlog of millions of rows never sits in memory;
 * a site's watermark moves only over the stored prefix of its payloads (``watermarks``), is
   checkpointed while a long backlog drains, and never moves back;
@@ -16,19 +17,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export import keys
+from iotswarm_pipelines.export import bad_rows, keys
+from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
+from iotswarm_pipelines.export.object_store import StoreUnavailableError, describe_error
+from iotswarm_pipelines.export.state_backend import StateLockedError
 from iotswarm_pipelines.export.watermarks import (
+    Row,
     SiteProgress,
-    batch_rows,
+    aligned_batches,
     newest_time,
     replay_may_advance,
 )
@@ -45,6 +51,8 @@ _progress = logging.getLogger(PROGRESS_LOGGER)
 _module_log = logging.getLogger(__name__)
 
 DEFAULT_FALLBACK_HOURS = 3.0
+MAX_FALLBACK_HOURS = 24 * 365 * 50
+"""Fifty years: more reaches before the first COSMOS row (and ``inf`` overflows mid-run)."""
 CHECKPOINT_PAYLOADS = 2000
 CHECKPOINT_SECONDS = 30.0
 LOG_SECONDS = 10.0
@@ -74,6 +82,8 @@ class ExportSummary:
     watermarks: dict[str, datetime] = field(default_factory=dict)
     lag_seconds: float | None = None
     dry_run: bool = False
+    skipped_rows: list[str] = field(default_factory=list)
+    """Rows left out because the operator listed them in ``skip_rows`` (``SITE@time``)."""
 
 
 @dataclass
@@ -83,20 +93,34 @@ class _Payload:
     newest: datetime
 
 
+def check_fallback_hours(hours: float) -> None:
+    """Raises ``ValueError`` (one line) unless ``hours`` is a finite 0..MAX_FALLBACK_HOURS."""
+    if not 0 <= hours <= MAX_FALLBACK_HOURS:  # also false for NaN and inf
+        raise ValueError(
+            f"fallback_hours must be a number of hours from 0 to {MAX_FALLBACK_HOURS} (50 years), "
+            f"got {hours:g}; to send a new site's whole history, replay it with since"
+        )
+
+
 def utc_now() -> datetime:
     """Now as a naive GMT datetime, the project's convention (like Oracle DATE)."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def build_object(table: catalogue.Table, prefix: str, rows: list[Row]) -> tuple[str, bytes]:
+    """(key, body) of one payload: the same text and key for the live and historical assets."""
+    site_id = rows[0][catalogue.SITE_ID]
+    text, md5 = payloads.payload_json_md5(payloads.cr1000x_payload(site_id, rows))
+    key = keys.object_key_for_md5(prefix, site_id, table.name, newest_time(rows), md5)
+    return key, text.encode()
+
+
 def build_objects(
-    table: catalogue.Table, prefix: str, batches: Iterator[list[dict]]
-) -> Iterator[tuple[str, bytes, list[dict]]]:
-    """(key, body, rows) per payload: the same text and key for the live and historical assets."""
+    table: catalogue.Table, prefix: str, batches: Iterator[list[Row]]
+) -> Iterator[tuple[str, bytes, list[Row]]]:
+    """(key, body, rows) per payload (``build_object``)."""
     for rows in batches:
-        site_id = rows[0][catalogue.SITE_ID]
-        text, md5 = payloads.payload_json_md5(payloads.cr1000x_payload(site_id, rows))
-        key = keys.object_key_for_md5(prefix, site_id, table, newest_time(rows), md5)
-        yield key, text.encode(), rows
+        yield *build_object(table, prefix, rows), rows
 
 
 class _Run:
@@ -117,6 +141,12 @@ class _Run:
         self.may_advance: set[str] = set()
         self.in_flight: dict[str, list[_Payload]] = {}
         self.saved: dict[str, datetime] = {}
+        self.skip: set[tuple[str, datetime]] = set()
+        self.stopped: dict[str, bad_rows.StoppedSite] = {}  # sites stopped before a bad row
+        self.held: dict[str, bad_rows.StoppedSite] = {}  # sites read only up to the horizon
+        self.store_down: str | None = None  # why uploads were stopped early
+        self.causes: Counter[str] = Counter()  # why objects failed: the S3 code or errno name
+        self.cause_text: dict[str, str] = {}  # the first full line of each cause
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_log = time.monotonic()
@@ -140,6 +170,10 @@ class _Run:
             self.summary.failed += 1
             progress.failed_at(payload.seq)
             self.log.error(f"{self.table.name}: could not store {key}: {error}")
+            if not error.startswith("not attempted"):  # after the store was taken as down
+                cause = error.split(maxsplit=1)[0].rstrip(":")
+                self.causes[cause] += 1
+                self.cause_text.setdefault(cause, error)
         self.since_checkpoint += 1
         if (
             self.since_checkpoint >= CHECKPOINT_PAYLOADS
@@ -172,6 +206,53 @@ class _Run:
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
 
+    def stop(self, stopped: bad_rows.StoppedSite) -> None:
+        if stopped.site_id not in self.stopped:
+            self.stopped[stopped.site_id] = stopped
+            self.log.error(f"{self.table.name}: {stopped}")
+
+    def payloadable(self, batch: list[Row]) -> list[Row] | None:
+        """The batch without the rows ``skip_rows`` names; None when a bad row stops the site."""
+        kept = []
+        for row in batch:
+            why = bad_rows.unpayloadable(row)
+            if why is None:
+                kept.append(row)
+            elif (row[catalogue.SITE_ID], row[catalogue.DATE_TIME]) in self.skip:
+                name = bad_rows.skip_key(row[catalogue.SITE_ID], row[catalogue.DATE_TIME])
+                self.summary.skipped_rows.append(name)
+                self.log.warning(f"{self.table.name}: skipped {name} as skip_rows asks ({why})")
+            else:
+                self.stop(bad_rows.at_row(row, why))
+                return None
+        return kept
+
+    def site_rows(
+        self,
+        source: CosmosSource,
+        site_id: str,
+        after: datetime | None,
+        until: datetime | None,
+    ) -> Iterator[dict]:
+        """One site's rows; a row the database cannot hand over stops this site only."""
+        last = after
+        try:
+            for row in source.rows_after(self.table.name, site_id, after, until):
+                if site_id in self.stopped:
+                    return
+                last = row[catalogue.DATE_TIME]
+                yield row
+        except (TypeError, ValueError) as exc:  # a driver's conversion, not a SourceError
+            self.stop(bad_rows.unreadable(site_id, last, exc))
+
+    def cause(self) -> str:
+        """The commonest reason objects failed, as one line (its first occurrence)."""
+        if not self.causes:
+            return "no cause recorded"
+        cause, count = self.causes.most_common(1)[0]
+        others = self.summary.failed - count
+        return self.cause_text[cause] + (f" (and {others} failed otherwise)" if others else "")
+
     def report(self) -> None:
         s = self.summary
         self.log.info(
@@ -194,27 +275,37 @@ def export_table(
     dry_run: bool = False,
     now: datetime | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    skip_rows: Collection[str] = (),
+    future_tolerance: timedelta = bad_rows.DEFAULT_FUTURE_TOLERANCE,
 ) -> ExportSummary:
     """Export the rows of ``table`` that are newer than each site's watermark (or a replay window).
 
     ``fallback_hours=None`` sends the whole history of a site the state has never seen.
-    Raises ``ExportError`` after keeping the safe watermarks when any payload was not stored.
+    Raises ``ExportError`` after keeping the safe watermarks when any payload was not stored, or
+    when a site stopped before a bad row or a row dated after ``now + future_tolerance`` (the
+    other sites are exported); ``skip_rows`` (``SITE@time``) names bad rows to leave out.
     """
     spec = catalogue.get_table(table)
     log = log or _module_log
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if fallback_hours is not None:
+        check_fallback_hours(fallback_hours)
+    skip = bad_rows.parse_skip_rows(skip_rows)
     if since is not None and until is not None and until <= since:
         raise ValueError(f"until ({until}) must be later than since ({since})")
     now = now or utc_now()
+    selected = _select_sites(spec, source, sites, log)
+    if not dry_run:
+        store.check()  # a missing bucket or refused credentials: one line before any upload
     # A dry run writes nothing, so it need not wait for a running export of the table.
-    with nullcontext() if dry_run else state.locked(spec):
+    with nullcontext() if dry_run else _table_lock(state, spec, log):
         return _export(
             spec,
             source,
             store,
             state,
-            sites,
+            selected,
             fallback_hours,
             batch_size,
             since,
@@ -222,7 +313,23 @@ def export_table(
             now,
             log,
             dry_run=dry_run,
+            skip=skip,
+            horizon=now + future_tolerance,
         )
+
+
+@contextmanager
+def _table_lock(
+    state: StateBackend, table: catalogue.Table, log: logging.Logger | logging.LoggerAdapter
+) -> Iterator[None]:
+    """The table's state lock; when another export holds it, say whose before waiting."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(state.locked(table, timeout=0))
+        except StateLockedError as exc:
+            log.warning(f"waiting for the lock of {table.name} held by {exc.holder or exc}")
+            stack.enter_context(state.locked(table))
+        yield
 
 
 def _export(
@@ -230,7 +337,7 @@ def _export(
     source: CosmosSource,
     store: ObjectStore,
     state: StateBackend,
-    sites: Sequence[str] | None,
+    selected: list[str],
     fallback_hours: float | None,
     batch_size: int,
     since: datetime | None,
@@ -239,11 +346,12 @@ def _export(
     log: logging.Logger | logging.LoggerAdapter,
     *,
     dry_run: bool,
+    skip: set[tuple[str, datetime]],
+    horizon: datetime,
 ) -> ExportSummary:
     current = state.load(spec)
     before = {s: w for s in current["sites"] if (w := state_rules.watermark(current, s))}
-    newest = source.newest_times(spec, list(sites) if sites is not None else None)
-    selected = sorted(sites) if sites is not None else sorted(newest)
+    newest = source.newest_times(spec, selected)
     fallback = state_rules.fallback_start(now, fallback_hours)
     starts = {
         s: since if since is not None else state_rules.export_start(current, s, fallback)
@@ -256,6 +364,14 @@ def _export(
         current = _save(state, spec, current, updates)
 
     run = _Run(spec, summary, log, checkpoint)
+    run.skip = skip
+    run.held = {
+        s: bad_rows.in_the_future(s, newest[s], horizon)
+        for s in selected
+        if s in newest and newest[s] > horizon
+    }
+    for held in run.held.values():
+        log.error(f"{spec.name}: {held}")
     run.may_advance = {
         s for s in selected if since is None or replay_may_advance(before.get(s), since)
     }
@@ -274,21 +390,25 @@ def _export(
             start = starts[site_id]
             if site_id not in newest or (start is not None and newest[site_id] <= start):
                 continue  # nothing new: no query
-            yield from source.rows_after(spec, site_id, start, until)
+            end = until
+            if site_id in run.held:  # rows from the future stay in the source
+                end = horizon if until is None else min(until, horizon)
+            yield from run.site_rows(source, site_id, start, end)
 
     try:
-        _ship(run, store, batch_rows(rows(), batch_size), dry_run)
+        _ship(run, store, aligned_batches(rows(), batch_size, spec.cadence, newest), dry_run)
     finally:
         if not dry_run:
             # Keep whatever is safe even when the source or the store raised half way.
-            run.checkpoint()
+            _final_checkpoint(run, state)
     run.report()
     summary.watermarks = {
         s: w for s in selected if (w := state_rules.watermark(current, s)) is not None
     }
     summary.sites_advanced = sum(1 for s, w in summary.watermarks.items() if w != before.get(s))
     summary.lag_seconds = _lag(newest, summary.watermarks)
-    _raise_if_failed(summary, store, "the watermarks cover only what was stored")
+    _raise_if_failed(run, store, "the watermarks cover only what was stored")
+    _raise_if_stopped(run)
     return summary
 
 
@@ -307,8 +427,8 @@ def export_window(
     """Re-export every row with ``after < DATE_TIME <= until``, whatever the watermarks say.
 
     The state is neither read nor written: the live export owns the watermarks, and a re-sent
-    payload lands on the key it had before, so nothing duplicates. Batches start at ``after``,
-    so with ``batch_size`` > 1 the grouping (and so the keys) can differ from the live run's.
+    payload lands on the key it had before, so nothing duplicates: with any ``batch_size`` the
+    payloads are aligned to the table's cadence (``aligned_batches``), as the live run's are.
     """
     spec = catalogue.get_table(table)
     log = log or _module_log
@@ -317,25 +437,74 @@ def export_window(
     summary = ExportSummary(table=spec.name, sites=0, dry_run=dry_run)
     run = _Run(spec, summary, log, checkpoint=lambda updates: None)
     site_ids: set[str] = set()
+    selected = _select_sites(spec, source, sites, log)
 
     def rows() -> Iterator[dict]:
-        for row in source.rows_between(spec, after, until, sites):
-            site_ids.add(row[catalogue.SITE_ID])
-            yield row
+        for site_id in selected:
+            for row in run.site_rows(source, site_id, after, until):
+                site_ids.add(site_id)
+                yield row
 
     log.info(f"{spec.name}: re-exporting {after} .. {until}" + (", dry run" if dry_run else ""))
-    _ship(run, store, batch_rows(rows(), batch_size), dry_run)
+    newest = source.newest_times(spec.name, selected)
+    _ship(run, store, aligned_batches(rows(), batch_size, spec.cadence, newest), dry_run)
     run.report()
     summary.sites = len(site_ids)
-    _raise_if_failed(summary, store, "run it again to re-send them")
+    _raise_if_failed(run, store, "run it again to re-send them")
+    _raise_if_stopped(run)
     return summary
 
 
-def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run: bool) -> None:
-    """Build each payload and stream it into the store's bounded upload pool."""
+class StateNotSavedError(ExportError):
+    """Objects were stored but their watermarks could not be saved: nothing is lost, and the
+    next run re-sends those payloads to the keys they already have."""
+
+
+def _final_checkpoint(run: _Run, state: StateBackend) -> None:
+    try:
+        run.checkpoint()
+    except Exception as exc:
+        raise StateNotSavedError(
+            f"{run.table.name}: {run.summary.objects_stored} objects stored, watermark not saved "
+            f"({describe_error(exc)}): the next run re-sends them to the same keys; fix the "
+            f"state store ({state.describe(run.table.name)})",
+            run.summary,
+        ) from exc
+
+
+def _select_sites(
+    spec: catalogue.Table,
+    source: CosmosSource,
+    sites: Sequence[str] | None,
+    log: logging.Logger | logging.LoggerAdapter,
+) -> list[str]:
+    """The table's stored site IDs the run reads (``sites.select``), its warnings logged."""
+    selection = site_rules.select(spec.name, sites, source.list_sites(spec.name))
+    for warning in selection.warnings:
+        log.warning(warning)
+    return selection.site_ids
+
+
+def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[Row]], dry_run: bool) -> None:
+    """Build each payload and stream it into the store's bounded upload pool.
+
+    A store that fails upload after upload ends the stream early (``put_concurrently``); the
+    run then fails with its cause, and the rows not sent wait for the next run.
+    """
 
     def objects() -> Iterator[tuple[str, bytes]]:
-        for key, body, batch in build_objects(run.table, store.prefix, batches):
+        for rows in batches:
+            batch = rows
+            if rows[0][catalogue.SITE_ID] in run.stopped:
+                continue  # nothing after a bad row may be sent: the watermark would pass it
+            try:
+                key, body = build_object(run.table, store.prefix, rows)
+            except (TypeError, ValueError):
+                payloadable = run.payloadable(rows)
+                if not payloadable:
+                    continue
+                batch = payloadable
+                key, body = build_object(run.table, store.prefix, batch)
             run.built(len(batch))
             if not dry_run:  # nothing completes in a dry run, so nothing is tracked
                 run.register(key, batch[0][catalogue.SITE_ID], newest_time(batch))
@@ -345,16 +514,32 @@ def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[dict]], dry_run:
         for _ in objects():
             pass
         return
-    for result in store.put_many(objects()):
-        run.completed(result.key, result.size, result.error)
+    try:
+        for result in store.put_many(objects()):
+            run.completed(result.key, result.size, result.error)
+    except StoreUnavailableError as exc:
+        run.store_down = str(exc)
 
 
-def _raise_if_failed(summary: ExportSummary, store: ObjectStore, consequence: str) -> None:
+def _raise_if_failed(run: _Run, store: ObjectStore, consequence: str) -> None:
+    summary = run.summary
     if summary.failed:
         raise ExportError(
             f"{summary.table}: {summary.failed} of {summary.payloads_built} payloads were not "
-            f"stored after retries (to {store.describe()}); {consequence}",
+            f"stored after retries (to {store.describe()}): {run.cause()}; "
+            + (f"{run.store_down}; " if run.store_down else "")
+            + consequence,
             summary,
+        )
+
+
+def _raise_if_stopped(run: _Run) -> None:
+    stopped = [*run.stopped.values(), *run.held.values()]
+    if stopped:
+        raise ExportError(
+            f"{run.table.name}: {len(stopped)} site(s) stopped before rows they cannot send "
+            f"(the other sites were exported): " + "; ".join(map(str, stopped)),
+            run.summary,
         )
 
 

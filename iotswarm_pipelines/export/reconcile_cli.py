@@ -80,7 +80,8 @@ def run(argv: Sequence[str]) -> int:
         days = days_between(_day("--since", args.since), until)
         source = export_cli._source(config)
         export_cli._check_source(source, config, [t.name for t in tables])
-        store, state = export_cli._store(config), export_cli._state(config)
+        built = export_cli.stores(config)
+        store, state = built["object_store"], built["state"]
     except pydantic.ValidationError as exc:
         message = exc.errors()[0]["msg"].removeprefix("Value error, ")
         print(f"{PROG}: error: {message}", file=sys.stderr)

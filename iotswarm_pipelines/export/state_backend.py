@@ -9,11 +9,17 @@ read and write one copy and how to hold a table's lock:
   when both are missing, the older tool's spelling (``LEVEL_1_SOILMET_30MIN``) of both; else an
   empty state when both are missing; anything else is ``StateRecoveryError``, never a silent reset;
 * saving writes main, then the backup, so the copy read first is never older than the other;
+* a backend that can (the files) writes a checksum sidecar after each copy
+  (``<TABLE>.pickle.sha256``), which the older tool ignores: a copy that no longer matches it
+  and is not newer than it was damaged where it lies (a flipped bit can still unpickle into a
+  valid but different state) and counts as corrupt, so the backup is used. A copy newer than
+  its sidecar was rewritten by another tool (the older uploader, a restore) and is trusted;
 * ``advance`` moves watermarks forward under the lock.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -28,6 +34,7 @@ from iotswarm_pipelines.export.state import CorruptStateError, State, StateCopy
 
 MAIN_SUFFIX = ".pickle"
 BACKUP_SUFFIX = ".pickle.backup"
+CHECKSUM_SUFFIX = ".sha256"
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +44,14 @@ class StateRecoveryError(RuntimeError):
 
 
 class StateLockedError(RuntimeError):
-    """Another export holds the table's state lock (only raised when a timeout is given)."""
+    """Another export holds the table's state lock (only raised when a timeout is given).
+
+    ``holder`` names it when the store knows (``PID/host since …`` for the files).
+    """
+
+    def __init__(self, message: str, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class StateConflictError(RuntimeError):
@@ -78,6 +92,43 @@ class StateBackend(dg.ConfigurableResource):
     def _show(self, where: Any) -> str:
         return str(where)
 
+    def _sidecar(self, where: Any) -> Any | None:
+        """Where the checksum of a copy lives; None for a backend that keeps none."""
+        return None
+
+    def _modified(self, where: Any) -> int | None:
+        """When a copy was last written (any monotonic unit), for the sidecar rule."""
+        return None
+
+    def _content(self, where: Any) -> _Content:
+        """One copy's state, checked against its sidecar when it has one."""
+        data = self._read(where)
+        content = _parsed(data)
+        side = self._sidecar(where)
+        if data is None or not isinstance(content, dict) or side is None:
+            return content
+        recorded = self._read(side)
+        if recorded is None or recorded.decode("ascii", "replace").strip() == _digest(data):
+            return content  # no sidecar: written before checksums, or by the older tool
+        written, checked = self._modified(where), self._modified(side)
+        if written is not None and checked is not None and written > checked:
+            log.warning(f"{self._show(where)} was rewritten by another tool; no checksum to check")
+            return content
+        return CorruptStateError(
+            f"does not match its checksum {self._show(side)}: damaged where it is stored"
+        )
+
+    def _write_copy(self, where: Any, data: bytes) -> None:
+        """A copy, then its sidecar: a crash between the two leaves the copy newer (trusted)."""
+        self._write(where, data)
+        side = self._sidecar(where)
+        if side is not None:
+            self._write(side, f"{_digest(data)}\n".encode())
+
+    def describe(self, table: str) -> str:
+        """Where the table's main copy lives, for messages."""
+        return self._show(self._pair(catalogue.get_table(table).name)[0])
+
     def locked(
         self, table: catalogue.TableRef, timeout: float | None = None
     ) -> AbstractContextManager[None]:
@@ -117,10 +168,10 @@ class StateBackend(dg.ConfigurableResource):
         only they exist."""
         spec = catalogue.get_table(table)
         main, backup = self._pair(spec.name)
-        first, second = _parsed(self._read(main)), _parsed(self._read(backup))
+        first, second = self._content(main), self._content(backup)
         if first is None and second is None:
             legacy_main, legacy_backup = self._pair(spec.legacy_name)
-            old_first, old_second = (_parsed(self._read(p)) for p in (legacy_main, legacy_backup))
+            old_first, old_second = (self._content(p) for p in (legacy_main, legacy_backup))
             if old_first is not None or old_second is not None:
                 return (legacy_main, old_first), (legacy_backup, old_second)
         return (main, first), (backup, second)
@@ -133,7 +184,7 @@ class StateBackend(dg.ConfigurableResource):
         """
         try:
             with self.locked(table, timeout=0):
-                self._write(self._pair(table)[0], rules.dumps_state(state))
+                self._write_copy(self._pair(table)[0], rules.dumps_state(state))
         except (StateLockedError, StateConflictError) as exc:
             log.warning(f"{table}: main state copy left to the other export ({exc})")
 
@@ -141,8 +192,8 @@ class StateBackend(dg.ConfigurableResource):
         """Write main, then the backup, each whole (the module docstring says why this order)."""
         data = rules.dumps_state(state)
         main, backup = self._pair(catalogue.get_table(table).name)
-        self._write(main, data)
-        self._write(backup, data)
+        self._write_copy(main, data)
+        self._write_copy(backup, data)
 
     def advance(self, table: catalogue.TableRef, updates: Mapping[str, datetime]) -> State:
         """Move watermarks forward under the table's lock and save; returns the new state."""
@@ -150,6 +201,10 @@ class StateBackend(dg.ConfigurableResource):
             new = rules.advance(self.load(table), updates)
             self.save(table, new)
             return new
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _recovery_message(

@@ -238,7 +238,8 @@ class S3StateStore(StateBackend):
                 raise StateLockedError(
                     f"{self._show(key)} is held by another export of this table "
                     f"({current.owner}, renewed {current.age_seconds:.0f} s ago); wait for it "
-                    f"to finish, or {current.lease_seconds:.0f} s after it stopped renewing"
+                    f"to finish, or {current.lease_seconds:.0f} s after it stopped renewing",
+                    holder=f"{current.owner} (renewed {current.age_seconds:.0f} s ago)",
                 )
             pause = LEASE_POLL_SECONDS
             if deadline is not None:

@@ -17,10 +17,13 @@ beside a running export it could put an older state over that export's newer mai
 from __future__ import annotations
 
 import fcntl
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import platformdirs
@@ -29,6 +32,7 @@ from iotswarm_pipelines.atomic import write_atomically
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.state_backend import (
     BACKUP_SUFFIX,
+    CHECKSUM_SUFFIX,
     MAIN_SUFFIX,
     StateBackend,
     StateLockedError,
@@ -60,6 +64,15 @@ class StateStore(StateBackend):
         except FileNotFoundError:
             return None
 
+    def _sidecar(self, where: Path) -> Path:
+        return where.with_name(where.name + CHECKSUM_SUFFIX)
+
+    def _modified(self, where: Path) -> int | None:
+        try:
+            return where.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
     def _write(self, where: Path, data: bytes) -> None:
         where.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(where, data)
@@ -79,6 +92,12 @@ class StateStore(StateBackend):
         main.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a+b") as handle:
             _acquire(handle.fileno(), lock_path, timeout)
+            # Who holds it, for an export that has to wait (the file is append-only: empty it).
+            os.ftruncate(handle.fileno(), 0)
+            since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            os.write(
+                handle.fileno(), f"{os.getpid()}/{socket.gethostname()} since {since}".encode()
+            )
             _holders[lock_path] = threading.get_ident()
             try:
                 yield
@@ -98,7 +117,8 @@ def _acquire(fd: int, lock_path: Path, timeout: float | None) -> None:
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
+                holder = lock_path.read_text(errors="replace").strip() or "another export"
                 raise StateLockedError(
-                    f"{lock_path} is held by another export of this table; wait for it to finish"
+                    f"{lock_path} is held by {holder}; wait for it to finish", holder=holder
                 ) from None
             time.sleep(0.05)

@@ -54,10 +54,10 @@ def build_stores(where: Destination) -> dict[str, Any]:
         )
     s3 = where.s3 or S3Resource()
     store: LocalObjectStore | S3ObjectStore
-    if where.object_dir is not None:
-        store = LocalObjectStore(root=where.object_dir, prefix=where.prefix)
-    else:
+    if where.bucket is not None:
         store = S3ObjectStore(s3=s3, bucket=where.bucket, prefix=where.prefix)
+    else:
+        store = LocalObjectStore(root=str(where.object_dir), prefix=where.prefix)
     return {"object_store": store, "state": _state(where, s3)}
 
 

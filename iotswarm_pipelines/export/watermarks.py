@@ -8,7 +8,7 @@ row of the longest run of its payloads that are all stored, counted from the fir
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from iotswarm_pipelines.cosmos.catalogue import DATE_TIME, SITE_ID
@@ -34,9 +34,65 @@ def batch_rows(rows: Iterable[Row], batch_size: int) -> Iterator[list[Row]]:
         yield batch
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
+def bucket_end(when: datetime, span: timedelta) -> datetime:
+    """The end of the ``span``-long bucket holding ``when``, buckets aligned to the epoch.
+
+    ``DATE_TIME`` ends its period, so a bucket holds (start, end]: a day of 48 half-hours is
+    (00:00, 24:00], the same day the historical export re-sends.
+    """
+    return _EPOCH + ((when - _EPOCH - _TICK) // span + 1) * span
+
+
+_TICK = timedelta(microseconds=1)
+
+
+def aligned_batches(
+    rows: Iterable[Row],
+    batch_size: int,
+    cadence: timedelta,
+    newest: Mapping[str, datetime],
+) -> Iterator[list[Row]]:
+    """Payloads whose boundaries depend on the rows alone, so a re-sent payload is the same
+    payload (same text, same key) whatever run sends it, after any crash.
+
+    One row per payload for ``batch_size`` 1. Otherwise a payload is a site's rows in one
+    bucket of ``batch_size`` periods of ``cadence``, aligned to the epoch, and it is sent only
+    once the bucket is closed: it holds the row that ends it, or the site has a row after it
+    (``newest``, the source's newest time per site). A still-open bucket is held back (its rows
+    are not sent, so no watermark passes them) until a later run can send it whole.
+    Rows must arrive grouped by site and oldest first.
+    """
+    if batch_size == 1:
+        yield from batch_rows(rows, 1)
+        return
+    span = cadence * batch_size
+    batch: list[Row] = []
+    end: datetime | None = None
+
+    def closed() -> bool:
+        site = batch[0][SITE_ID]
+        assert end is not None  # set with the batch's first row
+        return newest_time(batch) >= end or (site in newest and newest[site] > end)
+
+    for row in rows:
+        row_end = bucket_end(row[DATE_TIME], span)
+        if batch and (row[SITE_ID] != batch[0][SITE_ID] or row_end != end):
+            if row[SITE_ID] == batch[0][SITE_ID] or closed():  # a later row of the site closes it
+                yield batch
+            batch = []
+        batch.append(row)
+        end = row_end
+    if batch and closed():
+        yield batch
+
+
 def newest_time(rows: Sequence[Row]) -> datetime:
     """The payload's key timestamp: its newest ``DATE_TIME`` (rows need not be sorted)."""
-    return max(row[DATE_TIME] for row in rows)
+    newest: datetime = max(row[DATE_TIME] for row in rows)
+    return newest
 
 
 def safe_watermark(payload_newest: Sequence[datetime], stored: Sequence[bool]) -> datetime | None:

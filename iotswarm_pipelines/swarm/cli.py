@@ -154,9 +154,10 @@ class _Progress:
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
     def _watch(self) -> None:
+        name = str(self.config.swarm_name)
         while not self.stop.wait(1.0):
             try:
-                session = sessions.load_session(self.config.swarm_name, self.config.sessions_dir)
+                session = sessions.load_session(name, self.config.sessions_dir)
             except SwarmConfigError:
                 continue  # a file mid-replace; the next poll reads it
             if session is not None:

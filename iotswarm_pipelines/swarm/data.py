@@ -284,6 +284,9 @@ class DeviceStreamBase:
     def position(self) -> DevicePosition:
         return DevicePosition(self.last_time, self.cycles, time.time())
 
+    def next_message(self) -> Message | None:
+        raise NotImplementedError
+
     def _message(self, rows: Sequence[Mapping[str, Any]], wait_after: float) -> Message:
         self.last_time = rows[-1][DATE_TIME]
         self.cycles += 1
@@ -354,9 +357,10 @@ class HistoryStream(DeviceStreamBase):
         if self._mode == "loop":
             batch = self._take(rows)
             return self._message(batch, self._sleep_time) if batch else None
-        batch, self._pending = self._pending, None
-        if not batch:
+        pending, self._pending = self._pending, None
+        if not pending:
             return None
+        batch = pending
         self._pending = self._take()
         wait = 0.0
         if self._pending:

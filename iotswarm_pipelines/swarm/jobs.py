@@ -37,5 +37,5 @@ def build_swarm_job(
 
 # Locally every shard step runs in its own process (multiprocess), with the instance's IO
 # manager moving the plain data between them. Shards on other machines (Celery, Kubernetes) need
-# an IO manager they all reach: a shared filesystem, or e.g. dagster_aws.s3.S3PickleIOManager.
+# an IO manager they all reach: a shared filesystem, or S3 (IOTSWARM_IO_URI, resources.py).
 swarm_job = build_swarm_job()

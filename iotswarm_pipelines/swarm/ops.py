@@ -6,7 +6,8 @@ any executor and IO manager that can move pickles between processes works.
 
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -45,7 +46,8 @@ def prepare(
     """
     planning.check_config(config)
     options.check(mqtt, BrokerOptions, ("brokers", "source_addresses"), MqttConfigError)
-    endpoints = {}  # each broker and source address the shards use, checked once
+    # each broker and source address the shards use, checked once
+    endpoints: dict[tuple[str, int, str | None], MqttSettings] = {}
     for shard in range(config.shards):
         settings = mqtt.settings(config, shard)
         endpoints.setdefault((settings.host, settings.port, settings.source_address), settings)
@@ -138,7 +140,7 @@ def plan_swarm(
         yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{shard.shard}")
 
 
-def concurrent_steps(run_config: dict) -> int | None:
+def concurrent_steps(run_config: Mapping[str, Any]) -> int | None:
     """How many steps the run's default (multi-or-in-process) executor runs at once.
 
     None for any other executor (Celery, Kubernetes, ...), which schedules steps its own way.
@@ -171,11 +173,12 @@ def run_shard(
     context: dg.OpExecutionContext, cosmos: CosmosSource, mqtt: MqttResource, shard: ShardPlan
 ) -> dg.Output[ShardResult]:
     spec, options = shard.spec, shard.spec.options
+    settings = mqtt.settings(options, shard.shard)
     try:
         outcome = shard_runner.run_planned_shard(
             shard,
             data.open_rows(options.source, spec.table, cosmos),
-            mqtt.settings(options, shard.shard),
+            settings,
             log=context.log.info,
             interrupts=(dg.DagsterExecutionInterruptedError, KeyboardInterrupt),
         )
@@ -186,11 +189,13 @@ def run_shard(
         ("partial report after termination\n" if outcome.interrupted else "")
         + render_text(summary, f"shard {shard.shard}")
     )
-    return dg.Output(outcome.result, metadata={**summary.metadata(), **_executed_by()})
+    where = {**_executed_by(), "source_address": settings.source_address or ""}
+    return dg.Output(outcome.result, metadata={**summary.metadata(), **where})
 
 
 def _executed_by() -> dict[str, str | int]:
-    """Where the shard ran: operators match it to a machine and a process on any executor."""
+    """Where the shard ran: operators match it to a machine and a process on any executor
+    (and, with ``source_address``, to the local address its connections came from)."""
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
@@ -202,9 +207,14 @@ def swarm_report(
     sessions.consolidate(spec.swarm_name, spec.options.sessions_dir)
     text = render_text(report, spec.swarm_name)
     context.log.info(text)
+    document = {"swarm": spec.swarm_name, "run_id": context.run_id, **report.metadata()}
+    saved = sessions.save_report(
+        spec.swarm_name, {**document, "text": text}, spec.options.sessions_dir
+    )
     metadata = {
         **report.metadata(),
         "swarm": spec.swarm_name,
+        "report_saved": dg.MetadataValue.path(saved),
         "summary": dg.MetadataValue.md(render_markdown(report, spec.swarm_name)),
     }
     # A materialization of the declared report asset, so the UI plots the numbers across runs.

@@ -262,7 +262,10 @@ class SwarmOptions(BaseModel):
         False, "Continue the session named swarm_name where it stopped.", group=SCHEDULE
     )
     sessions_dir: str | None = option(
-        None, "Session folder; default <IOTSWARM_DATA_DIR>/swarm_sessions.", group=SCHEDULE
+        None,
+        "Session folder or s3://bucket/prefix (sessions and reports); default "
+        "$IOTSWARM_SESSIONS_URI, else <IOTSWARM_DATA_DIR>/swarm_sessions.",
+        group=SCHEDULE,
     )
     dry: bool = option(False, "Build messages, send nothing.", group=SCHEDULE)
     verify: bool = option(False, "Subscribe and match what arrives.", group=SCHEDULE)

@@ -1,9 +1,10 @@
 """Named swarm sessions: where each device had got to, so a later run carries on from there.
 
-Each shard writes its own file (``<name>.shard-<k>.json``) atomically, so concurrent shard
-processes never write the same file; loading merges every file of the session, newest
+Each shard writes its own document (``<name>.shard-<k>.json``) whole, so concurrent shard
+processes never write the same one; loading merges every document of the session, newest
 position per device winning, and the report step folds them into ``<name>.json``. A run killed
-before its report therefore still resumes from the shards' last periodic saves.
+before its report therefore still resumes from the shards' last periodic saves. The documents
+live in a folder or under an S3 prefix (``session_store``), so shards on any host resume.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-from iotswarm_pipelines import settings
-from iotswarm_pipelines.atomic import write_atomically
 from iotswarm_pipelines.swarm.options import SwarmConfigError
+from iotswarm_pipelines.swarm.session_store import DocumentStore, open_store
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+SHARD_FILE = re.compile(r"\.shard-[0-9]+\.json")
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,6 @@ def check_name(name: str) -> None:
         )
 
 
-def sessions_dir(directory: str | os.PathLike | None = None) -> Path:
-    return Path(directory) if directory else settings.data_dir() / "swarm_sessions"
-
-
 def _encode(position: DevicePosition) -> dict:
     return {
         "last_time": position.last_time.isoformat() if position.last_time else None,
@@ -70,20 +66,23 @@ def _decode(data: Mapping) -> DevicePosition:
     )
 
 
-def _write_atomic(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _document(name: str, table: str, mode: str, positions: Mapping[str, DevicePosition]) -> bytes:
     # The C encoder with compact separators: a 20,000-device session stays fast to save.
-    write_atomically(path, json.dumps(document, separators=(",", ":")).encode())
+    document = {
+        "name": name,
+        "table": table,
+        "mode": mode,
+        "saved_at": time.time(),
+        "devices": {device: _encode(p) for device, p in positions.items()},
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
-def _files(name: str, directory: Path) -> list[Path]:
-    main = directory / f"{name}.json"
-    shards = sorted(directory.glob(f"{glob_escape(name)}.shard-*.json"))
-    return ([main] if main.exists() else []) + shards
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
+def _names(name: str, store: DocumentStore) -> list[str]:
+    """The session's documents: the folded one first (when it exists), then the shards'."""
+    main = f"{name}.json"
+    shards = [n for n in store.names(f"{name}.shard-") if SHARD_FILE.fullmatch(n[len(name) :])]
+    return ([main] if main in store.names(main) else []) + shards
 
 
 def save_shard(
@@ -93,35 +92,32 @@ def save_shard(
     mode: str,
     positions: Mapping[str, DevicePosition],
     directory: str | os.PathLike | None = None,
-) -> Path:
-    path = sessions_dir(directory) / f"{name}.shard-{shard}.json"
-    _write_atomic(
-        path,
-        {
-            "name": name,
-            "table": table,
-            "mode": mode,
-            "saved_at": time.time(),
-            "devices": {device: _encode(p) for device, p in positions.items()},
-        },
-    )
-    return path
+) -> str:
+    """Write the shard's positions; returns where (a path or an s3:// URI)."""
+    store = open_store(directory)
+    document = f"{name}.shard-{shard}.json"
+    store.write(document, _document(name, table, mode, positions))
+    return store.describe(document)
 
 
 def load_session(name: str, directory: str | os.PathLike | None = None) -> Session | None:
     """The merged session, or None when nothing was saved under ``name``."""
-    folder = sessions_dir(directory)
-    files = _files(name, folder)
-    if not files:
-        return None
+    store = open_store(directory)
+    documents = _names(name, store)
     table = mode = ""
     positions: dict[str, DevicePosition] = {}
-    for path in files:
+    found = False
+    for document_name in documents:
+        data = store.read(document_name)
+        if data is None:  # folded away by a report step since it was listed
+            continue
+        found = True
         try:
-            document = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+            document = json.loads(data)
+        except ValueError as exc:
             raise SwarmConfigError(
-                f"session file {path} is unreadable ({exc}): delete it or pick another swarm_name"
+                f"session file {store.describe(document_name)} is unreadable ({exc}): delete it "
+                "or pick another swarm_name"
             ) from None
         table, mode = document.get("table", table), document.get("mode", mode)
         for device, data in document.get("devices", {}).items():
@@ -132,27 +128,30 @@ def load_session(name: str, directory: str | os.PathLike | None = None) -> Sessi
                 known.cycles,
             ):
                 positions[device] = position
+    if not found:
+        return None
     return Session(name=name, table=table, mode=mode, positions=positions)
 
 
-def consolidate(name: str, directory: str | os.PathLike | None = None) -> Path | None:
-    """Fold the shard files into ``<name>.json`` (written before the shard files go)."""
-    folder = sessions_dir(directory)
-    session = load_session(name, folder)
+def consolidate(name: str, directory: str | os.PathLike | None = None) -> str | None:
+    """Fold the shard documents into ``<name>.json`` (written before the shards' go)."""
+    store = open_store(directory)
+    session = load_session(name, directory)
     if session is None:
         return None
-    path = folder / f"{name}.json"
-    _write_atomic(
-        path,
-        {
-            "name": name,
-            "table": session.table,
-            "mode": session.mode,
-            "saved_at": time.time(),
-            "devices": {d: _encode(p) for d, p in sorted(session.positions.items())},
-        },
+    main = f"{name}.json"
+    store.write(
+        main, _document(name, session.table, session.mode, dict(sorted(session.positions.items())))
     )
-    for shard_file in _files(name, folder):
-        if shard_file != path:
-            shard_file.unlink(missing_ok=True)
-    return path
+    for document in _names(name, store):
+        if document != main:
+            store.delete(document)
+    return store.describe(main)
+
+
+def save_report(name: str, report: Mapping, directory: str | os.PathLike | None = None) -> str:
+    """Keep the swarm's report next to its session as ``<name>.report.json``; returns where."""
+    store = open_store(directory)
+    document = f"{name}.report.json"
+    store.write(document, json.dumps(report, indent=1, sort_keys=True).encode())
+    return store.describe(document)

@@ -151,7 +151,7 @@ class SampleDatabase:
         with self.engine.connect() as conn:
             for table in selection.tables:
                 t = schema.TABLES[table.name]
-                site = sa.bindparam("site")
+                site: sa.BindParameter[str] = sa.bindparam("site")
                 query = sa.select(sa.func.max(t.c.DATE_TIME)).where(
                     t.columns[catalogue.SITE_ID] == site
                 )

@@ -441,5 +441,5 @@ def bucket_emptied_before(phase_days: int, minute: int) -> int:
 def clear_caches() -> None:
     for cached in (_knots, _rain_events, rain_minutes, rain_half_hours, rain_total, _sky):
         cached.cache_clear()
-    for cached in (weather, soil_temperatures, soil_moisture):
-        cached.cache_clear()
+    for cached_model in (weather, soil_temperatures, soil_moisture):
+        cached_model.cache_clear()

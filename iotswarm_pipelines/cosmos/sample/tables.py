@@ -58,6 +58,11 @@ _DECIMALS = {
 
 Column = np.ndarray | int | float | str | None
 
+catalogue.check_column_names(
+    [*_NEVER_NULL, *_DECIMALS, *(c for group in SENSOR_GROUPS.values() for c in group)],
+    "the sample generator",
+)
+
 
 @dataclass(frozen=True)
 class Block:
@@ -127,6 +132,9 @@ def _finish(
     keep &= minutes >= _first_end(site, int(table.cadence.total_seconds() // 60))
     if site.end is not None:
         keep &= minutes <= ph.to_minutes(site.end)
+    extra = values.keys() - set(table.column_names)
+    if extra:
+        raise ValueError(f"the sample generator makes {sorted(extra)}, not in {table.name}")
     lacking = {c for g in set(SENSOR_GROUPS) - prof.groups for c in SENSOR_GROUPS[g]}
     integers = table.integer_columns
     columns: list[Column] = []
@@ -278,7 +286,15 @@ def _soilmet(seed: int, prof: SiteProfile, day: int, r: np.random.Generator) -> 
         v[f"G{number}_CAL"] = cal
         v[f"G{number}_MV"] = flux / cal
         v[f"G{number}_STD"] = r.uniform(0.1, 0.9, n)
-    tdt_layers = ((3.0, 10), (7.0, 30), (2.0, 5), (4.0, 10), (5.0, 20), (8.0, 30), (10.0, 50))
+    tdt_layers: tuple[tuple[float, int], ...] = (
+        (3.0, 10),
+        (7.0, 30),
+        (2.0, 5),
+        (4.0, 10),
+        (5.0, 20),
+        (8.0, 30),
+        (10.0, 50),
+    )
     tdt_layers += ((12.0, 50), (6.0, 20), (3.0, 40))
     for number, (tau, depth) in enumerate(tdt_layers, start=1):
         if number > 2 and prof.lacks("tdt_extra"):

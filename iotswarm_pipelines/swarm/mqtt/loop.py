@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 
@@ -30,10 +31,10 @@ class EventLoop:
         self._selector = selectors.DefaultSelector()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
-        self._clients: dict[paho.Client, object] = {}
+        self._clients: dict[paho.Client, paho.SocketLike] = {}
         # Write interest is applied to the selector lazily, just before it waits: a publisher
         # usually writes its packet at once, so most register/unregister pairs cost nothing.
-        self._write_wanted: dict[paho.Client, object] = {}
+        self._write_wanted: dict[paho.Client, paho.SocketLike] = {}
         self._write_registered: set[paho.Client] = set()
         # Keep-alive checks (PINGREQ) often enough for the shortest keep-alive, at most 1/s.
         self._misc_interval = max(1.0, min(5.0, keepalive / 4))
@@ -133,12 +134,12 @@ class EventLoop:
         if self._write_wanted:
             self._apply_write_interest()
         for key, mask in self._selector.select(max(0.0, timeout)):
-            client: paho.Client | None = key.data
+            client: SwarmClient | None = key.data
             if client is None:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(4096)
                 continue
-            sock = key.fileobj
+            sock: Any = key.fileobj  # the socket a client registered
             if mask & selectors.EVENT_READ:
                 self._read(client, sock)
             if mask & selectors.EVENT_WRITE and client.socket() is sock:
@@ -151,11 +152,11 @@ class EventLoop:
             callback()
         if now >= self._next_misc:
             self._next_misc = now + self._misc_interval
-            for client in list(self._clients):
-                client.loop_misc()
+            for each in list(self._clients):
+                each.loop_misc()
 
     @staticmethod
-    def _read(client: SwarmClient, sock) -> None:
+    def _read(client: SwarmClient, sock: paho.SocketLike) -> None:
         """Read every packet that has arrived, not just one.
 
         paho's `loop_read` reads one packet unless it awaits acks, so a subscriber would get one

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Literal
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
@@ -140,7 +140,7 @@ def for_shard(
     """The settings of one shard: brokers and source addresses are taken round robin by shard
     number, so shards spread over a broker cluster and over local addresses (each address
     has its own ~28,000 ephemeral ports, each process its own open-file limit)."""
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if brokers:
         try:
             host_port = options.host_and_port(brokers[shard % len(brokers)], settings.port)
@@ -243,7 +243,7 @@ def check_broker(settings: MqttSettings, timeout: float = 10) -> None:
     settings.validate()
     client_id = f"iotswarm-check-{uuid.uuid4().hex[:12]}"
     client = new_client(settings, client_id, clean=True, timeout=timeout)
-    outcome: dict[str, object] = {}
+    outcome: dict[str, Any] = {}
     last_error: list[str] = []
 
     def on_connect(_client, _userdata, _flags, reason_code, _properties) -> None:

@@ -1,0 +1,72 @@
+"""Which stored site IDs an export reads: the configured sites, matched once at the edge.
+
+The source is the truth. A configured site is trimmed and matched case-insensitively against
+the IDs the table stores, and the export then queries with the ID exactly as stored: a source
+that stores ``alic1`` is read, ``ALIC1,ALIC1,alic1`` reads ALIC1 once, and a site that the
+catalogue does not know yet (a new station) is exported like any other, with a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from iotswarm_pipelines.cosmos import catalogue
+
+
+class UnknownSiteError(ValueError):
+    """A configured site that neither the table nor the catalogue knows, in any case."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The stored site IDs to read, and what the operator should hear about the choice."""
+
+    site_ids: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def clean(sites: Iterable[str]) -> list[str]:
+    """Configured site IDs trimmed, blanks dropped, duplicates (in any case) kept once."""
+    seen: dict[str, str] = {}
+    for site in sites:
+        trimmed = site.strip()
+        if trimmed:
+            seen.setdefault(trimmed.casefold(), trimmed)
+    return list(seen.values())
+
+
+def select(table: str, requested: Sequence[str] | None, stored: Sequence[str]) -> Selection:
+    """The stored IDs matching ``requested`` (all of ``stored`` when None), sorted, once each.
+
+    A requested site the table has no rows for is only a warning when the catalogue knows it
+    (the table may not be logged there, or not yet); one that nothing knows is
+    ``UnknownSiteError``, a typo that must not export nothing and report success.
+    """
+    by_key: dict[str, list[str]] = {}
+    for site_id in stored:
+        by_key.setdefault(site_id.casefold(), []).append(site_id)
+    warnings: list[str] = []
+    if requested is None:
+        chosen = set(stored)
+    else:
+        chosen = set()
+        for site in clean(requested):
+            matches = by_key.get(site.casefold())
+            if matches:
+                chosen.update(matches)
+            elif site.upper() in catalogue.SITES_BY_ID:
+                warnings.append(f"{table}: site {site} has no rows in this table; nothing to send")
+            else:
+                known = ", ".join(sorted(stored)) or "none"
+                raise UnknownSiteError(
+                    f"unknown COSMOS site {site!r}: neither {table} (in any case) nor the "
+                    f"catalogue holds it; sites with rows there: {known}"
+                )
+    warnings += [
+        f"{table}: site {site_id} is in the source but not in the catalogue; exported anyway "
+        "(the source is the truth)"
+        for site_id in sorted(chosen)
+        if site_id.strip().upper() not in catalogue.SITES_BY_ID
+    ]
+    return Selection(sorted(chosen), warnings)
