@@ -284,7 +284,7 @@ class DeviceStreamBase:
     def position(self) -> DevicePosition:
         return DevicePosition(self.last_time, self.cycles, time.time())
 
-    def next_message(self) -> Message | None:
+    def next_message(self, rows: int | None = None) -> Message | None:
         raise NotImplementedError
 
     def _message(self, rows: Sequence[Mapping[str, Any]], wait_after: float) -> Message:
