@@ -24,11 +24,10 @@ import dagster as dg
 import paho.mqtt.client as paho
 import pytest
 
-from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm import scenario
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
-from iotswarm_pipelines.swarm.cli import main
+from iotswarm_pipelines.swarm.cli import cli_swarm_job, main
 from iotswarm_pipelines.swarm.mqtt.types import ShardResult
 from iotswarm_pipelines.swarm.options import SwarmOptions
 from iotswarm_pipelines.swarm.report import render_markdown, summarize
@@ -151,25 +150,26 @@ def test_network_wide_outage_longer_than_give_up_after_uploads_batched_backlogs(
     assert all(times == expected_times(50) for times in subscriber.rows.values())
 
 
-def test_swarm_job_reports_the_phases_on_the_report_asset(mqtt_broker):
-    """The job as the UI launches it: two shards, half of 8 devices offline for 5 simulated
-    minutes; the report asset's materialization carries the per-phase numbers."""
-    from iotswarm_pipelines.definitions import defs
-
-    assert mqtt_broker == ("127.0.0.1", 1883), "the local deployment's broker is 127.0.0.1:1883"
-    settings.data_dir().mkdir(parents=True, exist_ok=True)
-    end = T0 + timedelta(hours=1)
-    generate(settings.sample_db_url(), start=T0, end=end, sites=["ALIC1"], tables=[PRECIP])
+def test_swarm_job_reports_the_phases_on_the_report_asset(precip_url, mqtt_broker):
+    """The swarm job (iot-swarm's, resources from the run config): two shards, half of 8
+    devices offline for 5 simulated minutes; the report asset's materialization carries the
+    per-phase numbers."""
+    host, port = mqtt_broker
     name = f"iotswarm-phases-{uuid.uuid4().hex[:8]}"
     config = {
-        "table": PRECIP, "mode": "loop", "devices": 8, "shards": 2, "max_cycles": 12,
-        "sleep_time": 0.1, "qos": 1, "verify": True, "swarm_name": name, "mqtt_prefix": name,
-        "outage_share": 50, "outage_start": 2, "outage_minutes": 5,
+        "table": PRECIP, "source": "cosmos", "mode": "loop", "devices": 8, "shards": 2,
+        "max_cycles": 12, "sleep_time": 0.1, "qos": 1, "verify": True, "swarm_name": name,
+        "mqtt_prefix": name, "outage_share": 50, "outage_start": 2, "outage_minutes": 5,
     }  # fmt: skip
+    run_config = {
+        "ops": {"plan_swarm": {"config": config}},
+        "resources": {
+            "mqtt": {"config": {"host": host, "port": port}},
+            "cosmos": {"config": {"url": precip_url}},
+        },
+    }
     with dg.instance_for_test() as instance:
-        result = defs.get_job_def("swarm_job").execute_in_process(
-            run_config={"ops": {"plan_swarm": {"config": config}}}, instance=instance
-        )
+        result = cli_swarm_job.execute_in_process(run_config=run_config, instance=instance)
     assert result.success
     [materialization] = result.asset_materializations_for_node("swarm_report")
     assert materialization.asset_key == swarm_report_asset.key
