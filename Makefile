@@ -5,7 +5,8 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 DAGSTER_HOME_DIR := $(CURDIR)/.dagster_home
 
-.PHONY: demo test dev lint lock bench services dagster-home workers clean
+.PHONY: demo test dev lint lock bench services dagster-home workers clean \
+	sensor-start sensor-stop schedule-start schedule-stop
 
 $(BIN)/activate:
 	PYTHON="$(PYTHON)" scripts/bootstrap.sh "$(VENV)"
@@ -28,7 +29,8 @@ lock:
 
 # dagster dev ignores ./dagster.yaml once DAGSTER_HOME is set, so the home holds a link to it.
 # Only the demo and the UI use it; the tests make their own temporary instances.
-demo dev dagster-home workers: export DAGSTER_HOME := $(DAGSTER_HOME_DIR)
+SWITCHES := sensor-start sensor-stop schedule-start schedule-stop
+demo dev dagster-home workers $(SWITCHES): export DAGSTER_HOME := $(DAGSTER_HOME_DIR)
 workers: export IOTSWARM_EXECUTOR := celery
 
 dagster-home:
@@ -45,6 +47,13 @@ demo: $(VENV)/.installed dagster-home
 dev: $(VENV)/.installed dagster-home
 	[ -f .demo/cosmos.sqlite ] || [ -n "$$IOTSWARM_DATA_DIR" ] || $(BIN)/cosmos-sample
 	$(BIN)/dagster dev -w workspace.yaml
+
+# Switch a sensor or schedule of the instance `make dev` shows, with or without the UI running:
+#   make sensor-stop NAME=cosmos_new_rows_level1_soilmet_30min
+#   make schedule-start NAME=cosmos_every_level1_soilmet_30min
+$(SWITCHES): $(VENV)/.installed dagster-home
+	@[ -n "$(NAME)" ] || { echo "name the $(firstword $(subst -, ,$@)): make $@ NAME=..."; exit 2; }
+	$(BIN)/dagster $(subst -, ,$@) "$(NAME)" -w workspace.yaml
 
 # Celery workers for IOTSWARM_EXECUTOR=celery (README, "Scaling out"): WORKERS workers of
 # CONCURRENCY processes each, on the queue and broker of the IOTSWARM_CELERY_* variables (local

@@ -33,7 +33,7 @@ def main() -> int:
     _banner(f"2/3 live export of every table into {data_dir / 'objects'}")
     from iotswarm_pipelines.export.demo import run_demo_export
 
-    print(run_demo_export())
+    run_demo_export(echo=lambda text: print(text, flush=True))
 
     _banner("3/3 device swarm against a private Mosquitto")
     from iotswarm_pipelines.local_broker import LocalMosquitto

@@ -2,7 +2,10 @@
 
 The rules (field types, process names, time format, key order) are those of the existing uploader
 and swarm, written down in the team's reference notes; consumers have parsed this exact text for
-years, so nothing here may change silently.
+years, so nothing here may change silently. That includes Python's own spelling of non-finite
+floats (``NaN``, ``Infinity``, ``-Infinity``): the consumers parse with Python's ``json``, which
+reads them back. ``strict_json=True`` writes ``null`` for them instead, for readers that follow
+RFC 8259.
 
 Building a payload is on the export's and the swarm's hot path (a 148-column SOILMET row per
 message), so the ``head`` of a payload, which depends only on the station, the columns and the
@@ -22,12 +25,29 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from iotswarm_pipelines import __version__
 from iotswarm_pipelines.digest import md5_of, md5_update
 
 DATE_TIME_COLUMN = "DATE_TIME"
 DEFAULT_OS_VERSION = "CR1000X.Std.07.02"
-DEFAULT_PROG_NAME = f"CPU:iotswarm-{__version__}.CR1X"
+DEFAULT_PROG_NAME = "CPU:iotswarm.CR1X"
+"""``prog_name`` of every payload unless told otherwise. It is part of the hashed text, so it
+carries no release number: the same rows make the same object keys whatever the release. The old
+tool wrote ``CPU:iotswarm-<its version>.CR1X`` (``CPU:iotswarm-1.6.10.CR1X`` for its last
+release); pass that as ``prog_name`` to reproduce its bytes."""
+
+
+@dataclass(frozen=True)
+class PayloadFormat:
+    """The two choices a payload's text depends on besides the rows: chosen once per destination,
+    because a change moves every payload to a new object key."""
+
+    prog_name: str = DEFAULT_PROG_NAME
+    strict_json: bool = False  # False: NaN/Infinity as the old tool wrote them; True: null
+
+
+DEFAULT_FORMAT = PayloadFormat()
+"""The default: the old tool's text, with a ``prog_name`` that does not change between releases."""
+
 
 # Field types from low to high rank; a column's type is the highest rank among its values.
 TYPE_NAMES = (
@@ -147,10 +167,10 @@ def format_time(value: datetime | date | str) -> str:
     return value.isoformat(timespec="microseconds")
 
 
-def _json_value(value: Any) -> Any:
-    """The JSON form of one value; NaN has no JSON spelling, so it becomes null."""
+def _json_value(value: Any, strict_json: bool = False) -> Any:
+    """The JSON form of one value; with ``strict_json`` a non-finite float becomes null."""
     if type(value) is float:
-        return None if math.isnan(value) else value
+        return None if strict_json and not math.isfinite(value) else value
     if value is None or isinstance(value, (int, float, str)):
         return value
     if isinstance(value, (datetime, date)):
@@ -240,19 +260,19 @@ class _RowPlan:
         self.common: dict[tuple[tuple[int, ...], tuple[bool, ...]], tuple[int, ...]] = {}
 
     def ranks(self, values: list[Any]) -> tuple[tuple[int, ...], bool]:
-        """Ranks of one row's values, and whether the row holds a NaN."""
+        """Ranks of one row's values, and whether the row holds a NaN or an infinity."""
         floats = self.floats(values)
-        has_nan = bool(floats) and any(map(math.isnan, floats))
+        non_finite = bool(floats) and not all(map(math.isfinite, floats))
         others = tuple(value_rank(values[i]) for i in self.other_idx)
         ints = self.ints(values)
-        if not has_nan and _ordinary_floats(floats) and _within_int32(ints):
+        if not non_finite and _ordinary_floats(floats) and _within_int32(ints):
             # Within 32 bits an integer's rank depends only on whether it is zero or short.
             key = (others, tuple(map(_is_short, ints)))
             ranks = self.common.get(key)
             if ranks is None:
                 ranks = self.common[key] = self._ranks(values, others)
             return ranks, False
-        return self._ranks(values, others), has_nan
+        return self._ranks(values, others), non_finite
 
     def _ranks(self, values: list[Any], others: tuple[int, ...]) -> tuple[int, ...]:
         ranks = [NIL] * len(values)
@@ -303,11 +323,13 @@ def cr1000x_payload(
     rows: Sequence[Mapping[str, Any]],
     *,
     prog_name: str | None = None,
+    strict_json: bool = False,
 ) -> Cr1000xPayload:
     """One payload carrying ``rows`` (oldest first) of one station.
 
     Fields follow the first row's column order; ``DATE_TIME`` (any case) becomes each data row's
-    ``time``. Types are computed over every row of the payload.
+    ``time``. Types are computed over every row of the payload. NaN and infinities stay floats
+    (written ``NaN``/``Infinity`` as the old tool did) unless ``strict_json`` makes them null.
     """
     if not rows:
         raise ValueError(f"a CR1000X payload needs at least one row (station {station_name})")
@@ -319,10 +341,10 @@ def cr1000x_payload(
     for row in rows:
         values = list(take(row))
         plan = _row_plan(tuple(map(type, values)))
-        row_ranks, has_nan = plan.ranks(values)
+        row_ranks, non_finite = plan.ranks(values)
         ranks = row_ranks if ranks is None else tuple(map(max, ranks, row_ranks))
-        if has_nan or not plan.native:
-            values = [_json_value(v) for v in values]
+        if (strict_json and non_finite) or not plan.native:
+            values = [_json_value(v, strict_json) for v in values]
         data.append({"time": format_time(row[time_column]), "vals": values})
     head, prefix = _head(station_name, columns, ranks, prog_name or DEFAULT_PROG_NAME)
     payload = Cr1000xPayload(head=head, data=data)
@@ -364,6 +386,18 @@ def payload_json_md5(payload: Mapping[str, Any]) -> tuple[str, str]:
     return prefix.text + rest, digest.hexdigest()
 
 
-def basic_payload(row: Mapping[str, Any]) -> dict[str, Any]:
+def formatted_payload(
+    station_name: str, rows: Sequence[Mapping[str, Any]], payload_format: PayloadFormat
+) -> Cr1000xPayload:
+    """:func:`cr1000x_payload` with the destination's :class:`PayloadFormat`."""
+    return cr1000x_payload(
+        station_name,
+        rows,
+        prog_name=payload_format.prog_name,
+        strict_json=payload_format.strict_json,
+    )
+
+
+def basic_payload(row: Mapping[str, Any], *, strict_json: bool = False) -> dict[str, Any]:
     """The row as plain JSON: the swarm's ``basic`` device type."""
-    return {column: _json_value(value) for column, value in row.items()}
+    return {column: _json_value(value, strict_json) for column, value in row.items()}

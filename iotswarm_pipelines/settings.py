@@ -35,3 +35,9 @@ def sample_db_path() -> Path:
 
 def sample_db_url() -> str:
     return f"sqlite:///{sample_db_path()}"
+
+
+def dagster_home(explicit: str | None = None) -> str | None:
+    """The Dagster instance the commands record their runs in: ``explicit``, else
+    ``DAGSTER_HOME`` (the one ``make dev``'s UI shows), else None for a throw-away one."""
+    return explicit or os.environ.get("DAGSTER_HOME") or None

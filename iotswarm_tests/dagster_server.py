@@ -39,6 +39,8 @@ class GraphQLError(RuntimeError):
 @dataclass(frozen=True)
 class DagsterServer:
     url: str
+    home: Path
+    """The instance's DAGSTER_HOME: commands given it record their runs where the UI reads."""
 
     @property
     def repository_selector(self) -> dict[str, str]:
@@ -253,7 +255,7 @@ def dagster_server(
     shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
     env = {**env, "DAGSTER_HOME": str(home)}
     port = free_port()
-    server = DagsterServer(f"http://127.0.0.1:{port}")
+    server = DagsterServer(f"http://127.0.0.1:{port}", home)
     webserver = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
     daemon = [str(BIN / "dagster-daemon"), "run"]
     workspace = ["-w", str(PROJECT / "workspace.yaml")]

@@ -9,6 +9,7 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import health
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.assets import cosmos_live_export
+from iotswarm_pipelines.export.checks import check_key
 from iotswarm_pipelines.export.definitions import defs
 from iotswarm_pipelines.export.health import Check, check_name
 from iotswarm_pipelines.export.pipeline import export_table, utc_now
@@ -59,7 +60,8 @@ def run_checks(resources, instance, *names: str) -> dict[str, dg.AssetCheckEvalu
         "cosmos_health_checks"
     )
     if names:
-        keys = {dg.AssetCheckKey(cosmos_live_export.key, name) for name in names}
+        kinds = {check_name(kind, SOILMET): kind for kind in Check}
+        keys = {check_key(kinds[name], SOILMET) for name in names}
         job = job.get_subset(asset_check_selection=keys)
     result = job.execute_in_process(instance=instance)
     assert result.success
@@ -90,7 +92,7 @@ def test_thresholds_follow_each_table_cadence():
     assert health.FRESHNESS_THRESHOLDS[SOILMET] == timedelta(minutes=90)
     assert health.FRESHNESS_THRESHOLDS["LEVEL1_NMDB_1HOUR"] == timedelta(hours=3)
     assert set(health.FRESHNESS_THRESHOLDS) == set(catalogue.TABLE_NAMES)
-    assert FRESHNESS == "freshness_level1_soilmet_30min"
+    assert FRESHNESS == "level1_soilmet_30min_freshness"
 
 
 def test_a_never_seen_site_is_measured_from_where_its_first_export_starts():
@@ -170,14 +172,19 @@ def test_state_health_fails_on_a_bad_copy(setup, copy, damage, problem, severity
 # --- export completeness ---------------------------------------------------------------------
 
 
-def test_each_export_run_records_its_tables_completeness(setup):
+def test_each_export_run_evaluates_its_own_tables_checks(setup):
     resources, _ = setup
     with dg.instance_for_test() as instance:
         result = materialize(resources, instance)
         assert result.success
-        [evaluation] = result.get_asset_check_evaluations()
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
         scheduled = run_checks(resources, instance)
-    assert evaluation.check_name == COMPLETENESS and evaluation.passed
+    assert set(evaluations) == {COMPLETENESS, STATE_HEALTH, FRESHNESS}
+    assert all(e.passed for e in evaluations.values())
+    assert {e.asset_key for e in evaluations.values()} == {
+        dg.AssetKey(["cosmos", "health", SOILMET])
+    }
+    evaluation = evaluations[COMPLETENESS]
     assert (value(evaluation, "payloads"), value(evaluation, "objects")) == (12, 12)
     assert value(evaluation, "run_id") == result.run_id
     assert scheduled[COMPLETENESS].passed and value(scheduled[COMPLETENESS], "objects") == 12
@@ -193,7 +200,7 @@ def test_a_run_with_failed_objects_fails_completeness_until_a_full_run(setup, tm
     with dg.instance_for_test() as instance:
         failed = materialize(resources, instance)
         assert not failed.success
-        [evaluation] = failed.get_asset_check_evaluations()
+        [evaluation] = failed.get_asset_check_evaluations()  # only completeness: it failed
         assert not evaluation.passed
         assert (value(evaluation, "payloads"), value(evaluation, "failed")) == (12, 12)
         assert value(evaluation, "missing") == 12
@@ -205,3 +212,32 @@ def test_a_run_with_failed_objects_fails_completeness_until_a_full_run(setup, tm
         objects.unlink()
         assert materialize(resources, instance).success
         assert run_checks(resources, instance, COMPLETENESS)[COMPLETENESS].passed
+
+
+def test_an_export_of_another_table_leaves_a_failed_check_as_it_was(setup):
+    """The health assets are never materialized: a result stays until its own checks run."""
+    resources, newest = setup
+    stale = state_rules.advance(state_rules.empty_state(), {"ALIC1": newest - timedelta(hours=5)})
+    resources["state"].save(SOILMET, stale)
+    other = "LEVEL1_NMDB_1HOUR"
+    hourly = [newest.replace(minute=0) - timedelta(hours=i) for i in range(2)]
+    insert_rows(resources["cosmos"].url, other, make_rows(other, "ALIC1", hourly))
+    with dg.instance_for_test() as instance:
+        assert not run_checks(resources, instance, FRESHNESS)[FRESHNESS].passed
+        other_run = dg.materialize(
+            [cosmos_live_export], partition_key=other, resources=resources, instance=instance
+        )
+        assert other_run.success
+        assert {e.asset_key for e in other_run.get_asset_check_evaluations()} == {
+            dg.AssetKey(["cosmos", "health", other])
+        }
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [check_key(Check.FRESHNESS, SOILMET)]
+        )[check_key(Check.FRESHNESS, SOILMET)]
+        assert latest.status.value == "FAILED"
+
+        assert materialize(resources, instance).success  # the fix: export the stale table
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [check_key(Check.FRESHNESS, SOILMET)]
+        )[check_key(Check.FRESHNESS, SOILMET)]
+    assert latest.status.value == "SUCCEEDED"

@@ -32,7 +32,8 @@ def test_assets_have_groups_kinds_owners_and_the_export_checks(monkeypatch):
     asset_graph = load_definitions(monkeypatch, "local").defs.resolve_asset_graph()
     expected = {
         "cosmos/live_export": ("cosmos_export", {"oracle", "sqlite", "s3"}),
-        "cosmos/history_export": ("cosmos_export", {"oracle", "sqlite", "s3"}),
+        "cosmos/history_export": ("cosmos_history", {"oracle", "sqlite", "s3"}),
+        "cosmos/health/LEVEL1_SOILMET_30MIN": ("cosmos_export", {"health"}),
         "swarm/report": ("device_swarm", {"mqtt", "report"}),
     }
     for key, (group, kinds) in expected.items():
@@ -41,11 +42,26 @@ def test_assets_have_groups_kinds_owners_and_the_export_checks(monkeypatch):
         assert spec.kinds == kinds, key
         assert spec.owners == ["team:fdri-cosmos"], key
         assert spec.description, key
-    checks = {key.name for key in asset_graph.asset_check_keys}
-    assert len(checks) == 3 * len(catalogue.TABLE_NAMES)
+    checks = {key.to_user_string() for key in asset_graph.asset_check_keys}
+    assert len(checks) == 3 * len(catalogue.TABLE_NAMES) + 1
     for table in catalogue.TABLE_NAMES:
         for kind in ("freshness", "state_health", "export_completeness"):
-            assert f"{kind}_{table.lower()}" in checks
+            # The table first: the UI's sidebar cuts long names off at the end.
+            assert f"cosmos/health/{table}:{table.lower()}_{kind}" in checks
+    assert "swarm/report:delivery" in checks
+
+
+def test_history_is_in_its_own_group_and_unpartitioned(monkeypatch):
+    """ "Materialize all" of the export group must not reach it, nor show 24,000 missing days."""
+    asset_graph = load_definitions(monkeypatch, "local").defs.resolve_asset_graph()
+    export_group = {
+        key.to_user_string()
+        for key in asset_graph.get_all_asset_keys()
+        if asset_graph.get(key).group_name == "cosmos_export"
+    }
+    assert "cosmos/history_export" not in export_group
+    assert "cosmos/reconciliation" not in export_group  # day x table too
+    assert asset_graph.get(dg.AssetKey(["cosmos", "history_export"])).partitions_def is None
 
 
 def test_a_mistyped_deployment_is_one_clear_error(monkeypatch):
@@ -54,3 +70,14 @@ def test_a_mistyped_deployment_is_one_clear_error(monkeypatch):
 
     with pytest.raises(ValueError, match="set it to one of"):
         build_resources()
+
+
+@pytest.mark.parametrize("job", ["swarm_job", "cosmos_history_export_job"])
+def test_launchpads_offer_the_tables_as_a_choice(monkeypatch, job):
+    """Not free text: a launchpad lists the catalogue's tables."""
+    from dagster._config import ConfigTypeKind
+
+    job_def = load_definitions(monkeypatch, "local").defs.resolve_job_def(job)
+    snap = job_def.get_job_snapshot().config_schema_snapshot
+    enums = [t for t in snap.all_config_snaps_by_key.values() if t.kind == ConfigTypeKind.ENUM]
+    assert [[v.value for v in t.enum_values] for t in enums] == [list(catalogue.TABLE_NAMES)]

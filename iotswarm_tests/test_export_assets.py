@@ -102,30 +102,53 @@ def test_bad_replay_windows_fail_with_a_clear_message(resources, config, message
         )
 
 
-def test_history_partition_resends_one_day_and_leaves_the_watermarks(tmp_path):
+def history_config(**config) -> dict:
+    return {"ops": {cosmos_history_export.op.name: {"config": config}}}
+
+
+def test_history_resends_the_picked_days_and_leaves_the_watermarks(tmp_path):
     url = sqlite_url(tmp_path)
-    times = [datetime(2024, 6, 1) + timedelta(minutes=30 * i) for i in range(60)]
+    times = [datetime(2024, 6, 1) + timedelta(minutes=30 * i) for i in range(150)]
     insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     resources = {"cosmos": source(url), "object_store": local_store(tmp_path)}
-    key = dg.MultiPartitionKey({"date": "2024-06-01", "table": SOILMET})
-    result = dg.materialize([cosmos_history_export], partition_key=key, resources=resources)
+    result = dg.materialize(
+        [cosmos_history_export],
+        resources=resources,
+        run_config=history_config(table=SOILMET, first_day="2024-06-01", last_day="2024-06-02"),
+    )
     meta = materialization_metadata(result, cosmos_history_export)
-    assert (meta["rows_read"], meta["objects"]) == (48, 48)
+    assert (meta["rows_read"], meta["objects"]) == (96, 96)
+    assert meta["days"] == "2024-06-01 .. 2024-06-02"
     last = max(resources["object_store"].list_keys())
     assert (
         json.loads(resources["object_store"].get(last))["data"][0]["time"]
-        == "2024-06-02T00:00:00.000000"
+        == "2024-06-03T00:00:00.000000"
     )
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({}, "table"),  # no default: the table and the days must be picked
+        ({"table": SOILMET, "first_day": "2024-06-02", "last_day": "2024-06-01"}, "before"),
+        ({"table": SOILMET, "first_day": "2013-01-01", "last_day": "2013-01-02"}, "first COSMOS"),
+        ({"table": SOILMET, "first_day": "June", "last_day": "2024-06-01"}, "not a date"),
+    ],
+)
+def test_history_needs_a_picked_table_and_a_sane_range(tmp_path, config, message):
+    resources = {"cosmos": source(sqlite_url(tmp_path)), "object_store": local_store(tmp_path)}
+    with pytest.raises(Exception, match=message):
+        dg.materialize(
+            [cosmos_history_export], resources=resources, run_config=history_config(**config)
+        )
 
 
 def test_jobs_tag_every_partition_with_its_table(resources):
     located = dg.Definitions.merge(defs, dg.Definitions(resources=resources))
     live = located.resolve_job_def(live_export_job.name)
-    history = located.resolve_job_def(history_export_job.name)
     assert live.get_tags_for_partition_key(SOILMET, selected_asset_keys=None)[TABLE_TAG] == SOILMET
-    key = dg.MultiPartitionKey({"date": "2024-06-01", "table": PRECIP})
-    assert history.get_tags_for_partition_key(key, selected_asset_keys=None)[TABLE_TAG] == PRECIP
+    assert located.resolve_job_def(history_export_job.name).partitions_def is None
 
 
 def test_live_job_runs_carry_the_table_tag(resources):

@@ -5,6 +5,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from iotswarm_pipelines.cosmos import catalogue
@@ -115,6 +116,19 @@ def test_all_exports_every_table(tmp_path, capsys):
     out = capsys.readouterr().out
     for table in catalogue.TABLE_NAMES:
         assert f"{table}: 2 rows, 1 payloads, 1 objects" in out
+
+
+def test_runs_land_in_dagster_home_as_runs_of_the_live_export_job(
+    tmp_path, database, monkeypatch, capsys
+):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert cli.run([str(config_for(tmp_path, database)), SOILMET]) == cli.EXIT_OK
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs()
+    assert run.job_name == "cosmos_live_export_job"  # not __ephemeral_asset_job__
+    assert run.tags["iotswarm/trigger"] == "cli" and run.tags["dagster/partition"] == SOILMET
 
 
 def test_unknown_table_and_bad_replay_time_exit_2(tmp_path, database, capsys):

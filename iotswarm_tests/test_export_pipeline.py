@@ -1,6 +1,7 @@
 """export_table against real databases, real object stores and real state files."""
 
 import json
+import logging
 import pickle
 import re
 from datetime import datetime, timedelta
@@ -10,12 +11,14 @@ import pytest
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import keys
 from iotswarm_pipelines.export.pipeline import (
+    PROGRESS_LOGGER,
     ExportError,
     ExportSummary,
     export_table,
     export_window,
 )
-from iotswarm_pipelines.export.summary_text import format_summary
+from iotswarm_pipelines.export.state import advance, empty_state
+from iotswarm_pipelines.export.summary_text import format_size, format_summary
 from iotswarm_tests.export_fixtures import (
     PREFIX,
     SOILMET,
@@ -223,10 +226,49 @@ def test_every_table_exports_and_prints_its_summary(tmp_path):
     ]
     text = format_summary(summaries[0], store.describe())
     assert text.splitlines() == [
-        f"{SOILMET}: 1 rows, 1 payloads, 1 objects ({summaries[0].bytes_stored} bytes) -> "
+        f"{SOILMET}: 1 rows, 1 payloads, 1 objects ({format_size(summaries[0].bytes_stored)}) -> "
         + store.describe(),
-        "  watermarks of 1 sites (lag 0 s):",
+        "  watermarks moved at 1 of 1 sites (lag 0 s):",
         "    ALIC1  2020-01-01 00:00:00",
+    ]
+    # nothing new: no site listed
+    again = export_table(SOILMET, source=source(url), store=store, state=state, fallback_hours=None)
+    assert format_summary(again).splitlines()[1:] == [
+        "  no watermark moved: nothing new at 1 sites"
+    ]
+
+
+def test_the_run_announces_how_many_rows_it_expects_before_reading_them(tmp_path):
+    """The progress bar's total and time left: exact when the source has no gaps."""
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    times = [NOW - timedelta(minutes=30 * i) for i in range(4)]
+    for site in ("ALIC1", "BALRD"):
+        insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
+    state.save(SOILMET, advance(empty_state(), {"ALIC1": times[1]}))  # one row left to send
+    announced: list[int] = []
+
+    class Listener(logging.Handler):
+        def emit(self, record):
+            if hasattr(record, "expected_rows"):
+                announced.append(record.expected_rows)
+
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    listener = Listener()
+    logger.addHandler(listener)
+    logger.setLevel(logging.DEBUG)
+    try:
+        summary = run(url, store, state, fallback_hours=3)
+    finally:
+        logger.removeHandler(listener)
+    assert announced == [summary.rows_read] == [1 + 4]
+
+
+def test_sizes_print_for_a_person():
+    assert [format_size(n) for n in (512, 1536, 5 * 1024**2, 3 * 1024**4)] == [
+        "512 bytes",
+        "1.5 KiB",
+        "5.0 MiB",
+        "3072.0 GiB",
     ]
 
 
@@ -234,7 +276,8 @@ def test_printed_summary_shows_at_most_max_sites_watermarks():
     summary = ExportSummary(
         table=SOILMET,
         sites=3,
-        watermarks={s: datetime(2020, 1, 1) for s in ("ALIC1", "BALRD", "BICKL")},
+        watermarks={s: datetime(2020, 1, 1) for s in ("ALIC1", "BALRD", "BICKL", "CARDT")},
+        advanced=("ALIC1", "BALRD", "BICKL"),
     )
     lines = format_summary(summary, max_sites=2).splitlines()
     assert lines[2:] == [

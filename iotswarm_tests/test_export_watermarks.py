@@ -8,6 +8,7 @@ from iotswarm_pipelines.export.watermarks import (
     SiteProgress,
     aligned_batches,
     batch_rows,
+    batch_window,
     bucket_end,
     newest_time,
     replay_may_advance,
@@ -130,3 +131,16 @@ def test_aligned_batches_hold_back_an_open_bucket_and_align_to_the_cadence():
     assert list(aligned_batches(iter(data[:47]), 48, half, {"ALIC1": day[46]})) == []  # open
     later = list(aligned_batches(iter(data[:47]), 48, half, {"ALIC1": day[48]}))
     assert [len(b) for b in later] == [47]  # closed: the site has a row after it
+
+
+def test_batch_window_widens_a_day_to_the_aligned_payloads_that_hold_its_rows():
+    half = timedelta(minutes=30)
+    day = (datetime(2024, 6, 1), datetime(2024, 6, 2))
+    assert batch_window(*day, 1, half) == day
+    assert batch_window(*day, 48, half) == day  # a day of half-hours is one aligned payload
+    after, until = batch_window(*day, 7, half)  # 3.5 h payloads straddle midnight
+    assert after < day[0] < after + 7 * half and until - 7 * half < day[1] < until
+    times = [after + half * (n + 1) for n in range(int((until - after) / half))]
+    data = [{"SITE_ID": "ALIC1", "DATE_TIME": t} for t in times]
+    batches = list(aligned_batches(iter(data), 7, half, {"ALIC1": until}))
+    assert all(len(batch) == 7 for batch in batches)  # whole payloads, none cut by the window

@@ -111,10 +111,21 @@ def test_extreme_floats_mixed_with_ordinary_ones_make_a_double():
     }
 
 
-def test_nan_is_written_as_null_so_the_text_stays_json():
-    payload = cr1000x_payload("ALIC1", [_row(A=float("nan"), B=1.0)])
-    text = payload_json(payload)
-    assert json.loads(text)["data"][0]["vals"] == ["ALIC1", None, 1.0]
+def test_nan_and_infinities_are_written_as_the_old_tool_wrote_them():
+    payload = cr1000x_payload("ALIC1", [_row(A=float("nan"), B=float("inf"), C=-float("inf"))])
+    assert payload_json(payload).endswith('"vals": ["ALIC1", NaN, Infinity, -Infinity]}]}')
+
+
+def test_strict_json_writes_null_for_nan_and_infinities():
+    row = _row(A=float("nan"), B=float("inf"), C=-float("inf"), D=1.0)
+    for payload in (
+        cr1000x_payload("ALIC1", [row], strict_json=True),
+        basic_payload(row, strict_json=True),
+    ):
+        text = payload_json(payload)
+        assert "NaN" not in text and "Infinity" not in text
+        json.loads(text, parse_constant=lambda name: pytest.fail(name))
+    assert basic_payload(row)["B"] == float("inf")
 
 
 def test_fast_text_equals_plain_json_dumps_for_many_patterns():

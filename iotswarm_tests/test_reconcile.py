@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue, schema
 from iotswarm_pipelines.export import keys
 from iotswarm_pipelines.export.pipeline import export_table, export_window
@@ -21,11 +22,12 @@ from iotswarm_tests.export_fixtures import (
     sqlite_url,
     state_store,
 )
-from iotswarm_tests.test_reliability_export import stored_rows
+from iotswarm_tests.test_reliability_export import assert_exactly_the_expected_objects, stored_rows
 
 DAY = date(2024, 6, 1)
 SITES = ("ALIC1", "BALRD", "CHIMN")
 TABLE = catalogue.get_table(SOILMET)
+CADENCE = TABLE.cadence
 NOW = datetime(2024, 6, 3, 12, 0)
 
 
@@ -41,8 +43,7 @@ def store(request, tmp_path):
     return s3_store(request.getfixturevalue("s3_endpoint"))
 
 
-@pytest.fixture
-def exported(tmp_path, store):
+def export_two_days(tmp_path, store, **options):
     """Two days of three sites (00:30 on DAY .. 00:00 two days on), exported completely."""
     url = sqlite_url(tmp_path)
     for site in SITES:
@@ -51,9 +52,20 @@ def exported(tmp_path, store):
         )
     state = state_store(tmp_path)
     export_table(
-        SOILMET, source=source(url), store=store, state=state, fallback_hours=None, now=NOW
+        SOILMET,
+        source=source(url),
+        store=store,
+        state=state,
+        fallback_hours=None,
+        now=NOW,
+        **options,
     )
     return url, store, state
+
+
+@pytest.fixture
+def exported(tmp_path, store):
+    return export_two_days(tmp_path, store)
 
 
 def source_rows(url) -> set:
@@ -199,3 +211,114 @@ def test_rows_after_the_watermark_are_pending_not_missing(exported):
     result = run(url, store, state, day=date(2024, 6, 3), heal=True)
     assert result.counts()["pending"] == 1 and result.counts()["missing"] == 0
     assert result.healed == 0 and result.complete
+
+
+def rows_of(store, key: str, day: date) -> set:
+    """The (site, time) rows of one object that belong to ``day``."""
+    payload = json.loads(store.get(key))
+    site = payload["head"]["environment"]["station_name"]
+    start = datetime(day.year, day.month, day.day)
+    times = (datetime.fromisoformat(row["time"]) for row in payload["data"])
+    return {(site, t) for t in times if start < t <= start + timedelta(days=1)}
+
+
+@pytest.mark.parametrize("batch_size", [48, 7])
+def test_with_batches_the_heal_writes_the_export_s_own_keys_exactly_once(
+    tmp_path, store, batch_size
+):
+    """48 half-hours: one payload per site and day; 7: payloads straddle midnight."""
+    url, store, state = export_two_days(tmp_path, store, batch_size=batch_size)
+    exported_keys = sorted(store.list_keys())
+    assert_exactly_the_expected_objects(url, store, batch_size)
+    clean = run(url, store, state, batch_size=batch_size)
+    assert clean.complete and clean.counts()["found"] == 3 * 48
+    if hasattr(store, "bucket"):  # every key predicted: only the first object after the day read
+        assert clean.counts()["objects_read"] == len(SITES)
+
+    day_keys = sorted(k for k in exported_keys if rows_of(store, k, DAY))
+    gone = random.Random(batch_size).sample(day_keys, 2)
+    lost = set().union(*(rows_of(store, key, DAY) for key in gone))
+    for key in gone:
+        delete(store, key)
+
+    found = run(url, store, state, batch_size=batch_size)
+    assert {(s.site_id, t) for s in found.sites for t in s.missing} == lost
+
+    healed = run(url, store, state, batch_size=batch_size, heal=True)
+    assert healed.healed == len(lost) and healed.complete
+    assert sorted(store.list_keys()) == exported_keys  # the export's keys, no other
+
+    again = run(url, store, state, batch_size=batch_size)
+    assert again.complete and again.counts()["duplicated"] == 0
+    assert_exactly_the_expected_objects(url, store, batch_size)  # each row in one object
+
+    # The live export and a replay of the day, after the heal, store nothing twice.
+    for site in SITES:
+        insert_rows(
+            url, SOILMET, make_rows(SOILMET, site, half_hours(datetime(2024, 6, 3, 0, 30), 24))
+        )
+    export_table(
+        SOILMET, source=source(url), store=store, state=state, batch_size=batch_size, now=NOW
+    )
+    # A replay of the day cut at midnight: a 7-row payload crossing it is re-sent whole.
+    export_window(
+        SOILMET,
+        source=source(url),
+        store=store,
+        after=datetime(2024, 6, 1),
+        until=datetime(2024, 6, 2),
+        batch_size=batch_size,
+    )
+    assert_exactly_the_expected_objects(url, store, batch_size)
+    assert set(exported_keys) <= set(store.list_keys())
+
+
+def test_a_custom_payload_format_is_vouched_for_without_reads_and_healed_on_its_keys(
+    tmp_path, store
+):
+    old = payloads.PayloadFormat(prog_name="CPU:iotswarm-1.6.10.CR1X", strict_json=True)
+    url, store, state = export_two_days(tmp_path, store, batch_size=48, payload_format=old)
+    exported_keys = sorted(store.list_keys())
+
+    clean = run(url, store, state, batch_size=48, payload_format=old)
+    assert clean.complete
+    if hasattr(store, "bucket"):  # the day's keys are the predicted ones: none of them is read
+        assert clean.counts()["objects_read"] == len(SITES)
+        default = run(url, store, state, batch_size=48)  # predicts other keys: reads them all
+        assert default.counts()["objects_read"] == 2 * len(SITES)
+
+    gone = next(k for k in exported_keys if rows_of(store, k, DAY))
+    delete(store, gone)
+    healed = run(url, store, state, batch_size=48, payload_format=old, heal=True)
+    assert healed.healed == 48 and healed.complete
+    assert sorted(store.list_keys()) == exported_keys
+    assert b'"prog_name": "CPU:iotswarm-1.6.10.CR1X"' in store.get(gone)
+
+
+def test_with_batches_a_late_row_heals_as_its_whole_payload_and_the_rest_shows_duplicated(
+    tmp_path, store
+):
+    url, store, state = export_two_days(tmp_path, store, batch_size=48)
+    late = datetime(2024, 6, 1, 9, 15)
+    insert_rows(url, SOILMET, make_rows(SOILMET, "CHIMN", [late]))
+    before = set(store.list_keys())
+
+    healed = run(url, store, state, batch_size=48, heal=True)
+    assert [(s.site_id, s.missing) for s in healed.sites if s.missing] == [("CHIMN", (late,))]
+    assert healed.healed == 1 and healed.complete
+    [new] = set(store.list_keys()) - before
+    assert len(json.loads(store.get(new))["data"]) == 49  # the day's payload as the export cuts it
+
+    again = run(url, store, state, batch_size=48)
+    [chimn] = [s for s in again.sites if s.duplicated]
+    assert chimn.site_id == "CHIMN" and len(chimn.duplicated) == 48
+    assert again.complete and again.counts()["missing"] == 0
+    export_window(
+        SOILMET,
+        source=source(url),
+        store=store,
+        after=datetime(2024, 6, 1),
+        until=datetime(2024, 6, 2),
+        batch_size=48,
+    )
+    assert set(store.list_keys()) == before | {new}  # a replay of the day writes the same key

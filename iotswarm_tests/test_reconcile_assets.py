@@ -5,6 +5,7 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 import pytest
 
+from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.pipeline import export_table
 from iotswarm_pipelines.export.reconcile_assets import (
@@ -41,13 +42,15 @@ def key(day: str, table: str = SOILMET) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"date": day, "table": table})
 
 
-def materialize(resources, instance, day: str, heal: bool = False) -> dg.ExecuteInProcessResult:
+def materialize(
+    resources, instance, day: str, heal: bool = False, **config
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [cosmos_reconciliation],
         partition_key=key(day),
         resources=resources,
         instance=instance,
-        run_config={"ops": {cosmos_reconciliation.op.name: {"config": {"heal": heal}}}},
+        run_config={"ops": {cosmos_reconciliation.op.name: {"config": {"heal": heal, **config}}}},
         raise_on_error=False,
     )
 
@@ -87,6 +90,32 @@ def test_missing_rows_fail_the_partition_then_a_heal_completes_it(resources):
         assert (numbers(event)["missing"], numbers(event)["healed"]) == (1, 1)
         assert instance.get_materialized_partitions(asset_key) == {key(DAYS[0])}
     assert gone in store.list_keys()
+
+
+def test_the_run_config_s_payload_format_and_batch_size_heal_onto_the_export_s_keys(tmp_path):
+    url = sqlite_url(tmp_path)
+    times = [datetime(2024, 6, 1, 0, 30) + timedelta(minutes=30 * i) for i in range(96)]
+    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
+    store, state = local_store(tmp_path), state_store(tmp_path)
+    old = {"prog_name": "CPU:iotswarm-1.6.10.CR1X", "strict_json": True, "batch_size": 48}
+    export_table(
+        SOILMET,
+        source=source(url),
+        store=store,
+        state=state,
+        fallback_hours=None,
+        batch_size=48,
+        payload_format=payloads.PayloadFormat(old["prog_name"], old["strict_json"]),
+    )
+    exported = sorted(store.list_keys())
+    store._path(exported[0]).unlink()
+    resources = {"cosmos": source(url), "object_store": store, "state": state}
+    with dg.instance_for_test() as instance:
+        healed = materialize(resources, instance, DAYS[0], heal=True, **old)
+        assert healed.success
+        [event] = healed.asset_materializations_for_node(cosmos_reconciliation.op.name)
+    assert (numbers(event)["missing"], numbers(event)["healed"]) == (48, 48)
+    assert sorted(store.list_keys()) == exported  # the export's key, and no other
 
 
 def test_the_job_reconciles_a_range_of_days_partition_by_partition(resources):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import cli
 from iotswarm_pipelines.export.pipeline import export_table
@@ -112,3 +113,39 @@ def test_the_installed_command_reconciles(config):
     )
     assert done.returncode == 0, done.stderr
     assert "complete" in done.stdout
+
+
+def test_the_config_file_s_payload_format_and_batch_size_predict_and_heal_the_export_s_keys(
+    tmp_path, capsys
+):
+    """An export in the old tool's text, 48 rows a payload: the heal restores its exact key."""
+    url = sqlite_url(tmp_path)
+    times = [datetime(2024, 6, 1, 0, 30) + timedelta(minutes=30 * i) for i in range(96)]
+    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
+    store = local_store(tmp_path)
+    old = payloads.PayloadFormat(prog_name="CPU:iotswarm-1.6.10.CR1X", strict_json=True)
+    export_table(
+        SOILMET,
+        source=source(url),
+        store=store,
+        state=state_store(tmp_path),
+        fallback_hours=None,
+        batch_size=48,
+        payload_format=old,
+    )
+    path = tmp_path / "livecosmos.cfg"
+    path.write_text(
+        f"url='{url}'\nobject_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
+        "bucket_prefix='fdri/cosmos_swarm'\nbatch_size=48\n"
+        "prog_name='CPU:iotswarm-1.6.10.CR1X'\nstrict_json=true\n"
+    )
+    exported = sorted(store.list_keys())
+    gone = exported[0]
+    store._path(gone).unlink()
+    args = (SOILMET, "--since", "2024-06-01", "--until", "2024-06-02")
+
+    assert reconcile(path, *args) == 1
+    assert "48 missing" in capsys.readouterr().out
+    assert reconcile(path, *args, "--heal") == 0
+    assert sorted(store.list_keys()) == exported  # the export's key, and no other
+    assert reconcile(path, *args) == 0

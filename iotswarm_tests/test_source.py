@@ -398,6 +398,19 @@ def test_unreachable_server_is_retried_then_named():
     assert "s3cret" not in str(caught.value)
 
 
+def test_a_refused_oracle_is_named_at_once_by_the_pre_flight_check():
+    """oracledb's DPY-6005 "cannot connect" keeps "Connection refused" on a line of its own."""
+    url = f"oracle+oracledb://cosmos:s3cret@127.0.0.1:{free_port()}/?service_name=cosmos"
+    source = CosmosSource(url=url, retry_backoff_seconds=60)
+    attempts = _count_connects(source)
+
+    with pytest.raises(SourceError, match=r"DPY-6005.*: Connection refused$") as caught:
+        source.check()
+
+    assert attempts[0] == 1  # no retries: the check answers "is it up now"
+    assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_a_host_name_that_does_not_resolve_is_one_clear_line():
     # oracledb's thin driver lets the resolver's socket error through SQLAlchemy unwrapped.
     url = "oracle+oracledb://cosmos:s3cret@no-such-host.invalid:1521/?service_name=cosmos"

@@ -41,6 +41,10 @@ def _builders(table: sa.Table) -> dict[str, tuple[sa.Executable, list[object]]]:
         "next_site": (queries.next_site(table, "BALRD"), ["BALRD"]),
         "newest_times": (queries.newest_times(table, SITES), SITES),
         "latest_rows": (queries.latest_rows(table, SITES), SITES),
+        "first_times_after": (
+            queries.first_times_after(table, [("ALIC1", AFTER), ("BALRD", None)]),
+            ["ALIC1", AFTER, "BALRD"],
+        ),
         "site_rows": (queries.site_rows(table, "ALIC1", AFTER, UNTIL), ["ALIC1", AFTER, UNTIL]),
         "recent_rows": (queries.recent_rows(table, "ALIC1", LIMIT), ["ALIC1", LIMIT]),
     }

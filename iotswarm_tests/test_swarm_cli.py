@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from iotswarm_pipelines.cosmos.sample import generate
@@ -69,6 +70,25 @@ def test_dry_run_of_the_reference_csv_prints_the_report(executor):
     assert proc.returncode == 0, err
     assert "5 devices on 0 connections" in out
     assert "sent 15 " in out
+
+
+@pytest.mark.parametrize("shards", ["1", "2"])  # in this process; one process per shard
+def test_runs_land_in_the_dagster_home_instance_the_ui_shows(tmp_path, shards):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    proc = iot_swarm(
+        "--source", str(REFERENCE_CSV), "--per-site", "2", "--max-cycles", "1",
+        "--dry", "--shards", shards, "--swarm-name", "seen-in-the-ui",
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs()
+        report = instance.get_latest_materialization_event(dg.AssetKey(["swarm", "report"]))
+    assert run.job_name == "swarm_job" and run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags["iotswarm/swarm"] == "seen-in-the-ui" and run.tags["iotswarm/trigger"] == "cli"
+    assert report is not None and report.run_id == run.run_id
 
 
 def test_real_run_at_qos1_delivers_everything_and_exits_zero(sample_url, mqtt_broker, tmp_path):
@@ -133,6 +153,7 @@ def test_unlimited_cycles_stop_on_interrupt_and_still_report(
     assert sent > 0
     assert f"delivered {sent}, lost 0" in out
     assert (tmp_path / f"{name}.json").exists()
+    assert "WARNING" not in err and "\x1b[3" not in err  # no coloured Dagster record in the bar
 
 
 def test_bad_input_in_a_subprocess_is_one_line_and_exit_2():

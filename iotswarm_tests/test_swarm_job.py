@@ -81,6 +81,9 @@ def test_two_shards_in_two_processes_deliver_every_message_once(sample_db, mqtt_
             if e.is_successful_output and e.step_key == "swarm_report"
         ]
         [materialization] = result.asset_materializations_for_node("swarm_report")
+        [delivered] = result.get_asset_check_evaluations()
+    assert (delivered.asset_key, delivered.check_name) == (swarm_report_asset.key, "delivery")
+    assert delivered.passed
     assert shard_steps == {"run_shard[shard_0]", "run_shard[shard_1]"}
     assert report.devices == 12 and report.connections == 12
     assert report.sent == 36 and report.acknowledged == 36
@@ -106,7 +109,6 @@ def test_two_shards_in_two_processes_deliver_every_message_once(sample_db, mqtt_
         ({"sleep_time": -1}, "sleep_time must be at least 0, got -1"),
         ({"qos": 3}, "qos 3 is not supported: use 0 or 1"),
         ({"no_send_probability": 150}, "no_send_probability is a percentage: 0 to 100, got 150"),
-        ({"table": "LEVEL1_NOPE"}, "unknown COSMOS table 'LEVEL1_NOPE'"),
         ({"sites": ["NOPE1"]}, "unknown COSMOS site 'NOPE1'"),
         ({"sites": ["WIMPL"]}, "site(s) WIMPL have no rows in LEVEL1_SOILMET_30MIN"),
         ({"mode": "rewind"}, "mode 'rewind' is unknown"),
@@ -122,6 +124,14 @@ def test_bad_config_fails_the_run_with_one_clear_line(sample_db, config, message
     description = result.failure_data_for_node("plan_swarm").user_failure_data.description
     assert message in description
     assert "\n" not in description
+
+
+def test_an_unknown_table_is_refused_before_the_run_starts(sample_db):
+    """The launchpad offers the tables as a choice; anything else is refused as bad config."""
+    with pytest.raises(dg.DagsterInvalidConfigError, match="not in enum type TableName"):
+        code_location_swarm_job().execute_in_process(
+            run_config={"ops": {"plan_swarm": {"config": {"dry": True, "table": "LEVEL1_NOPE"}}}}
+        )
 
 
 def test_endless_shards_that_cannot_all_run_at_once_fail_before_any_starts(sample_db):

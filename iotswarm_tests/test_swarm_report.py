@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from iotswarm_pipelines.swarm.mqtt.types import ShardResult
-from iotswarm_pipelines.swarm.report import percentile, render_markdown, sparkline, summarize
+from iotswarm_pipelines.swarm.report import (
+    delivery,
+    percentile,
+    render_markdown,
+    sparkline,
+    summarize,
+)
 
 
 def shard(k: int, started: float, timeline, latencies) -> ShardResult:
@@ -42,3 +48,12 @@ def test_markdown_has_the_numbers_and_charts():
     assert "| sent | 15 |" in text and "| lost | 0 |" in text
     assert "msgs/s  |" + sparkline(report.rate_series) + "|" in text
     assert sparkline([0.0, 5.0, 10.0, None]) == "▁▄█ "
+
+
+def test_the_delivery_check_fails_on_qos_1_losses_only():
+    assert delivery(qos=1, failed=0, lost=0)[0]
+    assert delivery(qos=1, failed=0, lost=None)[0]  # unverified: acknowledged is all it knows
+    assert not delivery(qos=1, failed=0, lost=3)[0]
+    failed, text = delivery(qos=1, failed=2, lost=None)
+    assert not failed and "2 never acknowledged" in text
+    assert delivery(qos=0, failed=5, lost=5)[0]  # QoS 0 promises nothing

@@ -24,6 +24,7 @@ from iotswarm_pipelines.cosmos.sample.generator import default_range
 from iotswarm_pipelines.export import assets as export_assets
 from iotswarm_pipelines.export.assets import TABLE_TAG
 from iotswarm_pipelines.swarm.cli import multiprocess_config
+from iotswarm_pipelines.swarm.demo import run_demo_swarm
 from iotswarm_tests.dagster_server import (
     LOCATION,
     PROJECT,
@@ -48,6 +49,8 @@ ARTIFACTS = PROJECT / "test-artifacts" / "ui"
 DOCS_SCREENSHOTS = PROJECT / "docs" / "screenshots"
 SITES = ["ALIC1", "BALRD", "BICKL"]
 UI_TABLE = "LEVEL1_NMDB_1HOUR"
+STALE_TABLE = "LEVEL1_PRECIP_1MIN"  # two hours of rows never exported: behind its 15 minutes
+OTHER_TABLE = "LEVEL1_PRECIP_RAINE_1MIN"
 BACKFILL_TABLES = ["LEVEL1_SOILMET_30MIN", "COSMOS_STATUS_1HOUR"]
 RUN_TIMEOUT = 180
 UI_TIMEOUT_MS = 60_000  # a bound for the UI to load or update, not a pause
@@ -193,7 +196,8 @@ def test_graphql_backfill_of_two_tables_runs_each_once(dagster):
 
 
 ALL_RUNS = """
-{ runsOrError { ... on Runs { results { runId tags { key value } } } ... on Error { message } } }
+{ runsOrError {
+    ... on Runs { results { runId jobName tags { key value } } } ... on Error { message } } }
 """
 
 
@@ -201,3 +205,98 @@ def test_no_sensor_launched_a_run_beside_the_tests(dagster):
     """The sample rows are pending for every sensor: they must have stayed off all along."""
     runs = dagster.answer(ALL_RUNS, {}, "runsOrError")["results"]
     assert not [run["runId"] for run in runs if "dagster/sensor_name" in tags_of(run)]
+
+
+CHECKS = """
+query Checks($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    __typename
+    ... on AssetNode {
+      assetChecksOrError {
+        ... on AssetChecks { checks { name executionForLatestMaterialization { status runId } } }
+      }
+    }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def check_statuses(dagster: DagsterServer, table: str) -> dict[str, str | None]:
+    """Each health check of ``table`` and the status the asset graph shows for it."""
+    key = {"path": ["cosmos", "health", table]}
+    node = dagster.answer(CHECKS, {"key": key}, "assetNodeOrError")
+    return {
+        check["name"]: (check["executionForLatestMaterialization"] or {}).get("status")
+        for check in node["assetChecksOrError"]["checks"]
+    }
+
+
+def export_from_the_ui(dagster: DagsterServer, page: Page, table: str) -> str:
+    page.goto(f"{dagster.url}/assets/cosmos/live_export?view=partitions")
+    run_id = launch_one_partition_from_the_ui(page, table)
+    assert dagster.wait_for_run(run_id, RUN_TIMEOUT)["status"] == "SUCCESS"
+    return run_id
+
+
+def test_a_stale_table_shows_failed_on_its_health_asset_until_it_is_exported(dagster, page):
+    freshness = f"{STALE_TABLE.lower()}_freshness"
+    health_run = dagster.launch_run("cosmos_health_checks", {})
+    assert dagster.wait_for_run(health_run, RUN_TIMEOUT)["status"] == "SUCCESS"
+    assert check_statuses(dagster, STALE_TABLE)[freshness] == "FAILED"
+
+    export_from_the_ui(dagster, page, OTHER_TABLE)  # another table's export hides nothing
+    assert check_statuses(dagster, STALE_TABLE)[freshness] == "FAILED"
+    assert set(check_statuses(dagster, OTHER_TABLE).values()) == {"SUCCEEDED"}
+
+    page.goto(f"{dagster.url}/locations/{LOCATION}/asset-groups/{export_assets.GROUP}/lineage")
+    expect(page.get_by_text(STALE_TABLE, exact=True).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"3 / 3 Passed")).first).to_be_visible()  # loaded
+    screenshot(page, "health")
+    page.goto(f"{dagster.url}/assets/cosmos/health/{STALE_TABLE}?view=checks")
+    page.get_by_text(freshness).first.click()
+    expect(page.get_by_text("Failed").first).to_be_visible()
+    expect(page.get_by_text("behind the source").first).to_be_visible()
+    screenshot(page, "health-checks")
+
+    export_from_the_ui(dagster, page, STALE_TABLE)  # the fix: the run evaluates its own checks
+    assert set(check_statuses(dagster, STALE_TABLE).values()) == {"SUCCEEDED"}
+
+
+def test_materialize_all_of_the_export_group_cannot_resend_history(dagster, page):
+    page.goto(f"{dagster.url}/locations/{LOCATION}/asset-groups/{export_assets.GROUP}/lineage")
+    # The group's one materializable asset is the live export: its button is "Materialize (1)".
+    page.get_by_role("button").filter(has_text=re.compile(r"^Materialize")).first.click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_text("live_export").first).to_be_visible()
+    for history in ("history_export", "2013", "24,050"):
+        expect(dialog.get_by_text(history)).to_have_count(0)
+    screenshot(page, "materialize-all")
+    page.keyboard.press("Escape")
+
+    # History is its own group, unpartitioned: no wall of "missing" days, and a launch needs a
+    # table and a range of days picked in the launchpad.
+    page.goto(f"{dagster.url}/assets/cosmos/history_export")
+    expect(page.get_by_text(export_assets.HISTORY_GROUP).first).to_be_visible()
+    expect(page.get_by_text("missing", exact=False)).to_have_count(0)
+    page.get_by_role("button").filter(has_text=re.compile(r"^Materialize")).first.click()
+    launchpad = page.get_by_role("dialog")
+    expect(launchpad.get_by_text("first_day").first).to_be_visible()
+    screenshot(page, "history-launchpad")
+
+
+def test_the_demos_swarm_is_visible_in_the_ui(dagster, page, mqtt_broker, monkeypatch):
+    """make demo's swarm runs through iot-swarm, whose runs land in DAGSTER_HOME."""
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster.home))
+    sample = dagster.home.parent / "data" / "cosmos.sqlite"  # the server's (see `dagster`)
+    run_demo_swarm(f"sqlite:///{sample}", *mqtt_broker)
+    runs = dagster.answer(ALL_RUNS, {}, "runsOrError")["results"]
+    demo = [run for run in runs if tags_of(run).get("iotswarm/swarm") == "demo"]
+    assert [run["jobName"] for run in demo] == ["swarm_job"]
+    assert tags_of(demo[0])["iotswarm/trigger"] == "cli"
+
+    page.goto(f"{dagster.url}/assets/swarm/report?view=events")
+    expect(page.get_by_text("Swarm report: demo")).to_be_visible()
+    page.goto(f"{dagster.url}/runs")
+    expect(page.get_by_text("swarm_job").first).to_be_visible()

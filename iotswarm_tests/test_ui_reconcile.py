@@ -21,7 +21,7 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import keys
-from iotswarm_pipelines.export.pipeline import export_all_tables, utc_now
+from iotswarm_pipelines.export.pipeline import export_table, utc_now
 from iotswarm_pipelines.export.reconciliation import day_window
 from iotswarm_pipelines.resources import build_resources
 from iotswarm_tests import test_ui_e2e as ui
@@ -45,7 +45,11 @@ def reconciled(tmp_path_factory) -> Iterator[tuple[DagsterServer, list[str], str
         generate(settings.sample_db_url(), start=today - timedelta(days=3), end=today, sites=SITES)
         resources = build_resources()
         store = resources["object_store"]
-        export_all_tables(CosmosSource(url=settings.sample_db_url()), store, resources["state"])
+        source = CosmosSource(url=settings.sample_db_url())
+        for table in catalogue.TABLE_NAMES:  # every row of the sample: no fallback window
+            export_table(
+                table, source=source, store=store, state=resources["state"], fallback_hours=None
+            )
         broken_day = days[1]
         after, until = (keys.epoch_ms(t) for t in day_window(broken_day))
         of_day = [k for k in store.list_keys() if after < (keys.key_time_ms(k) or 0) <= until]

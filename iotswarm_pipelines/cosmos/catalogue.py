@@ -339,6 +339,11 @@ def check_column_names(names: Iterable[str], where: str) -> None:
         raise ValueError(f"{where} names columns the catalogue does not have: {unknown}")
 
 
+TableName = enum.StrEnum("TableName", [(name, name) for name in TABLE_NAMES])  # type: ignore[misc]
+"""The tables as an enum, so a launchpad offers them as a choice instead of free text; a member
+is its name as a string, so code that takes a table name takes it as it is."""
+
+
 class UnknownTableError(ValueError):
     pass
 

@@ -69,6 +69,19 @@ def newest_times(
     return _union(probes)
 
 
+def first_times_after(
+    table: sa.Table, starts: Sequence[tuple[str, datetime | None]]
+) -> sa.CompoundSelect | sa.Select:
+    """``(SITE_ID, MIN(DATE_TIME))`` per site after its start (None: its first row at all)."""
+    probes = []
+    for site_id, start in starts:
+        probe = sa.select(
+            _site_literal(site_id), sa.func.min(_time(table)).label(catalogue.DATE_TIME)
+        ).where(_site(table) == site_id)
+        probes.append(probe if start is None else probe.where(_time(table) > start))
+    return _union(probes)
+
+
 def latest_rows(table: sa.Table, site_ids: Sequence[str]) -> sa.CompoundSelect | sa.Select:
     """The rows at each site's newest ``DATE_TIME``, in catalogue column order."""
     newest = table.alias("NEWEST")

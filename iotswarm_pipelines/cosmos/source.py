@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -101,9 +101,15 @@ def _is_missing_table(exc: sa.exc.SQLAlchemyError) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The driver's first line, plus the socket error beneath it when the driver wraps one
+    (oracledb's DPY-6005 "cannot connect" hides "Connection refused" on its second line)."""
     orig = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
-    return lines[0] if lines else type(orig).__name__
+    first = lines[0] if lines else type(orig).__name__
+    cause = orig.__cause__
+    if isinstance(cause, OSError) and (reason := cause.strerror or str(cause)) not in first:
+        first = f"{first.rstrip('.')}: {reason}"
+    return first
 
 
 def _redacted(url: str) -> str:
@@ -172,8 +178,12 @@ class CosmosSource(dg.ConfigurableResource):
     # ----------------------------------------------------------------- public reads
 
     def check(self, tables: Sequence[catalogue.TableRef] = ()) -> None:
-        """Fail with a ``SourceError`` unless the database answers and has ``tables``."""
-        self._run(lambda conn: conn.execute(queries.ping()).scalar_one())
+        """Fail with a ``SourceError`` unless the database answers and has ``tables``.
+
+        The first answer counts, without retries: a pre-flight check must name a server that is
+        down (connection refused) at once, not after the backoff meant for a restart mid-run.
+        """
+        self._run(lambda conn: conn.execute(queries.ping()).scalar_one(), retry=False)
         if tables:
             missing = self._run(
                 lambda conn: [
@@ -243,6 +253,17 @@ class CosmosSource(dg.ConfigurableResource):
                     f"{site} as ISO text with a 'T' ({text}), which SQLite compares wrongly; "
                     f"rewrite it: UPDATE {table.name} SET DATE_TIME = replace(DATE_TIME, 'T', ' ')"
                 )
+
+    def first_times_after(
+        self, table: str, starts: Mapping[str, datetime | None]
+    ) -> dict[str, datetime]:
+        """Each site's oldest ``DATE_TIME`` after its start; sites with nothing newer left out."""
+        if not starts:
+            return {}
+        sa_table = self._sa_table(table)
+        statement = queries.first_times_after(sa_table, sorted(starts.items()))
+        rows = self._run(lambda conn: conn.execute(statement).all(), table)
+        return {site: first for site, first in rows if first is not None}
 
     def latest_rows(
         self, table: catalogue.TableRef, site_ids: Sequence[str] | None = None
@@ -406,7 +427,9 @@ class CosmosSource(dg.ConfigurableResource):
     def _backoff(self, attempt: int) -> None:
         time.sleep(self.retry_backoff_seconds * 2 ** (attempt - 1))
 
-    def _run(self, work: Callable[[sa.Connection], T], table: str | None = None) -> T:
+    def _run(
+        self, work: Callable[[sa.Connection], T], table: str | None = None, retry: bool = True
+    ) -> T:
         """``work`` in one connection, re-run from scratch after a transient failure."""
         engine = self._engine()
         attempt = 0
@@ -416,7 +439,7 @@ class CosmosSource(dg.ConfigurableResource):
                     return work(conn)
             except sa.exc.SQLAlchemyError as exc:
                 attempt += 1
-                if not is_transient(exc) or attempt > self.retries:
+                if not retry or not is_transient(exc) or attempt > self.retries:
                     raise self._fail(exc, table) from None
                 self._backoff(attempt)
             except OSError as exc:

@@ -2,27 +2,31 @@
 
 ``cosmos_live_export`` (one partition per table) is what every trigger runs: a UI launch, the
 sensors, the schedules, a backfill over several tables and the ``live-cosmos`` command line.
-``cosmos_history_export`` (day x table) re-sends one day of one table for backfills.
+``cosmos_history_export`` (its own group) re-sends a range of days of one table that the
+operator must pick: it is unpartitioned, so no "Materialize all" can launch thirteen years of
+daily partitions, and the UI shows its past runs instead of 24,000 "missing" days.
 """
 
-from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 import pydantic
 
-from iotswarm_pipelines import executors
+from iotswarm_pipelines import executors, payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.export import bad_rows, health, pipeline
+from iotswarm_pipelines.export import bad_rows, checks, pipeline
 from iotswarm_pipelines.export import sites as site_rules
+from iotswarm_pipelines.export.asset_keys import HISTORY_EXPORT_KEY, LIVE_EXPORT_KEY
 from iotswarm_pipelines.export.object_store import ObjectStore
-from iotswarm_pipelines.export.partitions import daily_table_partitions, table_partitions
+from iotswarm_pipelines.export.partitions import HISTORY_START_DATE, table_partitions
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 
-GROUP = "cosmos_export"
+GROUP = checks.GROUP
+HISTORY_GROUP = "cosmos_history"
 TABLE_TAG = "iotswarm/table"
 """Every export run carries its table under this tag; dagster.yaml allows one run per value."""
 
@@ -86,7 +90,33 @@ def _check_batch_size(batch_size: int | None) -> None:
         raise ValueError(f"batch_size must be 1 or more rows per payload, got {batch_size}")
 
 
-class LiveExportConfig(dg.Config):
+class PayloadFormatConfig(dg.Config):
+    """The payload text's two choices, shared by both export assets (``payloads.PayloadFormat``).
+
+    Choose them once per destination: a change gives every payload a new text and so a new key.
+    """
+
+    prog_name: str = pydantic.Field(
+        default=payloads.DEFAULT_PROG_NAME,
+        description=(
+            "prog_name written in every payload (hashed into its key). The old tool's spelling "
+            "is CPU:iotswarm-<its version>.CR1X, e.g. CPU:iotswarm-1.6.10.CR1X."
+        ),
+    )
+    strict_json: bool = pydantic.Field(
+        default=False,
+        description=(
+            "Write NaN and +-Infinity as null (RFC 8259 JSON) instead of the old tool's NaN, "
+            "Infinity, -Infinity (which Python's json reads back)."
+        ),
+    )
+
+    @property
+    def payload_format(self) -> payloads.PayloadFormat:
+        return payloads.PayloadFormat(prog_name=self.prog_name, strict_json=self.strict_json)
+
+
+class LiveExportConfig(PayloadFormatConfig):
     """Run config of one live export run (one table).
 
     ``check()`` (not pydantic validators) rejects bad values, so the asset can fail the run
@@ -144,9 +174,23 @@ class LiveExportConfig(dg.Config):
         return datetime.fromisoformat(self.until) if self.until else None
 
 
-class HistoryExportConfig(dg.Config):
-    """Run config of one historical re-export (one day of one table)."""
+def _parse_day(name: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a date; write it like 2024-06-01") from None
 
+
+class HistoryExportConfig(PayloadFormatConfig):
+    """Run config of one historical re-export: a range of whole GMT days of one table.
+
+    No defaults for the table and the days: a re-export of history is a choice to make, never
+    what a click on "Materialize" does by itself.
+    """
+
+    table: catalogue.TableName = pydantic.Field(description="The COSMOS table to re-send.")
+    first_day: str = pydantic.Field(description="First GMT day to re-send, e.g. 2024-06-01.")
+    last_day: str = pydantic.Field(description="Last GMT day to re-send (inclusive).")
     sites: list[str] | None = pydantic.Field(
         default=None, description="Site IDs to re-export; all sites of the table when empty."
     )
@@ -155,15 +199,27 @@ class HistoryExportConfig(dg.Config):
     )
     dry_run: bool = pydantic.Field(default=False, description="Build and count; store nothing.")
 
-    def check(self) -> None:
+    def check(self, today: date) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
         _check_sites(self.sites)
         _check_batch_size(self.batch_size)
+        first, last = self.days
+        if last < first:
+            raise ValueError(f"last_day {last} is before first_day {first}")
+        if first < HISTORY_START_DATE or last > today:
+            raise ValueError(
+                f"days must lie between {HISTORY_START_DATE} (the first COSMOS data) and today "
+                f"({today}), got {first} .. {last}"
+            )
+
+    @property
+    def days(self) -> tuple[date, date]:
+        return _parse_day("first_day", self.first_day), _parse_day("last_day", self.last_day)
 
 
-def _checked(config: LiveExportConfig | HistoryExportConfig) -> None:
+def _checked(check: Callable[[], None]) -> None:
     try:
-        config.check()
+        check()
     except ValueError as exc:
         raise dg.Failure(description=f"bad run config: {exc}") from None
 
@@ -183,6 +239,7 @@ def summary_metadata(summary: pipeline.ExportSummary, destination: str) -> dict[
         "watermarks": dg.MetadataValue.json(
             {site: when.isoformat() for site, when in summary.watermarks.items()}
         ),
+        "advanced_sites": dg.MetadataValue.json(list(summary.advanced)),
     }
     if summary.lag_seconds is not None:
         metadata["lag_seconds"] = dg.MetadataValue.float(summary.lag_seconds)
@@ -204,6 +261,7 @@ def summary_from_metadata(table: str, metadata: Mapping[str, Any]) -> pipeline.E
         failed=values["failed"],
         sites_advanced=values["sites_advanced"],
         watermarks={s: datetime.fromisoformat(t) for s, t in values["watermarks"].items()},
+        advanced=tuple(values.get("advanced_sites", ())),
         lag_seconds=values.get("lag_seconds"),
         dry_run=values["dry_run"],
     )
@@ -214,7 +272,7 @@ def _batch_size(table: str, configured: int | None) -> int:
 
 
 @dg.asset(
-    key=["cosmos", "live_export"],
+    key=LIVE_EXPORT_KEY,
     group_name=GROUP,
     partitions_def=table_partitions,
     kinds=KINDS,
@@ -223,8 +281,8 @@ def _batch_size(table: str, configured: int | None) -> int:
         "New rows of one COSMOS table (the partition; read from Oracle in prod, the SQLite "
         "sample locally) as CR1000X JSON payloads: one object per payload under "
         "<bucket_prefix>/<SITE_ID>/LIVE_<table>/ in the object store (S3 in prod, a local folder "
-        "by default). Watermarks per site live in the state files. Checks per table: freshness, "
-        "state health, export completeness."
+        "by default). Watermarks per site live in the state files. Each table's freshness, state "
+        "health and export completeness are checks on its asset cosmos/health/<TABLE>."
     ),
 )
 def cosmos_live_export(
@@ -234,7 +292,7 @@ def cosmos_live_export(
     object_store: dg.ResourceParam[ObjectStore],
     state: StateBackend,
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckEvaluation]:
-    _checked(config)
+    _checked(config.check)
     table = context.partition_key
     _tag_run(context, table)
     try:
@@ -250,6 +308,7 @@ def cosmos_live_export(
             until=config.until_time,
             dry_run=config.dry_run,
             log=context.log,
+            payload_format=config.payload_format,
             skip_rows=config.skip_rows or (),
         )
     except site_rules.UnknownSiteError as exc:
@@ -258,46 +317,24 @@ def cosmos_live_export(
         # Not a materialization, but its counts are recorded for the completeness check.
         metadata = summary_metadata(exc.summary, object_store.describe())
         yield dg.AssetObservation(context.asset_key, partition=table, metadata=metadata)
-        yield completeness_evaluation(context.asset_key, exc.summary, context.run.run_id)
+        yield from checks.after_export(exc.summary, context.run.run_id, cosmos, state)
         raise dg.Failure(description=str(exc)) from None
     metadata = summary_metadata(summary, object_store.describe())
     yield dg.MaterializeResult(metadata=metadata)
     if not summary.dry_run:
-        yield completeness_evaluation(context.asset_key, summary, context.run.run_id)
-
-
-def completeness_evaluation(
-    asset_key: dg.AssetKey, summary: pipeline.ExportSummary, run_id: str
-) -> dg.AssetCheckEvaluation:
-    """The export completeness check of the run's table, evaluated by the run itself.
-
-    Logged as an evaluation rather than declared in ``check_specs``: the asset would then have
-    to yield the checks of all five tables in every (one-table) run.
-    """
-    outcome = health.completeness(
-        summary.table, summary.payloads_built, summary.objects_stored, summary.failed, run_id
-    )
-    return dg.AssetCheckEvaluation(
-        asset_key=asset_key,
-        check_name=health.check_name(health.Check.EXPORT_COMPLETENESS, summary.table),
-        passed=outcome.passed,
-        description=outcome.description,
-        metadata=outcome.metadata,
-        severity=dg.AssetCheckSeverity.WARN if outcome.warn_only else dg.AssetCheckSeverity.ERROR,
-    )
+        yield from checks.after_export(summary, context.run.run_id, cosmos, state)
 
 
 @dg.asset(
-    key=["cosmos", "history_export"],
-    group_name=GROUP,
-    partitions_def=daily_table_partitions,
+    key=HISTORY_EXPORT_KEY,
+    group_name=HISTORY_GROUP,
     kinds=KINDS,
     owners=OWNERS,
     description=(
-        "One day of one COSMOS table (Oracle in prod, the SQLite sample locally) re-sent as "
-        "CR1000X payloads to the object store (S3 in prod, a local folder by default) under the "
-        "same keys as the live export (identical for batch_size 1). Ignores and never moves the "
-        "watermarks."
+        "A range of whole GMT days of one COSMOS table (Oracle in prod, the SQLite sample "
+        "locally) re-sent as CR1000X payloads to the object store (S3 in prod, a local folder by "
+        "default) under the same keys as the live export (identical for batch_size 1). Table and "
+        "days must be picked in the launchpad. Ignores and never moves the watermarks."
     ),
 )
 def cosmos_history_export(
@@ -306,65 +343,72 @@ def cosmos_history_export(
     cosmos: CosmosSource,
     object_store: dg.ResourceParam[ObjectStore],
 ) -> dg.MaterializeResult:
-    _checked(config)
-    # A launch from the UI may hand over the plain "date|table" string.
-    keys = daily_table_partitions.get_partition_key_from_str(
-        context.partition_key
-    ).keys_by_dimension
-    table = keys["table"]
+    _checked(lambda: config.check(pipeline.utc_now().date()))
+    table = catalogue.get_table(config.table.value).name
     _tag_run(context, table)
-    day = datetime.fromisoformat(keys["date"])
+    first, last = config.days
     # DATE_TIME ends its period, so a day holds (00:00, 24:00]: midnight is the day before.
+    after = datetime.combine(first, datetime.min.time())
     try:
         summary = pipeline.export_window(
             table,
             source=cosmos,
             store=object_store,
-            after=day,
-            until=day + timedelta(days=1),
+            after=after,
+            until=datetime.combine(last, datetime.min.time()) + timedelta(days=1),
             sites=config.sites,
             batch_size=_batch_size(table, config.batch_size),
             dry_run=config.dry_run,
             log=context.log,
+            payload_format=config.payload_format,
         )
     except site_rules.UnknownSiteError as exc:
         raise dg.Failure(description=f"bad run config: {exc}") from None
-    return dg.MaterializeResult(metadata=summary_metadata(summary, object_store.describe()))
+    metadata = summary_metadata(summary, object_store.describe())
+    metadata["days"] = dg.MetadataValue.text(f"{first} .. {last}")
+    return dg.MaterializeResult(metadata=metadata)
 
 
-def _table_tags(partition_key: str) -> dict[str, str]:
-    table = partition_key.split("|")[-1]  # multi-partition keys are "date|table"
-    return run_tags(table)
-
-
-def _table_job(
-    name: str, asset: dg.AssetsDefinition, partitions: dg.PartitionsDefinition, description: str
-):
-    """A job whose every partition launch carries the table tag the run queue limits."""
-    return dg.define_asset_job(
-        name,
-        # Without the health checks: they cover all tables and run in their own job.
-        selection=dg.AssetSelection.assets(asset).without_checks(),
-        config=dg.PartitionedConfig(
-            partitions_def=partitions,
-            run_config_for_partition_key_fn=lambda key: {},
-            tags_for_partition_key_fn=_table_tags,
-        ),
-        executor_def=executors.export_executor(),
-        description=description,
-        tags=trigger_tags(Trigger.MANUAL),
-    )
-
-
-live_export_job = _table_job(
+live_export_job = dg.define_asset_job(
     "cosmos_live_export_job",
-    cosmos_live_export,
-    table_partitions,
-    "The live export of one COSMOS table (partition); one run per table at a time.",
+    # Without the health checks: they are on the health assets and run in their own job.
+    selection=dg.AssetSelection.assets(cosmos_live_export).without_checks(),
+    # Every partition launch carries the table tag the run queue limits.
+    config=dg.PartitionedConfig(
+        partitions_def=table_partitions,
+        run_config_for_partition_key_fn=lambda key: {},
+        tags_for_partition_key_fn=run_tags,
+    ),
+    executor_def=executors.export_executor(),
+    description="The live export of one COSMOS table (partition); one run per table at a time.",
+    tags=trigger_tags(Trigger.MANUAL),
 )
-history_export_job = _table_job(
+history_export_job = dg.define_asset_job(
     "cosmos_history_export_job",
-    cosmos_history_export,
-    daily_table_partitions,
-    "Re-export of one day of one COSMOS table; backfill a date range per table.",
+    selection=dg.AssetSelection.assets(cosmos_history_export),
+    executor_def=executors.export_executor(),
+    description="Re-export a range of days of one COSMOS table (pick them in the launchpad).",
+    tags=trigger_tags(Trigger.MANUAL),
 )
+
+
+def execute_live_export(
+    table: str,
+    resources: Mapping[str, Any],
+    run_config: Mapping[str, Any],
+    instance: dg.DagsterInstance | None,
+    tags: Mapping[str, str],
+) -> dg.ExecuteInProcessResult:
+    """One table's live export in this process (``live-cosmos``, the demo), as a run of
+    ``cosmos_live_export_job``: the job name an operator looks for in the UI, rather than the
+    ``__ephemeral_asset_job__`` that ``dg.materialize`` would record."""
+    job = dg.Definitions(
+        assets=[cosmos_live_export], jobs=[live_export_job], resources=resources
+    ).resolve_job_def(live_export_job.name)
+    return job.execute_in_process(
+        run_config=run_config,
+        instance=instance,
+        partition_key=table,
+        tags=tags,
+        raise_on_error=False,
+    )

@@ -1,8 +1,18 @@
-"""The export's asset checks: thin Dagster shells around the rules in ``health.py``.
+"""The export's health: one asset per table carrying its three checks, as thin Dagster shells
+around the rules in ``health.py``.
 
-Three checks per table on ``cosmos/live_export`` (freshness, state health, export completeness),
-all in one op, so the health job is one cheap step; ``can_subset`` lets the UI execute any one.
-Every live export run also records its own table's completeness as it finishes (assets.py).
+Why separate health assets (``cosmos/health/<TABLE>``), decided from Dagster 1.13's documented
+behaviour: the UI shows a check's result only while it targets the asset's latest
+materialization, so 15 checks on ``cosmos/live_export`` were reset to "not evaluated" by every
+export of any table, and a failed freshness check of one table vanished when another table was
+exported. Partitioned checks (``AssetCheckSpec(partitions_def=...)``) are a preview API in 1.13,
+and even they are reset by the next materialization of their own partition, which would hide
+"this table is behind" as soon as a run of it started. Nothing materializes a health asset, so
+its checks show their latest result until that table's checks run again: the asset graph and the
+catalog show, per table, whether it is fresh, its state healthy and its last export complete.
+
+The checks run in one op (the health job, every 15 minutes, or "Execute" on any check in the
+UI); every live export also evaluates its own table's checks as it finishes (assets.py).
 """
 
 from collections.abc import Iterator, Mapping
@@ -14,11 +24,12 @@ import dagster as dg
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.export import health
-from iotswarm_pipelines.export.assets import cosmos_live_export
-from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS, utc_now
+from iotswarm_pipelines.export.asset_keys import LIVE_EXPORT_KEY, health_key
+from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS, ExportSummary, utc_now
 from iotswarm_pipelines.export.state_backend import StateBackend, StateRecoveryError
-from iotswarm_pipelines.labels import Trigger, trigger_tags
+from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 
+GROUP = "cosmos_export"
 HEALTH_CRON = "*/15 * * * *"
 RECORDS_SCANNED = 20
 """How many of a table's latest export records the completeness check looks through for the
@@ -37,23 +48,44 @@ _DESCRIPTIONS = {
     ),
 }
 
-_CHECKS: dict[str, tuple[health.Check, str]] = {
-    health.check_name(kind, table): (kind, table)
+HEALTH_ASSETS = [
+    dg.AssetSpec(
+        key=health_key(table),
+        group_name=GROUP,
+        deps=[LIVE_EXPORT_KEY],
+        owners=OWNERS,
+        kinds={"health"},
+        description=(
+            f"Health of the live export of {table}: its checks say whether it is fresh, whether "
+            "its state files are healthy and whether its last export stored everything. Never "
+            "materialized, so a result stays until the table's checks run again (every 15 "
+            "minutes, after each export of the table, or Execute on a check)."
+        ),
+    )
+    for table in catalogue.TABLE_NAMES
+]
+
+_CHECKS: dict[dg.AssetCheckKey, tuple[health.Check, str]] = {
+    dg.AssetCheckKey(health_key(table), health.check_name(kind, table)): (kind, table)
     for table in catalogue.TABLE_NAMES
     for kind in health.Check
 }
-"""Every check's name, and the kind and table it stands for."""
+"""Every check's key, and the kind and table it stands for."""
 
 CHECK_SPECS = [
     dg.AssetCheckSpec(
-        name=name,
-        asset=cosmos_live_export.key,
+        name=key.name,
+        asset=key.asset_key,
         description=_DESCRIPTIONS[kind].format(
             table=table, limit=health.FRESHNESS_THRESHOLDS[table]
         ),
     )
-    for name, (kind, table) in _CHECKS.items()
+    for key, (kind, table) in _CHECKS.items()
 ]
+
+
+def check_key(kind: health.Check, table: str) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(health_key(table), health.check_name(kind, table))
 
 
 def last_export(instance: dg.DagsterInstance, table: str) -> tuple[Mapping[str, Any], str] | None:
@@ -62,9 +94,7 @@ def last_export(instance: dg.DagsterInstance, table: str) -> tuple[Mapping[str, 
     Successful runs materialize the partition; runs that failed to store some payloads record
     the same counts as an observation, so both are read and the newer one wins.
     """
-    records_filter = dg.AssetRecordsFilter(
-        asset_key=cosmos_live_export.key, asset_partitions=[table]
-    )
+    records_filter = dg.AssetRecordsFilter(asset_key=LIVE_EXPORT_KEY, asset_partitions=[table])
     records = [
         *instance.fetch_materializations(records_filter, limit=RECORDS_SCANNED).records,
         *instance.fetch_observations(records_filter, limit=RECORDS_SCANNED).records,
@@ -110,15 +140,49 @@ def evaluate(
     return _completeness(instance, table)
 
 
+def _fields(key: dg.AssetCheckKey, outcome: health.Outcome) -> dict[str, Any]:
+    return {
+        "asset_key": key.asset_key,
+        "check_name": key.name,
+        "passed": outcome.passed,
+        "description": outcome.description,
+        "metadata": outcome.metadata,
+        "severity": (
+            dg.AssetCheckSeverity.WARN if outcome.warn_only else dg.AssetCheckSeverity.ERROR
+        ),
+    }
+
+
+def evaluation(key: dg.AssetCheckKey, outcome: health.Outcome) -> dg.AssetCheckEvaluation:
+    """A check result as an event, which an export run logs for its own table."""
+    return dg.AssetCheckEvaluation(**_fields(key, outcome))
+
+
 def check_result(key: dg.AssetCheckKey, outcome: health.Outcome) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=key.asset_key,
-        check_name=key.name,
-        passed=outcome.passed,
-        description=outcome.description,
-        metadata=outcome.metadata,
-        severity=dg.AssetCheckSeverity.WARN if outcome.warn_only else dg.AssetCheckSeverity.ERROR,
+    return dg.AssetCheckResult(**_fields(key, outcome))
+
+
+def after_export(
+    summary: ExportSummary, run_id: str, cosmos: CosmosSource, state: StateBackend
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """The checks of the table an export run has just finished, evaluated by that run.
+
+    Completeness comes from the run's own counts; a run that stored everything also measures
+    state health and freshness, so fixing a stale table turns its health asset green at once.
+    """
+    table = summary.table
+    outcome = health.completeness(
+        table, summary.payloads_built, summary.objects_stored, summary.failed, run_id
     )
+    yield evaluation(check_key(health.Check.EXPORT_COMPLETENESS, table), outcome)
+    if outcome.passed:
+        yield evaluation(
+            check_key(health.Check.STATE_HEALTH, table),
+            health.state_health(table, *state.copies(table)),
+        )
+        yield evaluation(
+            check_key(health.Check.FRESHNESS, table), _freshness(table, cosmos, state, utc_now())
+        )
 
 
 @dg.multi_asset_check(
@@ -132,15 +196,15 @@ def cosmos_health(
 ) -> Iterator[dg.AssetCheckResult]:
     now = utc_now()
     for key in sorted(context.selected_asset_check_keys, key=_evaluation_order):
-        kind, table = _CHECKS[key.name]
+        kind, table = _CHECKS[key]
         yield check_result(key, evaluate(kind, table, cosmos, state, context.instance, now))
 
 
-def _evaluation_order(key: dg.AssetCheckKey) -> tuple[bool, str]:
+def _evaluation_order(key: dg.AssetCheckKey) -> tuple[bool, str, str]:
     """State health first: freshness loads the state, and a load rewrites a missing or corrupt
     main file from the backup, which would hide the damage from a later state health check."""
-    kind, _ = _CHECKS[key.name]
-    return kind is not health.Check.STATE_HEALTH, key.name
+    kind, table = _CHECKS[key]
+    return kind is not health.Check.STATE_HEALTH, table, key.name
 
 
 health_checks_job = dg.define_asset_job(

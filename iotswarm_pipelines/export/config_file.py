@@ -1,10 +1,12 @@
-"""The existing live-COSMOS uploader's config file: ``key='value'``, one per line.
+"""``live-cosmos``'s config file, in either format the old tools' users have.
 
-Files written for the old tool (``dsn``, ``user``, ``pass`` and a bucket) work unchanged; the
-optional keys choose a SQLAlchemy URL instead, a local folder instead of S3, where the state files
-live (``state_dir``) or that the state is kept as objects in the bucket (``state_prefix``), and
-the export's knobs. Errors name the file and line but never echo a value, because a
-line may hold the password.
+Flat ``key='value'`` files (``dsn``, ``user``, ``pass`` and a bucket) and NERC-CEH/iot-swarm's
+nested files (``oracle: {…}``, ``aws: {…}``, ``iot_core: {…}``) work unchanged and mean the
+same (``config_formats``); the optional keys choose a SQLAlchemy URL instead, a local folder
+instead of S3, where the state files live (``state_dir``) or that the state is kept as objects
+in the bucket (``state_prefix``), the export's knobs and the payload text's. The IoT Core keys
+are accepted for the swarm and ignored here. Errors name the file and line (or nested key) but
+never echo a value, because a line may hold the password.
 """
 
 from __future__ import annotations
@@ -16,9 +18,18 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from iotswarm_pipelines.config_formats import (
+    IOT_CORE_KEYS,
+    ConfigFileError,
+    Setting,
+    parse_bool,
+    read_settings,
+)
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.pipeline import MAX_FALLBACK_HOURS, check_fallback_hours
+
+__all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "oracle_url", "parse_config"]
 
 KEYS = (
     "dsn",
@@ -34,15 +45,10 @@ KEYS = (
     "fallback_hours",
     "batch_size",
     "sites",
+    "prog_name",
+    "strict_json",
+    *IOT_CORE_KEYS,
 )
-_LINE = re.compile(
-    r"""^\s*(?P<key>\w+)\s*=\s*"""
-    r"""(?:'(?P<sq>[^']*)'|"(?P<dq>[^"]*)"|(?P<bare>[^'"\s#]+))\s*(?:\#.*)?$"""
-)
-
-
-class ConfigFileError(ValueError):
-    """The config file cannot be used; the message says where and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class LiveCosmosConfig:
     fallback_hours: float | None
     batch_size: int | None
     sites: list[str] | None
+    prog_name: str | None
+    strict_json: bool | None
 
     def __repr__(self) -> str:  # dataclass's repr would show the URL with its password
         return f"LiveCosmosConfig(path={str(self.path)!r}, url={self.safe_url!r}, ...)"
@@ -73,43 +81,13 @@ def oracle_url(dsn: str, user: str, password: str) -> str:
     return f"oracle+oracledb://{quote(user, safe='')}:{quote(password, safe='')}@{dsn}"
 
 
-def _read_pairs(path: Path) -> dict[str, tuple[str, int]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigFileError(f"{path}: cannot read the config file ({exc.strerror})") from None
-    pairs: dict[str, tuple[str, int]] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _LINE.match(line)
-        if match is None:
-            raise ConfigFileError(
-                f"{path}, line {number}: not a key='value' line; write one setting per line, "
-                "e.g. bucket='my-bucket'"
-            )
-        key = match["key"].lower()
-        if key not in KEYS:
-            raise ConfigFileError(
-                f"{path}, line {number}: unknown key {match['key']!r}; known keys are "
-                f"{', '.join(KEYS)}"
-            )
-        if key in pairs:
-            raise ConfigFileError(
-                f"{path}, line {number}: {key} is set twice (first on line {pairs[key][1]})"
-            )
-        value = next(v for v in (match["sq"], match["dq"], match["bare"]) if v is not None)
-        pairs[key] = (value.strip(), number)
-    return pairs
-
-
 def parse_config(path: str | Path) -> LiveCosmosConfig:
     path = Path(path)
-    pairs = _read_pairs(path)
-    values = {key: value for key, (value, _) in pairs.items()}
+    settings: dict[str, Setting] = read_settings(path, KEYS)
+    values = {key: setting.value for key, setting in settings.items()}
 
     def fail(key: str, message: str) -> ConfigFileError:
-        where = f", line {pairs[key][1]}" if key in pairs else ""
+        where = f", {settings[key].where}" if key in settings else ""
         return ConfigFileError(f"{path}{where}: {message}")
 
     login = [k for k in ("dsn", "user", "pass") if k in values]
@@ -123,11 +101,13 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         missing = [k for k in ("dsn", "user", "pass") if k not in values]
         raise ConfigFileError(
             f"{path}: missing {', '.join(missing)}; give dsn='…', user='…' and pass='…' "
-            "(Oracle) or url='…' (any SQLAlchemy URL)"
+            "(Oracle; nested: oracle: { dsn: … user: … password: … }) or url='…' (any "
+            "SQLAlchemy URL)"
         )
     if ("bucket" in values) == ("object_dir" in values):
         raise ConfigFileError(
-            f"{path}: give exactly one destination: bucket='…' (S3) or object_dir='…' (a folder)"
+            f"{path}: give exactly one destination: bucket='…' (S3; nested: aws: {{ bucket: … }}) "
+            "or object_dir='…' (a folder)"
         )
     if "state_prefix" in values and "state_dir" in values:
         raise fail("state_prefix", "give state_dir='…' (files) or state_prefix='…' (S3), not both")
@@ -153,6 +133,11 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         sites = site_rules.clean(values["sites"].split(","))
         if not sites:
             raise fail("sites", "sites is empty; list site IDs like sites='ALIC1,BALRD'")
+    strict_json = None
+    if "strict_json" in settings:
+        strict_json = parse_bool(path, "strict_json", settings["strict_json"])
+    if "prog_name" in values and not values["prog_name"]:
+        raise fail("prog_name", "prog_name is empty; e.g. prog_name='CPU:iotswarm-1.6.10.CR1X'")
     endpoint_url = values.get("endpoint_url")
     if endpoint_url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", endpoint_url):
         raise fail("endpoint_url", "endpoint_url must be an http:// or https:// URL")
@@ -173,6 +158,8 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         fallback_hours=fallback_hours,
         batch_size=batch_size,
         sites=sites,
+        prog_name=values.get("prog_name"),
+        strict_json=strict_json,
     )
 
 

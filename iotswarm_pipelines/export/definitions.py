@@ -9,6 +9,7 @@ from iotswarm_pipelines.export.assets import (
     live_export_job,
 )
 from iotswarm_pipelines.export.checks import (
+    HEALTH_ASSETS,
     cosmos_health,
     health_checks_job,
     health_checks_schedule,
@@ -22,7 +23,7 @@ from iotswarm_pipelines.export.schedules import table_schedules
 from iotswarm_pipelines.export.sensors import table_sensors
 
 defs = dg.Definitions(
-    assets=[cosmos_live_export, cosmos_history_export, cosmos_reconciliation],
+    assets=[cosmos_live_export, *HEALTH_ASSETS, cosmos_history_export, cosmos_reconciliation],
     asset_checks=[cosmos_health],
     jobs=[live_export_job, history_export_job, health_checks_job, reconcile_job],
     sensors=table_sensors,

@@ -7,12 +7,19 @@ Runs are recorded in the instance of ``DAGSTER_HOME`` when it is set (``make dem
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export.assets import cosmos_live_export, run_tags, summary_from_metadata
+from iotswarm_pipelines.export.assets import (
+    cosmos_live_export,
+    execute_live_export,
+    run_tags,
+    summary_from_metadata,
+)
+from iotswarm_pipelines.export.cli import progress_bar
 from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.resources import build_resources
@@ -34,24 +41,24 @@ def _run_config(table: str) -> dict[str, Any]:
     }
 
 
-def run_demo_export() -> str:
+def run_demo_export(echo: Callable[[str], None] | None = None) -> str:
     """Export each table of the local sample database into the local object folder.
 
-    Returns the per-table summaries (rows, payloads, objects, new watermarks) as text.
+    Returns the per-table summaries (rows, payloads, objects, new watermarks) as text; ``echo``
+    gets each one as soon as its table is done, while a progress bar shows the rows read.
     """
     resources = build_resources()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     lines = []
     for table in catalogue.TABLE_NAMES:
-        result = dg.materialize(
-            [cosmos_live_export],
-            partition_key=table,
-            resources=resources,
-            run_config=_run_config(table),
-            instance=instance,
-            tags={**run_tags(table), **trigger_tags(Trigger.CLI)},
-        )
+        tags = {**run_tags(table), **trigger_tags(Trigger.CLI)}
+        with progress_bar(table):
+            result = execute_live_export(table, resources, _run_config(table), instance, tags)
+        if not result.success:
+            raise RuntimeError(f"the demo's export of {table} failed; see the run in `make dev`")
         [event] = result.asset_materializations_for_node(cosmos_live_export.op.name)
         summary = summary_from_metadata(table, event.metadata)
         lines.append(format_summary(summary, resources["object_store"].describe(), max_sites=2))
+        if echo is not None:
+            echo(lines[-1])
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The export's health rules, one pure function per asset check (Dagster shells in checks.py).
 
-Three checks per COSMOS table, all on ``cosmos/live_export``:
+Three checks per COSMOS table, on that table's health asset ``cosmos/health/<TABLE>``:
 
 - freshness: how far the slowest site's watermark trails the source's newest row, against a
   threshold that follows the table's cadence (``FRESHNESS_THRESHOLDS``);
@@ -21,7 +21,7 @@ from iotswarm_pipelines.export.state import State, StateCopy
 
 
 class Check(StrEnum):
-    """The kinds of check; each table has one of each, named ``<kind>_<table>``."""
+    """The kinds of check; each table has one of each, named ``<table>_<kind>``."""
 
     FRESHNESS = "freshness"
     STATE_HEALTH = "state_health"
@@ -29,8 +29,9 @@ class Check(StrEnum):
 
 
 def check_name(kind: Check, table: str) -> str:
-    """``freshness_level1_soilmet_30min``: the kind, then the table in lower case."""
-    return f"{kind.value}_{catalogue.get_table(table).name.lower()}"
+    """``level1_soilmet_30min_freshness``: the table (lower case) first, so a list of checks cut
+    off at the UI's sidebar width still says which table each one is about."""
+    return f"{catalogue.get_table(table).name.lower()}_{kind.value}"
 
 
 MIN_FRESHNESS_THRESHOLD = timedelta(minutes=15)

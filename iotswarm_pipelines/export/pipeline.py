@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +35,7 @@ from iotswarm_pipelines.export.watermarks import (
     Row,
     SiteProgress,
     aligned_batches,
+    batch_window,
     newest_time,
     replay_may_advance,
 )
@@ -80,6 +81,8 @@ class ExportSummary:
     failed: int = 0
     sites_advanced: int = 0
     watermarks: dict[str, datetime] = field(default_factory=dict)
+    advanced: tuple[str, ...] = ()
+    """The sites whose watermark this run moved (a terminal prints only those)."""
     lag_seconds: float | None = None
     dry_run: bool = False
     skipped_rows: list[str] = field(default_factory=list)
@@ -102,25 +105,50 @@ def check_fallback_hours(hours: float) -> None:
         )
 
 
+def expected_rows(
+    cadence: timedelta,
+    first: Mapping[str, datetime],
+    newest: Mapping[str, datetime],
+    until: datetime | None = None,
+) -> int:
+    """About how many rows a run will read: from each site's first row to send to its newest,
+    in logging periods (an upper bound: outages leave gaps), for a progress bar's time left."""
+    total = 0
+    for site, start in first.items():
+        end = min(newest.get(site, start), until) if until is not None else newest.get(site, start)
+        if end >= start:
+            total += int((end - start) / cadence) + 1
+    return total
+
+
 def utc_now() -> datetime:
     """Now as a naive GMT datetime, the project's convention (like Oracle DATE)."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def build_object(table: catalogue.Table, prefix: str, rows: list[Row]) -> tuple[str, bytes]:
+def build_object(
+    table: catalogue.Table,
+    prefix: str,
+    rows: Sequence[Row],
+    payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
+) -> tuple[str, bytes]:
     """(key, body) of one payload: the same text and key for the live and historical assets."""
     site_id = rows[0][catalogue.SITE_ID]
-    text, md5 = payloads.payload_json_md5(payloads.cr1000x_payload(site_id, rows))
+    payload = payloads.formatted_payload(site_id, rows, payload_format)
+    text, md5 = payloads.payload_json_md5(payload)
     key = keys.object_key_for_md5(prefix, site_id, table.name, newest_time(rows), md5)
     return key, text.encode()
 
 
 def build_objects(
-    table: catalogue.Table, prefix: str, batches: Iterator[list[Row]]
+    table: catalogue.Table,
+    prefix: str,
+    batches: Iterator[list[Row]],
+    payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
 ) -> Iterator[tuple[str, bytes, list[Row]]]:
     """(key, body, rows) per payload (``build_object``)."""
     for rows in batches:
-        yield *build_object(table, prefix, rows), rows
+        yield *build_object(table, prefix, rows, payload_format), rows
 
 
 class _Run:
@@ -132,8 +160,10 @@ class _Run:
         summary: ExportSummary,
         log: logging.Logger | logging.LoggerAdapter,
         checkpoint: Callable[[dict[str, datetime]], None],
+        payload_format: payloads.PayloadFormat,
     ) -> None:
         self.table = table
+        self.payload_format = payload_format
         self.summary = summary
         self.log = log
         self.checkpoint_fn = checkpoint
@@ -211,7 +241,7 @@ class _Run:
             self.stopped[stopped.site_id] = stopped
             self.log.error(f"{self.table.name}: {stopped}")
 
-    def payloadable(self, batch: list[Row]) -> list[Row] | None:
+    def payloadable(self, batch: Sequence[Row]) -> list[Row] | None:
         """The batch without the rows ``skip_rows`` names; None when a bad row stops the site."""
         kept = []
         for row in batch:
@@ -275,6 +305,7 @@ def export_table(
     dry_run: bool = False,
     now: datetime | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
     skip_rows: Collection[str] = (),
     future_tolerance: timedelta = bad_rows.DEFAULT_FUTURE_TOLERANCE,
 ) -> ExportSummary:
@@ -313,6 +344,7 @@ def export_table(
             now,
             log,
             dry_run=dry_run,
+            payload_format=payload_format,
             skip=skip,
             horizon=now + future_tolerance,
         )
@@ -346,6 +378,7 @@ def _export(
     log: logging.Logger | logging.LoggerAdapter,
     *,
     dry_run: bool,
+    payload_format: payloads.PayloadFormat,
     skip: set[tuple[str, datetime]],
     horizon: datetime,
 ) -> ExportSummary:
@@ -363,7 +396,7 @@ def _export(
         nonlocal current
         current = _save(state, spec, current, updates)
 
-    run = _Run(spec, summary, log, checkpoint)
+    run = _Run(spec, summary, log, checkpoint, payload_format)
     run.skip = skip
     run.held = {
         s: bad_rows.in_the_future(s, newest[s], horizon)
@@ -385,15 +418,25 @@ def _export(
         + (", dry run" if dry_run else "")
     )
 
+    def has_new(site_id: str) -> bool:
+        start = starts[site_id]
+        return site_id in newest and (start is None or newest[site_id] > start)
+
+    pending = {s: starts[s] for s in selected if has_new(s)}
+    expected = expected_rows(
+        spec.cadence, source.first_times_after(spec.name, pending), newest, until
+    )
+    log.info(f"{spec.name}: about {expected} rows to send")
+    _progress.debug("expected", extra={"table": spec.name, "expected_rows": expected})
+
     def rows() -> Iterator[dict]:
         for site_id in selected:
-            start = starts[site_id]
-            if site_id not in newest or (start is not None and newest[site_id] <= start):
+            if not has_new(site_id):
                 continue  # nothing new: no query
             end = until
             if site_id in run.held:  # rows from the future stay in the source
                 end = horizon if until is None else min(until, horizon)
-            yield from run.site_rows(source, site_id, start, end)
+            yield from run.site_rows(source, site_id, starts[site_id], end)
 
     try:
         _ship(run, store, aligned_batches(rows(), batch_size, spec.cadence, newest), dry_run)
@@ -405,7 +448,8 @@ def _export(
     summary.watermarks = {
         s: w for s in selected if (w := state_rules.watermark(current, s)) is not None
     }
-    summary.sites_advanced = sum(1 for s, w in summary.watermarks.items() if w != before.get(s))
+    summary.advanced = tuple(s for s, w in summary.watermarks.items() if w != before.get(s))
+    summary.sites_advanced = len(summary.advanced)
     summary.lag_seconds = _lag(newest, summary.watermarks)
     _raise_if_failed(run, store, "the watermarks cover only what was stored")
     _raise_if_stopped(run)
@@ -423,25 +467,30 @@ def export_window(
     batch_size: int = 1,
     dry_run: bool = False,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
 ) -> ExportSummary:
     """Re-export every row with ``after < DATE_TIME <= until``, whatever the watermarks say.
 
     The state is neither read nor written: the live export owns the watermarks, and a re-sent
     payload lands on the key it had before, so nothing duplicates: with any ``batch_size`` the
-    payloads are aligned to the table's cadence (``aligned_batches``), as the live run's are.
+    payloads are aligned to the table's cadence (``aligned_batches``), as the live run's are,
+    and the window is widened to whole batches (``batch_window``): a batch that crosses its
+    edges (7 half-hours across midnight) is re-sent whole, never cut into a new key.
     """
     spec = catalogue.get_table(table)
     log = log or _module_log
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     summary = ExportSummary(table=spec.name, sites=0, dry_run=dry_run)
-    run = _Run(spec, summary, log, checkpoint=lambda updates: None)
+    run = _Run(spec, summary, log, lambda updates: None, payload_format)
     site_ids: set[str] = set()
     selected = _select_sites(spec, source, sites, log)
 
+    first, last = batch_window(after, until, batch_size, spec.cadence)
+
     def rows() -> Iterator[dict]:
         for site_id in selected:
-            for row in run.site_rows(source, site_id, after, until):
+            for row in run.site_rows(source, site_id, first, last):
                 site_ids.add(site_id)
                 yield row
 
@@ -494,17 +543,17 @@ def _ship(run: _Run, store: ObjectStore, batches: Iterator[list[Row]], dry_run: 
 
     def objects() -> Iterator[tuple[str, bytes]]:
         for rows in batches:
-            batch = rows
+            batch: Sequence[Row] = rows
             if rows[0][catalogue.SITE_ID] in run.stopped:
                 continue  # nothing after a bad row may be sent: the watermark would pass it
             try:
-                key, body = build_object(run.table, store.prefix, rows)
+                key, body = build_object(run.table, store.prefix, rows, run.payload_format)
             except (TypeError, ValueError):
-                payloadable = run.payloadable(rows)
-                if not payloadable:
+                kept = run.payloadable(rows)
+                if not kept:
                     continue
-                batch = payloadable
-                key, body = build_object(run.table, store.prefix, batch)
+                batch = kept
+                key, body = build_object(run.table, store.prefix, batch, run.payload_format)
             run.built(len(batch))
             if not dry_run:  # nothing completes in a dry run, so nothing is tracked
                 run.register(key, batch[0][catalogue.SITE_ID], newest_time(batch))

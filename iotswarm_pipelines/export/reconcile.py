@@ -9,9 +9,13 @@ watermarks for them. Per site and UTC day it:
 * reads only the objects it cannot vouch for without reading: a key that is exactly the one the
   export would have made for some of these rows, with a listed MD5 (S3's ETag) equal to the key's,
   holds exactly those rows, since the key ends with the MD5 of the stored text;
-* heals: the missing rows go through the export's own payload and key code
-  (``pipeline.build_objects``) into the store, so a heal repeated, or racing the live export,
-  rewrites the same keys. The state is only read: a heal never moves a watermark.
+* predicts those keys with the export's own batching (``watermarks.aligned_batches``, over the
+  day widened to whole batches) and payload text (``payload_format``, as configured for the
+  export), so with any ``batch_size`` a complete day is vouched for without reading its objects;
+* heals: every predicted payload holding a missing row is stored again whole, through the
+  export's own payload and key code (``pipeline.build_objects``), so a heal repeated, racing the
+  live export or followed by a replay rewrites the same keys. The state is only read: a heal
+  never moves a watermark.
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import keys, reconciliation
 from iotswarm_pipelines.export import state as state_rules
-from iotswarm_pipelines.export.pipeline import build_objects
+from iotswarm_pipelines.export.pipeline import build_object, build_objects
 from iotswarm_pipelines.export.reconciliation import SiteDay, TableDay, UnreadablePayloadError
-from iotswarm_pipelines.export.watermarks import batch_rows
+from iotswarm_pipelines.export.watermarks import Row, aligned_batches, batch_window
 
 if TYPE_CHECKING:
     from iotswarm_pipelines.cosmos.source import CosmosSource
@@ -44,7 +49,7 @@ SITE_WORKERS = 8
 @dataclass
 class _SiteScan:
     report: SiteDay
-    missing_rows: list[dict[str, Any]]
+    heal: list[tuple[list[Row], int]]  # the export's payloads holding missing rows, and how many
     listed: int
     read: int
 
@@ -58,12 +63,15 @@ class _Holdings:
 
 
 def expected_objects(
-    table: catalogue.Table, prefix: str, rows: Sequence[dict], batch_size: int
+    table: catalogue.Table,
+    prefix: str,
+    batches: Sequence[list[Row]],
+    payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
 ) -> dict[str, tuple[datetime, ...]]:
-    """The keys the export makes for ``rows`` cut into ``batch_size`` payloads, with their rows."""
+    """The keys the export makes for these payloads, with their rows."""
     return {
         key: tuple(row[catalogue.DATE_TIME] for row in batch)
-        for key, _body, batch in build_objects(table, prefix, batch_rows(rows, batch_size))
+        for key, _body, batch in build_objects(table, prefix, iter(batches), payload_format)
     }
 
 
@@ -101,15 +109,15 @@ def scan_folder(
         stamp = keys.key_time_ms(listed.key)
         if stamp is None:
             continue  # not an export key (a stray file): it holds no payload of ours
-        md5 = keys.key_md5(listed.key)
+        known = expected.get(listed.key)
+        if known is not None and listed.md5 is not None and listed.md5 == keys.key_md5(listed.key):
+            times: tuple[datetime, ...] | None = known
+        else:
+            times = _read_rows(store, listed.key, held)
         if stamp <= until_ms:
-            known = expected.get(listed.key)
-            if known is not None and listed.md5 is not None and listed.md5 == md5:
-                held.rows[listed.key] = known
-            elif (times := _read_rows(store, listed.key, held)) is not None:
+            if times is not None:
                 held.rows[listed.key] = times
             continue
-        times = _read_rows(store, listed.key, held)
         if times is None or min(times) > until:
             break
         held.rows[listed.key] = times
@@ -124,12 +132,24 @@ def _scan_site(
     store: ObjectStore,
     watermark: datetime | None,
     batch_size: int,
+    newest: dict[str, datetime],
+    payload_format: payloads.PayloadFormat,
 ) -> _SiteScan:
     after, until = reconciliation.day_window(day)
-    rows = list(source.rows_after(table.name, site_id, after, until))
+    # The rows of every payload that holds rows of the day, cut as the export cuts them.
+    rows = list(
+        source.rows_after(
+            table.name, site_id, *batch_window(after, until, batch_size, table.cadence)
+        )
+    )
+    batches = list(aligned_batches(rows, batch_size, table.cadence, newest))
     folder = keys.site_folder(store.prefix, site_id, table.name)
     held = scan_folder(
-        store, folder, after, until, expected_objects(table, store.prefix, rows, batch_size)
+        store,
+        folder,
+        after,
+        until,
+        expected_objects(table, store.prefix, batches, payload_format),
     )
     report = reconciliation.compare_site(
         site_id,
@@ -141,27 +161,31 @@ def _scan_site(
         held.unreadable,
     )
     missing = set(report.missing)
-    heal: list[dict[str, Any]] = []
-    for row in rows:
-        if row[catalogue.DATE_TIME] in missing:
-            missing.discard(row[catalogue.DATE_TIME])  # a row stored twice in the source: once
-            heal.append(row)
+    heal: list[tuple[list[Row], int]] = []
+    for batch in batches:
+        # Whole, as the export sent it: a part of it would land on a key of its own, which a
+        # replay of the day would then duplicate. A row stored twice in the source counts once.
+        count = len({row[catalogue.DATE_TIME] for row in batch} & missing)
+        if count:
+            heal.append((batch, count))
     return _SiteScan(report, heal, held.listed, held.read)
 
 
 def _heal(
     table: catalogue.Table,
     store: ObjectStore,
-    rows: list[dict[str, Any]],
-    batch_size: int,
+    batches: list[tuple[list[Row], int]],
+    payload_format: payloads.PayloadFormat,
     log: logging.Logger | logging.LoggerAdapter,
 ) -> tuple[int, int]:
-    """Store the missing rows as the export would; (rows stored, objects that failed)."""
+    """Store the payloads holding missing rows as the export would; (missing rows stored,
+    objects that failed)."""
     sizes: dict[str, int] = {}
 
     def objects() -> Iterator[tuple[str, bytes]]:
-        for key, body, batch in build_objects(table, store.prefix, batch_rows(rows, batch_size)):
-            sizes[key] = len(batch)
+        for batch, count in batches:
+            key, body = build_object(table, store.prefix, batch, payload_format)
+            sizes[key] = count
             yield key, body
 
     healed = failed = 0
@@ -183,14 +207,15 @@ def reconcile_day(
     state: StateBackend | None = None,
     sites: Sequence[str] | None = None,
     batch_size: int = 1,
+    payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
     heal: bool = False,
     log: logging.Logger | logging.LoggerAdapter | None = None,
 ) -> TableDay:
     """Reconcile one table on one UTC day, site by site; with ``heal``, store what is missing.
 
     ``sites``: the sites to check; by default every catalogue site and every site with rows in
-    the table, so objects of a site the source no longer has are found too. ``batch_size`` is
-    the export's (it predicts the keys, and cuts the healed payloads).
+    the table, so objects of a site the source no longer has are found too. ``batch_size`` and
+    ``payload_format`` are the export's: they predict its keys and make the healed payloads.
     """
     log = log or _log
     current = state.load(table.name) if state is not None else state_rules.empty_state()
@@ -199,20 +224,24 @@ def reconcile_day(
     else:
         sites = sorted({site.strip().upper() for site in sites})
     result = TableDay(table=table.name, day=day)
-    to_heal: list[dict[str, Any]] = []
+    to_heal: list[tuple[list[Row], int]] = []
+    # Whether a site's last payload is closed (sent by the export yet) depends on its newest row.
+    newest = source.newest_times(table.name, sites) if batch_size > 1 else {}
 
     def scan(site_id: str) -> _SiteScan:
         watermark = state_rules.watermark(current, site_id)
-        return _scan_site(table, site_id, day, source, store, watermark, batch_size)
+        return _scan_site(
+            table, site_id, day, source, store, watermark, batch_size, newest, payload_format
+        )
 
     with ThreadPoolExecutor(SITE_WORKERS, thread_name_prefix="reconcile") as pool:
         for scanned in pool.map(scan, sites):
             result.sites.append(scanned.report)
             result.objects_listed += scanned.listed
             result.objects_read += scanned.read
-            to_heal += scanned.missing_rows
+            to_heal += scanned.heal
     if heal and to_heal:
-        result.healed, result.heal_failed = _heal(table, store, to_heal, batch_size, log)
+        result.healed, result.heal_failed = _heal(table, store, to_heal, payload_format, log)
     log.info(describe(result))
     return result
 

@@ -17,19 +17,22 @@ from iotswarm_pipelines import executors
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import reconcile
-from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES, GROUP, KINDS
+from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES, KINDS, PayloadFormatConfig
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.partitions import daily_table_partitions
 from iotswarm_pipelines.export.reconciliation import TableDay
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 
+GROUP = "cosmos_reconciliation"
+"""Its own group: the export group's "Materialize all" must not select 24,000 past days."""
 SCHEDULE_CRON = "30 1 * * *"
 """01:30 UTC: yesterday's rows have had an hour and a half to arrive and be exported."""
 
 
-class ReconcileConfig(dg.Config):
-    """Run config of one reconciliation (one day of one table)."""
+class ReconcileConfig(PayloadFormatConfig):
+    """Run config of one reconciliation (one day of one table). ``batch_size``, ``prog_name``
+    and ``strict_json`` must be the export's: they predict its keys and make healed payloads."""
 
     heal: bool = pydantic.Field(
         default=False,
@@ -104,6 +107,7 @@ def cosmos_reconciliation(
         state=state,
         sites=config.sites,
         batch_size=config.batch_size or DEFAULT_BATCH_SIZES[table.name],
+        payload_format=config.payload_format,
         heal=config.heal,
         log=context.log,
     )

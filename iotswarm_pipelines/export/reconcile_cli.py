@@ -18,6 +18,7 @@ import pydantic
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
+from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import SourceError
 from iotswarm_pipelines.export import cli as export_cli
@@ -79,9 +80,13 @@ def run(argv: Sequence[str]) -> int:
         until = _day("--until", args.until) if args.until else utc_now().date()
         days = days_between(_day("--since", args.since), until)
         source = export_cli._source(config)
-        export_cli._check_source(source, config, [t.name for t in tables])
+        export_cli._check_source(source, config, [t.name for t in tables], config.sites)
         built = export_cli.stores(config)
         store, state = built["object_store"], built["state"]
+        payload_format = payloads.PayloadFormat(
+            prog_name=config.prog_name or payloads.DEFAULT_PROG_NAME,
+            strict_json=bool(config.strict_json),
+        )
     except pydantic.ValidationError as exc:
         message = exc.errors()[0]["msg"].removeprefix("Value error, ")
         print(f"{PROG}: error: {message}", file=sys.stderr)
@@ -103,6 +108,7 @@ def run(argv: Sequence[str]) -> int:
                     state=state,
                     sites=config.sites,
                     batch_size=config.batch_size or DEFAULT_BATCH_SIZES[table.name],
+                    payload_format=payload_format,
                     heal=args.heal,
                 )
                 _report(result)

@@ -49,6 +49,18 @@ def bucket_end(when: datetime, span: timedelta) -> datetime:
 _TICK = timedelta(microseconds=1)
 
 
+def batch_window(
+    after: datetime, until: datetime, batch_size: int, cadence: timedelta
+) -> tuple[datetime, datetime]:
+    """``(after, until]`` widened to whole ``aligned_batches`` buckets: the rows needed to cut
+    the payloads holding rows of the window exactly as the export cut them (a bucket may
+    straddle the window's edges, e.g. 7 half-hours across midnight)."""
+    if batch_size == 1:
+        return after, until
+    span = cadence * batch_size
+    return bucket_end(after + _TICK, span) - span, bucket_end(until, span)
+
+
 def aligned_batches(
     rows: Iterable[Row],
     batch_size: int,

@@ -1,14 +1,16 @@
 """``iot-swarm``: run the swarm job from a terminal, with the old swarm's options and more.
 
-The same job as in the UI: one shard runs in this process; more shards run one process each
-(the multiprocess executor on a throw-away Dagster instance). Every check that can fail runs
-before a device starts and prints one line (exit 2). The exit status is 1 when messages were
-lost at QoS 1 or the broker could not be used during the run.
+The same job as in the UI (``swarm_job``): one shard runs in this process; more shards run one
+process each (the multiprocess executor). Runs are recorded in the ``DAGSTER_HOME`` instance when
+one is set, so the UI of ``make dev`` shows them and the report; otherwise in a throw-away one.
+Every check that can fail runs before a device starts and prints one line (exit 2). The exit
+status is 1 when messages were lost at QoS 1 or the broker could not be used during the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -18,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -27,6 +29,7 @@ import dagster as dg
 from tqdm import tqdm
 
 from iotswarm_pipelines import settings
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.swarm import options, sessions
@@ -84,14 +87,20 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="iot-swarm",
         allow_abbrev=False,
-        description="Simulate COSMOS-UK dataloggers publishing over MQTT and report delivery.",
+        description="Simulate COSMOS-UK dataloggers publishing over MQTT and report delivery. "
+        "The old tool's commands (iot-swarm cosmos|looping-csv|looping-sqlite3|sessions|"
+        "get-version|test-mqtt --help) run the same job.",
+        epilog="example: iot-swarm --devices 2000 --shards 2 --mode loop --sleep-time 10 "
+        "--max-cycles 6 --verify",
     )
     options.add_arguments(p, SwarmOptions, args=CLI_ARGS)
     options.add_arguments(p, BrokerOptions)
     options.group(p, options.MQTT).add_argument(
         "--password-file", help=f"file holding the password (or set {PASSWORD_ENV})"
     )
-    p.add_argument("--log-level", default="WARNING", help="Dagster log level on stderr")
+    p.add_argument(
+        "--log-level", default="WARNING", help="Dagster log level on stderr (default: WARNING)"
+    )
     return p
 
 
@@ -104,41 +113,65 @@ def _source(value: str | None) -> tuple[str, str]:
     return str(Path(value).resolve()), settings.sample_db_url()
 
 
-def _password(args: argparse.Namespace) -> bool:
+def _password(password_file: str | None) -> bool:
     """Puts a ``--password-file`` into the environment; True when a password is set there."""
-    if args.password_file:
+    if password_file:
         try:
-            text = Path(args.password_file).read_text().strip()
+            text = Path(password_file).read_text().strip()
         except OSError as exc:
             raise SwarmConfigError(
-                f"cannot read --password-file {args.password_file}: {exc.strerror}"
+                f"cannot read --password-file {password_file}: {exc.strerror}"
             ) from None
         os.environ[PASSWORD_ENV] = text
     return bool(os.environ.get(PASSWORD_ENV))
 
 
 def build(args: argparse.Namespace) -> tuple[SwarmConfig, dict[str, Any], MqttResource]:
-    source, url = _source(args.source)
+    return assemble(
+        options.parsed_values(args, SwarmOptions),
+        options.parsed_values(args, BrokerOptions),
+        source=args.source,
+        password_file=args.password_file,
+        log_level=args.log_level,
+    )
+
+
+def assemble(
+    run_values: dict[str, Any],
+    broker_values: dict[str, Any],
+    *,
+    source: str | None,
+    password_file: str | None = None,
+    log_level: str = "WARNING",
+    schema_name: str | None = None,
+) -> tuple[SwarmConfig, dict[str, Any], MqttResource]:
+    """The job's config, run config and broker from option values (any command tree's)."""
+    job_source, url = _source(source)
+    if "table" in run_values:  # the older spelling (LEVEL_1_...) too; unknown: one line
+        try:
+            run_values = {**run_values, "table": catalogue.get_table(run_values["table"]).name}
+        except catalogue.UnknownTableError as exc:
+            raise SwarmConfigError(str(exc)) from None
     config = SwarmConfig(
         **{
-            **options.parsed_values(args, SwarmOptions),
-            "source": source,
-            "swarm_name": args.swarm_name or f"swarm-{uuid.uuid4().hex[:8]}",
+            **run_values,
+            "source": job_source,
+            "swarm_name": run_values.get("swarm_name") or f"swarm-{uuid.uuid4().hex[:8]}",
         }
     )
-    mqtt_config: dict[str, Any] = options.parsed_values(args, BrokerOptions)
-    has_password = _password(args)
+    mqtt_config: dict[str, Any] = dict(broker_values)
+    has_password = _password(password_file)
     mqtt = MqttResource(**mqtt_config, password=os.environ.get(PASSWORD_ENV) or None)
     if has_password:  # by reference, so the password never enters the run's stored config
         mqtt_config["password"] = {"env": PASSWORD_ENV}
     os.environ[SOURCE_URL_ENV] = url  # by reference too: a database URL may hold a password
+    cosmos_config: dict[str, Any] = {"url": {"env": SOURCE_URL_ENV}}
+    if schema_name:
+        cosmos_config["schema_name"] = schema_name
     run_config = {
-        "ops": {"plan_swarm": {"config": config.model_dump(exclude_none=True)}},
-        "resources": {
-            "mqtt": {"config": mqtt_config},
-            "cosmos": {"config": {"url": {"env": SOURCE_URL_ENV}}},
-        },
-        "loggers": {"console": {"config": {"log_level": args.log_level.upper()}}},
+        "ops": {"plan_swarm": {"config": config.model_dump(mode="json", exclude_none=True)}},
+        "resources": {"mqtt": {"config": mqtt_config}, "cosmos": {"config": cosmos_config}},
+        "loggers": {"console": {"config": {"log_level": log_level.upper()}}},
     }
     return config, run_config, mqtt
 
@@ -153,16 +186,18 @@ class _Progress:
         self.bar = tqdm(total=total, unit="msg", desc="messages", disable=None, file=sys.stderr)
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
+    def _poll(self) -> None:
+        try:
+            session = sessions.load_session(str(self.config.swarm_name), self.config.sessions_dir)
+        except SwarmConfigError:
+            return  # a file mid-replace; the next poll reads it
+        if session is not None:
+            made = sum(p.cycles for p in session.positions.values()) - self.start_cycles
+            self.bar.update(max(made - self.bar.n, 0))
+
     def _watch(self) -> None:
-        name = str(self.config.swarm_name)
         while not self.stop.wait(1.0):
-            try:
-                session = sessions.load_session(name, self.config.sessions_dir)
-            except SwarmConfigError:
-                continue  # a file mid-replace; the next poll reads it
-            if session is not None:
-                made = sum(p.cycles for p in session.positions.values()) - self.start_cycles
-                self.bar.update(max(made - self.bar.n, 0))
+            self._poll()
 
     def __enter__(self) -> _Progress:
         self.thread.start()
@@ -171,6 +206,7 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+        self._poll()  # the shards' last saves, written after the previous poll: 100% when done
         self.bar.close()
 
 
@@ -195,10 +231,16 @@ def _outcome(result: Any) -> Outcome:
 
 def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> Outcome:
     if config.shards == 1:
-        result = cli_swarm_job.execute_in_process(
-            run_config=run_config, tags=run_tags(str(config.swarm_name)), raise_on_error=False
-        )
-        return _outcome(result)
+        with contextlib.ExitStack() as stack:
+            home = settings.dagster_home()
+            instance = stack.enter_context(dg.DagsterInstance.from_config(home)) if home else None
+            result = cli_swarm_job.execute_in_process(
+                run_config=run_config,
+                instance=instance,
+                tags=run_tags(str(config.swarm_name)),
+                raise_on_error=False,
+            )
+            return _outcome(result)
     return _execute_detached(config, run_config)
 
 
@@ -226,7 +268,7 @@ def _execute_detached(config: SwarmConfig, run_config: dict[str, Any]) -> Outcom
             try:
                 child.join(0.5)
             except KeyboardInterrupt:
-                print("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
+                tqdm.write("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
                 stop_file.touch()
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -245,6 +287,7 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
     the run, report included.
     """
     os.setsid()
+    home = settings.dagster_home()
     stop_file = Path(run_config["ops"]["plan_swarm"]["config"]["stop_file"])
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_file.touch())
     signal.signal(signal.SIGINT, lambda _signum, _frame: stop_file.touch())
@@ -255,7 +298,11 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
     def execute() -> None:
         try:
             with (
-                dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE) as instance,
+                (
+                    dg.DagsterInstance.from_config(home)
+                    if home
+                    else dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE)
+                ) as instance,
                 dg.execute_job(
                     dg.reconstructable(_cli_job),
                     instance,
@@ -306,9 +353,19 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     Raises ``SwarmRunError`` when nothing could run or the run failed.
     """
     args = _parser().parse_args(argv)
+    return run_swarm(lambda: build(args))
+
+
+def run_swarm(
+    make: Callable[[], tuple[SwarmConfig, dict[str, Any], MqttResource]],
+) -> tuple[int, str]:
+    """Check, plan and run the swarm job that ``make`` configures: (exit status, report)."""
     try:
-        config, run_config, mqtt = build(args)
-        cosmos = CosmosSource(url=os.environ[SOURCE_URL_ENV])
+        config, run_config, mqtt = make()
+        cosmos_config = run_config["resources"]["cosmos"]["config"]
+        cosmos = CosmosSource(
+            url=os.environ[SOURCE_URL_ENV], schema_name=cosmos_config.get("schema_name")
+        )
         swarm = prepare(config, cosmos, mqtt, str(config.swarm_name), _warn)
     except (SwarmConfigError, MqttConfigError, BrokerError, SourceError, ValueError) as exc:
         # ValueError covers pydantic's complaint about a value of the wrong kind.
@@ -344,8 +401,12 @@ def _sigterm_as_sigint(_signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    from iotswarm_pipelines.swarm import old_commands  # it builds on this module
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = old_commands.run if old_commands.is_old_command(argv) else run
     try:
-        code, text = run(sys.argv[1:] if argv is None else argv)
+        code, text = command(argv)
     except SwarmRunError as exc:
         print(f"iot-swarm: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -357,4 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The module's own main, so the old commands' errors are the classes it catches.
+    from iotswarm_pipelines.swarm.cli import main as module_main
+
+    sys.exit(module_main())

@@ -176,18 +176,24 @@ class CsvRows:
 Encoder = Callable[[str, Sequence[Mapping[str, Any]]], bytes]
 
 
-def encoder(device_type: str) -> Encoder:
+def encoder(
+    device_type: str, payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT
+) -> Encoder:
     """Bytes of one message from a station's rows; ``basic`` with several rows is a JSON list."""
     if device_type == "cr1000x":
         return lambda station, rows: payloads.payload_json(
-            payloads.cr1000x_payload(station, rows)
+            payloads.formatted_payload(station, rows, payload_format)
         ).encode()
     if device_type == "basic":
+        strict = payload_format.strict_json
 
         def basic(station: str, rows: Sequence[Mapping[str, Any]]) -> bytes:
             if len(rows) == 1:
-                return payloads.payload_json(payloads.basic_payload(rows[0])).encode()
-            return json.dumps([payloads.basic_payload(r) for r in rows]).encode()
+                body = payloads.basic_payload(rows[0], strict_json=strict)
+                return payloads.payload_json(body).encode()
+            return json.dumps(
+                [payloads.basic_payload(r, strict_json=strict) for r in rows]
+            ).encode()
 
         return basic
     raise SwarmConfigError(f"device_type {device_type!r} is unknown: use one of {DEVICE_TYPES}")
@@ -381,13 +387,14 @@ def build_streams(
     positions: Mapping[str, DevicePosition] | None = None,
     history_start: datetime | None = None,
     chunk_rows: int = 250,
+    payload_format: payloads.PayloadFormat = payloads.DEFAULT_FORMAT,
 ) -> list[DeviceStreamBase]:
     """A shard's device streams, sharing one cache per shard.
 
     Clones of a site move in step (a skipped cycle still consumes its message), so two chunks
     per site are enough to keep; a chunk of 250 SOILMET rows is about 2 MB.
     """
-    encode = PayloadMemo(encoder(device_type))
+    encode = PayloadMemo(encoder(device_type, payload_format))
     positions = positions or {}
     if mode == "latest":
         cache = LatestCache(source, [p.site_id for p in plans], sleep_time)

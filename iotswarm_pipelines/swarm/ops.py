@@ -26,7 +26,14 @@ from iotswarm_pipelines.swarm.mqtt.settings import (
 from iotswarm_pipelines.swarm.mqtt.types import ShardResult
 from iotswarm_pipelines.swarm.options import BrokerOptions, SwarmConfigError
 from iotswarm_pipelines.swarm.planning import ShardPlan, SwarmPlan, SwarmSpec
-from iotswarm_pipelines.swarm.report import SwarmReport, render_markdown, render_text, summarize
+from iotswarm_pipelines.swarm.report import (
+    DELIVERY_CHECK,
+    SwarmReport,
+    delivery,
+    render_markdown,
+    render_text,
+    summarize,
+)
 from iotswarm_pipelines.swarm.resources import MqttResource
 
 SWARM_TAG = "iotswarm/swarm"
@@ -213,12 +220,31 @@ def swarm_report(
     )
     metadata = {
         **report.metadata(),
+        "qos": spec.options.qos,
         "swarm": spec.swarm_name,
         "report_saved": dg.MetadataValue.path(saved),
         "summary": dg.MetadataValue.md(render_markdown(report, spec.swarm_name)),
     }
     # A materialization of the declared report asset, so the UI plots the numbers across runs.
     context.log_event(dg.AssetMaterialization(asset_key=swarm_report_asset.key, metadata=metadata))
+    lost = report.lost if report.verified else None
+    passed, text = delivery(spec.options.qos, report.failed, lost)
+    counts = {
+        "qos": spec.options.qos,
+        "failed": report.failed,
+        **({} if lost is None else {"lost": lost}),
+    }
+    # Dagster records an AssetCheckEvaluation logged by an op, though log_event's annotation
+    # does not list it; an op cannot yield one as an asset can.
+    context.log_event(
+        dg.AssetCheckEvaluation(  # type: ignore[arg-type]
+            asset_key=swarm_report_asset.key,
+            check_name=DELIVERY_CHECK,
+            passed=passed,
+            description=text,
+            metadata=counts,
+        )
+    )
     if report.gave_up:  # the report is kept above; the run still fails, naming the cause
         raise dg.Failure(description=text, metadata=report.metadata())
     return dg.Output(report, metadata=metadata)

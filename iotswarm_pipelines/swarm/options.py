@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.payloads import DEFAULT_PROG_NAME
 
 DATA, SCHEDULE, MQTT = "devices and data", "schedule", "MQTT"
 SCENARIO = "scenario phases (loop mode: one cycle of sleep_time is one row of the table)"
@@ -236,6 +237,17 @@ class SwarmOptions(BaseModel):
     )
     rows_per_message: int = option(1, "loop/replay: rows per message.", group=DATA, rule=AtLeast(1))
     device_type: str = option("cr1000x", "cr1000x | basic", group=DATA, rule=OneOf(DEVICE_TYPES))
+    prog_name: str = option(
+        DEFAULT_PROG_NAME,
+        "cr1000x: prog_name in every payload; the old tool's is CPU:iotswarm-<version>.CR1X.",
+        group=DATA,
+        rule=NotEmpty("prog_name is empty: e.g. CPU:iotswarm-1.6.10.CR1X"),
+    )
+    strict_json: bool = option(
+        False,
+        "Write NaN and +-Infinity as null instead of the old tool's NaN/Infinity.",
+        group=DATA,
+    )
     sleep_time: float = option(
         60.0, "Seconds between a device's sends.", group=SCHEDULE, rule=AtLeast(0)
     )
@@ -284,6 +296,12 @@ class SwarmOptions(BaseModel):
     protocol: str = option("3.1.1", "3.1.1 or 5", group=MQTT, rule=OneOf(PROTOCOLS))
     connections: str = option(
         "per_device", "per_device | shared", group=MQTT, rule=OneOf(CONNECTIONS)
+    )
+    client_id: str | None = option(
+        None,
+        "Client ID of the one shared connection (connections shared, one shard; the old "
+        "iot-swarm's CLIENT_ID). Default iotswarm-shard-<k>-<hash of the device IDs>.",
+        group=MQTT,
     )
     mqtt_prefix: str | None = option(None, "Topic levels before the device.", group=MQTT)
     mqtt_suffix: str | None = option(None, "Topic levels after the device.", group=MQTT)
@@ -490,6 +508,7 @@ def add_arguments(
         kwargs: dict[str, Any] = {"default": default}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+            help += " (default: on)" if default else ""
         elif kind is list:
             kwargs.update(action="append", default=None)
             help += " (comma-separated, repeatable)"

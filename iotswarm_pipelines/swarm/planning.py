@@ -62,6 +62,11 @@ def check_config(config: SwarmOptions) -> None:
         raise SwarmConfigError(
             "rows_per_message applies to loop and replay; latest sends each site's newest row"
         )
+    if config.client_id is not None and (config.connections != "shared" or config.shards != 1):
+        raise SwarmConfigError(
+            "client_id names the one shared connection: use it with connections shared and "
+            "shards 1 (two connections with one client ID disconnect each other)"
+        )
     if config.resume_session and not config.swarm_name:
         raise SwarmConfigError("resume_session needs swarm_name: the session to continue")
     if config.swarm_name:
@@ -154,7 +159,8 @@ def plan(
     )
     positions: dict[str, DevicePosition] = {}
     if config.resume_session and saved is not None:
-        if (saved.table, saved.mode) != (spec.table, config.mode):
+        # An empty session (``iot-swarm sessions init``) has no table yet: any run may start it.
+        if saved.table and (saved.table, saved.mode) != (spec.table, config.mode):
             raise SwarmConfigError(
                 f"session {spec.swarm_name!r} was saved for {saved.table} in {saved.mode} "
                 f"mode, not {spec.table} in {config.mode} mode: use the same table and mode "

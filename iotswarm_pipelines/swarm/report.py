@@ -336,6 +336,30 @@ def _phase_table(report: SwarmReport) -> str:
     )
 
 
+DELIVERY_CHECK = "delivery"
+
+
+def delivery(qos: int, failed: int, lost: int | None) -> tuple[bool, str]:
+    """The report's delivery check: at QoS 1 nothing may be lost or left unacknowledged.
+
+    ``lost`` is None for an unverified run (only the verifier knows it). QoS 0 promises nothing,
+    so such a run always passes.
+    """
+    if qos != 1:
+        return True, "QoS 0: the broker promises no delivery, nothing to check"
+    if failed or lost:
+        return False, (
+            f"QoS 1 messages lost: {lost or 0} lost on the way, {failed} never acknowledged by "
+            "the broker; see the run's shard logs and the broker's"
+        )
+    if lost is None:
+        return (
+            True,
+            "QoS 1: every message acknowledged (not verified: losses after the broker unknown)",
+        )
+    return True, "QoS 1: every message acknowledged and delivered"
+
+
 def render_markdown(report: SwarmReport, title: str = "swarm") -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in report.metadata().items())
     chart = render_text(report, title)

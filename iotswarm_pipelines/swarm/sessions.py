@@ -155,3 +155,30 @@ def save_report(name: str, report: Mapping, directory: str | os.PathLike | None 
     document = f"{name}.report.json"
     store.write(document, json.dumps(report, indent=1, sort_keys=True).encode())
     return store.describe(document)
+
+
+def list_sessions(directory: str | os.PathLike | None = None) -> list[str]:
+    """Names of the saved sessions, folded or still in shard documents, sorted."""
+    found = set()
+    for document in open_store(directory).names(""):
+        if document.endswith(".json") and not document.endswith(".report.json"):
+            found.add(SHARD_FILE.sub("", document).removesuffix(".json"))
+    return sorted(found)
+
+
+def init_session(name: str, directory: str | os.PathLike | None = None) -> str:
+    """An empty session: no device has a position yet (the old ``sessions init``)."""
+    check_name(name)
+    store = open_store(directory)
+    store.write(f"{name}.json", _document(name, "", "", {}))
+    return store.describe(f"{name}.json")
+
+
+def remove_session(name: str, directory: str | os.PathLike | None = None) -> bool:
+    """Delete every document of a session; False when there was none."""
+    check_name(name)
+    store = open_store(directory)
+    documents = _names(name, store)
+    for document in documents:
+        store.delete(document)
+    return bool(documents)

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from iotswarm_pipelines.payloads import PayloadFormat
 from iotswarm_pipelines.swarm import data, sessions
 from iotswarm_pipelines.swarm.data import RowSource
 from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
@@ -113,6 +114,7 @@ def run_planned_shard(
         speed=options.speed,
         positions=shard.positions,
         history_start=spec.history_start,
+        payload_format=PayloadFormat(options.prog_name, options.strict_json),
     )
     saver = _PositionSaver(shard, streams)
     stop = threading.Event()
@@ -136,6 +138,7 @@ def run_planned_shard(
                 settings,
                 spec.schedule,
                 connections=options.connections,  # type: ignore[arg-type]
+                client_id=options.client_id,
                 dry=options.dry,
                 verify=options.verify,
                 should_stop=should_stop,

@@ -63,9 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", type=_names, help="table names, comma-separated (default: all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--follow", action="store_true", help="then keep appending rows (Ctrl-C)")
-    p.add_argument("--speed", type=float, default=1.0, help="follow mode: times real time")
+    p.add_argument(
+        "--speed", type=float, default=1.0, help="follow mode: times real time (default 1)"
+    )
     p.add_argument("--workers", type=int, default=1, help="processes computing days (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.epilog = "example: cosmos-sample --start 2024-06-01 --days 7 --sites ALIC1,BALRD"
     return p
 
 

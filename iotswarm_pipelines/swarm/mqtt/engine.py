@@ -76,6 +76,7 @@ class _Shard:
         on_progress: Callable[[ShardResult], None] | None,
         progress_interval: float,
         scenario: Scenario,
+        client_id: str | None = None,
     ) -> None:
         self.should_stop = should_stop
         self.on_progress = on_progress
@@ -118,8 +119,8 @@ class _Shard:
                 publisher.add(stream, conn)
         elif connections == "shared":
             ids = hashlib.sha1("\n".join(sorted(d.device_id for d in devices)).encode())
-            client_id = f"iotswarm-shard-{shard}-{ids.hexdigest()[:8]}"
-            conn = self.connections.add(client_id, window, publisher.on_publish)
+            name = client_id or f"iotswarm-shard-{shard}-{ids.hexdigest()[:8]}"
+            conn = self.connections.add(name, window, publisher.on_publish)
             for stream in devices:
                 publisher.add(stream, conn)
         else:
@@ -207,6 +208,7 @@ def run_shard(
     schedule: Schedule,
     *,
     connections: Literal["per_device", "shared"] = "per_device",
+    client_id: str | None = None,
     dry: bool = False,
     verify: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
@@ -241,4 +243,5 @@ def run_shard(
         on_progress,
         progress_interval,
         scenario or Scenario(),
+        client_id,
     ).run()

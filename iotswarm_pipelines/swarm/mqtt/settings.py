@@ -238,10 +238,13 @@ def classify_connect_error(settings: MqttSettings, err: BaseException) -> Broker
     return BrokerUnreachableError(f"{where}: {err}")
 
 
-def check_broker(settings: MqttSettings, timeout: float = 10) -> None:
-    """One real CONNECT/DISCONNECT: a bad address or credential fails before any device starts."""
+def check_broker(settings: MqttSettings, timeout: float = 10, client_id: str | None = None) -> None:
+    """One real CONNECT/DISCONNECT: a bad address or credential fails before any device starts.
+
+    ``client_id`` for brokers whose policy admits only known IDs (IoT Core); default a fresh one.
+    """
     settings.validate()
-    client_id = f"iotswarm-check-{uuid.uuid4().hex[:12]}"
+    client_id = client_id or f"iotswarm-check-{uuid.uuid4().hex[:12]}"
     client = new_client(settings, client_id, clean=True, timeout=timeout)
     outcome: dict[str, Any] = {}
     last_error: list[str] = []
