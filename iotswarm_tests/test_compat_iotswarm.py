@@ -130,7 +130,8 @@ def test_the_old_tools_defaults_apply_in_its_tree(sample_db):
     )  # fmt: skip
     assert (config.device_type, config.max_cycles, config.sleep_time) == ("basic", 0, 60.0)
     assert (config.connections, config.client_id, config.shards) == ("shared", "my-client", 1)
-    assert (config.mode, config.qos, config.table) == ("loop", 1, "LEVEL_1_SOILMET_30MIN")
+    # The old spelling of the table is accepted and resolved to the catalogue's name.
+    assert (config.mode, config.qos, config.table) == ("loop", 1, "LEVEL1_SOILMET_30MIN")
     assert (mqtt.port, mqtt.alpn, mqtt.tls) == (443, ["x-amzn-mqtt-ca"], True)
     assert (mqtt.keepalive, mqtt.clean_session) == (1200, False)
     assert (mqtt.cert_file, mqtt.key_file, mqtt.ca_file) == ("c.pem", "k.pem", "ca.pem")

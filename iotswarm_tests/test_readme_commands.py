@@ -60,7 +60,9 @@ RUN = {
     "cosmos-sample --start 2024-06-01 --days 7 --sites ALIC1,BALRD --tables LEVEL1_SOILMET_30MIN",
     # docs/reconciliation.md
     "live-cosmos reconcile livecosmos.cfg all --since 2024-06-01 --until 2024-06-30",
-    # docs/mqtt-swarm.md: its first command is the README's dry swarm, above
+    # docs/mqtt-swarm.md (its first command is the README's dry swarm, above): an outage scenario
+    "iot-swarm --table LEVEL1_PRECIP_1MIN --devices 50 --mode loop --sleep-time 0.05 "
+    "--max-cycles 60 --qos 1 --verify --outage-share 40 --outage-start 10 --outage-minutes 30",
 }
 
 NOT_RUN = {
@@ -111,6 +113,11 @@ NOT_RUN = {
     "--source-addresses 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7": (
         "100,000 connections to six brokers for minutes (the scale benchmark)",
         "benchmarks/bench_swarm_scale.py; test_swarm_cli.py (brokers and source addresses)",
+    ),
+    "iot-swarm --devices 2000 --mode loop --sleep-time 60 --max-cycles 0 --ramp step "
+    "--ramp-minutes 300 --ramp-steps 10": (
+        "a ramp of ten real minutes that runs until Ctrl-C",
+        "test_swarm_scenarios.py (ramp phases against real Mosquitto)",
     ),
     "IOTSWARM_EXECUTOR=celery make dev": (
         "serves the UI until Ctrl-C",
@@ -330,8 +337,8 @@ def _run(command: str, root: Path) -> subprocess.CompletedProcess:
     ids=lambda p: p.relative_to(REPO).as_posix(),
 )
 def test_the_page_commands_work_as_written(page, checkout):
-    if page.name == "README.md":
-        require_tcp("Mosquitto", "127.0.0.1", 1883)  # where the README's swarm publishes
+    if page.name in ("README.md", "mqtt-swarm.md"):
+        require_tcp("Mosquitto", "127.0.0.1", 1883)  # where their swarms publish
     ran = []
     for command in page_commands(page):
         if command in RUN:

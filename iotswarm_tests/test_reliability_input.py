@@ -208,7 +208,6 @@ def swarm_run(plan: dict, mqtt: dict, sessions: Path) -> dg.ExecuteInProcessResu
         ({"no_send_probability": 150}, {}, "no_send_probability is a percentage"),
         ({"sleep_time": -1}, {}, "sleep_time must be at least 0"),
         ({"history_start": "yesterday", "mode": "loop"}, {}, "history_start 'yesterday'"),
-        ({"table": "LEVEL1_NOPE"}, {}, "unknown COSMOS table"),
         ({"sites": ["NOPE1"]}, {}, "unknown COSMOS site 'NOPE1'"),
         ({}, {"ca_file": "GARBAGE"}, "is not a PEM certificate"),
         ({}, {"cert_file": "/nonexistent/c.pem"}, "'/nonexistent/c.pem' does not exist"),
@@ -223,6 +222,15 @@ def test_swarm_job_run_config_fails_with_one_line(plan, mqtt, message, garbage_p
     assert not result.success
     description = result.failure_data_for_node("plan_swarm").user_failure_data.description
     assert message in description and "\n" not in description
+    assert files_under(sessions) == []
+
+
+def test_swarm_job_refuses_an_unknown_table_as_invalid_config(tmp_path):
+    """The launchpad offers the catalogue's tables as a choice; anything else is refused before
+    the run starts, naming the field and the value."""
+    sessions = tmp_path / "sessions"
+    with pytest.raises(dg.DagsterInvalidConfigError, match="table not in enum type TableName"):
+        swarm_run({"source": str(REFERENCE_CSV), "dry": True, "table": "LEVEL1_NOPE"}, {}, sessions)
     assert files_under(sessions) == []
 
 

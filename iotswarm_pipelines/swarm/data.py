@@ -290,7 +290,7 @@ class DeviceStreamBase:
     def position(self) -> DevicePosition:
         return DevicePosition(self.last_time, self.cycles, time.time())
 
-    def next_message(self) -> Message | None:
+    def next_message(self, rows: int | None = None) -> Message | None:
         raise NotImplementedError
 
     def _message(self, rows: Sequence[Mapping[str, Any]], wait_after: float) -> Message:
@@ -305,7 +305,7 @@ class LatestStream(DeviceStreamBase):
         self._cache = cache
         self._sleep_time = sleep_time
 
-    def next_message(self) -> Message | None:
+    def next_message(self, rows: int | None = None) -> Message | None:
         row = self._cache.get(self.site_id)
         return None if row is None else self._message([row], self._sleep_time)
 
@@ -337,14 +337,16 @@ class HistoryStream(DeviceStreamBase):
         self._offset = 0
         self._pending = self._take() if mode == "replay" else None
 
-    def _take(self) -> list[dict[str, Any]]:
-        """The next batch; a batch never spans the wrap from the end back to the start."""
+    def _take(self, count: int | None = None) -> list[dict[str, Any]]:
+        """The next batch (``rows_per_message`` rows unless ``count`` says otherwise); a batch
+        never spans the wrap from the end back to the start."""
+        count = count or self._rows_per_message
         batch: list[dict[str, Any]] = []
         wrapped = False
-        while len(batch) < self._rows_per_message:
+        while len(batch) < count:
             chunk = self._cache.chunk(self.site_id, self._after)
             if self._offset < len(chunk):
-                take = chunk[self._offset : self._offset + self._rows_per_message - len(batch)]
+                take = chunk[self._offset : self._offset + count - len(batch)]
                 batch.extend(take)
                 self._offset += len(take)
                 continue
@@ -356,9 +358,10 @@ class HistoryStream(DeviceStreamBase):
             self._after, self._offset, wrapped = self._history_start, 0, True
         return batch
 
-    def next_message(self) -> Message | None:
+    def next_message(self, rows: int | None = None) -> Message | None:
+        """``rows`` (loop mode: a backlog upload) joins that many rows into the message."""
         if self._mode == "loop":
-            batch = self._take()
+            batch = self._take(rows)
             return self._message(batch, self._sleep_time) if batch else None
         pending, self._pending = self._pending, None
         if not pending:

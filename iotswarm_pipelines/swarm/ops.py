@@ -228,7 +228,7 @@ def swarm_report(
     # A materialization of the declared report asset, so the UI plots the numbers across runs.
     context.log_event(dg.AssetMaterialization(asset_key=swarm_report_asset.key, metadata=metadata))
     lost = report.lost if report.verified else None
-    passed, text = delivery(spec.options.qos, report.failed, lost)
+    passed, verdict = delivery(spec.options.qos, report.failed, lost)
     counts = {
         "qos": spec.options.qos,
         "failed": report.failed,
@@ -241,7 +241,7 @@ def swarm_report(
             asset_key=swarm_report_asset.key,
             check_name=DELIVERY_CHECK,
             passed=passed,
-            description=text,
+            description=verdict,
             metadata=counts,
         )
     )

@@ -41,12 +41,14 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.payloads import DEFAULT_PROG_NAME
 
 DATA, SCHEDULE, MQTT = "devices and data", "schedule", "MQTT"
+SCENARIO = "scenario phases (loop mode: one cycle of sleep_time is one row of the table)"
 TLS = "TLS (AWS IoT Core: --port 8883, or 443 with --alpn x-amzn-mqtt-ca)"
 
 COSMOS_SOURCE = "cosmos"
 MODES = ("latest", "loop", "replay")
 DEVICE_TYPES = ("cr1000x", "basic")
 CONNECTIONS = ("per_device", "shared")
+RAMPS = ("none", "linear", "step")
 PROTOCOLS = ("3.1.1", "5")
 
 
@@ -318,6 +320,44 @@ class SwarmOptions(BaseModel):
         "fails, counting what it did not send; 0 = never.",
         group=MQTT,
         rule=AtLeast(0),
+    )
+    outage_share: float = option(
+        0.0,
+        "Percent of devices whose link goes down (100 = a network-wide outage); 0 = no outage.",
+        group=SCENARIO,
+        rule=Between(0, 100, "{name} is a percentage: {low:g} to {high:g}, got {value:g}"),
+    )
+    outage_start: float = option(
+        0.0,
+        "Simulated minutes after a device's first row when its link goes down.",
+        group=SCENARIO,
+        rule=AtLeast(0),
+    )
+    outage_minutes: float = option(
+        0.0,
+        "Simulated minutes the link stays down; the rows logged meanwhile are the backlog, "
+        "uploaded in order on reconnecting, before live rows.",
+        group=SCENARIO,
+        rule=AtLeast(0),
+    )
+    backlog_batch: int = option(
+        1,
+        "Backlog upload: messages of up to this many rows_per_message messages joined "
+        "(1 = one message per row, as live).",
+        group=SCENARIO,
+        rule=AtLeast(1),
+    )
+    ramp: str = option(
+        "none",
+        "How devices join: none (all at once), linear, step.",
+        group=SCENARIO,
+        rule=OneOf(RAMPS),
+    )
+    ramp_minutes: float = option(
+        0.0, "Simulated minutes over which the devices join.", group=SCENARIO, rule=AtLeast(0)
+    )
+    ramp_steps: int = option(
+        4, "step ramp: number of equal steps.", group=SCENARIO, rule=AtLeast(1)
     )
 
 

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.swarm import devices as dv
-from iotswarm_pipelines.swarm import options, sessions
+from iotswarm_pipelines.swarm import options, scenario, sessions
 from iotswarm_pipelines.swarm.devices import DevicePlan
-from iotswarm_pipelines.swarm.mqtt.types import Schedule
+from iotswarm_pipelines.swarm.mqtt.types import Scenario, Schedule
 from iotswarm_pipelines.swarm.options import COSMOS_SOURCE, SwarmConfigError, SwarmOptions
 from iotswarm_pipelines.swarm.sessions import DevicePosition
 
@@ -40,6 +40,7 @@ class ShardPlan:
     spec: SwarmSpec
     devices: list[DevicePlan]
     positions: dict[str, DevicePosition] = field(default_factory=dict)
+    scenario: Scenario = field(default_factory=Scenario)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def check_config(config: SwarmOptions) -> None:
         except catalogue.UnknownSiteError as exc:
             raise SwarmConfigError(str(exc)) from None
     history_start(config)
+    scenario.check(config)
     dv.clone_counts(["ALIC1"], config.devices, config.per_site)  # devices/per_site rules
 
 
@@ -165,6 +167,8 @@ def plan(
                 "or another swarm_name"
             )
         positions = saved.positions
+    groups = dv.split_shards(planned, config.shards)
+    scenarios = scenario.for_shards(config, [[d.device_id for d in g] for g in groups])
     shards = [
         ShardPlan(
             shard=k,
@@ -173,8 +177,9 @@ def plan(
             positions={
                 d.device_id: positions[d.device_id] for d in group if d.device_id in positions
             },
+            scenario=scenarios[k],
         )
-        for k, group in enumerate(dv.split_shards(planned, config.shards))
+        for k, group in enumerate(groups)
     ]
     resumed = sum(len(s.positions) for s in shards)
     return SwarmPlan(spec=spec, sites=sites, shards=shards, resumed=resumed)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from iotswarm_pipelines.swarm.mqtt.types import PHASES, phase_of
+
 BARS = " ▁▂▃▄▅▆▇█"
 CHART_BUCKETS = 40
 
@@ -31,8 +33,28 @@ COUNTS = (
 )
 """The counters a report adds up over its shards and shows as numeric run metadata."""
 
+LATENCIES = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+
 VERIFIED_COUNTS = frozenset({"delivered", "lost", "duplicated"})
 """The counters only the verifier (a subscriber on the broker) can know."""
+
+
+@dataclass
+class PhaseReport:
+    """One scenario phase over all shards (from the first shard entering it to the last
+    leaving it); latencies are those of messages that arrived during it."""
+
+    name: str
+    seconds: float
+    messages: int
+    reconnects: int
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -59,6 +81,9 @@ class SwarmReport:
     latency_series: list[float | None] = field(default_factory=list)
     bucket_seconds: float = 1.0
     errors: list[str] = field(default_factory=list)
+    phases: list[PhaseReport] = field(default_factory=list)  # empty without a scenario
+    backlog_messages: int = 0
+    backlog_drain_s: float | None = None  # first device back online to the last backlog ack
 
     @property
     def planned(self) -> int:
@@ -77,10 +102,23 @@ class SwarmReport:
         numbers["planned"] = self.planned
         numbers["seconds"] = round(self.seconds, 2)
         numbers["msgs_per_s"] = round(self.msgs_per_s, 2)
-        for name in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
+        for name in LATENCIES:
             value = getattr(self, name)
             if value is not None:
                 numbers[name] = round(value, 2)
+        for phase in self.phases:
+            key = phase.name.replace("-", "_")
+            numbers[f"{key}_messages"] = phase.messages
+            numbers[f"{key}_msgs_per_s"] = round(phase.msgs_per_s, 2)
+            numbers[f"{key}_reconnects"] = phase.reconnects
+            for name in LATENCIES if self.verified else ():
+                value = getattr(phase, name)
+                if value is not None:
+                    numbers[f"{key}_{name}"] = round(value, 2)
+        if self.phases and self.backlog_messages:
+            numbers["backlog_messages"] = self.backlog_messages
+        if self.backlog_drain_s is not None:
+            numbers["backlog_drain_s"] = round(self.backlog_drain_s, 3)
         return numbers
 
 
@@ -91,6 +129,67 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def _windows(result: Any) -> list[tuple[str, float, float]]:
+    """The shard's phases as (name, start, end) in wall-clock time, from its marks."""
+    marks = result.phase_marks
+    ramped = "joined" in marks or "ramp" in result.phase_messages
+    seen: set[str] = set()
+    name, start = phase_of(seen, ramped), result.started_at
+    windows = []
+    for mark, at in sorted(marks.items(), key=lambda item: item[1]):
+        seen.add(mark)
+        following = phase_of(seen, ramped and "joined" not in seen)
+        if following != name:
+            windows.append((name, start, at))
+            name, start = following, at
+    windows.append((name, start, max(result.ended_at, start)))
+    return windows
+
+
+def _phases(results: Sequence[Any]) -> list[PhaseReport]:
+    spans: dict[str, list[float]] = {}
+    latencies: dict[str, list[float]] = {}
+    for result in results:
+        windows = _windows(result)
+        for name, start, end in windows:
+            span = spans.setdefault(name, [start, end])
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+        for latency, at in zip(result.latencies_ms, result.latency_times, strict=False):
+            name = next((n for n, start, end in windows if start <= at < end), windows[-1][0])
+            latencies.setdefault(name, []).append(latency)
+    if set(spans) <= {"steady"}:
+        return []  # no scenario: the totals say it all
+    phases = []
+    for name in PHASES:
+        if name not in spans:
+            continue
+        values = latencies.get(name, [])
+        phases.append(
+            PhaseReport(
+                name=name,
+                seconds=spans[name][1] - spans[name][0],
+                messages=sum(r.phase_messages.get(name, 0) for r in results),
+                reconnects=sum(r.phase_reconnects.get(name, 0) for r in results),
+                latency_p50_ms=percentile(values, 50),
+                latency_p95_ms=percentile(values, 95),
+                latency_p99_ms=percentile(values, 99),
+            )
+        )
+    return phases
+
+
+def _drain_seconds(results: Sequence[Any]) -> float | None:
+    """From the first device back online to the last backlog acknowledgement, over shards;
+    None without an outage, or when a shard never drained its backlog."""
+    back = [r.phase_marks["outage_end"] for r in results if "outage_end" in r.phase_marks]
+    if not back:
+        return None
+    drained = [r.phase_marks.get("drained") for r in results if "outage_end" in r.phase_marks]
+    if any(d is None for d in drained):
+        return None
+    return max(d for d in drained if d is not None) - min(back)
 
 
 def _series(results: Sequence[Any], start: float, seconds: float) -> tuple:
@@ -132,6 +231,9 @@ def summarize(results: Sequence[Any]) -> SwarmReport:
         results, start, report.seconds
     )
     report.errors = sorted({e for r in results for e in r.errors})[:20]
+    report.phases = _phases(results)
+    report.backlog_messages = sum(r.backlog_messages for r in results)
+    report.backlog_drain_s = _drain_seconds(results)
     return report
 
 
@@ -184,8 +286,54 @@ def render_text(report: SwarmReport, title: str = "swarm") -> str:
     if report.verified and any(v is not None for v in report.latency_series):
         worst = max(v for v in report.latency_series if v is not None)
         lines.append(f"latency |{sparkline(report.latency_series)}| max {worst:.1f} ms")
+    lines.extend(_phase_lines(report))
     lines.extend(f"error: {e}" for e in report.errors)
     return "\n".join(lines)
+
+
+def _phase_lines(report: SwarmReport) -> list[str]:
+    lines = []
+    for phase in report.phases:
+        latency = (
+            f", latency p50 {_ms(phase.latency_p50_ms)} p95 {_ms(phase.latency_p95_ms)} "
+            f"p99 {_ms(phase.latency_p99_ms)}"
+            if report.verified
+            else ""
+        )
+        lines.append(
+            f"phase {phase.name}: {phase.seconds:.1f} s, {phase.messages} msgs "
+            f"({phase.msgs_per_s:.1f}/s), reconnects {phase.reconnects}{latency}"
+        )
+    if report.backlog_messages:
+        drain = (
+            "not drained"
+            if report.backlog_drain_s is None
+            else (f"drained in {report.backlog_drain_s:.2f} s")
+        )
+        lines.append(f"backlog: {report.backlog_messages} msgs, {drain}")
+    return lines
+
+
+def _phase_table(report: SwarmReport) -> str:
+    """The phases as a markdown table (the UI shows it above the metric list)."""
+    if not report.phases:
+        return ""
+    rows = "\n".join(
+        f"| {p.name} | {p.seconds:.1f} | {p.messages} | {p.msgs_per_s:.1f} | "
+        f"{_ms(p.latency_p50_ms)} | {_ms(p.latency_p95_ms)} | {_ms(p.latency_p99_ms)} | "
+        f"{p.reconnects} |"
+        for p in report.phases
+    )
+    drain = (
+        f"\nBacklog: {report.backlog_messages} messages, drained in "
+        f"{report.backlog_drain_s:.2f} s.\n"
+        if report.backlog_drain_s is not None
+        else ""
+    )
+    return (
+        "| phase | seconds | messages | msgs/s | p50 | p95 | p99 | reconnects |\n"
+        f"|---|---|---|---|---|---|---|---|\n{rows}\n{drain}\n"
+    )
 
 
 DELIVERY_CHECK = "delivery"
@@ -216,5 +364,6 @@ def render_markdown(report: SwarmReport, title: str = "swarm") -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in report.metadata().items())
     chart = render_text(report, title)
     return (
-        f"## Swarm report: {title}\n\n| metric | value |\n|---|---|\n{rows}\n\n```\n{chart}\n```\n"
+        f"## Swarm report: {title}\n\n{_phase_table(report)}| metric | value |\n|---|---|\n"
+        f"{rows}\n\n```\n{chart}\n```\n"
     )

@@ -144,6 +144,7 @@ def run_planned_shard(
                 should_stop=should_stop,
                 on_progress=on_progress,
                 progress_interval=options.progress_interval,
+                scenario=shard.scenario,
             )
         except BaseException as exc:  # handed to the calling thread, which raises it
             outcome["error"] = exc

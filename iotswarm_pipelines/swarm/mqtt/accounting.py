@@ -36,7 +36,11 @@ class Accounts:
             result.duplicated = verifier.duplicated
             result.lost = verifier.outstanding
             result.latencies_ms = list(verifier.latencies.samples)
+            result.latency_times = list(verifier.latencies.times)
             for line in verifier.errors:
                 self.error(line)
         result.errors = list(self._errors)
-        return ShardResult(**vars(result))
+        copy = ShardResult(**vars(result))
+        for name in ("phase_marks", "phase_messages", "phase_reconnects"):
+            setattr(copy, name, dict(getattr(result, name)))
+        return copy

@@ -9,6 +9,9 @@ Decisions:
 - A broker that accepts TCP but never answers CONNECT fails the attempt after
   `connect_timeout`; every failed attempt is counted, reported once per distinct line and
   retried with exponential backoff, jittered by ±20% to spread a reconnect storm.
+- A held connection (a scenario's outage, or a device that has not joined its ramp yet) is
+  closed once its QoS 1 acknowledgements are in (so nothing goes twice) and is not reopened
+  until released; the give-up timer does not run while any connection is held.
 """
 
 from __future__ import annotations
@@ -45,9 +48,11 @@ class Connection:
         "client",
         "connected",
         "connecting",
+        "held",
         "outstanding",
         "queued",
         "ready",
+        "ups",
         "wake_at",
         "window",
     )
@@ -65,6 +70,8 @@ class Connection:
         self.attempts = 0
         self.attempt_id = 0
         self.wake_at = 0.0
+        self.held = False  # kept closed on purpose (outage, not yet joined)
+        self.ups = 0  # CONNACKs so far: more than one means it reconnected
 
 
 class Connections:
@@ -93,6 +100,7 @@ class Connections:
         self.all: list[Connection] = []
         self.closing = False
         self.up = 0  # connections holding a CONNACK now
+        self.held = 0  # connections kept closed on purpose
         self.down_since: float | None = time.monotonic()  # when `up` last fell to 0
         self._queue: deque[Connection] = deque()
         self._bucket = TokenBucket(settings.connect_rate)
@@ -142,8 +150,31 @@ class Connections:
             return min(longest, self._bucket.wait_time(now))
         return longest
 
+    def hold(self, conn: Connection) -> None:
+        """Keep the connection closed: now if nothing awaits a PUBACK, else once it drains."""
+        if not conn.held:
+            conn.held = True
+            self.held += 1
+        self.drop_if_idle(conn)
+
+    def drop_if_idle(self, conn: Connection) -> None:
+        if conn.held and conn.connected and not conn.outstanding:
+            conn.client.disconnect()
+
+    def release(self, conn: Connection) -> None:
+        """Open a held connection again (a planned outage is not a broker gone: the give-up
+        timer starts afresh)."""
+        if not conn.held:
+            return
+        conn.held = False
+        self.held -= 1
+        conn.attempts = 0
+        if not self.up:
+            self.down_since = time.monotonic()
+        self._enqueue(conn)
+
     def _enqueue(self, conn: Connection) -> None:
-        if not conn.queued and not self.closing:
+        if not conn.queued and not self.closing and not conn.held:
             conn.queued = True
             self._queue.append(conn)
 
@@ -154,7 +185,7 @@ class Connections:
         while queue and self._in_flight < CONNECT_WORKERS and self._bucket.take(now):
             conn = queue.popleft()
             conn.queued = False
-            if self.closing or conn.connected or conn.connecting:
+            if self.closing or conn.connected or conn.connecting or conn.held:
                 continue
             conn.connecting = True
             self._in_flight += 1
@@ -224,9 +255,11 @@ class Connections:
             return
         conn.connected = True
         conn.attempts = 0
+        conn.ups += 1
         self.up += 1
         self.down_since = None
         self.on_up(conn, properties)
+        self.drop_if_idle(conn)  # held while its connect was under way
 
     def _on_disconnect(self, _client, conn: Connection, _flags, reason_code, _properties) -> None:
         was_connected = conn.connected
@@ -237,7 +270,7 @@ class Connections:
             if not self.up:
                 self.down_since = time.monotonic()
         self.on_down(conn)
-        if self.closing:
+        if self.closing or conn.held:
             return
         if was_connected:
             self.accounts.error(f"MQTT connection lost ({reason_code}); reconnecting")
@@ -249,8 +282,9 @@ class Connections:
         self._retry_later(conn)
 
     def unreachable_for(self, now: float) -> float:
-        """Seconds since the shard last held any broker connection (0 while one is up)."""
-        return 0.0 if self.down_since is None else now - self.down_since
+        """Seconds since the shard last held any broker connection (0 while one is up, or
+        while a connection is held on purpose)."""
+        return 0.0 if self.down_since is None or self.held else now - self.down_since
 
     def close(self) -> None:
         """Stop connecting; sockets that workers opened meanwhile join the loop to be closed."""

@@ -29,7 +29,7 @@ from iotswarm_pipelines.swarm.mqtt.accounting import Accounts
 from iotswarm_pipelines.swarm.mqtt.connections import Connections
 from iotswarm_pipelines.swarm.mqtt.loop import EventLoop
 from iotswarm_pipelines.swarm.mqtt.settings import MqttConfigError, MqttSettings, check_broker
-from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Schedule, ShardResult
+from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Scenario, Schedule, ShardResult
 from iotswarm_pipelines.swarm.mqtt.verifier import Verifier
 from iotswarm_pipelines.swarm.mqtt.window import Publisher
 
@@ -75,6 +75,7 @@ class _Shard:
         should_stop: Callable[[], bool],
         on_progress: Callable[[ShardResult], None] | None,
         progress_interval: float,
+        scenario: Scenario,
         client_id: str | None = None,
     ) -> None:
         self.should_stop = should_stop
@@ -98,8 +99,9 @@ class _Shard:
                 on_change=self.loop.wake,
             )
         self.publisher = Publisher(
-            settings.qos, schedule, self.loop, self.accounts, rng, self.verifier
+            settings.qos, schedule, self.loop, self.accounts, rng, self.verifier, scenario
         )
+        self.per_device = connections == "per_device"
         self.connections = Connections(
             shard,
             settings,
@@ -125,6 +127,7 @@ class _Shard:
             for stream in devices:
                 conn = self.connections.add(stream.device_id, window, publisher.on_publish)
                 publisher.add(stream, conn)
+        self.publisher.connections = self.connections
         if not dry:
             self.accounts.result.connections = len(self.connections.all)
 
@@ -153,9 +156,9 @@ class _Shard:
         conns = connections.all
         if verifier is not None:
             verifier.start()
+        publisher.start(self.delay_start, hold_joining=self.per_device and not self.dry)
         if not self.dry:
             connections.start()
-        publisher.start(self.delay_start)
         start = time.monotonic()
         next_stop_check = start
         next_progress = start + self.progress_interval
@@ -211,6 +214,7 @@ def run_shard(
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[ShardResult], None] | None = None,
     progress_interval: float = 5.0,
+    scenario: Scenario | None = None,
 ) -> ShardResult:
     """Publish every device's messages per the schedule and report what happened.
 
@@ -238,5 +242,6 @@ def run_shard(
         should_stop,
         on_progress,
         progress_interval,
+        scenario or Scenario(),
         client_id,
     ).run()

@@ -122,8 +122,9 @@ class EventLoop:
         heapq.heappush(self._timers, (when, next(self._seq), callback))
 
     def wake(self) -> None:
-        """Make a waiting `run_once` return now; safe to call from another thread."""
-        with contextlib.suppress(BlockingIOError):
+        """Make a waiting `run_once` return now; safe to call from another thread, also once
+        the loop has closed (a verifier told to stop may close it before the wake is sent)."""
+        with contextlib.suppress(OSError):  # BlockingIOError: a wake is already pending
             self._wake_w.send(b"\0")
 
     def run_once(self, timeout: float) -> None:

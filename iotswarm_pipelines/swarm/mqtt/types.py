@@ -6,6 +6,7 @@ planning, data and reporting use them without importing the MQTT machinery.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,7 +25,9 @@ class DeviceStream(Protocol):
     device_id: str
     topic: str
 
-    def next_message(self) -> Message | None: ...
+    def next_message(self, rows: int | None = None) -> Message | None:
+        """The next message; ``rows`` asks for that many rows in it (a backlog upload)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,42 @@ class ShardResult:
     latencies_ms: list[float] = field(default_factory=list)
     timeline: list[tuple[int, int, int, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    latency_times: list[float] = field(default_factory=list)  # arrival time of each latency
+    phase_marks: dict[str, float] = field(default_factory=dict)  # scenario phase boundaries
+    phase_messages: dict[str, int] = field(default_factory=dict)
+    phase_reconnects: dict[str, int] = field(default_factory=dict)
+    backlog_messages: int = 0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A shard's scenario phases in the engine's terms: device cycles and real seconds.
+
+    Outage: each device of ``outage_devices`` spends its cycles ``outage_start_cycle`` to
+    ``outage_start_cycle + outage_cycles - 1`` offline, owing one message per cycle (its
+    backlog); ``cadence_seconds`` is the real time of one cycle. Ramp: a device joins (connects,
+    then sends its first message) ``join_after[device_id]`` seconds after the shard starts.
+    """
+
+    outage_devices: frozenset[str] = frozenset()
+    outage_start_cycle: int = 0
+    outage_cycles: int = 0
+    cadence_seconds: float = 0.0
+    backlog_batch: int = 1  # backlog cycles joined into one message
+    rows_per_message: int = 1  # rows of one cycle's message
+    join_after: Mapping[str, float] = field(default_factory=dict)
+
+
+PHASES = ("ramp", "steady", "outage", "catch-up", "after")
+"""Scenario phases in their order; a run without a scenario is one ``steady`` phase."""
+
+
+def phase_of(marks: Collection[str], ramping: bool) -> str:
+    """The phase a shard is in, given the boundary marks passed so far: ``outage_start`` (the
+    first device drops), ``outage_end`` (the first comes back), ``drained`` (every backlog
+    acknowledged) and, while a ramp's devices are still joining, ``ramp``."""
+    if "outage_end" in marks:
+        return "after" if "drained" in marks else "catch-up"
+    if "outage_start" in marks:
+        return "outage"
+    return "ramp" if ramping else "steady"

@@ -30,22 +30,26 @@ MAX_ERRORS = 10
 
 
 class LatencyReservoir:
-    """A uniform sample of at most `size` latencies (algorithm R), so long runs stay bounded."""
+    """A uniform sample of at most `size` latencies (algorithm R), so long runs stay bounded;
+    each kept with its arrival time, so a report can take percentiles per phase."""
 
     def __init__(self, size: int = RESERVOIR_SIZE, seed: int = 0) -> None:
         self.size = size
         self.samples: list[float] = []
+        self.times: list[float] = []
         self.seen = 0
         self._random = random.Random(seed)
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, at: float = 0.0) -> None:
         self.seen += 1
         if len(self.samples) < self.size:
             self.samples.append(value)
+            self.times.append(at)
         else:
             slot = self._random.randrange(self.seen)
             if slot < self.size:
                 self.samples[slot] = value
+                self.times[slot] = at
 
 
 class Timeline:
@@ -183,7 +187,7 @@ class Verifier:
             self.delivered += 1
             drained = self.outstanding == 0
         latency_ms = (now - sent_at) * 1000.0
-        self.latencies.add(latency_ms)
+        self.latencies.add(latency_ms, now)
         self.timeline.delivered(now, latency_ms)
         if drained and self.notify_drained:
             self._on_change()

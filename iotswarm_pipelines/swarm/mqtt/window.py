@@ -10,19 +10,26 @@ Decisions:
   flag) after CONNACK whatever the session flag, so there is no queue of our own; QoS 0
   messages not yet written when a connection drops are gone (that is QoS 0) and count as failed.
 - With the verifier on, nothing is published until it is subscribed on its current connection.
+- Scenario phases (`Scenario`): a device in an outage owes one message per cycle (its backlog)
+  while its connection is held closed; back online, the backlog goes out first, in order
+  (the stream hands out rows in order, so a backlog send is simply a larger next message), then
+  its live cycle. A device is not finished while it owes a backlog. Sends and reconnects are
+  counted per phase (ramp, steady, outage, catch-up, after), whose boundaries are marked in
+  wall-clock time for the report.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from functools import partial
 
 import paho.mqtt.client as paho
 
 from iotswarm_pipelines.swarm.mqtt.accounting import Accounts
-from iotswarm_pipelines.swarm.mqtt.connections import Connection
+from iotswarm_pipelines.swarm.mqtt.connections import Connection, Connections
 from iotswarm_pipelines.swarm.mqtt.loop import EventLoop
-from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Schedule
+from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Scenario, Schedule, phase_of
 from iotswarm_pipelines.swarm.mqtt.verifier import Verifier
 
 QOS1_WINDOW = 200  # unacknowledged QoS 1 publishes per connection (the engine's, not paho's)
@@ -30,14 +37,17 @@ QOS0_WINDOW = 500  # QoS 0 publishes queued but not yet written to the socket, p
 
 
 class Device:
-    __slots__ = ("conn", "cycles", "done", "stream", "topic")
+    __slots__ = ("backlog", "conn", "cycles", "done", "offline", "outage", "stream", "topic")
 
-    def __init__(self, stream: DeviceStream, conn: Connection) -> None:
+    def __init__(self, stream: DeviceStream, conn: Connection, outage: bool) -> None:
         self.stream = stream
         self.topic = stream.topic
         self.conn = conn
         self.cycles = 0
         self.done = False
+        self.outage = outage  # goes offline in the scenario's outage
+        self.offline = False
+        self.backlog = 0  # cycles logged offline, not yet sent
 
 
 class Publisher:
@@ -52,8 +62,16 @@ class Publisher:
         accounts: Accounts,
         rng: random.Random,
         verifier: Verifier | None,
+        scenario: Scenario,
     ) -> None:
         self.qos = qos
+        self.scenario = scenario
+        self.connections: Connections | None = None  # set by the shard once it has them
+        self.phase = "steady"
+        self._joining = 0  # devices of the ramp not yet joined
+        self._outage_left = 0  # outage devices not yet back online
+        self._backlog_owed = 0
+        self._backlog_mids: set[tuple[int, int]] = set()  # (connection, mid) awaiting PUBACK
         self.window = QOS1_WINDOW if qos else QOS0_WINDOW
         self.schedule = schedule
         self.loop = loop
@@ -68,7 +86,9 @@ class Publisher:
             loop.on_written = self._on_written
 
     def add(self, stream: DeviceStream, conn: Connection) -> None:
-        self.devices.append(Device(stream, conn))
+        outage = stream.device_id in self.scenario.outage_devices
+        self.devices.append(Device(stream, conn, outage))
+        self._outage_left += outage
         self.active += 1
 
     @property
@@ -76,11 +96,62 @@ class Publisher:
         """paho's PUBACK callback for QoS 1; QoS 0 is reaped without paho's per-packet call."""
         return self._on_publish if self.qos else None
 
-    def start(self, delay_start: float) -> None:
+    def start(self, delay_start: float, hold_joining: bool) -> None:
+        """Schedule every device's first send; a device of a ramp joins later, its connection
+        (``hold_joining``: its own) held closed until then."""
         start = time.monotonic()
+        joins = self.scenario.join_after
         for device in self.devices:
             first = start + (self.random.uniform(0, delay_start) if delay_start > 0 else 0.0)
-            self.loop.call_at(first, lambda device=device: self._due(device))
+            join = joins.get(device.stream.device_id, 0.0)
+            if join > 0:
+                self._joining += 1
+                if hold_joining and self.connections is not None:
+                    self.connections.hold(device.conn)
+                joined = partial(self._join, device, first + join, hold_joining)
+                self.loop.call_at(start + join, joined)
+            else:
+                self.loop.call_at(first, lambda device=device: self._due(device))
+        self._set_phase()
+
+    # scenario phases ---------------------------------------------------------------------
+
+    def _mark(self, name: str) -> None:
+        self.accounts.result.phase_marks.setdefault(name, time.time())
+        self._set_phase()
+
+    def _set_phase(self) -> None:
+        self.phase = phase_of(self.accounts.result.phase_marks, self._joining > 0)
+
+    def _join(self, device: Device, first: float, hold_joining: bool) -> None:
+        if hold_joining and self.connections is not None:
+            self.connections.release(device.conn)
+        self._joining -= 1
+        if not self._joining:
+            self._mark("joined")
+        self.loop.call_at(first, lambda: self._due(device))
+
+    def _go_offline(self, device: Device) -> None:
+        device.offline = True
+        self._mark("outage_start")
+        if self.connections is not None:
+            self.connections.hold(device.conn)
+
+    def _back_online(self, device: Device) -> None:
+        device.offline = False
+        self._outage_left -= 1
+        self._mark("outage_end")
+        if self.connections is not None:
+            self.connections.release(device.conn)
+
+    def _check_drained(self) -> None:
+        if (
+            self.phase == "catch-up"
+            and not self._outage_left
+            and not self._backlog_owed
+            and not self._backlog_mids
+        ):
+            self._mark("drained")
 
     def stop(self, conns: list[Connection]) -> None:
         """No new publishes; what the devices still owed is counted as unsent."""
@@ -93,7 +164,7 @@ class Publisher:
         """The cycles left of unfinished devices; without a cycle limit, the messages due."""
         max_cycles = self.schedule.max_cycles
         if max_cycles:
-            return sum(max_cycles - d.cycles for d in self.devices if not d.done)
+            return sum(max_cycles - d.cycles + d.backlog for d in self.devices if not d.done)
         return sum(len(conn.ready) for conn in conns)
 
     def unfinished(self, conns: list[Connection]) -> bool:
@@ -116,6 +187,9 @@ class Publisher:
         receive_maximum = getattr(properties, "ReceiveMaximum", None) if properties else None
         if self.qos and receive_maximum:
             conn.window = min(conn.window, receive_maximum)
+        if conn.ups > 1:
+            reconnects = self.accounts.result.phase_reconnects
+            reconnects[self.phase] = reconnects.get(self.phase, 0) + 1
         if conn.ready:
             self.dirty.add(conn)
 
@@ -131,6 +205,11 @@ class Publisher:
             self.accounts.result.acknowledged += 1
             if conn.ready:
                 self.dirty.add(conn)
+            if self._backlog_mids:
+                self._backlog_mids.discard((id(conn), mid))
+                self._check_drained()
+            if conn.held and self.connections is not None:
+                self.connections.drop_if_idle(conn)
 
     def _reap_written(self, conn: Connection) -> None:
         """Count QoS 0 publishes paho has written (in order) as done."""
@@ -152,12 +231,25 @@ class Publisher:
             self._reap_written(conn)
             if conn.ready and len(conn.outstanding) < before:
                 self.dirty.add(conn)
+            if conn.held and self.connections is not None:
+                self.connections.drop_if_idle(conn)
 
     # device cycles -----------------------------------------------------------------------
 
     def _due(self, device: Device) -> None:
         if self.stopping or device.done:
             return
+        if device.outage:
+            cycle = device.cycles - self.scenario.outage_start_cycle
+            if 0 <= cycle < self.scenario.outage_cycles:
+                if not device.offline:
+                    self._go_offline(device)
+                device.backlog += 1  # this cycle's row is logged, to be sent on reconnecting
+                self._backlog_owed += 1
+                self._cycle_done(device, self.scenario.cadence_seconds, timer=True)
+                return
+            if device.offline:
+                self._back_online(device)
         probability = self.schedule.no_send_probability
         if probability and self.random.random() * 100.0 < probability:
             message = device.stream.next_message()
@@ -165,7 +257,7 @@ class Publisher:
                 self._finish(device)
                 return
             self.accounts.result.skipped += 1
-            self._cycle_done(device, message.wait_after, skipped=True)
+            self._cycle_done(device, message.wait_after, timer=True)
             return
         conn = device.conn
         conn.ready.append(device)
@@ -176,13 +268,13 @@ class Publisher:
             device.done = True
             self.active -= 1
 
-    def _cycle_done(self, device: Device, wait_after: float, skipped: bool = False) -> None:
+    def _cycle_done(self, device: Device, wait_after: float, timer: bool = False) -> None:
         device.cycles += 1
         if self.schedule.max_cycles and device.cycles >= self.schedule.max_cycles:
             self._finish(device)
-        elif wait_after <= 0 and not skipped:
+        elif wait_after <= 0 and not timer:
             self._due(device)
-        else:  # a timer, also for back-to-back skips, which would otherwise recurse
+        else:  # a timer, also for back-to-back skips or offline cycles, which would recurse
             self.loop.call_at(time.monotonic() + wait_after, lambda: self._due(device))
 
     # publishing --------------------------------------------------------------------------
@@ -204,6 +296,7 @@ class Publisher:
         qos = self.qos
         outstanding = conn.outstanding
         published = False
+        phase_messages = result.phase_messages
         while ready and len(outstanding) < conn.window:
             if not conn.bucket.take(now):
                 wake = now + conn.bucket.wait_time(now)
@@ -212,12 +305,20 @@ class Publisher:
                     self.loop.call_at(wake, lambda: self.dirty.add(conn))
                 break
             device = ready.popleft()
-            message = device.stream.next_message()
+            backlog = min(device.backlog, self.scenario.backlog_batch)
+            if backlog:  # owed rows first, several cycles' rows to a message if batched
+                message = device.stream.next_message(backlog * self.scenario.rows_per_message)
+                device.backlog -= backlog
+                self._backlog_owed -= backlog
+                ready.appendleft(device)  # its live cycle (or more backlog) follows
+            else:
+                message = device.stream.next_message()
             if message is None:
                 self._finish(device)
                 continue
             sent_at = time.time()
             result.sent += 1
+            phase_messages[self.phase] = phase_messages.get(self.phase, 0) + 1
             timeline.sent(sent_at)
             if client is not None:
                 if verifier is not None:
@@ -225,12 +326,19 @@ class Publisher:
                 info = client.publish(device.topic, message.payload, qos)
                 if qos:
                     outstanding.add(info.mid)  # paho re-sends it after a reconnect if need be
+                    if backlog:
+                        self._backlog_mids.add((id(conn), info.mid))
                 elif info.rc == paho.MQTT_ERR_SUCCESS:
                     outstanding.append(info)
                 else:
                     result.failed += 1
                 published = True
-            self._cycle_done(device, message.wait_after)
+            if backlog:
+                result.backlog_messages += 1
+                if not self._backlog_owed:
+                    self._check_drained()
+            else:
+                self._cycle_done(device, message.wait_after)
             if self.stopping:
                 ready.clear()
         if published and conn.connected:
