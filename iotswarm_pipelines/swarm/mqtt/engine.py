@@ -18,11 +18,12 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import random
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 from iotswarm_pipelines.swarm.mqtt.accounting import Accounts
@@ -231,7 +232,7 @@ def run_shard(
     if not dry:
         raise_open_file_limit(files_needed(len(devices), connections))
         check_broker(settings, timeout=settings.connect_timeout)
-    return _Shard(
+    engine = _Shard(
         shard,
         devices,
         settings,
@@ -244,4 +245,24 @@ def run_shard(
         progress_interval,
         scenario or Scenario(),
         client_id,
-    ).run()
+    )
+    with _heap_frozen():
+        return engine.run()
+
+
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Keep the cyclic garbage collector off everything that existed before the loop started.
+
+    Every QoS 1 publish allocates a dozen container objects (paho's message, its info, a
+    condition and its lock) that live until the PUBACK, so collections run constantly, and each
+    full one walked the whole heap: Dagster's modules and the devices' data, hundreds of
+    thousands of objects that are never garbage. With 50 per-device connections (10,000
+    messages in flight) that was a third of the engine thread's time. Frozen, a collection
+    walks only what the loop itself allocated.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
