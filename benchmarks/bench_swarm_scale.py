@@ -138,15 +138,20 @@ def run_swarm(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str
     with output.open("wb") as stdout:
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=stdout, start_new_session=True)
     interrupts = 0
-    while proc.returncode is None:
-        try:
-            memory.sample(proc.pid)
-            proc.wait(timeout=SAMPLE_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGTERM if interrupts else signal.SIGINT)
-            interrupts += 1
+    try:
+        while proc.returncode is None:
+            try:
+                memory.sample(proc.pid)
+                proc.wait(timeout=SAMPLE_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+            except KeyboardInterrupt:
+                proc.send_signal(signal.SIGTERM if interrupts else signal.SIGINT)
+                interrupts += 1
+    finally:  # this process failing must not leave the swarm running on its own
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
     seconds = time.perf_counter() - began
     code = proc.returncode if not interrupts else proc.returncode or 1
     return code, output.read_text(), memory, seconds
