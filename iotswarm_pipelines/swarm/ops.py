@@ -13,6 +13,7 @@ import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.labels import TRIGGER_TAG, Trigger
 from iotswarm_pipelines.swarm import data, iot_core, options, planning, sessions, shard_runner
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.config import SwarmConfig
@@ -126,8 +127,12 @@ def _largest_first_message(swarm: SwarmPlan, rows: data.RowSource, rows_per_mess
 def plan_swarm(
     context: dg.OpExecutionContext, config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource
 ) -> Iterator[dg.Output | dg.DynamicOutput]:
+    # iot-swarm ran the same checks and printed their warnings before it launched the run: in
+    # its log they are kept at info level, so the terminal does not show each one twice.
+    from_cli = context.run.tags.get(TRIGGER_TAG) == Trigger.CLI
+    warn = context.log.info if from_cli else context.log.warning
     try:
-        swarm = prepare(config, cosmos, mqtt, f"swarm-{context.run_id[:8]}", context.log.warning)
+        swarm = prepare(config, cosmos, mqtt, f"swarm-{context.run_id[:8]}", warn)
     except (SwarmConfigError, MqttConfigError, BrokerError) as exc:
         raise dg.Failure(description=str(exc)) from None
     _check_shards_run_together(context, len(swarm.shards), swarm.spec.schedule.max_cycles)
