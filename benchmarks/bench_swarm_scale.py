@@ -3,8 +3,9 @@
 Run: `.venv/bin/python -m benchmarks.bench_swarm_scale --devices 100000 --shards 6 --brokers 6
 --minutes 3` (several minutes; `--devices 10000 --shards 2 --brokers 2 --minutes 2` proves the
 set-up in less). Options the benchmark does not know go to iot-swarm as they are (for example
-`--connect-rate 500`); otherwise iot-swarm's defaults hold, as for a user (connect rate 200/s
-per shard, keep-alive 60 s).
+`--connect-rate 500`, or a scenario's `--outage-share 100 --outage-start 150 --outage-minutes
+600` with `--sleep-time 5 --no-delay-start`); otherwise iot-swarm's defaults hold, as for a user
+(connect rate 200/s per shard, keep-alive 60 s).
 
 The benchmark starts `--brokers` private Mosquittos on loopback (their open-file limit lifted
 to the hard one first, 20,000 per process here), then one
@@ -163,6 +164,16 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=6)
     parser.add_argument("--brokers", type=int, default=6)
     parser.add_argument("--minutes", type=int, default=3, help="messages per device")
+    parser.add_argument(
+        "--sleep-time", type=float, default=60.0, help="seconds between a device's sends"
+    )
+    parser.add_argument(
+        "--delay-start",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="spread first sends over the first sleep time (off: a network-wide outage drops "
+        "every device at once)",
+    )
     args, extra = parser.parse_known_args()
     per_shard = -(-args.devices // args.shards)
     shards_per_broker = -(-args.shards // args.brokers)
@@ -189,7 +200,8 @@ def main() -> None:
             *("--source", f"sqlite:///{workdir / 'sample.db'}", "--table", "LEVEL1_SOILMET_30MIN"),
             *("--mode", "loop", "--devices", str(args.devices), "--shards", str(args.shards)),
             *("--brokers", ",".join(names), "--source-addresses", ",".join(addresses)),
-            *("--sleep-time", "60", "--max-cycles", str(args.minutes), "--delay-start"),
+            *("--sleep-time", f"{args.sleep_time:g}", "--max-cycles", str(args.minutes)),
+            *(["--delay-start"] if args.delay_start else []),
             *("--qos", "1", "--verify"),
             *("--swarm-name", name, "--sessions-dir", str(workdir / "sessions")),
             *extra,
