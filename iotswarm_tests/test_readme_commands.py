@@ -60,7 +60,7 @@ RUN = {
     "cosmos-sample --start 2024-06-01 --days 7 --sites ALIC1,BALRD --tables LEVEL1_SOILMET_30MIN",
     # docs/reconciliation.md
     "live-cosmos reconcile livecosmos.cfg all --since 2024-06-01 --until 2024-06-30",
-    # docs/mqtt-swarm.md (its first command is the README's dry swarm, above): an outage scenario
+    # README and docs/mqtt-swarm.md: an outage scenario
     "iot-swarm --table LEVEL1_PRECIP_1MIN --devices 50 --mode loop --sleep-time 0.05 "
     "--max-cycles 60 --qos 1 --verify --outage-share 40 --outage-start 10 --outage-minutes 30",
 }
