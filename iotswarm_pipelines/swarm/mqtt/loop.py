@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import select
 import selectors
 import socket
 import threading
@@ -157,26 +156,22 @@ class EventLoop:
 
     @staticmethod
     def _read(client: SwarmClient, sock: paho.SocketLike) -> None:
-        """Read every packet that has arrived, not just one.
+        """Read every packet that has already been read from the socket, not just one.
 
         paho's `loop_read` reads one packet unless it awaits acks, so a subscriber would get one
         message per loop turn; TLS, and the client's own read buffer (`SwarmClient`), may also
-        hold bytes the selector cannot see.
+        hold bytes the selector cannot see. Bytes still in the kernel wait for the next turn:
+        the selector is level-triggered and reports the socket again. (Asking the kernel here
+        with a `poll` per read event cost 7% of the rate with 50 per-device connections.)
         """
         pending = getattr(sock, "pending", None)
-        poller = None
         for _ in range(MAX_READS_PER_EVENT):
             client.loop_read()
             if client.socket() is not sock:
                 return
             if client.want_write():
                 client.loop_write()  # PUBACKs now, so the broker's window to us reopens
-            if client.buffered or (pending is not None and pending() > 0):
-                continue
-            if poller is None:
-                poller = select.poll()  # not select.select: descriptors go far past 1024
-                poller.register(sock, select.POLLIN)
-            if not poller.poll(0):
+            if not (client.buffered or (pending is not None and pending() > 0)):
                 return
 
     def close(self) -> None:
