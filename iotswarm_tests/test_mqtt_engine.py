@@ -12,6 +12,7 @@ import uuid
 import paho.mqtt.client as paho
 import pytest
 
+from iotswarm_pipelines.swarm.mqtt import window
 from iotswarm_pipelines.swarm.mqtt.engine import run_shard
 from iotswarm_pipelines.swarm.mqtt.settings import (
     BrokerRefusedError,
@@ -82,6 +83,28 @@ def test_qos1_every_message_delivered_exactly_once(mqtt_broker, connections, pro
     assert result.connections == (40 if connections == "per_device" else 1)
     assert result.shard == 3 and result.devices == 40
     assert result.errors == []
+
+
+def test_a_shard_shares_one_window_among_its_connections():
+    """Thousands of per-device connections cannot each hold a full window of payloads, and no
+    connection is ever left without a window."""
+    assert window.connection_window(1, 1) == window.QOS1_WINDOW
+    assert window.connection_window(0, 50) == window.QOS0_WINDOW
+    assert window.connection_window(1, 5_000) * 5_000 <= window.SHARD_WINDOW
+    assert window.connection_window(0, 20_000) == 1
+    assert window.connection_window(1, 1_000_000) == 1
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_a_flood_with_one_publish_per_connection_in_flight_delivers_all(
+    mqtt_broker, monkeypatch, qos
+):
+    monkeypatch.setattr(window, "SHARD_WINDOW", 40)  # 40 connections: a window of 1 each
+    host, port = mqtt_broker
+    _, devices = make_devices(40, count=20)
+    settings = MqttSettings(host=host, port=port, qos=qos, **FAST)
+    result = run_shard(0, devices, settings, Schedule(max_cycles=20), verify=True)
+    assert_exactly_once(result, 800)
 
 
 def test_qos0_is_written_and_delivered(mqtt_broker):

@@ -32,7 +32,7 @@ from iotswarm_pipelines.swarm.mqtt.loop import EventLoop
 from iotswarm_pipelines.swarm.mqtt.settings import MqttConfigError, MqttSettings, check_broker
 from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Scenario, Schedule, ShardResult
 from iotswarm_pipelines.swarm.mqtt.verifier import Verifier
-from iotswarm_pipelines.swarm.mqtt.window import Publisher
+from iotswarm_pipelines.swarm.mqtt.window import Publisher, connection_window
 
 DRAIN_SECONDS = 10.0  # at the end: wait this long at most for acks and verifier arrivals
 STOP_CHECK_INTERVAL = 0.2
@@ -113,7 +113,9 @@ class _Shard:
             on_up=self.publisher.connected,
             on_down=self.publisher.disconnected,
         )
-        publisher, window = self.publisher, self.publisher.window
+        publisher = self.publisher
+        opened = len(devices) if connections == "per_device" and not dry else 1
+        window = connection_window(settings.qos, opened)
         if dry:
             conn = self.connections.add_dry(window)
             for stream in devices:

@@ -39,7 +39,20 @@ from iotswarm_pipelines.swarm.mqtt.verifier import Verifier
 
 QOS1_WINDOW = 200  # unacknowledged QoS 1 publishes per connection (the engine's, not paho's)
 QOS0_WINDOW = 500  # QoS 0 publishes queued but not yet written to the socket, per connection
+SHARD_WINDOW = 25_000  # the same, over all of a shard's connections together
 PUBLISHES_PER_TURN = 8  # per connection and loop turn, so turns stay short (see the docstring)
+
+
+def connection_window(qos: int, connections: int) -> int:
+    """A connection's window: the per-connection one, or its share of the shard's if smaller.
+
+    Every unfinished publish holds its payload (paho keeps a QoS 1 message for re-sending), so
+    a flood over 20,000 per-device connections with full windows would hold 4,000,000 SOILMET
+    payloads, 60 GB, whenever the broker fell behind. Sharing `SHARD_WINDOW` bounds a shard to
+    about 375 MB of them; a device sending one message a minute never notices.
+    """
+    per_connection = QOS1_WINDOW if qos else QOS0_WINDOW
+    return max(1, min(per_connection, SHARD_WINDOW // max(1, connections)))
 
 
 class Device:
@@ -78,7 +91,6 @@ class Publisher:
         self._outage_left = 0  # outage devices not yet back online
         self._backlog_owed = 0
         self._backlog_mids: set[tuple[int, int]] = set()  # (connection, mid) awaiting PUBACK
-        self.window = QOS1_WINDOW if qos else QOS0_WINDOW
         self.schedule = schedule
         self.loop = loop
         self.accounts = accounts
