@@ -53,6 +53,7 @@ from iotswarm_pipelines.local_broker import LocalMosquitto
 
 FILES_PER_BROKER = 19_900  # the hard open-file limit here is 20,000 per process
 SAMPLE_SECONDS = 1.0
+STOP_SECONDS = 60.0  # for iot-swarm to drain and report after a SIGINT, then it is killed
 SMALL_MIB = 20
 IOT_SWARM = str(Path(sys.executable).with_name("iot-swarm"))
 
@@ -152,7 +153,11 @@ def run_swarm(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str
     finally:  # this process failing must not leave the swarm running on its own
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
-            proc.wait()
+            try:
+                proc.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     seconds = time.perf_counter() - began
     code = proc.returncode if not interrupts else proc.returncode or 1
     return code, output.read_text(), memory, seconds

@@ -114,8 +114,7 @@ class _Shard:
             on_down=self.publisher.disconnected,
         )
         publisher = self.publisher
-        opened = len(devices) if connections == "per_device" and not dry else 1
-        window = connection_window(settings.qos, opened)
+        window = connection_window(settings.qos, len(devices) if self.per_device else 1)
         if dry:
             conn = self.connections.add_dry(window)
             for stream in devices:
