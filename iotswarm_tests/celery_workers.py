@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import uuid
@@ -29,6 +30,9 @@ STOP_TIMEOUT = 60
 # writes there (its folders, temporary files, POSIX semaphores) neither the host nor the other
 # worker sees, and it sees none of theirs.
 PRIVATE_MOUNTS = ("/tmp", "/var/tmp", "/dev/shm")
+# The checkout (code and venv) the workers run from; a checkout under /tmp is put back over the
+# private tmpfs, as every other host folder stays visible.
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,17 @@ def _isolated(
     """``command`` in a new mount namespace over private tmpfs mounts, with ``private`` as its
     working directory, home, temporary folder, Dagster home and data folder."""
     folders = {name: private / name for name in FOLDERS}
-    mounts = " && ".join(f"mount -t tmpfs -o mode=0700 private {m}" for m in PRIVATE_MOUNTS)
+    mounts = [f"mount -t tmpfs -o mode=0700 private {m}" for m in PRIVATE_MOUNTS]
+    if any(CHECKOUT.is_relative_to(m) for m in PRIVATE_MOUNTS):
+        checkout = shlex.quote(str(CHECKOUT))
+        mounts = [
+            f"mount --bind {checkout} /mnt",  # /mnt: this namespace's own, to carry it across
+            *mounts,
+            f"mkdir -p {checkout}",
+            f"mount --bind /mnt {checkout}",
+        ]
     script = (
-        f"{mounts} && mkdir -p {' '.join(str(f) for f in folders.values())} "
+        f"{' && '.join(mounts)} && mkdir -p {' '.join(str(f) for f in folders.values())} "
         f'&& cd {folders["work"]} && exec "$@"'
     )
     env = {
