@@ -20,6 +20,8 @@ from pathlib import Path
 
 import config as config_library
 
+from iotswarm_pipelines.secret_files import warn_if_open
+
 NESTED_BLOCKS: dict[str, dict[str, str]] = {
     "oracle": {"dsn": "dsn", "user": "user", "password": "pass"},
     "aws": {"bucket": "bucket", "bucket_prefix": "bucket_prefix", "endpoint_url": "endpoint_url"},
@@ -62,9 +64,17 @@ def read_settings(path: Path, keys: Iterable[str]) -> dict[str, Setting]:
     except OSError as exc:
         raise ConfigFileError(f"{path}: cannot read the config file ({exc.strerror})") from None
     known = tuple(keys)
-    if is_nested(text):
-        return _read_nested(path, known)
-    return _read_flat(path, text, known)
+    settings = _read_nested(path, known) if is_nested(text) else _read_flat(path, text, known)
+    if _holds_password(settings):
+        warn_if_open(path)
+    return settings
+
+
+def _holds_password(settings: dict[str, Setting]) -> bool:
+    if settings.get("pass", Setting("", "")).value:
+        return True
+    url = settings.get("url")
+    return url is not None and re.match(r"^[\w+.-]+://[^/@]*:[^/@]+@", url.value) is not None
 
 
 def is_nested(text: str) -> bool:

@@ -20,7 +20,7 @@ def build_resources() -> dict[str, Any]:
     prod = settings.deployment() == settings.PROD  # fails early on a mistyped deployment name
     return {
         "cosmos": (
-            CosmosSource(url=dg.EnvVar("COSMOS_DB_URL"), schema_name=catalogue.SCHEMA)
+            CosmosSource(**_source_url(), schema_name=catalogue.SCHEMA)
             if prod
             else CosmosSource(url=settings.sample_db_url())
         ),
@@ -28,6 +28,14 @@ def build_resources() -> dict[str, Any]:
         "mqtt": _mqtt_resource(prod),
         **_step_io(prod),
     }
+
+
+def _source_url() -> dict[str, Any]:
+    """``COSMOS_DB_URL``, or ``COSMOS_DB_URL_FILE`` naming a file that holds it (a mounted
+    secret: the URL holds the database password, and a file is not inherited by children)."""
+    if os.environ.get("COSMOS_DB_URL_FILE"):
+        return {"url_file": dg.EnvVar("COSMOS_DB_URL_FILE")}
+    return {"url": dg.EnvVar("COSMOS_DB_URL")}
 
 
 def _set_env(**names: str) -> dict[str, Any]:
@@ -133,6 +141,7 @@ def _mqtt_resource(prod: bool) -> MqttResource:
         **_set_env(
             username="IOTSWARM_MQTT_USERNAME",
             password="IOTSWARM_MQTT_PASSWORD",
+            password_file="IOTSWARM_MQTT_PASSWORD_FILE",
             ca_file="IOTSWARM_MQTT_CA_FILE",
             cert_file="IOTSWARM_MQTT_CERT_FILE",
             key_file="IOTSWARM_MQTT_KEY_FILE",

@@ -245,11 +245,13 @@ def local_deployment(data_dir: Path) -> Iterator[None]:
 
 @contextmanager
 def dagster_server(
-    home: Path, env: dict[str, str], timeout: float = 180
+    home: Path, env: dict[str, str], timeout: float = 180, *, read_only: bool = False
 ) -> Iterator[DagsterServer]:
     """Webserver and daemon on ``home`` (which holds a copy of the project's dagster.yaml).
 
     Sensors are stopped before the daemon starts; schedules start stopped by definition.
+    ``read_only`` starts the everyone-facing webserver of docs/deploying.md instead: no daemon,
+    nothing switched.
     """
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
@@ -260,8 +262,13 @@ def dagster_server(
     daemon = [str(BIN / "dagster-daemon"), "run"]
     workspace = ["-w", str(PROJECT / "workspace.yaml")]
     with ExitStack() as stack:
-        web = stack.enter_context(_process(webserver + workspace, env, home / "webserver.log"))
+        log = home / ("webserver-read-only.log" if read_only else "webserver.log")
+        flags = ["--read-only"] if read_only else []
+        web = stack.enter_context(_process(webserver + flags + workspace, env, log))
         wait_until(lambda: _location_loaded(server, web), timeout, "dagster-webserver", 0.5)
+        if read_only:
+            yield server
+            return
         stop_all_sensors(server)
         server.query("mutation { setNuxSeen }")  # no newsletter pop-up over the screenshots
         stack.enter_context(_process(daemon + workspace, env, home / "daemon.log"))

@@ -258,6 +258,8 @@ STATE_LOCATIONS = {"LIVECOSMOS_STATE_DIR", "LIVECOSMOS_STATE_URI"}
 OPTIONAL = {"IOTSWARM_IO_URI"}
 # Per host and optional: a broker list and the local addresses shards connect from.
 OPTIONAL |= {"IOTSWARM_MQTT_BROKERS", "IOTSWARM_MQTT_SOURCE_ADDRESSES"}
+# Files holding a secret instead of the variable itself (SECURITY.md): either way is complete.
+OPTIONAL |= {"COSMOS_DB_URL_FILE", "IOTSWARM_MQTT_PASSWORD_FILE"}
 
 
 def test_every_variable_the_prod_resources_read_is_provided(code_location):

@@ -228,6 +228,7 @@ def test_password_file_logs_in_and_a_wrong_one_is_refused(
     monkeypatch.setenv("IOTSWARM_MQTT_PASSWORD", "replaced-by-the-file")  # restored afterwards
     secret = tmp_path / "password"
     secret.write_text("s3cret-pass\n")
+    secret.chmod(0o600)  # private, so no warning takes a line of stderr
     argv = [
         "--source", sample_url, "--port", str(password_broker.port), "--username", "swarm",
         "--password-file", str(secret), "--max-cycles", "1", "--verify",

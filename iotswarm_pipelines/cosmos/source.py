@@ -9,6 +9,7 @@ that names the database without its password.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from iotswarm_pipelines.cosmos import catalogue, queries, schema
+from iotswarm_pipelines.secret_files import SecretFileError, read_secret
 
 T = TypeVar("T")
 
@@ -157,11 +159,22 @@ def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:
     return {}
 
 
+@functools.lru_cache(maxsize=8)
+def _read_url_file(path: str) -> str:
+    return read_secret(path, "COSMOS source URL")
+
+
 class CosmosSource(dg.ConfigurableResource):
     """Reads COSMOS tables by site and time from any SQLAlchemy URL, streaming large reads."""
 
     url: str = Field(
-        description="SQLAlchemy URL: oracle+oracledb://..., postgresql+psycopg://..., sqlite:///..."
+        default="",
+        description="SQLAlchemy URL: oracle+oracledb://..., postgresql+psycopg://..., sqlite:///...",
+    )
+    url_file: str = Field(
+        default="",
+        description="A file holding the URL instead (it may hold the password): a mounted "
+        "secret, or iot-swarm's private hand-over to its shards.",
     )
     schema_name: str | None = Field(
         default=None, description="Schema holding the tables, e.g. COSMOS on Oracle."
@@ -334,8 +347,18 @@ class CosmosSource(dg.ConfigurableResource):
     # ----------------------------------------------------------------- machinery
 
     @property
+    def _url(self) -> str:
+        """``url``, else the one in ``url_file`` (read once per process)."""
+        if self.url or not self.url_file:
+            return self.url
+        try:
+            return _read_url_file(self.url_file)
+        except SecretFileError as exc:
+            raise SourceError(f"COSMOS source: {exc}") from None
+
+    @property
     def _safe_url(self) -> str:
-        return _redacted(self.url)
+        return _redacted(self._url)
 
     def _catalogue_table(self, name: catalogue.TableRef) -> catalogue.Table:
         try:
@@ -365,7 +388,7 @@ class CosmosSource(dg.ConfigurableResource):
         return self._run(probe, table.name)
 
     def _engine(self) -> sa.Engine:
-        key = (self.url, self.schema_name, self.connect_timeout_seconds)
+        key = (self._url, self.schema_name, self.connect_timeout_seconds)
         with _ENGINES_LOCK:
             engine = _ENGINES.get(key)
             if engine is None:
@@ -375,7 +398,7 @@ class CosmosSource(dg.ConfigurableResource):
 
     def _create_engine(self) -> sa.Engine:
         try:
-            url = sa.engine.make_url(self.url)
+            url = sa.engine.make_url(self._url)
         except sa.exc.ArgumentError:
             raise SourceError(
                 "COSMOS source URL cannot be parsed as a SQLAlchemy URL: expected "
@@ -407,7 +430,7 @@ class CosmosSource(dg.ConfigurableResource):
 
     def _fail(self, exc: sa.exc.SQLAlchemyError, table: str | None) -> SourceError:
         detail = _first_line(exc)
-        password = sa.engine.make_url(self.url).password
+        password = sa.engine.make_url(self._url).password
         if password:  # drivers do not echo it; this is a second line of defence
             detail = re.sub(rf"(?<!\w){re.escape(str(password))}(?!\w)", "***", detail)
         if table is not None and _is_missing_table(exc):

@@ -45,6 +45,7 @@ from iotswarm_pipelines.export.pipeline import PROGRESS_LOGGER
 from iotswarm_pipelines.export.stores import Destination, build_stores
 from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
+from iotswarm_pipelines.secret_files import take_aws_credentials
 
 PROG = "live-cosmos"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -259,7 +260,7 @@ def stores(config: LiveCosmosConfig) -> dict[str, Any]:
     """The config file's ``object_store`` and ``state`` (live-cosmos and reconciliation)."""
     return build_stores(
         Destination(
-            s3=S3Resource(endpoint_url=config.endpoint_url),
+            s3=S3Resource(endpoint_url=config.endpoint_url, **take_aws_credentials()),
             bucket=config.bucket,
             object_dir=config.object_dir,
             prefix=config.bucket_prefix,

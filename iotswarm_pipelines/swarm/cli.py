@@ -26,9 +26,10 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import dagster as dg
+from sqlalchemy.engine import url as sa_url
 from tqdm import tqdm
 
-from iotswarm_pipelines import settings
+from iotswarm_pipelines import secret_files, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.labels import Trigger, trigger_tags
@@ -76,8 +77,9 @@ class _Parser(argparse.ArgumentParser):
 CLI_ARGS = {
     "source": options.Arg(
         default=None,
-        help="SQLAlchemy URL of a COSMOS database or the path of a CSV export "
-        "(default: the sample database under IOTSWARM_DATA_DIR)",
+        help="SQLAlchemy URL of a COSMOS database or the path of a CSV export (default: "
+        "$IOTSWARM_SOURCE_URL, for a URL that holds a password, else the sample database "
+        "under IOTSWARM_DATA_DIR)",
     ),
     "progress_interval": options.Arg(default=2.0),
 }
@@ -105,7 +107,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _source(value: str | None) -> tuple[str, str]:
-    """(job ``source`` option, COSMOS URL): a CSV path or a database URL."""
+    """(job ``source`` option, COSMOS URL): a CSV path or a database URL; without ``--source``,
+    ``$IOTSWARM_SOURCE_URL`` (so a URL holding a password stays off the command line), else the
+    sample database."""
+    value = value or secret_files.take_from_environment(SOURCE_URL_ENV)
     if value is None:
         return COSMOS_SOURCE, settings.sample_db_url()
     if "://" in value:
@@ -113,17 +118,30 @@ def _source(value: str | None) -> tuple[str, str]:
     return str(Path(value).resolve()), settings.sample_db_url()
 
 
-def _password(password_file: str | None) -> bool:
-    """Puts a ``--password-file`` into the environment; True when a password is set there."""
-    if password_file:
-        try:
-            text = Path(password_file).read_text().strip()
-        except OSError as exc:
-            raise SwarmConfigError(
-                f"cannot read --password-file {password_file}: {exc.strerror}"
-            ) from None
-        os.environ[PASSWORD_ENV] = text
-    return bool(os.environ.get(PASSWORD_ENV))
+def _password(password_file: str | None) -> str | None:
+    """The broker's password from ``--password-file``, else from ``$IOTSWARM_MQTT_PASSWORD``,
+    which leaves this process's environment so that no shard inherits it."""
+    from_environment = secret_files.take_from_environment(PASSWORD_ENV)
+    if not password_file:
+        return from_environment
+    secret_files.warn_if_open(password_file)
+    try:
+        return Path(password_file).read_text().strip() or None
+    except OSError as exc:
+        raise SwarmConfigError(
+            f"cannot read --password-file {password_file}: {exc.strerror}"
+        ) from None
+
+
+def _source_config(url: str, schema_name: str | None) -> dict[str, Any]:
+    """The ``cosmos`` resource's config: a URL holding a password goes by a private file."""
+    secret = sa_url.make_url(url).password is not None
+    config: dict[str, Any] = (
+        {"url_file": secret_files.handoff.put("source-url", url)} if secret else {"url": url}
+    )
+    if schema_name:
+        config["schema_name"] = schema_name
+    return config
 
 
 def build(args: argparse.Namespace) -> tuple[SwarmConfig, dict[str, Any], MqttResource]:
@@ -160,14 +178,11 @@ def assemble(
         }
     )
     mqtt_config: dict[str, Any] = dict(broker_values)
-    has_password = _password(password_file)
-    mqtt = MqttResource(**mqtt_config, password=os.environ.get(PASSWORD_ENV) or None)
-    if has_password:  # by reference, so the password never enters the run's stored config
-        mqtt_config["password"] = {"env": PASSWORD_ENV}
-    os.environ[SOURCE_URL_ENV] = url  # by reference too: a database URL may hold a password
-    cosmos_config: dict[str, Any] = {"url": {"env": SOURCE_URL_ENV}}
-    if schema_name:
-        cosmos_config["schema_name"] = schema_name
+    password = _password(password_file)
+    mqtt = MqttResource(**mqtt_config, password=password)
+    if password:  # by a private file: never in the run's stored config or a shard's environment
+        mqtt_config["password_file"] = secret_files.handoff.put("mqtt-password", password)
+    cosmos_config = _source_config(url, schema_name)
     run_config = {
         "ops": {"plan_swarm": {"config": config.model_dump(mode="json", exclude_none=True)}},
         "resources": {"mqtt": {"config": mqtt_config}, "cosmos": {"config": cosmos_config}},
@@ -362,18 +377,19 @@ def run_swarm(
     """Check, plan and run the swarm job that ``make`` configures: (exit status, report)."""
     try:
         config, run_config, mqtt = make()
-        cosmos_config = run_config["resources"]["cosmos"]["config"]
-        cosmos = CosmosSource(
-            url=os.environ[SOURCE_URL_ENV], schema_name=cosmos_config.get("schema_name")
-        )
+        cosmos = CosmosSource(**run_config["resources"]["cosmos"]["config"])
         swarm = prepare(config, cosmos, mqtt, str(config.swarm_name), _warn)
     except (SwarmConfigError, MqttConfigError, BrokerError, SourceError, ValueError) as exc:
         # ValueError covers pydantic's complaint about a value of the wrong kind.
+        secret_files.handoff.remove()
         raise SwarmRunError(str(exc).splitlines()[0], EXIT_BAD_INPUT) from None
     total = swarm.devices * config.max_cycles if config.max_cycles else None
     resumed_cycles = sum(p.cycles for s in swarm.shards for p in s.positions.values())
-    with _Progress(config, total, resumed_cycles):
-        success, report, failure = _execute(config, run_config)
+    try:
+        with _Progress(config, total, resumed_cycles):
+            success, report, failure = _execute(config, run_config)
+    finally:  # every shard has read its secrets by now, or never will
+        secret_files.handoff.remove()
     if failure is not None:  # the report was made, and says why the run failed
         return EXIT_FAILED, failure
     if not success or report is None:
