@@ -63,6 +63,12 @@ def read_settings(path: Path, keys: Iterable[str]) -> dict[str, Setting]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigFileError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigFileError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
     known = tuple(keys)
     settings = _read_nested(path, known) if is_nested(text) else _read_flat(path, text, known)
     if _holds_password(settings):
@@ -109,7 +115,11 @@ def _read_flat(path: Path, text: str, keys: tuple[str, ...]) -> dict[str, Settin
 def _read_nested(path: Path, keys: tuple[str, ...]) -> dict[str, Setting]:
     try:
         tree = config_library.Config(str(path)).as_dict()
-    except (config_library.ConfigError, config_library.ConfigFormatError) as exc:
+    except (
+        config_library.ConfigError,
+        config_library.ConfigFormatError,
+        config_library.RecognizerError,  # the tokenizer's: an unterminated string
+    ) as exc:
         position = re.search(r"\((\d+), (\d+)\)", str(exc))
         at = f", line {position[1]}" if position else ""
         raise ConfigFileError(

@@ -46,6 +46,7 @@ from iotswarm_pipelines.export.stores import Destination, build_stores
 from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.secret_files import take_aws_credentials
+from iotswarm_pipelines.terminal_text import one_line
 
 PROG = "live-cosmos"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -59,7 +60,7 @@ class _Parser(argparse.ArgumentParser):
     """Bad arguments are one line too, like every other bad input (no usage wall)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see {PROG} --help)\n")
+        self.exit(EXIT_USAGE, f"{PROG}: error: {one_line(message)} (see {PROG} --help)\n")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -27,13 +27,16 @@ from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.reconcile import describe, reconcile_day
 from iotswarm_pipelines.export.reconciliation import TableDay, days_between
+from iotswarm_pipelines.terminal_text import one_line
 
 PROG = f"{export_cli.PROG} reconcile"
 
 
 class _Parser(export_cli._Parser):
     def error(self, message: str) -> NoReturn:
-        self.exit(export_cli.EXIT_USAGE, f"{PROG}: error: {message} (see {PROG} --help)\n")
+        self.exit(
+            export_cli.EXIT_USAGE, f"{PROG}: error: {one_line(message)} (see {PROG} --help)\n"
+        )
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -46,6 +46,7 @@ from iotswarm_pipelines.swarm.options import (
 )
 from iotswarm_pipelines.swarm.report import SwarmReport, render_text
 from iotswarm_pipelines.swarm.resources import MqttResource
+from iotswarm_pipelines.terminal_text import one_line
 
 PASSWORD_ENV = "IOTSWARM_MQTT_PASSWORD"
 SOURCE_URL_ENV = "IOTSWARM_SOURCE_URL"
@@ -69,7 +70,9 @@ class _Parser(argparse.ArgumentParser):
     """Bad arguments are one line too, like every other bad input (no usage wall)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(
+            EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n"
+        )
 
 
 # Where iot-swarm differs from the job's options: --source also takes a database URL, and

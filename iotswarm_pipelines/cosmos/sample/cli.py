@@ -23,6 +23,7 @@ from iotswarm_pipelines.cosmos.sample.generator import (
     default_range,
     generate,
 )
+from iotswarm_pipelines.terminal_text import one_line
 
 PROG = "cosmos-sample"
 DEFAULT_DAYS = 2.0
@@ -30,7 +31,7 @@ DEFAULT_DAYS = 2.0
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{PROG}: error: {message} (see {PROG} --help)\n")
+        self.exit(2, f"{PROG}: error: {one_line(message)} (see {PROG} --help)\n")
 
 
 def _when(text: str) -> datetime:
