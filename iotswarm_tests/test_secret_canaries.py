@@ -90,6 +90,11 @@ def files_with_canaries(*folders: Path, skip: tuple[Path, ...] = ()) -> dict[str
     return found
 
 
+def open_files(*paths: Path) -> list[str]:
+    """Those of ``paths`` that group or others may read or write."""
+    return [f"{p} {p.stat().st_mode & 0o777:04o}" for p in paths if p.stat().st_mode & 0o077]
+
+
 def assert_no_leak(seen: Seen) -> None:
     for pid, (name, environ, cmdline) in seen.processes.items():
         assert not leaks(environ), f"child {pid} ({name}) has a secret in its environment"
@@ -174,6 +179,8 @@ def test_swarm_secrets_reach_no_shard_environment_and_no_file(
     assert_no_leak(seen)
     assert files_with_canaries(home, data) == {}
     assert handoff_folders() == before, "the private hand-over folder was left behind"
+    sessions = [p for p in data.rglob("*") if p.is_file() and "canary" in p.name]
+    assert sessions and open_files(*sessions) == [], "sessions and reports are private"
 
 
 def test_export_and_reconcile_secrets_reach_no_file_or_object(canary_source, s3_endpoint, tmp_path):
@@ -214,6 +221,8 @@ def test_export_and_reconcile_secrets_reach_no_file_or_object(canary_source, s3_
     for seen in (exported, reconciled):
         assert_no_leak(seen)
     assert files_with_canaries(tmp_path, skip=(config,)) == {}
+    state = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert state and open_files(*state) == [], "state files, checksums and backups are private"
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
             for o in page.get("Contents", [])]  # fmt: skip
     assert keys, "nothing was exported"
