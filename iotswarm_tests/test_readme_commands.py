@@ -147,6 +147,18 @@ NOT_RUN = {
         "serves until stopped",
         "test_prod_instance.py and test_ui_e2e.py",
     ),
+    "dagster-webserver --read-only -h 0.0.0.0 -p 3000 -w workspace.yaml &": (
+        "serves until stopped",
+        "test_ui_read_only.py (a real read-only webserver refuses launches, shows runs)",
+    ),
+    "dagster-webserver -h 127.0.0.1 -p 3001 -w workspace.yaml &": (
+        "serves until stopped",
+        "test_ui_e2e.py",
+    ),
+    "oauth2-proxy --config /etc/oauth2-proxy.cfg": (
+        "an identity provider's proxy, not installed here",
+        "test_deploy_access.py (the proxy's place in deploy/helm/access.yaml)",
+    ),
     "docker build -f deploy/Dockerfile -t registry.example.org/fdri/iotswarm-pipelines:0.1.0 .": (
         "no Docker engine on this machine",
         "test_deploy_config.py (the Dockerfile's module, port, user and pins)",
@@ -285,7 +297,7 @@ def test_skipped_commands_name_a_program_that_exists():
                 ["make", "-n", target], cwd=REPO, capture_output=True, text=True, timeout=60
             )
             assert run.returncode == 0, f"make -n {target}: {run.stderr}"
-        elif program in ("docker", "kubectl", "helm", "mkdir", "export"):
+        elif program in ("docker", "kubectl", "helm", "mkdir", "export", "oauth2-proxy"):
             continue  # not installed here, or a shell builtin: named in NOT_RUN's reason
         else:
             path = REPO / program if "/" in program else shutil.which(program, path=_path())
