@@ -53,7 +53,7 @@ def too_open(path: str | Path) -> str | None:
 
 def warn_if_open(path: str | Path) -> None:
     if warning := too_open(path):
-        prog = Path(sys.argv[0]).name or "iotswarm"
+        prog = Path(sys.argv[0]).name.removesuffix(".py") or "iotswarm"
         print(f"{prog}: warning: {warning}", file=sys.stderr)
 
 

@@ -43,7 +43,9 @@ def config_for(tmp_path: Path, url: str, **extra: str) -> Path:
         "bucket_prefix='fdri/cosmos_swarm'",
     ]
     lines += [f"{key}='{value}'" for key, value in extra.items()]
-    return write(tmp_path / "livecosmos.cfg", "\n".join(lines) + "\n")
+    config = write(tmp_path / "livecosmos.cfg", "\n".join(lines) + "\n")
+    config.chmod(0o600)  # it may hold a password: private, as SECURITY.md asks
+    return config
 
 
 def run(*args: str, command=(str(LIVE_COSMOS),)) -> subprocess.CompletedProcess:
