@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from benchmarks.bench_swarm_command import DEVICES, RATE, SCENARIOS, compare
+from benchmarks.bench_swarm_command import DEVICES, SCENARIOS, compare, run_iot_swarm
 from benchmarks.bench_swarm_mqtt import soilmet_payloads
 from iotswarm_pipelines.local_broker import LocalMosquitto, free_port
 
@@ -56,17 +56,6 @@ def pushgateway(workdir: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def iot_swarm(argv: list[str], n: int) -> float:
-    run = subprocess.run(argv, capture_output=True, text=True, check=False)
-    match = RATE.search(run.stdout)
-    if run.returncode != 0 or match is None:
-        raise SystemExit(f"iot-swarm failed ({run.returncode}): {run.stderr[-2000:]}{run.stdout}")
-    sent, rate, acked, failed = match.groups()
-    if int(sent) != n or int(acked) != n or int(failed):
-        raise SystemExit(f"iot-swarm did not send {n} messages cleanly: {match.group(0)}")
-    return float(rate)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50000)
@@ -86,12 +75,12 @@ def main() -> None:
 
         def metrics_on() -> float:
             extra = ["--metrics-port", str(free_port()), "--pushgateway", gateway]
-            return iot_swarm([*base, *extra, "--metrics-interval", "1"], n)
+            return run_iot_swarm([*base, *extra, "--metrics-interval", "1"], n)
 
         print(f"Mosquitto on 127.0.0.1:{broker.port}, Pushgateway {gateway}; {n} messages")
         off, on, ratio = compare(
             f"QoS {args.qos}, {scenario.name}, metrics on/off",
-            lambda: iot_swarm(base, n),
+            lambda: run_iot_swarm(base, n),
             metrics_on,
             args.pairs,
         )
