@@ -13,7 +13,9 @@ msgs/s. Off and on alternate, `--pairs` times; the ratio printed is the median o
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -56,6 +58,19 @@ def pushgateway(workdir: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def metrics_port() -> int:
+    """A free port below the kernel's ephemeral range (32768 up), so no outgoing connection
+    (the swarm's own, or another program's) takes it before the shard binds it."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50000)
@@ -74,7 +89,7 @@ def main() -> None:
         base = scenario.argv([broker.port], args.qos, n, workdir)
 
         def metrics_on() -> float:
-            extra = ["--metrics-port", str(free_port()), "--pushgateway", gateway]
+            extra = ["--metrics-port", str(metrics_port()), "--pushgateway", gateway]
             return run_iot_swarm([*base, *extra, "--metrics-interval", "1"], n)
 
         print(f"Mosquitto on 127.0.0.1:{broker.port}, Pushgateway {gateway}; {n} messages")

@@ -7,6 +7,7 @@ the end must be the swarm's own report: sent, delivered, lost.
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import socket
@@ -26,19 +27,17 @@ pytest_plugins = ("iotswarm_tests.prometheus_fixtures",)
 
 
 def two_free_ports() -> int:
-    """A port whose successor is free too (shard 0 and shard 1)."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
+    """A port whose successor is free too (shard 0 and shard 1), below the kernel's ephemeral
+    range (32768 up), so no outgoing connection takes either before the shards bind them."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("0.0.0.0", port))
+                second.bind(("0.0.0.0", port + 1))
+        except OSError:
+            continue
+        return port
     raise RuntimeError("no two consecutive free ports")
 
 
