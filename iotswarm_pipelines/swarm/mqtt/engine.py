@@ -24,19 +24,38 @@ import random
 import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
+from iotswarm_pipelines.payloads import DEFAULT_FORMAT, PayloadFormat
 from iotswarm_pipelines.swarm.mqtt.accounting import Accounts
+from iotswarm_pipelines.swarm.mqtt.commands import Commands, HistoryReader
 from iotswarm_pipelines.swarm.mqtt.connections import Connections
 from iotswarm_pipelines.swarm.mqtt.loop import EventLoop
 from iotswarm_pipelines.swarm.mqtt.settings import MqttConfigError, MqttSettings, check_broker
-from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Scenario, Schedule, ShardResult
+from iotswarm_pipelines.swarm.mqtt.types import (
+    ControlSettings,
+    DeviceStream,
+    Scenario,
+    Schedule,
+    ShardResult,
+)
 from iotswarm_pipelines.swarm.mqtt.verifier import Verifier
 from iotswarm_pipelines.swarm.mqtt.window import Publisher, connection_window
 
 DRAIN_SECONDS = 10.0  # at the end: wait this long at most for acks and verifier arrivals
 STOP_CHECK_INTERVAL = 0.2
 SPARE_FILES = 64
+
+
+@dataclass(frozen=True)
+class Control:
+    """What a shard needs to answer the command API: the settings, the devices' payload format
+    and program, and a reader of the data source's rows for historicData."""
+
+    settings: ControlSettings
+    read_history: HistoryReader
+    payload_format: PayloadFormat = DEFAULT_FORMAT
 
 
 def files_needed(devices: int, connections: str) -> int:
@@ -78,6 +97,7 @@ class _Shard:
         progress_interval: float,
         scenario: Scenario,
         client_id: str | None = None,
+        control: Control | None = None,
     ) -> None:
         self.should_stop = should_stop
         self.on_progress = on_progress
@@ -103,6 +123,17 @@ class _Shard:
             settings.qos, schedule, self.loop, self.accounts, rng, self.verifier, scenario
         )
         self.per_device = connections == "per_device"
+        self.commands: Commands | None = None
+        if control is not None and self.per_device and not dry:
+            self.commands = Commands(
+                control.settings,
+                self.loop,
+                self.accounts,
+                rng,
+                settings.qos,
+                control.read_history,
+                control.payload_format,
+            )
         self.connections = Connections(
             shard,
             settings,
@@ -110,7 +141,7 @@ class _Shard:
             self.accounts,
             rng,
             may_connect=self._verifier_ready,
-            on_up=self.publisher.connected,
+            on_up=self._connected,
             on_down=self.publisher.disconnected,
         )
         publisher = self.publisher
@@ -129,9 +160,18 @@ class _Shard:
             for stream in devices:
                 conn = self.connections.add(stream.device_id, window, publisher.on_publish)
                 publisher.add(stream, conn)
+                if self.commands is not None and control is not None:
+                    self.commands.add(conn, stream, control.payload_format.prog_name)
         self.publisher.connections = self.connections
+        if self.commands is not None:
+            self.commands.connections = self.connections
         if not dry:
             self.accounts.result.connections = len(self.connections.all)
+
+    def _connected(self, conn, properties) -> None:
+        self.publisher.connected(conn, properties)
+        if self.commands is not None:
+            self.commands.connected(conn)
 
     def _verifier_ready(self) -> bool:
         return self.verifier is None or self.verifier.ready
@@ -184,6 +224,8 @@ class _Shard:
                 if verifier_was_ready:
                     publisher.dirty.update(conn for conn in conns if conn.ready)
             connections.service(now)
+            if self.commands is not None:
+                self.commands.service()
             if publisher.dirty:
                 publisher.pump_dirty(now)
             busy = bool(publisher.dirty)
@@ -196,6 +238,8 @@ class _Shard:
         return self.accounts.snapshot(verifier)
 
     def _close(self) -> None:
+        if self.commands is not None:
+            self.commands.close()
         self.connections.close()
         if self.verifier is not None:
             self.verifier.stop()
@@ -217,6 +261,7 @@ def run_shard(
     on_progress: Callable[[ShardResult], None] | None = None,
     progress_interval: float = 5.0,
     scenario: Scenario | None = None,
+    control: Control | None = None,
 ) -> ShardResult:
     """Publish every device's messages per the schedule and report what happened.
 
@@ -246,6 +291,7 @@ def run_shard(
         progress_interval,
         scenario or Scenario(),
         client_id,
+        control,
     )
     with _heap_frozen():
         return engine.run()
