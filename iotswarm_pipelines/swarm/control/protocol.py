@@ -319,7 +319,7 @@ class Logger:
 
     def _talkThru(self, body: dict[str, Any]) -> list[Action]:
         port = body.get("comPort")
-        if port not in COM_PORTS:
+        if not isinstance(port, str) or port not in COM_PORTS:
             return [self._reply("talkThru", {"response": "Illegal ComPort"})]
         return [self._reply("talkThru", {"response": "ComPort must be open to use MQTT Talk Thru"})]
 
