@@ -67,8 +67,23 @@ json_values = st.recursive(
     max_leaves=12,
 )
 keys = st.sampled_from(
-    "action name value apply drive fileName filename table start end url comPort outString "
-    "ScanInterval const1".split()
+    [
+        "action",
+        "name",
+        "value",
+        "apply",
+        "drive",
+        "fileName",
+        "filename",
+        "table",
+        "start",
+        "end",
+        "url",
+        "comPort",
+        "outString",
+        "ScanInterval",
+        "const1",
+    ]
 )
 actions = st.sampled_from(["list", "delete", "stop", "run", "set", "apply", "publish", "reboot"])
 objects = st.dictionaries(keys, json_values | actions, max_size=5)
