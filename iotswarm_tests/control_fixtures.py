@@ -82,6 +82,7 @@ def start_swarm(
     devices: list[str],
     control: ControlSettings,
     qos: int = 1,
+    on_progress: Callable[[ShardResult], None] | None = None,
 ) -> tuple[Swarm, threading.Thread]:
     host, port = mqtt_broker
     sites = sorted({d.split("-")[0] for d in devices})
@@ -106,6 +107,8 @@ def start_swarm(
             Schedule(max_cycles=0),
             control=Control(control, read, FORMAT),
             should_stop=swarm.stop.is_set,
+            on_progress=on_progress,
+            progress_interval=0.1,
         )
 
     thread = threading.Thread(target=work, daemon=True)
