@@ -196,6 +196,9 @@ class OptionInfo:
     cli: bool = True
 
 
+PERCENT = Between(0, 100, "{name} is a percentage: {low:g} to {high:g}, got {value:g}")
+
+
 def option(
     default: Any, help: str, *, group: str, rule: Rule | None = None, cli: bool = True
 ) -> Any:
@@ -383,14 +386,14 @@ class SwarmOptions(BaseModel):
         0.0,
         "Percent of devices that ignore every command.",
         group=CONTROL,
-        rule=Between(0, 100, "{name} is a percentage: {low:g} to {high:g}, got {value:g}"),
+        rule=PERCENT,
     )
     control_late_share: float = option(
         0.0,
         "Percent of devices that answer late (delay log-normal: control_late_median, "
         "control_late_p99).",
         group=CONTROL,
-        rule=Between(0, 100, "{name} is a percentage: {low:g} to {high:g}, got {value:g}"),
+        rule=PERCENT,
     )
     control_late_median: float = option(
         2.0, "Median seconds of a late answer's delay.", group=CONTROL, rule=Above(0)
@@ -402,7 +405,7 @@ class SwarmOptions(BaseModel):
         0.0,
         "Percent of devices whose OS/program/mqttConfig downloads always fail.",
         group=CONTROL,
-        rule=Between(0, 100, "{name} is a percentage: {low:g} to {high:g}, got {value:g}"),
+        rule=PERCENT,
     )
     download_timeout: float = option(
         10.0,
