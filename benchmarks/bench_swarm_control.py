@@ -1,4 +1,4 @@
-"""A fleet-wide reboot: one client reboots every device of a swarm at once.
+"""A fleet-wide reboot: one client reboots every device of a swarm at once (or asks getVar).
 
 Run: `.venv/bin/python -m benchmarks.bench_swarm_control --devices 10000` (a few minutes;
 `--devices 1000` proves the set-up in less than one).
@@ -45,6 +45,7 @@ SAMPLE = Path(__file__).parents[1] / "iotswarm_tests" / "data"
 SAMPLE_CSV = SAMPLE / "level1_soilmet_30min_alic1_sample.csv"
 TABLE = "LEVEL1_SOILMET_30MIN"
 GROUP = "cs/v2"
+STORMS = {"reboot": b'{"action": "reboot"}', "getVar": b'{"name": "BattV"}'}
 
 
 class Rows:
@@ -76,8 +77,9 @@ def pss_mib() -> float:
 class Watcher:
     """The team's client: who is online, and who answered the reboot, with timestamps."""
 
-    def __init__(self, port: int, devices: int) -> None:
+    def __init__(self, port: int, devices: int, command: str) -> None:
         self.devices = devices
+        self.command = command  # reboot: answered and back online; getVar: answered
         self.online: set[str] = set()
         self.answered: dict[str, float] = {}
         self.back_online: dict[str, float] = {}
@@ -91,7 +93,7 @@ class Watcher:
         self.client.on_subscribe = lambda *_a: subscribed.set()
         self.client.connect("127.0.0.1", port, keepalive=120)
         self.client.loop_start()
-        self.client.subscribe([(f"{GROUP}/cr/+/reboot", 1), (f"{GROUP}/state/+/", 1)])
+        self.client.subscribe([(f"{GROUP}/cr/+/{command}", 1), (f"{GROUP}/state/+/", 1)])
         assert subscribed.wait(30)
 
     def _message(self, _c, _u, message: paho.MQTTMessage) -> None:
@@ -106,20 +108,18 @@ class Watcher:
                     self.all_online.set()
             elif b"Reboot command" in message.payload:
                 self.online.discard(device)
-        elif b"Reboot complete" in message.payload:
+        elif self.rebooting:
             self.answered.setdefault(device, now)
-        if (
-            self.rebooting
-            and len(self.answered) >= self.devices
-            and len(self.back_online) >= self.devices
-        ):
+        online = self.command != "reboot" or len(self.back_online) >= self.devices
+        if self.rebooting and len(self.answered) >= self.devices and online:
             self.all_done.set()
 
-    def reboot_all(self, device_ids: list[str]) -> float:
+    def command_all(self, device_ids: list[str]) -> float:
         self.rebooting = True
         began = time.monotonic()
+        payload = STORMS[self.command]
         for device in device_ids:
-            self.client.publish(f"{GROUP}/cc/{device}/reboot", b'{"action": "reboot"}', qos=1)
+            self.client.publish(f"{GROUP}/cc/{device}/{self.command}", payload, qos=1)
         return began
 
 
@@ -139,6 +139,12 @@ def main() -> int:
     parser.add_argument("--connect-rate", type=float, default=200.0)
     parser.add_argument("--quiet-seconds", type=float, default=30.0)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--command",
+        choices=sorted(STORMS),
+        default="reboot",
+        help="reboot (devices go offline) or getVar (answers only: publishing's own cost)",
+    )
     args = parser.parse_args()
     raise_open_files()
     with TemporaryDirectory() as tmp:
@@ -160,7 +166,7 @@ def run(args: argparse.Namespace, port: int) -> int:
         ControlSettings(group_id=GROUP, reboot_seconds=args.reboot_seconds, tables=(TABLE,)),
         lambda site, start, end: data.rows_between(source, site, start, end),
     )
-    watcher = Watcher(port, args.devices)
+    watcher = Watcher(port, args.devices, args.command)
     stop = threading.Event()
     outcome: dict[str, ShardResult] = {}
     peak = [pss_mib()]
@@ -197,21 +203,21 @@ def run(args: argparse.Namespace, port: int) -> int:
         time.sleep(1.0)  # a steady window to measure the publish rate in (not a synchronisation)
         peak[0] = max(peak[0], pss_mib())
     storm_wall = time.time()
-    storm = watcher.reboot_all([p.device_id for p in plans])
+    storm = watcher.command_all([p.device_id for p in plans])
     try:
-        wait(watcher.all_done, "every reboot answered")
+        wait(watcher.all_done, f"every {args.command} answered")
     finally:
         done_wall = time.time()
         stop.set()
         engine.join(120)
     result = outcome["result"]
-    took = max(max(watcher.answered.values()), max(watcher.back_online.values())) - storm
-    latencies = result.control["reboot"].latencies_ms
+    took = max([*watcher.answered.values(), *watcher.back_online.values()]) - storm
+    latencies = result.control[args.command].latencies_ms
     before = rate(result, storm_wall - args.quiet_seconds, storm_wall)
     during = rate(result, storm_wall, done_wall)
     print(
-        f"reboot storm: {len(watcher.answered)}/{args.devices} answered and online again in "
-        f"{took:.1f} s (reboot delay {args.reboot_seconds:g} s); answer p50 "
+        f"{args.command} storm: {len(watcher.answered)}/{args.devices} answered (reboot: "
+        f"and online again) in {took:.1f} s (reboot delay {args.reboot_seconds:g} s); answer p50 "
         f"{percentile(latencies, 50) / 1000:.1f} s, p99 {percentile(latencies, 99) / 1000:.1f} s"
     )
     print(
