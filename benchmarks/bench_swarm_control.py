@@ -218,7 +218,7 @@ def run(args: argparse.Namespace, port: int) -> int:
     print(
         f"{args.command} storm: {len(watcher.answered)}/{args.devices} answered (reboot: "
         f"and online again) in {took:.1f} s (reboot delay {args.reboot_seconds:g} s); answer p50 "
-        f"{percentile(latencies, 50) / 1000:.1f} s, p99 {percentile(latencies, 99) / 1000:.1f} s"
+        f"{percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms"
     )
     print(
         f"publish rate: {before:.1f} msgs/s before, {during:.1f} msgs/s during the storm "
