@@ -18,12 +18,12 @@ from iotswarm_tests.control_fixtures import WAIT, TeamClient, start_swarm
 pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
 
 
-def run_with(mqtt_broker, **faults):
+def run_with(mqtt_broker, qos: int = 1, **faults):
     """A one-device swarm with these fault shares, its progress reports in a queue."""
     group = f"cs/v2faults{uuid.uuid4().hex[:8]}"
     control = ControlSettings(group_id=group, reboot_seconds=0.2, **faults)
     progress: queue.Queue[ShardResult] = queue.Queue()
-    swarm, thread = start_swarm(mqtt_broker, ["ALIC1"], control, on_progress=progress.put)
+    swarm, thread = start_swarm(mqtt_broker, ["ALIC1"], control, qos, progress.put)
     return swarm, thread, progress
 
 
@@ -89,8 +89,9 @@ def test_a_device_whose_downloads_fail(mqtt_broker):
     assert result.control["program"].errors == 1
 
 
-def test_reboot_is_counted_with_its_state_messages(mqtt_broker):
-    swarm, thread, progress = run_with(mqtt_broker)
+@pytest.mark.parametrize("qos", [1, 0])
+def test_reboot_is_counted_with_its_state_messages(mqtt_broker, qos):
+    swarm, thread, progress = run_with(mqtt_broker, qos)
     try:
         with TeamClient(swarm, "ALIC1") as client:
             online(progress)
