@@ -257,11 +257,22 @@ def _source(config: LiveCosmosConfig) -> CosmosSource:
     return CosmosSource(url=config.url, schema_name=config.schema_name)
 
 
+def _s3(config: LiveCosmosConfig) -> S3Resource:
+    """The bucket's client; the AWS keys leave the environment first (SECURITY.md)."""
+    keys = take_aws_credentials()
+    return S3Resource(
+        endpoint_url=config.endpoint_url,
+        aws_access_key_id=keys.get("aws_access_key_id"),
+        aws_secret_access_key=keys.get("aws_secret_access_key"),
+        aws_session_token=keys.get("aws_session_token"),
+    )
+
+
 def stores(config: LiveCosmosConfig) -> dict[str, Any]:
     """The config file's ``object_store`` and ``state`` (live-cosmos and reconciliation)."""
     return build_stores(
         Destination(
-            s3=S3Resource(endpoint_url=config.endpoint_url, **take_aws_credentials()),
+            s3=_s3(config),
             bucket=config.bucket,
             object_dir=config.object_dir,
             prefix=config.bucket_prefix,

@@ -153,16 +153,13 @@ class ShardMetrics:
             self._advance(counter, booked + delta, phase=phase)
         self._advance(self.connect_failures, result.connect_failures)
         self._advance(self.reconnects, sum(result.phase_reconnects.values()))
-        for command, counts in getattr(result, "control", {}).items():  # with the control API
-            for outcome, attribute in (
-                ("received", "received"),
-                ("answered", "answered"),
-                ("error", "errors"),
-                ("ignored", "ignored"),
+        for command, counts in result.control.items():
+            for outcome, value in (
+                ("received", counts.received),
+                ("answered", counts.answered),
+                ("error", counts.errors),
             ):
-                if hasattr(counts, attribute):
-                    value = getattr(counts, attribute)
-                    self._advance(self.control, value, command=command, outcome=outcome)
+                self._advance(self.control, value, command=command, outcome=outcome)
 
     def observe(self, live: LiveCounts) -> None:
         """Take the running figures (the engine's thread calls this every second or so)."""

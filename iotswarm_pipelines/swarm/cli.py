@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
         "The old tool's commands (iot-swarm cosmos|looping-csv|looping-sqlite3|sessions|"
         "get-version|test-mqtt --help) run the same job.",
         epilog="example: iot-swarm --devices 2000 --shards 2 --mode loop --sleep-time 10 "
-        "--max-cycles 6 --verify",
+        "--max-cycles 6 --verify; devices the team's mqtt-control can drive (group cs/v2): "
+        "iot-swarm --max-sites 2 --max-cycles 0 --group-id cs/v2 --reboot-seconds 5",
     )
     options.add_arguments(p, SwarmOptions, args=CLI_ARGS)
     options.add_arguments(p, BrokerOptions)

@@ -30,7 +30,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -285,6 +285,7 @@ class DeviceStreamBase:
         start = position or DevicePosition()
         self.last_time: datetime | None = start.last_time
         self.cycles = start.cycles
+        self.last_row: Mapping[str, Any] | None = None  # the program's Public variables
 
     @property
     def position(self) -> DevicePosition:
@@ -295,6 +296,7 @@ class DeviceStreamBase:
 
     def _message(self, rows: Sequence[Mapping[str, Any]], wait_after: float) -> Message:
         self.last_time = rows[-1][DATE_TIME]
+        self.last_row = rows[-1]
         self.cycles += 1
         return Message(self._encode(self.site_id, rows), wait_after)
 
@@ -419,6 +421,21 @@ def build_streams(
         )
         for p in plans
     ]
+
+
+def rows_between(
+    source: RowSource, site_id: str, start: datetime, end: datetime, chunk_rows: int = 1000
+) -> list[dict[str, Any]]:
+    """The site's rows with ``start <= DATE_TIME <= end``, oldest first, each once."""
+    rows: list[dict[str, Any]] = []
+    after = start - timedelta(microseconds=1)
+    while after < end:
+        chunk = source.rows_after(site_id, after, chunk_rows)
+        rows.extend(r for r in chunk if r[DATE_TIME] <= end)
+        if len(chunk) < chunk_rows or chunk[-1][DATE_TIME] >= end:
+            break
+        after = chunk[-1][DATE_TIME]
+    return rows
 
 
 def open_rows(source: str, table: str, cosmos: Any) -> RowSource:

@@ -36,7 +36,13 @@ from iotswarm_pipelines.swarm import cli, options, sessions
 from iotswarm_pipelines.swarm.config import SwarmConfig
 from iotswarm_pipelines.swarm.data import CsvRows
 from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
-from iotswarm_pipelines.swarm.options import Arg, BrokerOptions, SwarmConfigError, SwarmOptions
+from iotswarm_pipelines.swarm.options import (
+    CONTROL_OPTIONS,
+    Arg,
+    BrokerOptions,
+    SwarmConfigError,
+    SwarmOptions,
+)
 from iotswarm_pipelines.swarm.resources import MqttResource
 
 COMMANDS = ("get-version", "test-mqtt", "cosmos", "looping-csv", "looping-sqlite3", "sessions")
@@ -176,7 +182,8 @@ def _mqtt(subparsers: Any, example: str, *, with_table: bool, resume: bool) -> N
         only=("client_id",),
         args={"client_id": Arg(flags=("CLIENT_ID",), help="client ID of the connection")},
     )
-    wanted = [*DEVICE_OPTIONS, "mqtt_prefix", "mqtt_suffix", "dry", "verify", *METRICS_OPTIONS]
+    wanted = [*DEVICE_OPTIONS, "mqtt_prefix", "mqtt_suffix", "dry", "verify"]
+    wanted += [*METRICS_OPTIONS, *CONTROL_OPTIONS]
     options.add_arguments(
         p, SwarmOptions, only=[*wanted, *(["resume_session"] if resume else [])], args=DEVICE_ARGS
     )

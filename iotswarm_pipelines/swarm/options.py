@@ -44,6 +44,7 @@ DATA, SCHEDULE, MQTT = "devices and data", "schedule", "MQTT"
 SCENARIO = "scenario phases (loop mode: one cycle of sleep_time is one row of the table)"
 TLS = "TLS (AWS IoT Core: --port 8883, or 443 with --alpn x-amzn-mqtt-ca)"
 METRICS = "live metrics (Prometheus; docs/metrics.md)"
+CONTROL = "command and control (Campbell's MQTT API; cr1000x devices, per-device connections)"
 
 COSMOS_SOURCE = "cosmos"
 MODES = ("latest", "loop", "replay")
@@ -194,6 +195,9 @@ class OptionInfo:
     group: str
     rule: Rule | None = None
     cli: bool = True
+
+
+PERCENT = Between(0, 100, "{name} is a percentage: {low:g} to {high:g}, got {value:g}")
 
 
 def option(
@@ -379,6 +383,56 @@ class SwarmOptions(BaseModel):
         group=METRICS,
         rule=AtLeast(0.5, "metrics_interval must be at least {low:g} seconds, got {value:g}"),
     )
+    control: bool = option(
+        True,
+        "cr1000x devices answer Campbell's MQTT command-and-control API (subscribe to "
+        "<group_id>/cc/<device>/#, answer on cr/, state on state/, last will offline). "
+        "Needs per_device connections; with shared ones it is off.",
+        group=CONTROL,
+    )
+    group_id: str = option(
+        "cs/v2",
+        "Campbell groupID: the first topic levels of cc/, cr/ and state/ (mqtt-control's topic).",
+        group=CONTROL,
+        rule=NotEmpty("group_id is empty: e.g. cs/v2"),
+    )
+    reboot_seconds: float = option(
+        5.0,
+        "Seconds a restarting device (reboot, program, OS, MQTT config) stays offline.",
+        group=CONTROL,
+        rule=AtLeast(0),
+    )
+    control_ignore_share: float = option(
+        0.0,
+        "Percent of devices that ignore every command.",
+        group=CONTROL,
+        rule=PERCENT,
+    )
+    control_late_share: float = option(
+        0.0,
+        "Percent of devices that answer late (delay log-normal: control_late_median, "
+        "control_late_p99).",
+        group=CONTROL,
+        rule=PERCENT,
+    )
+    control_late_median: float = option(
+        2.0, "Median seconds of a late answer's delay.", group=CONTROL, rule=Above(0)
+    )
+    control_late_p99: float = option(
+        10.0, "99th percentile seconds of a late answer's delay.", group=CONTROL, rule=Above(0)
+    )
+    control_download_fail_share: float = option(
+        0.0,
+        "Percent of devices whose OS/program/mqttConfig downloads always fail.",
+        group=CONTROL,
+        rule=PERCENT,
+    )
+    download_timeout: float = option(
+        10.0,
+        "Seconds a device's HTTP(S) download may take (connect, each read, and in all).",
+        group=CONTROL,
+        rule=Above(0),
+    )
 
 
 class BrokerOptions(BaseModel):
@@ -431,6 +485,9 @@ class BrokerOptions(BaseModel):
         False, "Skip certificate and host checks (test brokers only).", group=TLS
     )
 
+
+CONTROL_OPTIONS = tuple(n for n, f in SwarmOptions.model_fields.items() if info(f).group == CONTROL)
+"""The command-and-control options, for command trees that pick options by name."""
 
 RUN = SwarmOptions()
 """Every run option at its default: the engine's defaults come from here."""

@@ -58,6 +58,20 @@ class PhaseReport:
 
 
 @dataclass
+class CommandReport:
+    """One command kind of the control API over all shards (see ``swarm.control``): commands
+    received, answered (their last message published), answered with an error, and the answer
+    latency from receipt to that last message."""
+
+    kind: str
+    received: int = 0
+    answered: int = 0
+    errors: int = 0
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+
+
+@dataclass
 class SwarmReport:
     devices: int = 0
     connections: int = 0
@@ -84,6 +98,9 @@ class SwarmReport:
     phases: list[PhaseReport] = field(default_factory=list)  # empty without a scenario
     backlog_messages: int = 0
     backlog_drain_s: float | None = None  # first device back online to the last backlog ack
+    commands: list[CommandReport] = field(default_factory=list)  # control API, by kind
+    state_transitions: dict[str, int] = field(default_factory=dict)  # state/ messages by state
+    control_faults: dict[str, int] = field(default_factory=dict)  # ignored, late, download_failed
 
     @property
     def planned(self) -> int:
@@ -119,6 +136,24 @@ class SwarmReport:
             numbers["backlog_messages"] = self.backlog_messages
         if self.backlog_drain_s is not None:
             numbers["backlog_drain_s"] = round(self.backlog_drain_s, 3)
+        numbers.update(self._control_metadata())
+        return numbers
+
+    def _control_metadata(self) -> dict[str, float | int]:
+        numbers: dict[str, float | int] = {}
+        for command in self.commands:
+            key = f"cmd_{command.kind}"
+            numbers[f"{key}_received"] = command.received
+            numbers[f"{key}_answered"] = command.answered
+            numbers[f"{key}_errors"] = command.errors
+            for name in ("latency_p50_ms", "latency_p99_ms"):
+                value = getattr(command, name)
+                if value is not None:
+                    numbers[f"{key}_{name}"] = round(value, 2)
+        for state, count in sorted(self.state_transitions.items()):
+            numbers[f"state_{state}"] = count
+        for fault, count in sorted(self.control_faults.items()):
+            numbers[f"control_fault_{fault}"] = count
         return numbers
 
 
@@ -234,7 +269,38 @@ def summarize(results: Sequence[Any]) -> SwarmReport:
     report.phases = _phases(results)
     report.backlog_messages = sum(r.backlog_messages for r in results)
     report.backlog_drain_s = _drain_seconds(results)
+    report.commands = _commands(results)
+    report.state_transitions = _added(getattr(r, "state_transitions", {}) for r in results)
+    report.control_faults = _added(getattr(r, "control_faults", {}) for r in results)
     return report
+
+
+def _added(counts: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for each in counts:
+        for key, value in each.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def _commands(results: Sequence[Any]) -> list[CommandReport]:
+    """The control API's counts by command kind, over the shards, in name order."""
+    kinds = sorted({kind for r in results for kind in getattr(r, "control", {})})
+    reports = []
+    for kind in kinds:
+        counts = [r.control[kind] for r in results if kind in getattr(r, "control", {})]
+        latencies = [x for c in counts for x in c.latencies_ms]
+        reports.append(
+            CommandReport(
+                kind,
+                received=sum(c.received for c in counts),
+                answered=sum(c.answered for c in counts),
+                errors=sum(c.errors for c in counts),
+                latency_p50_ms=percentile(latencies, 50),
+                latency_p99_ms=percentile(latencies, 99),
+            )
+        )
+    return reports
 
 
 def sparkline(values: Sequence[float | None]) -> str:
@@ -287,8 +353,25 @@ def render_text(report: SwarmReport, title: str = "swarm") -> str:
         worst = max(v for v in report.latency_series if v is not None)
         lines.append(f"latency |{sparkline(report.latency_series)}| max {worst:.1f} ms")
     lines.extend(_phase_lines(report))
+    lines.extend(_command_lines(report))
     lines.extend(f"error: {e}" for e in report.errors)
     return "\n".join(lines)
+
+
+def _command_lines(report: SwarmReport) -> list[str]:
+    """The control API: one line per command kind, then the state messages and faults."""
+    lines = [
+        f"command {c.kind}: received {c.received}, answered {c.answered}, errors {c.errors}, "
+        f"answer p50 {_ms(c.latency_p50_ms)}, p99 {_ms(c.latency_p99_ms)}"
+        for c in report.commands
+    ]
+    if report.state_transitions:
+        states = ", ".join(f"{k} {v}" for k, v in sorted(report.state_transitions.items()))
+        lines.append(f"state messages: {states}")
+    if report.control_faults:
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(report.control_faults.items()))
+        lines.append(f"control faults: {faults}")
+    return lines
 
 
 def _phase_lines(report: SwarmReport) -> list[str]:

@@ -18,16 +18,21 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.metrics import exposition
 from iotswarm_pipelines.metrics.swarm import SWARM_JOB, ShardMetrics
 from iotswarm_pipelines.payloads import PayloadFormat
 from iotswarm_pipelines.swarm import data, sessions
 from iotswarm_pipelines.swarm.data import RowSource
+from iotswarm_pipelines.swarm.mqtt.engine import Control
 from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
 from iotswarm_pipelines.swarm.mqtt.settings import MqttSettings
-from iotswarm_pipelines.swarm.mqtt.types import ShardResult
+from iotswarm_pipelines.swarm.mqtt.types import ControlSettings, ShardResult
+from iotswarm_pipelines.swarm.options import SwarmOptions
 from iotswarm_pipelines.swarm.planning import ShardPlan
 
 WAKE_SECONDS = 0.5  # how often the waiting thread looks up from the engine (signals land here)
@@ -128,6 +133,39 @@ class _LiveMetrics:
             self.stop_serving()
 
 
+def control_of(
+    options: SwarmOptions,
+    rows: RowSource,
+    payload_format: PayloadFormat,
+    log: Callable[[str], None],
+) -> Control | None:
+    """The command API as the options ask for it; None when off, or when it cannot apply
+    (``basic`` devices have no such API; a shared connection cannot carry per-device wills,
+    subscriptions and reboots; a dry run has no broker), which is said in one line."""
+    if not options.control or options.device_type != "cr1000x" or options.dry:
+        return None
+    if options.connections != "per_device":
+        log("command and control is off: it needs per_device connections (connections=shared)")
+        return None
+    table = catalogue.get_table(options.table)
+    settings = ControlSettings(
+        group_id=options.group_id,
+        reboot_seconds=options.reboot_seconds,
+        tables=tuple(dict.fromkeys((table.name, table.legacy_name, "default"))),
+        ignore_share=options.control_ignore_share,
+        late_share=options.control_late_share,
+        late_median_s=options.control_late_median,
+        late_p99_s=options.control_late_p99,
+        download_fail_share=options.control_download_fail_share,
+        download_timeout_s=options.download_timeout,
+    )
+
+    def read_history(site: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        return data.rows_between(rows, site, start, end)
+
+    return Control(settings, read_history, payload_format)
+
+
 def run_planned_shard(
     shard: ShardPlan,
     rows: RowSource,
@@ -143,6 +181,7 @@ def run_planned_shard(
     ``interrupts`` in the calling thread stops the devices cleanly instead of propagating.
     """
     spec, options = shard.spec, shard.spec.options
+    payload_format = PayloadFormat(options.prog_name, options.strict_json)
     streams = data.build_streams(
         shard.devices,
         rows,
@@ -153,9 +192,11 @@ def run_planned_shard(
         speed=options.speed,
         positions=shard.positions,
         history_start=spec.history_start,
-        payload_format=PayloadFormat(options.prog_name, options.strict_json),
+        payload_format=payload_format,
     )
     live = _LiveMetrics(shard, log) if _LiveMetrics.wanted(shard) else None
+    quiet: Callable[[str], None] = lambda _line: None  # noqa: E731 (one line per swarm)
+    control = control_of(options, rows, payload_format, log if shard.shard == 0 else quiet)
     saver = _PositionSaver(shard, streams)
     stop = threading.Event()
     stop_file = Path(options.stop_file) if options.stop_file else None
@@ -187,6 +228,7 @@ def run_planned_shard(
                 scenario=shard.scenario,
                 observe=live.metrics.observe if live is not None else None,
                 observe_interval=min(OBSERVE_SECONDS, options.metrics_interval),
+                control=control,
             )
         except BaseException as exc:  # handed to the calling thread, which raises it
             outcome["error"] = exc

@@ -45,4 +45,7 @@ class Accounts:
         copy = ShardResult(**vars(result))
         for name in ("phase_marks", "phase_messages", "phase_reconnects"):
             setattr(copy, name, dict(getattr(result, name)))
+        copy.control = {kind: counts.copy() for kind, counts in result.control.items()}
+        copy.state_transitions = dict(result.state_transitions)
+        copy.control_faults = dict(result.control_faults)
         return copy

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 import paho.mqtt.client as paho
 
@@ -48,6 +49,7 @@ class Connection:
         "client",
         "connected",
         "connecting",
+        "control",
         "held",
         "outstanding",
         "queued",
@@ -73,6 +75,7 @@ class Connection:
         self.wake_at = 0.0
         self.held = False  # kept closed on purpose (outage, not yet joined)
         self.ups = 0  # CONNACKs so far: more than one means it reconnected
+        self.control: Any = None  # the device's command-and-control link, if it has one
 
 
 class Connections:

@@ -25,13 +25,17 @@ import resource
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
+from iotswarm_pipelines.payloads import DEFAULT_FORMAT, PayloadFormat
 from iotswarm_pipelines.swarm.mqtt.accounting import Accounts
+from iotswarm_pipelines.swarm.mqtt.commands import Commands, HistoryReader
 from iotswarm_pipelines.swarm.mqtt.connections import Connections
 from iotswarm_pipelines.swarm.mqtt.loop import EventLoop
 from iotswarm_pipelines.swarm.mqtt.settings import MqttConfigError, MqttSettings, check_broker
 from iotswarm_pipelines.swarm.mqtt.types import (
+    ControlSettings,
     DeviceStream,
     LiveCounts,
     Scenario,
@@ -44,6 +48,16 @@ from iotswarm_pipelines.swarm.mqtt.window import Publisher, connection_window
 DRAIN_SECONDS = 10.0  # at the end: wait this long at most for acks and verifier arrivals
 STOP_CHECK_INTERVAL = 0.2
 SPARE_FILES = 64
+
+
+@dataclass(frozen=True)
+class Control:
+    """What a shard needs to answer the command API: the settings, the devices' payload format
+    and program, and a reader of the data source's rows for historicData."""
+
+    settings: ControlSettings
+    read_history: HistoryReader
+    payload_format: PayloadFormat = DEFAULT_FORMAT
 
 
 def files_needed(devices: int, connections: str) -> int:
@@ -87,6 +101,7 @@ class _Shard:
         client_id: str | None = None,
         observe: Callable[[LiveCounts], None] | None = None,
         observe_interval: float = 1.0,
+        control: Control | None = None,
     ) -> None:
         self.should_stop = should_stop
         self.observe = observe
@@ -114,6 +129,17 @@ class _Shard:
             settings.qos, schedule, self.loop, self.accounts, rng, self.verifier, scenario
         )
         self.per_device = connections == "per_device"
+        self.commands: Commands | None = None
+        if control is not None and self.per_device and not dry:
+            self.commands = Commands(
+                control.settings,
+                self.loop,
+                self.accounts,
+                rng,
+                settings.qos,
+                control.read_history,
+                control.payload_format,
+            )
         self.connections = Connections(
             shard,
             settings,
@@ -121,7 +147,7 @@ class _Shard:
             self.accounts,
             rng,
             may_connect=self._verifier_ready,
-            on_up=self.publisher.connected,
+            on_up=self._connected,
             on_down=self.publisher.disconnected,
         )
         publisher = self.publisher
@@ -140,13 +166,22 @@ class _Shard:
             for stream in devices:
                 conn = self.connections.add(stream.device_id, window, publisher.on_publish)
                 publisher.add(stream, conn)
+                if self.commands is not None and control is not None:
+                    self.commands.add(conn, stream, control.payload_format.prog_name)
         self.publisher.connections = self.connections
+        if self.commands is not None:
+            self.commands.connections = self.connections
         if not dry:
             self.accounts.result.connections = len(self.connections.all)
         if observe is not None:  # latencies are collected only for someone who takes them
             self.accounts.publish_latencies = []
             if self.verifier is not None:
                 self.verifier.latency_sink = deque()
+
+    def _connected(self, conn, properties) -> None:
+        self.publisher.connected(conn, properties)
+        if self.commands is not None:
+            self.commands.connected(conn)
 
     def _verifier_ready(self) -> bool:
         return self.verifier is None or self.verifier.ready
@@ -219,6 +254,8 @@ class _Shard:
                 if verifier_was_ready:
                     publisher.dirty.update(conn for conn in conns if conn.ready)
             connections.service(now)
+            if self.commands is not None:
+                self.commands.service()
             if publisher.dirty:
                 publisher.pump_dirty(now)
             busy = bool(publisher.dirty)
@@ -236,6 +273,8 @@ class _Shard:
         return self.accounts.snapshot(verifier)
 
     def _close(self) -> None:
+        if self.commands is not None:
+            self.commands.close()
         self.connections.close()
         if self.verifier is not None:
             self.verifier.stop()
@@ -259,6 +298,7 @@ def run_shard(
     scenario: Scenario | None = None,
     observe: Callable[[LiveCounts], None] | None = None,
     observe_interval: float = 1.0,
+    control: Control | None = None,
 ) -> ShardResult:
     """Publish every device's messages per the schedule and report what happened.
 
@@ -292,6 +332,7 @@ def run_shard(
         client_id,
         observe,
         observe_interval,
+        control,
     )
     with _heap_frozen():
         return engine.run()

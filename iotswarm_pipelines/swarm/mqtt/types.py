@@ -68,6 +68,42 @@ class ShardResult:
     phase_messages: dict[str, int] = field(default_factory=dict)
     phase_reconnects: dict[str, int] = field(default_factory=dict)
     backlog_messages: int = 0
+    control: dict[str, CommandCounts] = field(default_factory=dict)  # by command kind
+    state_transitions: dict[str, int] = field(default_factory=dict)  # state messages by state
+    control_faults: dict[str, int] = field(default_factory=dict)  # faults applied, by kind
+
+
+@dataclass
+class CommandCounts:
+    """One command kind on one shard: received, answered (its last message out), answered
+    with an error, and each answer's latency from receipt (ms)."""
+
+    received: int = 0
+    answered: int = 0
+    errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def copy(self) -> CommandCounts:
+        return CommandCounts(self.received, self.answered, self.errors, list(self.latencies_ms))
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The command-and-control API as a shard's engine runs it (see ``swarm.control``).
+
+    Shares are percentages of devices; a late device answers every command after a delay drawn
+    from a log-normal distribution with median ``late_median_s`` and p99 ``late_p99_s``.
+    """
+
+    group_id: str = "cs/v2"
+    reboot_seconds: float = 5.0
+    tables: tuple[str, ...] = ()
+    ignore_share: float = 0.0
+    late_share: float = 0.0
+    late_median_s: float = 2.0
+    late_p99_s: float = 10.0
+    download_fail_share: float = 0.0
+    download_timeout_s: float = 10.0
 
 
 @dataclass

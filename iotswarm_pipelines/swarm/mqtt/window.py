@@ -310,8 +310,8 @@ class Publisher:
         ready = conn.ready
         client = conn.client
         verifier = self.verifier
-        if not conn.connected or (verifier is not None and not verifier.ready):
-            return
+        if not conn.connected or conn.held or (verifier is not None and not verifier.ready):
+            return  # (held: closing on purpose, e.g. a device rebooting)
         result = self.accounts.result
         timeline = self.accounts.timeline
         qos = self.qos
