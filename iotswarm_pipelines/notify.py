@@ -196,7 +196,7 @@ def post_webhook(url: str, item: FailureNotice, timeout: float) -> None:
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http/s only)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         response.read()
 
 
@@ -226,4 +226,5 @@ def send(settings: NotifySettings, item: FailureNotice) -> list[str]:
 def _safe_url(url: str) -> str:
     """Scheme, host and port only: a webhook's path often is its secret (Slack, Teams)."""
     parsed = urllib.parse.urlsplit(url)
-    return redact(f"{parsed.scheme}://{parsed.hostname}" + (f":{parsed.port}" if parsed.port else ""))
+    port = f":{parsed.port}" if parsed.port else ""
+    return redact(f"{parsed.scheme}://{parsed.hostname}{port}")

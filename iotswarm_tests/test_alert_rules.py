@@ -88,9 +88,11 @@ def test_every_alert_is_unit_tested_and_documented():
 @pytest.mark.parametrize("rule", _rules(), ids=lambda rule: rule["alert"])
 def test_alert_says_what_and_where(rule):
     assert rule["labels"]["severity"] in ("warning", "critical")
-    subject = "$labels.table" if "iotswarm_export" in rule["expr"] or "reconcile" in rule[
-        "expr"
-    ] else "$labels.swarm"
+    subject = (
+        "$labels.table"
+        if "iotswarm_export" in rule["expr"] or "reconcile" in rule["expr"]
+        else "$labels.swarm"
+    )
     for annotation in ("summary", "description"):
         assert subject in rule["annotations"][annotation]
     assert rule["annotations"]["runbook"] == f"docs/alerts.md#{rule['alert'].lower()}"

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 import dagster as dg
 from tqdm import tqdm
 
-from iotswarm_pipelines import settings
+from iotswarm_pipelines import json_logs, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.labels import Trigger, trigger_tags
@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level", default="WARNING", help="Dagster log level on stderr (default: WARNING)"
     )
+    json_logs.add_argument(p)
     return p
 
 
@@ -127,6 +128,7 @@ def _password(password_file: str | None) -> bool:
 
 
 def build(args: argparse.Namespace) -> tuple[SwarmConfig, dict[str, Any], MqttResource]:
+    json_logs.configure(args.log_format)
     return assemble(
         options.parsed_values(args, SwarmOptions),
         options.parsed_values(args, BrokerOptions),
