@@ -5,28 +5,19 @@ deploy/prometheus/tests/) and ``amtool check-config`` run here; under ``CI=true`
 fails (Debian's ``prometheus`` and ``prometheus-alertmanager`` packages, scripts/services.sh).
 """
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from iotswarm_tests.metric_names import metric_types, undocumented
-from iotswarm_tests.services import unavailable
+from iotswarm_tests.observability import metric_types, prometheus_tool, undocumented
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS / "iotswarm-rules.yml"
 UNIT_TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
 DOCS = ROOT / "docs" / "alerts.md"
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        unavailable(f"{name} is not installed (Debian: apt-get install prometheus)")
-    return str(path)
 
 
 def _run(*argv: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
@@ -44,12 +35,12 @@ def _rules() -> list[dict]:
 
 
 def test_promtool_check_rules_passes():
-    _passes(_tool("promtool"), "check", "rules", str(RULES))
+    _passes(prometheus_tool("promtool"), "check", "rules", str(RULES))
 
 
 def test_promtool_unit_tests_pass():
     assert UNIT_TESTS, "no unit tests under deploy/prometheus/tests"
-    _passes(_tool("promtool"), "test", "rules", *map(str, UNIT_TESTS))
+    _passes(prometheus_tool("promtool"), "test", "rules", *map(str, UNIT_TESTS))
 
 
 def test_a_wrong_expectation_fails_promtool(tmp_path):
@@ -59,17 +50,17 @@ def test_a_wrong_expectation_fails_promtool(tmp_path):
     tests["tests"][0]["alert_rule_test"][1]["exp_alerts"][0]["exp_labels"]["table"] = "WRONG"
     broken = tmp_path / "broken.yml"
     broken.write_text(yaml.safe_dump(tests))
-    done = _run(_tool("promtool"), "test", "rules", str(broken))
+    done = _run(prometheus_tool("promtool"), "test", "rules", str(broken))
     assert done.returncode != 0
     assert "WRONG" in done.stdout + done.stderr
 
 
 def test_sample_prometheus_config_is_valid():
-    _passes(_tool("promtool"), "check", "config", "prometheus.yml")
+    _passes(prometheus_tool("promtool"), "check", "config", "prometheus.yml")
 
 
 def test_sample_alertmanager_config_is_valid():
-    _passes(_tool("amtool"), "check-config", "alertmanager.yml")
+    _passes(prometheus_tool("amtool"), "check-config", "alertmanager.yml")
 
 
 def test_every_alert_is_unit_tested_and_documented():

@@ -1,11 +1,15 @@
-"""The metric names the rules and the dashboard may use: ``data/metric_names.txt``.
+"""What the alert-rule and dashboard tests share: Prometheus' tools and the metric names.
 
-That list copies docs/metrics.md's tables (name and type). A query may also use a histogram's
+The names the rules and the dashboard may use are ``data/metric_names.txt``, a copy of
+docs/metrics.md's tables (name and type). A query may also use a histogram's
 ``_bucket``/``_sum``/``_count`` series, which the exposition derives from its name.
 """
 
 import re
+import shutil
 from pathlib import Path
+
+from iotswarm_tests.services import unavailable
 
 NAMES_FILE = Path(__file__).parent / "data" / "metric_names.txt"
 METRIC = re.compile(r"\biotswarm_[a-z0-9_]+")
@@ -28,3 +32,11 @@ def undocumented(expr: str) -> set[str]:
         if types.get(base) != "histogram":
             unknown.add(name)
     return unknown
+
+
+def prometheus_tool(name: str) -> str:
+    """promtool or amtool (Debian's prometheus, prometheus-alertmanager); required under CI."""
+    path = shutil.which(name)
+    if path is None:
+        unavailable(f"{name} is not installed (Debian: apt-get install prometheus)")
+    return str(path)
