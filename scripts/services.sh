@@ -2,7 +2,8 @@
 # Makes sure the services the tests need are up: PostgreSQL on 127.0.0.1:5432, Mosquitto on
 # 127.0.0.1:1883 and Redis on 127.0.0.1:6379 (the Celery broker), and that Debian's headless
 # Chromium is installed for the UI tests. What a machine lacks is installed from Debian's packages.
-# The S3-compatible server (moto) is started by the tests themselves on a free loopback port.
+# The S3-compatible server (moto) is started by the tests themselves on a free loopback port, and
+# so are Prometheus, the Pushgateway and Alertmanager (installed here, never started as services).
 set -euo pipefail
 sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
 apt_updated=0
@@ -51,3 +52,20 @@ echo "services: Redis on 127.0.0.1:6379"
 # The browser tests drive the system's Chromium; nothing downloads a browser of its own.
 command -v chromium >/dev/null || apt_install chromium chromium-driver
 echo "services: $(chromium --version 2>/dev/null || echo 'Chromium missing')"
+
+# The metrics and alert tests start private instances of Prometheus, the Pushgateway and
+# Alertmanager on free loopback ports (iotswarm_tests/prometheus_fixtures.py): only the programs
+# are needed. Where the packages start system services of their own (systemd), they are stopped
+# and disabled again, so nothing of them outlives the installation.
+prometheus_packages=()
+command -v prometheus >/dev/null || prometheus_packages+=(prometheus)
+command -v prometheus-pushgateway >/dev/null || prometheus_packages+=(prometheus-pushgateway)
+command -v prometheus-alertmanager >/dev/null || prometheus_packages+=(prometheus-alertmanager)
+if [ "${#prometheus_packages[@]}" -gt 0 ]; then
+  apt_install --no-install-recommends "${prometheus_packages[@]}"
+  if [ -d /run/systemd/system ]; then
+    $sudo_cmd systemctl disable --now "${prometheus_packages[@]}" >/dev/null 2>&1 || true
+  fi
+fi
+echo "services: $(prometheus --version 2>&1 | head -n 1), $(prometheus-pushgateway --version 2>&1 \
+  | head -n 1), $(prometheus-alertmanager --version 2>&1 | head -n 1) (started by the tests)"

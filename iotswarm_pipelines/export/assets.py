@@ -7,6 +7,8 @@ operator must pick: it is unpartitioned, so no "Materialize all" can launch thir
 daily partitions, and the UI shows its past runs instead of 24,000 "missing" days.
 """
 
+import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -17,13 +19,17 @@ import pydantic
 from iotswarm_pipelines import executors, json_logs, payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.export import bad_rows, checks, pipeline
+from iotswarm_pipelines.export import bad_rows, checks, health, pipeline
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.asset_keys import HISTORY_EXPORT_KEY, LIVE_EXPORT_KEY
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.partitions import HISTORY_START_DATE, table_partitions
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
+from iotswarm_pipelines.metrics import exposition
+from iotswarm_pipelines.metrics.export import ExportRun, push_export
+
+_log = logging.getLogger(__name__)
 
 GROUP = checks.GROUP
 HISTORY_GROUP = "cosmos_history"
@@ -153,9 +159,19 @@ class LiveExportConfig(PayloadFormatConfig):
         ),
     )
 
+    pushgateway: str | None = pydantic.Field(
+        default=None,
+        description=(
+            "Push the run's metrics to this Pushgateway (http://host:9091) when it ends; "
+            "default $IOTSWARM_PUSHGATEWAY, else none. A failed push is a warning only."
+        ),
+    )
+
     def check(self) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
         _check_sites(self.sites)
+        if self.pushgateway:
+            exposition.check_pushgateway(self.pushgateway)
         bad_rows.parse_skip_rows(self.skip_rows or ())
         pipeline.check_fallback_hours(self.fallback_hours)
         _check_batch_size(self.batch_size)
@@ -295,6 +311,28 @@ def cosmos_live_export(
     _checked(config.check)
     table = context.partition_key
     _tag_run(context, table)
+    started = time.time()
+
+    def push(summary: pipeline.ExportSummary | None, succeeded: bool = False) -> None:
+        """The run's metrics to the Pushgateway, if one is named (dry runs store nothing)."""
+        if config.dry_run:
+            return
+        run = ExportRun(
+            table=table,
+            started=started,
+            ended=time.time(),
+            succeeded=succeeded,
+            rows=summary.rows_read if summary else 0,
+            objects=summary.objects_stored if summary else 0,
+            site_lags=summary.site_lags if summary else {},
+            freshness_threshold=health.FRESHNESS_THRESHOLDS[table].total_seconds(),
+        )
+        push_export(exposition.pushgateway_url(config.pushgateway), run, warn)
+
+    def warn(line: str) -> None:
+        context.log.warning(line)
+        _log.warning(line)  # on stderr too: live-cosmos shows no Dagster log in the terminal
+
     try:
         summary = pipeline.export_table(
             table,
@@ -312,13 +350,19 @@ def cosmos_live_export(
             skip_rows=config.skip_rows or (),
         )
     except site_rules.UnknownSiteError as exc:
+        push(None)
         raise dg.Failure(description=f"bad run config: {exc}") from None
     except pipeline.ExportError as exc:
+        push(exc.summary)
         # Not a materialization, but its counts are recorded for the completeness check.
         metadata = summary_metadata(exc.summary, object_store.describe())
         yield dg.AssetObservation(context.asset_key, partition=table, metadata=metadata)
         yield from checks.after_export(exc.summary, context.run.run_id, cosmos, state)
         raise dg.Failure(description=str(exc)) from None
+    except BaseException:  # the source or the state store failed: still a failed run to report
+        push(None)
+        raise
+    push(summary, succeeded=True)
     metadata = summary_metadata(summary, object_store.describe())
     yield dg.MaterializeResult(metadata=metadata)
     if not summary.dry_run:

@@ -294,6 +294,7 @@ def _run_config(config: LiveCosmosConfig, request: _Request, table: str) -> dict
         "until": request.until,
         "prog_name": first(request.prog_name, config.prog_name),
         "strict_json": first(request.strict_json, config.strict_json),
+        "pushgateway": config.pushgateway,
     }
     op_config.update({k: v for k, v in optional.items() if v is not None})
     LiveExportConfig(**op_config).check()  # a bad --since: fail before running

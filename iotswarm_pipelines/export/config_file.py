@@ -28,6 +28,7 @@ from iotswarm_pipelines.config_formats import (
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.pipeline import MAX_FALLBACK_HOURS, check_fallback_hours
+from iotswarm_pipelines.metrics.exposition import MetricsError, check_pushgateway
 
 __all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "oracle_url", "parse_config"]
 
@@ -47,6 +48,7 @@ KEYS = (
     "sites",
     "prog_name",
     "strict_json",
+    "pushgateway",
     *IOT_CORE_KEYS,
 )
 
@@ -67,6 +69,7 @@ class LiveCosmosConfig:
     sites: list[str] | None
     prog_name: str | None
     strict_json: bool | None
+    pushgateway: str | None = None  # where each run pushes its metrics (docs/metrics.md)
 
     def __repr__(self) -> str:  # dataclass's repr would show the URL with its password
         return f"LiveCosmosConfig(path={str(self.path)!r}, url={self.safe_url!r}, ...)"
@@ -141,6 +144,12 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
     endpoint_url = values.get("endpoint_url")
     if endpoint_url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", endpoint_url):
         raise fail("endpoint_url", "endpoint_url must be an http:// or https:// URL")
+    pushgateway = values.get("pushgateway")
+    if pushgateway is not None:
+        try:
+            check_pushgateway(pushgateway)
+        except MetricsError:
+            raise fail("pushgateway", "pushgateway must be http://host:9091 or host:9091") from None
     try:
         backend = _backend(url)
     except ValueError:
@@ -160,6 +169,7 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         sites=sites,
         prog_name=values.get("prog_name"),
         strict_json=strict_json,
+        pushgateway=pushgateway,
     )
 
 

@@ -84,6 +84,8 @@ class ExportSummary:
     advanced: tuple[str, ...] = ()
     """The sites whose watermark this run moved (a terminal prints only those)."""
     lag_seconds: float | None = None
+    site_lags: dict[str, float] = field(default_factory=dict)
+    """Seconds each site's watermark trails its newest source row (``lag_seconds``: the most)."""
     dry_run: bool = False
     skipped_rows: list[str] = field(default_factory=list)
     """Rows left out because the operator listed them in ``skip_rows`` (``SITE@time``)."""
@@ -450,7 +452,8 @@ def _export(
     }
     summary.advanced = tuple(s for s, w in summary.watermarks.items() if w != before.get(s))
     summary.sites_advanced = len(summary.advanced)
-    summary.lag_seconds = _lag(newest, summary.watermarks)
+    summary.site_lags = _site_lags(newest, summary.watermarks)
+    summary.lag_seconds = max(summary.site_lags.values(), default=None)
     _raise_if_failed(run, store, "the watermarks cover only what was stored")
     _raise_if_stopped(run)
     return summary
@@ -601,7 +604,8 @@ def _save(
     return new
 
 
-def _lag(newest: dict[str, datetime], watermarks: dict[str, datetime]) -> float | None:
-    """How far the slowest site's watermark trails the source's newest row, in seconds."""
-    lags = [max(0.0, (newest[s] - w).total_seconds()) for s, w in watermarks.items() if s in newest]
-    return max(lags) if lags else None
+def _site_lags(newest: dict[str, datetime], watermarks: dict[str, datetime]) -> dict[str, float]:
+    """How far each site's watermark trails the source's newest row, in seconds."""
+    return {
+        s: max(0.0, (newest[s] - w).total_seconds()) for s, w in watermarks.items() if s in newest
+    }

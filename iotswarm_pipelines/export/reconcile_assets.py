@@ -6,6 +6,7 @@ when asked), so the partition grid shows complete days green and incomplete ones
 incomplete day still records its counts, as an observation, so the numbers plot across runs.
 """
 
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -23,6 +24,8 @@ from iotswarm_pipelines.export.partitions import daily_table_partitions
 from iotswarm_pipelines.export.reconciliation import TableDay
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
+from iotswarm_pipelines.metrics import exposition
+from iotswarm_pipelines.metrics.export import ReconciledDay, push_reconcile
 
 GROUP = "cosmos_reconciliation"
 """Its own group: the export group's "Materialize all" must not select 24,000 past days."""
@@ -111,6 +114,8 @@ def cosmos_reconciliation(
         heal=config.heal,
         log=context.log,
     )
+    url = exposition.pushgateway_url(None)  # IOTSWARM_PUSHGATEWAY
+    push_reconcile(url, table.name, [ReconciledDay.of(result)], time.time(), context.log.warning)
     metadata = reconcile_metadata(result, object_store.describe())
     if result.complete:
         yield dg.MaterializeResult(metadata=metadata)

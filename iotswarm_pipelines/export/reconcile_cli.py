@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from datetime import date
 from typing import NoReturn
@@ -27,6 +28,8 @@ from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.reconcile import describe, reconcile_day
 from iotswarm_pipelines.export.reconciliation import TableDay, days_between
+from iotswarm_pipelines.metrics import exposition
+from iotswarm_pipelines.metrics.export import ReconciledDay, push_reconcile
 
 PROG = f"{export_cli.PROG} reconcile"
 
@@ -72,6 +75,10 @@ def _report(result: TableDay) -> None:
         tqdm.write(f"    {site}  {detail}", file=sys.stdout)
 
 
+def _warn(line: str) -> None:
+    tqdm.write(f"{PROG}: warning: {line}", file=sys.stderr)
+
+
 def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -95,10 +102,12 @@ def run(argv: Sequence[str]) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return export_cli.EXIT_USAGE
     incomplete = missing = 0
+    pushgateway = exposition.pushgateway_url(config.pushgateway)
     bar = tqdm(total=len(days) * len(tables), unit=" days", disable=None, file=sys.stderr)
     try:
         for table in tables:
             bar.set_description(table.name)
+            reconciled = []
             for day in days:
                 result = reconcile_day(
                     table,
@@ -112,10 +121,12 @@ def run(argv: Sequence[str]) -> int:
                     heal=args.heal,
                 )
                 _report(result)
+                reconciled.append(ReconciledDay.of(result))
                 incomplete += not result.complete
                 missing += result.missing_after_heal
                 bar.update(1)
                 bar.set_postfix(missing=missing, refresh=False)
+            push_reconcile(pushgateway, table.name, reconciled, time.time(), _warn)
     except (SourceError, ClientError, BotoCoreError, OSError) as exc:
         bar.close()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -79,6 +79,9 @@ DEVICE_OPTIONS = (
     "strict_json",
 )
 
+METRICS_OPTIONS = ("metrics_port", "pushgateway", "metrics_interval")
+"""New here (the old tool had no metrics): spelled as in the flat form."""
+
 IOT_CORE_ARGS = {
     "host": Arg(
         flags=("--endpoint",),
@@ -173,7 +176,7 @@ def _mqtt(subparsers: Any, example: str, *, with_table: bool, resume: bool) -> N
         only=("client_id",),
         args={"client_id": Arg(flags=("CLIENT_ID",), help="client ID of the connection")},
     )
-    wanted = [*DEVICE_OPTIONS, "mqtt_prefix", "mqtt_suffix", "dry", "verify"]
+    wanted = [*DEVICE_OPTIONS, "mqtt_prefix", "mqtt_suffix", "dry", "verify", *METRICS_OPTIONS]
     options.add_arguments(
         p, SwarmOptions, only=[*wanted, *(["resume_session"] if resume else [])], args=DEVICE_ARGS
     )

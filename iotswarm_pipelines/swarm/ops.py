@@ -14,6 +14,7 @@ import dagster as dg
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.labels import TRIGGER_TAG, Trigger
+from iotswarm_pipelines.metrics.exposition import MetricsError
 from iotswarm_pipelines.swarm import data, iot_core, options, planning, sessions, shard_runner
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.config import SwarmConfig
@@ -196,6 +197,8 @@ def run_shard(
         )
     except (MqttConfigError, BrokerError) as error:
         raise dg.Failure(description=f"shard {shard.shard}: {error}") from None
+    except MetricsError as error:  # names the shard already
+        raise dg.Failure(description=str(error)) from None
     summary = summarize([outcome.result])
     context.log.info(
         ("partial report after termination\n" if outcome.interrupted else "")

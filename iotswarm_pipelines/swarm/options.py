@@ -43,6 +43,7 @@ from iotswarm_pipelines.payloads import DEFAULT_PROG_NAME
 DATA, SCHEDULE, MQTT = "devices and data", "schedule", "MQTT"
 SCENARIO = "scenario phases (loop mode: one cycle of sleep_time is one row of the table)"
 TLS = "TLS (AWS IoT Core: --port 8883, or 443 with --alpn x-amzn-mqtt-ca)"
+METRICS = "live metrics (Prometheus; docs/metrics.md)"
 
 COSMOS_SOURCE = "cosmos"
 MODES = ("latest", "loop", "replay")
@@ -358,6 +359,25 @@ class SwarmOptions(BaseModel):
     )
     ramp_steps: int = option(
         4, "step ramp: number of equal steps.", group=SCENARIO, rule=AtLeast(1)
+    )
+    metrics_port: int = option(
+        0,
+        "Serve each shard's metrics on http://<host>:<port>/metrics: the first shard on this "
+        "port, each further shard on the next; 0 = off.",
+        group=METRICS,
+        rule=Between(0, 65535, "metrics_port {value} is out of range 0-65535 (0 = off)"),
+    )
+    pushgateway: str | None = option(
+        None,
+        "Push each shard's metrics to this Pushgateway (http://host:9091) every "
+        "metrics_interval seconds and at the end; default $IOTSWARM_PUSHGATEWAY, else none.",
+        group=METRICS,
+    )
+    metrics_interval: float = option(
+        10.0,
+        "Seconds between pushes to the Pushgateway.",
+        group=METRICS,
+        rule=AtLeast(0.5, "metrics_interval must be at least {low:g} seconds, got {value:g}"),
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.metrics.exposition import MetricsError, check_pushgateway
 from iotswarm_pipelines.swarm import devices as dv
 from iotswarm_pipelines.swarm import options, scenario, sessions
 from iotswarm_pipelines.swarm.devices import DevicePlan
@@ -81,8 +82,23 @@ def check_config(config: SwarmOptions) -> None:
         except catalogue.UnknownSiteError as exc:
             raise SwarmConfigError(str(exc)) from None
     history_start(config)
+    _check_metrics(config)
     scenario.check(config)
     dv.clone_counts(["ALIC1"], config.devices, config.per_site)  # devices/per_site rules
+
+
+def _check_metrics(config: SwarmOptions) -> None:
+    last = config.metrics_port + config.shards - 1
+    if config.metrics_port and last > 65535:
+        raise SwarmConfigError(
+            f"metrics_port {config.metrics_port} with {config.shards} shards needs ports up to "
+            f"{last}: choose a port at most {65536 - config.shards}"
+        )
+    if config.pushgateway:
+        try:
+            check_pushgateway(config.pushgateway)
+        except MetricsError as exc:
+            raise SwarmConfigError(str(exc)) from None
 
 
 def history_start(config: SwarmOptions) -> datetime | None:

@@ -20,6 +20,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from iotswarm_pipelines.metrics import exposition
+from iotswarm_pipelines.metrics.swarm import SWARM_JOB, ShardMetrics
 from iotswarm_pipelines.payloads import PayloadFormat
 from iotswarm_pipelines.swarm import data, sessions
 from iotswarm_pipelines.swarm.data import RowSource
@@ -29,6 +31,7 @@ from iotswarm_pipelines.swarm.mqtt.types import ShardResult
 from iotswarm_pipelines.swarm.planning import ShardPlan
 
 WAKE_SECONDS = 0.5  # how often the waiting thread looks up from the engine (signals land here)
+OBSERVE_SECONDS = 1.0  # how often the engine refreshes the live metrics (when they are on)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,42 @@ def _sigterm_stops(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _LiveMetrics:
+    """The shard's metrics (``--metrics-port``, ``--pushgateway`` or ``IOTSWARM_PUSHGATEWAY``):
+    served and pushed while the shard runs, pushed once more with the final figures."""
+
+    def __init__(self, shard: ShardPlan, log: Callable[[str], None]) -> None:
+        options = shard.spec.options
+        planned = len(shard.devices) * options.max_cycles if options.max_cycles else None
+        self.metrics = ShardMetrics(shard.spec.swarm_name, shard.shard, planned)
+        self.stop_serving: Callable[[], None] | None = None
+        self.pusher: exposition.Pusher | None = None
+        if options.metrics_port:
+            port = options.metrics_port + shard.shard
+            self.stop_serving = exposition.serve(
+                self.metrics.registry, port, f"shard {shard.shard}"
+            )
+            log(f"shard {shard.shard}: metrics on port {port} (/metrics)")
+        url = exposition.pushgateway_url(options.pushgateway)
+        if url:
+            registry, grouping = self.metrics.registry, self.metrics.grouping
+            interval = options.metrics_interval
+            self.pusher = exposition.Pusher(url, SWARM_JOB, registry, grouping, interval, log)
+            self.pusher.start()
+
+    @staticmethod
+    def wanted(shard: ShardPlan) -> bool:
+        options = shard.spec.options
+        return bool(options.metrics_port or exposition.pushgateway_url(options.pushgateway))
+
+    def close(self, result: ShardResult | None) -> None:
+        self.metrics.finish(result)
+        if self.pusher is not None:
+            self.pusher.close()
+        if self.stop_serving is not None:
+            self.stop_serving()
+
+
 def run_planned_shard(
     shard: ShardPlan,
     rows: RowSource,
@@ -100,8 +139,8 @@ def run_planned_shard(
     """Publish the shard's devices until their schedule ends or a stop is asked for.
 
     Raises what the engine raises before any device starts (``MqttConfigError``,
-    ``BrokerError``); an exception of ``interrupts`` in the calling thread stops the devices
-    cleanly instead of propagating.
+    ``BrokerError``), or ``MetricsError`` (a metrics port in use); an exception of
+    ``interrupts`` in the calling thread stops the devices cleanly instead of propagating.
     """
     spec, options = shard.spec, shard.spec.options
     streams = data.build_streams(
@@ -116,6 +155,7 @@ def run_planned_shard(
         history_start=spec.history_start,
         payload_format=PayloadFormat(options.prog_name, options.strict_json),
     )
+    live = _LiveMetrics(shard, log) if _LiveMetrics.wanted(shard) else None
     saver = _PositionSaver(shard, streams)
     stop = threading.Event()
     stop_file = Path(options.stop_file) if options.stop_file else None
@@ -145,6 +185,8 @@ def run_planned_shard(
                 on_progress=on_progress,
                 progress_interval=options.progress_interval,
                 scenario=shard.scenario,
+                observe=live.metrics.observe if live is not None else None,
+                observe_interval=min(OBSERVE_SECONDS, options.metrics_interval),
             )
         except BaseException as exc:  # handed to the calling thread, which raises it
             outcome["error"] = exc
@@ -167,8 +209,10 @@ def run_planned_shard(
                 interrupted = True
                 log(f"shard {shard.shard}: asked to stop, stopping the devices")
     saver.close()
+    result = outcome.get("result")
+    if live is not None:
+        live.close(result if isinstance(result, ShardResult) else None)
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
-    result = outcome["result"]
     assert isinstance(result, ShardResult)
     return ShardOutcome(result, interrupted)

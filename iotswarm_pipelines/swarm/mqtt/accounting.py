@@ -21,6 +21,8 @@ class Accounts:
         self.result = ShardResult(shard=shard, devices=devices, connections=0)
         self.result.started_at = self.started_at
         self._errors: dict[str, None] = {}  # insertion-ordered set: each distinct line once
+        self.publish_latencies: list[float] | None = None
+        """Seconds from publish to PUBACK since the live metrics last took them (None: off)."""
 
     def error(self, line: str) -> None:
         if len(self._errors) < MAX_ERRORS:

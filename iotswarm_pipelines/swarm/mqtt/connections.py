@@ -62,8 +62,9 @@ class Connection:
         self.window = window
         self.bucket = TokenBucket(rate)
         self.ready: deque = deque()  # devices due to publish on this connection
-        # QoS 1: mids awaiting PUBACK; QoS 0: paho's infos of packets not yet written, in order.
-        self.outstanding: set[int] | deque[paho.MQTTMessageInfo] = set() if qos else deque()
+        # QoS 1: mids awaiting PUBACK (-> publish time); QoS 0: paho's infos of packets not yet
+        # written, in order.
+        self.outstanding: dict[int, float] | deque[paho.MQTTMessageInfo] = {} if qos else deque()
         self.connected = client is None  # dry: nothing to connect
         self.connecting = False
         self.queued = False  # waiting in the connect queue
@@ -100,6 +101,7 @@ class Connections:
         self.all: list[Connection] = []
         self.closing = False
         self.up = 0  # connections holding a CONNACK now
+        self.connects = 0  # CONNACKs accepted so far (first connects and reconnects)
         self.held = 0  # connections kept closed on purpose
         self.down_since: float | None = time.monotonic()  # when `up` last fell to 0
         self._queue: deque[Connection] = deque()
@@ -257,6 +259,7 @@ class Connections:
         conn.attempts = 0
         conn.ups += 1
         self.up += 1
+        self.connects += 1
         self.down_since = None
         self.on_up(conn, properties)
         self.drop_if_idle(conn)  # held while its connect was under way

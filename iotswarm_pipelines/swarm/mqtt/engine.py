@@ -23,6 +23,7 @@ import hashlib
 import random
 import resource
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
@@ -30,7 +31,13 @@ from iotswarm_pipelines.swarm.mqtt.accounting import Accounts
 from iotswarm_pipelines.swarm.mqtt.connections import Connections
 from iotswarm_pipelines.swarm.mqtt.loop import EventLoop
 from iotswarm_pipelines.swarm.mqtt.settings import MqttConfigError, MqttSettings, check_broker
-from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Scenario, Schedule, ShardResult
+from iotswarm_pipelines.swarm.mqtt.types import (
+    DeviceStream,
+    LiveCounts,
+    Scenario,
+    Schedule,
+    ShardResult,
+)
 from iotswarm_pipelines.swarm.mqtt.verifier import Verifier
 from iotswarm_pipelines.swarm.mqtt.window import Publisher, connection_window
 
@@ -78,8 +85,12 @@ class _Shard:
         progress_interval: float,
         scenario: Scenario,
         client_id: str | None = None,
+        observe: Callable[[LiveCounts], None] | None = None,
+        observe_interval: float = 1.0,
     ) -> None:
         self.should_stop = should_stop
+        self.observe = observe
+        self.observe_interval = observe_interval
         self.on_progress = on_progress
         self.progress_interval = progress_interval
         self.delay_start = schedule.delay_start
@@ -132,6 +143,10 @@ class _Shard:
         self.publisher.connections = self.connections
         if not dry:
             self.accounts.result.connections = len(self.connections.all)
+        if observe is not None:  # latencies are collected only for someone who takes them
+            self.accounts.publish_latencies = []
+            if self.verifier is not None:
+                self.verifier.latency_sink = deque()
 
     def _verifier_ready(self) -> bool:
         return self.verifier is None or self.verifier.ready
@@ -147,6 +162,25 @@ class _Shard:
             "(give_up_after), gave up"
         )
         return True
+
+    def _live(self) -> LiveCounts:
+        """The figures so far, latencies taken (a list swapped, a deque drained: the verifier's
+        thread appends to it meanwhile)."""
+        accounts, verifier = self.accounts, self.verifier
+        published, accounts.publish_latencies = accounts.publish_latencies or [], []
+        live = LiveCounts(
+            accounts.result,
+            self.publisher.phase,
+            self.connections.up,
+            self.connections.connects,
+            publish_latencies=published,
+        )
+        if verifier is not None:
+            live.delivered, live.duplicated = verifier.delivered, verifier.duplicated
+            sink = verifier.latency_sink
+            while sink:
+                live.delivery_latencies.append(sink.popleft())
+        return live
 
     def _drained(self) -> bool:
         if self.publisher.unfinished(self.connections.all):
@@ -164,6 +198,7 @@ class _Shard:
         start = time.monotonic()
         next_stop_check = start
         next_progress = start + self.progress_interval
+        next_observe = start if self.observe is not None else float("inf")
         drain_deadline: float | None = None
         verifier_was_ready = False
         while True:
@@ -191,8 +226,13 @@ class _Shard:
             if self.on_progress is not None and now >= next_progress:
                 next_progress = now + self.progress_interval
                 self.on_progress(self.accounts.snapshot(verifier))
+            if now >= next_observe:
+                next_observe = now + self.observe_interval
+                self.observe(self._live())  # type: ignore[misc]
         publisher.give_up(conns, DRAIN_SECONDS)
         self._close()
+        if self.observe is not None:
+            self.observe(self._live())
         return self.accounts.snapshot(verifier)
 
     def _close(self) -> None:
@@ -217,11 +257,15 @@ def run_shard(
     on_progress: Callable[[ShardResult], None] | None = None,
     progress_interval: float = 5.0,
     scenario: Scenario | None = None,
+    observe: Callable[[LiveCounts], None] | None = None,
+    observe_interval: float = 1.0,
 ) -> ShardResult:
     """Publish every device's messages per the schedule and report what happened.
 
     Raises `MqttConfigError`, `BrokerUnreachableError` or `BrokerRefusedError` before any device
     starts; once running, connection trouble is retried and reported in the result.
+    ``observe`` (live metrics) gets the figures so far every ``observe_interval`` seconds, on
+    the engine's thread between loop turns (so nothing per message), and once at the end.
     """
     if connections not in ("per_device", "shared"):
         raise MqttConfigError(f"connections {connections!r} is not 'per_device' or 'shared'")
@@ -246,6 +290,8 @@ def run_shard(
         progress_interval,
         scenario or Scenario(),
         client_id,
+        observe,
+        observe_interval,
     )
     with _heap_frozen():
         return engine.run()

@@ -70,6 +70,24 @@ class ShardResult:
     backlog_messages: int = 0
 
 
+@dataclass
+class LiveCounts:
+    """A running shard's figures, handed to an observer (live metrics) on the engine's thread.
+
+    ``result`` is the shard's live books, to be read and not kept; the latency lists hold the
+    seconds measured since the previous call (publish to PUBACK, publish to the verifier).
+    """
+
+    result: ShardResult
+    phase: str
+    connections_up: int
+    connects: int
+    delivered: int = 0
+    duplicated: int = 0
+    publish_latencies: list[float] = field(default_factory=list)
+    delivery_latencies: list[float] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A shard's scenario phases in the engine's terms: device cycles and real seconds.

@@ -110,6 +110,7 @@ class Verifier:
         self.connected = False
         self.errors: list[str] = []
         self.notify_drained = False  # call on_change when nothing is outstanding any more
+        self.latency_sink: deque[float] | None = None  # seconds, for live metrics (None: off)
         self._on_change = on_change
         self._lock = threading.Lock()
         self._pending_subacks: set[int] = set()
@@ -187,6 +188,8 @@ class Verifier:
             self.delivered += 1
             drained = self.outstanding == 0
         latency_ms = (now - sent_at) * 1000.0
+        if self.latency_sink is not None:
+            self.latency_sink.append(now - sent_at)
         self.latencies.add(latency_ms, now)
         self.timeline.delivered(now, latency_ms)
         if drained and self.notify_drained:

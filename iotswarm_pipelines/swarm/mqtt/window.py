@@ -219,8 +219,11 @@ class Publisher:
 
     def _on_publish(self, _client, conn: Connection, mid, _reason_code, _properties) -> None:
         if mid in conn.outstanding:
-            conn.outstanding.discard(mid)
+            sent_at = conn.outstanding.pop(mid)
             self.accounts.result.acknowledged += 1
+            latencies = self.accounts.publish_latencies
+            if latencies is not None:
+                latencies.append(time.time() - sent_at)
             if conn.ready:
                 self.dirty.add(conn)
             if self._backlog_mids:
@@ -348,7 +351,7 @@ class Publisher:
                     verifier.expect(device.topic, message.payload, sent_at)
                 info = client.publish(device.topic, message.payload, qos)
                 if qos:
-                    outstanding.add(info.mid)  # paho re-sends it after a reconnect if need be
+                    outstanding[info.mid] = sent_at  # paho re-sends it after a reconnect
                     if backlog:
                         self._backlog_mids.add((id(conn), info.mid))
                 elif info.rc == paho.MQTT_ERR_SUCCESS:
