@@ -76,7 +76,7 @@ def alerting(tmp_path):
 
 
 def test_a_table_behind_its_source_fires_table_behind(tmp_path, alerting):
-    """Four and a half hours of rows, exported only up to three hours ago (``--until``): the table's one
+    """4.5 hours of rows, exported only up to three hours ago (``--until``): the table's one
     site trails its source by 3 h, twice its freshness threshold (1.5 h)."""
     pushgateway, alert_of = alerting
     url = sqlite_url(tmp_path)
