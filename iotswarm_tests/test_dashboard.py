@@ -62,3 +62,17 @@ def test_panels_use_the_datasource_variable_and_have_unique_ids():
     for panel in _panels():
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         assert panel["targets"], panel["title"]
+
+
+def test_panels_do_not_overlap_on_the_grid():
+    def cells(panel: dict) -> set[tuple[int, int]]:
+        g = panel["gridPos"]
+        return {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+
+    taken: set[tuple[int, int]] = set()
+    for panel in _model()["panels"]:
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+        assert not cells(panel) & taken, panel["title"]
+        taken |= cells(panel)
