@@ -70,12 +70,12 @@ TARGETS = {0: 0.7, 1: 0.5}
 
 
 def iot_swarm(scenario: Scenario, ports: list[int], qos: int, n: int, workdir: Path) -> float:
-    run = subprocess.run(
-        scenario.argv(ports, qos, n, workdir),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_iot_swarm(scenario.argv(ports, qos, n, workdir), n)
+
+
+def run_iot_swarm(argv: list[str], n: int) -> float:
+    """The report's msgs/s of one ``iot-swarm`` run that must send ``n`` messages cleanly."""
+    run = subprocess.run(argv, capture_output=True, text=True, check=False)
     match = RATE.search(run.stdout)
     if run.returncode != 0 or match is None:
         raise SystemExit(f"iot-swarm failed ({run.returncode}): {run.stderr[-2000:]}{run.stdout}")

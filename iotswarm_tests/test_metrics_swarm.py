@@ -7,6 +7,7 @@ the end must be the swarm's own report: sent, delivered, lost.
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import socket
@@ -26,19 +27,17 @@ pytest_plugins = ("iotswarm_tests.prometheus_fixtures",)
 
 
 def two_free_ports() -> int:
-    """A port whose successor is free too (shard 0 and shard 1)."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
+    """A port whose successor is free too (shard 0 and shard 1), below the kernel's ephemeral
+    range (32768 up), so no outgoing connection takes either before the shards bind them."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("0.0.0.0", port))
+                second.bind(("0.0.0.0", port + 1))
+        except OSError:
+            continue
+        return port
     raise RuntimeError("no two consecutive free ports")
 
 
@@ -200,3 +199,38 @@ def test_pushgateway_url_comes_from_the_variable(monkeypatch):
     assert exposition.pushgateway_url("other:9091") == "other:9091"
     monkeypatch.delenv(exposition.PUSHGATEWAY_ENV)
     assert exposition.pushgateway_url(None) is None
+
+
+def test_the_old_command_tree_pushes_too(pushgateway, tmp_path):
+    """``iot-swarm looping-csv … mqtt CLIENT_ID --pushgateway``: a dry run's figures arrive."""
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "iotswarm_pipelines.swarm.cli",
+            "looping-csv", "--file", str(REFERENCE_CSV), "mqtt", "old-client", "--dry",
+            "--max-cycles", "3", "--sleep-time", "0", "--swarm-name", "old-tree",
+            "--pushgateway", pushgateway.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sent = report_figure(proc.stdout, "sent")
+    samples = [
+        s
+        for family in text_string_to_metric_families(pushgateway.text())
+        for s in family.samples
+        if s.name == "iotswarm_swarm_messages_sent_total" and s.labels["swarm"] == "old-tree"
+    ]
+    assert sent > 0 and sum(s.value for s in samples) == sent
+    assert {s.labels["job"] for s in samples} == {"iotswarm_swarm"}
+
+
+def test_the_metrics_package_loads_no_dagster():
+    code = (
+        "import sys, iotswarm_pipelines.metrics.swarm, iotswarm_pipelines.metrics.export, "
+        "iotswarm_pipelines.metrics.exposition; print('dagster' in sys.modules)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr

@@ -164,6 +164,21 @@ NOT_RUN = {
         "no helm binary and no cluster",
         "test_deploy_config.py",
     ),
+    # README "Watch it live": servers that run until stopped, and a swarm without end
+    "prometheus-pushgateway --web.listen-address=127.0.0.1:9091 &": (
+        "a server on a fixed port, left running",
+        "test_metrics_swarm.py (a private Pushgateway on a free port)",
+    ),
+    "prometheus --config.file=deploy/prometheus/prometheus.yml "
+    "--storage.tsdb.path=.demo/prometheus &": (
+        "a server on a fixed port, left running",
+        "test_metrics_swarm.py and test_metrics_export.py (private Prometheus instances)",
+    ),
+    "iot-swarm --devices 200 --shards 2 --mode loop --sleep-time 1 --max-cycles 0 --verify "
+    "--metrics-port 9464 --pushgateway http://127.0.0.1:9091": (
+        "runs until Ctrl-C, on fixed ports",
+        "test_metrics_swarm.py (the same options, two shards, scraped by a real Prometheus)",
+    ),
 }
 
 

@@ -13,6 +13,7 @@ after a phase boundary may be booked to the next phase.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -41,21 +42,25 @@ class LatencyHistogram(Collector):
         self.bounds = np.array(LATENCY_BUCKETS)
         self.counts = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)  # last: above all
         self.sum = 0.0
+        self._lock = threading.Lock()  # a scrape or push reads while the engine adds
 
     def observe_many(self, values: Sequence[float]) -> None:
         if not values:
             return
         array = np.asarray(values, dtype=float)
         slots = np.searchsorted(self.bounds, array, side="left")  # value <= bound: that bucket
-        self.counts += np.bincount(slots, minlength=len(self.counts))
-        self.sum += float(array.sum())
+        added = np.bincount(slots, minlength=len(self.counts))
+        with self._lock:
+            self.counts += added
+            self.sum += float(array.sum())
 
     def collect(self) -> Iterable[HistogramMetricFamily]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=list(self.labels))
-        cumulative = np.cumsum(self.counts)
+        with self._lock:
+            cumulative, total = np.cumsum(self.counts), self.sum
         buckets = [(repr(float(b)), int(c)) for b, c in zip(self.bounds, cumulative, strict=False)]
         buckets.append(("+Inf", int(cumulative[-1])))
-        family.add_metric(list(self.labels.values()), buckets, self.sum)
+        family.add_metric(list(self.labels.values()), buckets, total)
         yield family
 
 

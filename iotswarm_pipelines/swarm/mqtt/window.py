@@ -219,7 +219,7 @@ class Publisher:
 
     def _on_publish(self, _client, conn: Connection, mid, _reason_code, _properties) -> None:
         if mid in conn.outstanding:
-            sent_at = conn.outstanding.pop(mid)
+            sent_at: float = conn.outstanding.pop(mid)  # type: ignore[call-arg,assignment]
             self.accounts.result.acknowledged += 1
             latencies = self.accounts.publish_latencies
             if latencies is not None:
@@ -351,7 +351,7 @@ class Publisher:
                     verifier.expect(device.topic, message.payload, sent_at)
                 info = client.publish(device.topic, message.payload, qos)
                 if qos:
-                    outstanding[info.mid] = sent_at  # paho re-sends it after a reconnect
+                    outstanding[info.mid] = sent_at  # type: ignore[assignment]  # re-sent if need be
                     if backlog:
                         self._backlog_mids.add((id(conn), info.mid))
                 elif info.rc == paho.MQTT_ERR_SUCCESS:
