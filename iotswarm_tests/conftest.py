@@ -11,6 +11,11 @@ import sqlalchemy as sa
 
 from iotswarm_tests.services import moto_server, require_tcp
 
+# Fixture modules that tests also import from (Mosquitto, the Prometheus servers): rewritten
+# before any test module imports them, so no "already imported" warning whatever the order.
+pytest.register_assert_rewrite("iotswarm_tests.mosquitto_fixtures")
+pytest.register_assert_rewrite("iotswarm_tests.prometheus_fixtures")
+
 PG_ADMIN_URL = os.environ.get(
     "IOTSWARM_TEST_PG_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
 )

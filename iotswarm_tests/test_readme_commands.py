@@ -210,6 +210,23 @@ NOT_RUN = {
         "runs until Ctrl-C, on fixed ports",
         "test_metrics_swarm.py (the same options, two shards, scraped by a real Prometheus)",
     ),
+    # docs/alerts.md: Prometheus' checks of the shipped files, and the servers on them
+    "promtool check config deploy/prometheus/prometheus.yml": (
+        "needs Debian's prometheus package",
+        "test_alert_rules.py (the same check, failing under CI when promtool is missing)",
+    ),
+    "promtool test rules deploy/prometheus/tests/*.yml": (
+        "needs Debian's prometheus package",
+        "test_alert_rules.py (the same unit tests)",
+    ),
+    "prometheus --config.file=deploy/prometheus/prometheus.yml --storage.tsdb.path=/tmp/prom &": (
+        "a server on a fixed port, left running",
+        "test_alert_rules.py (promtool check config) and test_alerts_e2e.py (a private one)",
+    ),
+    "prometheus-alertmanager --config.file=deploy/prometheus/alertmanager.yml &": (
+        "a server on a fixed port, left running",
+        "test_alert_rules.py (amtool check-config) and test_alerts_e2e.py (a private one)",
+    ),
 }
 
 

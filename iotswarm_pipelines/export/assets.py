@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from iotswarm_pipelines import executors, payloads
+from iotswarm_pipelines import executors, json_logs, payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import bad_rows, checks, health, pipeline
@@ -447,7 +447,10 @@ def execute_live_export(
     ``cosmos_live_export_job``: the job name an operator looks for in the UI, rather than the
     ``__ephemeral_asset_job__`` that ``dg.materialize`` would record."""
     job = dg.Definitions(
-        assets=[cosmos_live_export], jobs=[live_export_job], resources=resources
+        assets=[cosmos_live_export],
+        jobs=[live_export_job],
+        resources=resources,
+        loggers=json_logs.LOGGERS,
     ).resolve_job_def(live_export_job.name)
     return job.execute_in_process(
         run_config=run_config,

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from dagster_aws.s3 import S3Resource
 from tqdm import tqdm
 
-from iotswarm_pipelines import settings
+from iotswarm_pipelines import json_logs, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.export import pipeline
@@ -101,6 +101,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         help="write NaN and +-Infinity as null instead of the old tool's NaN/Infinity "
         "(default: the config file's strict_json, else off)",
     )
+    json_logs.add_argument(parser)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -208,6 +209,7 @@ def _tables(name: str) -> list[str]:
 
 def _shared(args: argparse.Namespace) -> dict[str, Any]:
     """What both command lines spell alike."""
+    json_logs.configure(args.log_format)
     keys = ("config", "dagster_home", "prog_name", "strict_json")
     return {key: getattr(args, key) for key in keys}
 
@@ -311,8 +313,9 @@ def _run_config(config: LiveCosmosConfig, request: _Request, table: str) -> dict
     LiveExportConfig(**op_config).check()  # a bad --since: fail before running
     return {
         "ops": {cosmos_live_export.op.name: {"config": op_config}},
-        # The terminal gets the progress bar and the summary; the run's log stays in the instance.
-        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+        # The terminal gets the progress bar and the summary; the run's log stays in the instance
+        # (and goes to stderr as JSON lines with --log-format json).
+        "loggers": {"console": {"config": {"log_level": json_logs.console_level("CRITICAL")}}},
     }
 
 

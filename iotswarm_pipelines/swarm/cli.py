@@ -29,7 +29,7 @@ import dagster as dg
 from sqlalchemy.engine import url as sa_url
 from tqdm import tqdm
 
-from iotswarm_pipelines import secret_files, settings
+from iotswarm_pipelines import json_logs, secret_files, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.labels import Trigger, trigger_tags
@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level", default="WARNING", help="Dagster log level on stderr (default: WARNING)"
     )
+    json_logs.add_argument(p)
     return p
 
 
@@ -149,6 +150,7 @@ def _source_config(url: str, schema_name: str | None) -> dict[str, Any]:
 
 
 def build(args: argparse.Namespace) -> tuple[SwarmConfig, dict[str, Any], MqttResource]:
+    json_logs.configure(args.log_format)
     return assemble(
         options.parsed_values(args, SwarmOptions),
         options.parsed_values(args, BrokerOptions),

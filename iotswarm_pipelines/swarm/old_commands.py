@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from iotswarm_pipelines import __version__
+from iotswarm_pipelines import __version__, json_logs
 from iotswarm_pipelines.config_formats import ConfigFileError, read_settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
@@ -46,7 +46,7 @@ from iotswarm_pipelines.swarm.options import (
 from iotswarm_pipelines.swarm.resources import MqttResource
 
 COMMANDS = ("get-version", "test-mqtt", "cosmos", "looping-csv", "looping-sqlite3", "sessions")
-TOP_OPTIONS = ("--log-config", "--log-level", "--config")
+TOP_OPTIONS = ("--log-config", "--log-level", "--log-format", "--config")
 OLD_TABLES = (
     "LEVEL_1_SOILMET_30MIN",
     "LEVEL_1_NMDB_1HOUR",
@@ -207,6 +207,7 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("IOT_SWARM_LOG_LEVEL"),
         help="log level (default: $IOT_SWARM_LOG_LEVEL, else WARNING)",
     )
+    json_logs.add_argument(top)
     top.add_argument(
         "--config",
         default=os.environ.get("IOT_SWARM_CONFIG"),
@@ -317,6 +318,10 @@ def _configure_logging(args: argparse.Namespace) -> None:
     if args.log_level:
         logging.getLogger().setLevel(args.log_level)
         print(f"Set log level to {args.log_level}.", file=sys.stderr)
+    try:  # after the level: its handler takes the root's
+        json_logs.configure(args.log_format)
+    except ValueError as exc:
+        raise cli.SwarmRunError(str(exc), cli.EXIT_BAD_INPUT) from None
 
 
 def _file_settings(path: str | None) -> dict[str, str]:
