@@ -365,19 +365,10 @@ def _check_source(
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data:
-            error = event.step_failure_data.error
-            while (
-                error is not None
-                and error.cause is not None
-                and "DagsterExecution" in (error.cls_name or "")
-            ):
-                error = error.cause
-            if error is not None:
-                first = error.message.strip().splitlines()[0]
-                return first.removeprefix(f"{error.cls_name}: ").split(f".{error.cls_name}: ")[-1]
-    return "the export run failed; see the Dagster run log"
+    from iotswarm_pipelines.export.export_runs import step_failure_cause
+
+    cause = step_failure_cause(result.all_events)
+    return cause or "the export run failed; see the Dagster run log"
 
 
 def _export(
