@@ -45,7 +45,7 @@ def test_assets_have_groups_kinds_owners_and_the_export_checks(monkeypatch):
     checks = {key.to_user_string() for key in asset_graph.asset_check_keys}
     assert len(checks) == 4 * len(catalogue.TABLE_NAMES) + 1
     for table in catalogue.TABLE_NAMES:
-        for kind in ("freshness", "state_health", "export_completeness", "last_export_run"):
+        for kind in ("freshness", "state_health", "export_completeness", "last_run"):
             # The table first: the UI's sidebar cuts long names off at the end.
             assert f"cosmos/health/{table}:{table.lower()}_{kind}" in checks
     assert "swarm/report:delivery" in checks

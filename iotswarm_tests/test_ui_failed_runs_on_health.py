@@ -2,7 +2,7 @@
 
 The runs list reads a backfill with failed runs as a completed backfill; the operator looks at
 the table's health asset. A run-status sensor records each finished live export run of a table
-as the result of the table's ``<table>_last_export_run`` check: failed, naming the run and its
+as the result of the table's ``<table>_last_run`` check: failed, naming the run and its
 one-line cause, until a later run of the table succeeds. Real instance, real SQLite source.
 """
 

@@ -2,7 +2,7 @@
 
 A backfill over tables whose runs failed completes, and the runs list reads it as done; the
 graph's health assets did not change. Two run-status sensors record each finished live export
-run of a table as the result of ``<table>_last_export_run`` on ``cosmos/health/<TABLE>``:
+run of a table as the result of ``<table>_last_run`` on ``cosmos/health/<TABLE>``:
 failed, naming the run (a link), its backfill and its one-line cause, until a later run of that
 table succeeds. One-off runs to another destination (``scope``) are not the deployment's.
 Separate from any notification sensor: this one only records, where the operator looks.
@@ -24,7 +24,7 @@ RUNS_SCANNED = 20
 
 
 def check_name(table: str) -> str:
-    return f"{catalogue.get_table(table).name.lower()}_last_export_run"
+    return f"{catalogue.get_table(table).name.lower()}_last_run"
 
 
 def check_key(table: str) -> dg.AssetCheckKey:
@@ -120,7 +120,7 @@ def _record(context: dg.RunStatusSensorContext) -> dg.SkipReason | None:
     name="cosmos_export_failures_to_health",
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Records a failed live export run (a backfill's too) on its table's health: "
-    "<table>_last_export_run fails, naming the run and its cause.",
+    "<table>_last_run fails, naming the run and its cause.",
 )
 def record_failed_export(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
     return _record(context)
@@ -131,7 +131,7 @@ def record_failed_export(context: dg.RunFailureSensorContext) -> dg.SkipReason |
     name="cosmos_export_successes_to_health",
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Records a successful live export run on its table's health: "
-    "<table>_last_export_run passes again.",
+    "<table>_last_run passes again.",
 )
 def record_succeeded_export(context: dg.RunStatusSensorContext) -> dg.SkipReason | None:
     return _record(context)
