@@ -12,7 +12,7 @@ from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.state_s3 import split_s3_uri
-from iotswarm_pipelines.export.stores import EXPORT_PREFIX, Destination, build_stores
+from iotswarm_pipelines.export.stores import EXPORT_PREFIX, Destination, build_stores, place
 from iotswarm_pipelines.swarm.resources import MqttResource
 
 
@@ -88,12 +88,20 @@ def _step_io(prod: bool) -> dict[str, Any]:
 
 def _export_resources(prod: bool) -> dict[str, Any]:
     """State files and object store of the live export (see docs/export-storage.md)."""
+    return build_stores(export_destination(prod))
+
+
+def deployment_place() -> str:
+    """The deployment's own destination (``stores.place``), from this process's environment:
+    the export runs whose destination differs are one-offs, never judged as its health."""
+    return place(export_destination(settings.deployment() == settings.PROD))
+
+
+def export_destination(prod: bool) -> Destination:
     if not prod:
-        return build_stores(
-            Destination(
-                object_dir=str(settings.data_dir() / "objects"),
-                state_dir=str(settings.data_dir() / "state"),
-            )
+        return Destination(
+            object_dir=str(settings.data_dir() / "objects"),
+            state_dir=str(settings.data_dir() / "state"),
         )
     s3 = s3_resource()
     # State files in LIVECOSMOS_STATE_DIR (or the default folder), or S3 objects at
@@ -104,16 +112,14 @@ def _export_resources(prod: bool) -> dict[str, Any]:
             state_bucket, state_prefix = split_s3_uri(uri)
         except ValueError as exc:
             raise ValueError(f"LIVECOSMOS_STATE_URI {exc}") from None
-    return build_stores(
-        Destination(
-            s3=s3,
-            bucket=dg.EnvVar("LIVECOSMOS_BUCKET"),
-            prefix=os.environ.get("LIVECOSMOS_BUCKET_PREFIX", EXPORT_PREFIX),
-            state_bucket=state_bucket,
-            state_prefix=state_prefix,
-            names=("LIVECOSMOS_STATE_DIR", "LIVECOSMOS_STATE_URI"),
-            **_set_env(state_dir="LIVECOSMOS_STATE_DIR"),
-        )
+    return Destination(
+        s3=s3,
+        bucket=dg.EnvVar("LIVECOSMOS_BUCKET"),
+        prefix=os.environ.get("LIVECOSMOS_BUCKET_PREFIX", EXPORT_PREFIX),
+        state_bucket=state_bucket,
+        state_prefix=state_prefix,
+        names=("LIVECOSMOS_STATE_DIR", "LIVECOSMOS_STATE_URI"),
+        **_set_env(state_dir="LIVECOSMOS_STATE_DIR"),
     )
 
 

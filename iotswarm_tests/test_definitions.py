@@ -43,9 +43,9 @@ def test_assets_have_groups_kinds_owners_and_the_export_checks(monkeypatch):
         assert spec.owners == ["team:fdri-cosmos"], key
         assert spec.description, key
     checks = {key.to_user_string() for key in asset_graph.asset_check_keys}
-    assert len(checks) == 3 * len(catalogue.TABLE_NAMES) + 1
+    assert len(checks) == 4 * len(catalogue.TABLE_NAMES) + 1
     for table in catalogue.TABLE_NAMES:
-        for kind in ("freshness", "state_health", "export_completeness"):
+        for kind in ("freshness", "state_health", "export_completeness", "last_run"):
             # The table first: the UI's sidebar cuts long names off at the end.
             assert f"cosmos/health/{table}:{table.lower()}_{kind}" in checks
     assert "swarm/report:delivery" in checks

@@ -1,13 +1,13 @@
 """The reconciliation asset, its job and its nightly schedule, on real Dagster instances."""
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import pytest
 
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export.pipeline import export_table
+from iotswarm_pipelines.export.pipeline import export_table, utc_now
 from iotswarm_pipelines.export.reconcile_assets import (
     cosmos_reconciliation,
     reconcile_job,
@@ -23,14 +23,17 @@ from iotswarm_tests.export_fixtures import (
     state_store,
 )
 
-DAYS = ("2024-06-01", "2024-06-02")
+FIRST_DAY = utc_now().date() - timedelta(days=3)
+"""Recent days: the partitions hold only the last ``RECONCILE_DAYS``."""
+START = datetime.combine(FIRST_DAY, datetime.min.time())
+DAYS = (FIRST_DAY.isoformat(), (FIRST_DAY + timedelta(days=1)).isoformat())
 
 
 @pytest.fixture
 def resources(tmp_path):
     """Two days of ALIC1 and BALRD, exported completely to a local folder."""
     url = sqlite_url(tmp_path)
-    times = [datetime(2024, 6, 1, 0, 30) + timedelta(minutes=30 * i) for i in range(96)]
+    times = [START + timedelta(minutes=30 * (i + 1)) for i in range(96)]
     for site in ("ALIC1", "BALRD"):
         insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
     store, state = local_store(tmp_path), state_store(tmp_path)
@@ -94,7 +97,7 @@ def test_missing_rows_fail_the_partition_then_a_heal_completes_it(resources):
 
 def test_the_run_config_s_payload_format_and_batch_size_heal_onto_the_export_s_keys(tmp_path):
     url = sqlite_url(tmp_path)
-    times = [datetime(2024, 6, 1, 0, 30) + timedelta(minutes=30 * i) for i in range(96)]
+    times = [START + timedelta(minutes=30 * (i + 1)) for i in range(96)]
     insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     store, state = local_store(tmp_path), state_store(tmp_path)
     old = {"prog_name": "CPU:iotswarm-1.6.10.CR1X", "strict_json": True, "batch_size": 48}
@@ -148,12 +151,13 @@ def test_the_schedule_heals_yesterday_for_every_table_and_is_on_by_default():
     with (
         dg.instance_for_test() as instance,
         dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2024, 6, 3, 1, 30)
+            instance=instance,
+            scheduled_execution_time=START + timedelta(days=2, hours=1, minutes=30),
         ) as context,
     ):
         requests = list(reconcile_yesterday(context))
     assert [r.partition_key for r in requests] == [
-        key(date(2024, 6, 2).isoformat(), table) for table in catalogue.TABLE_NAMES
+        key(DAYS[1], table) for table in catalogue.TABLE_NAMES
     ]
     assert all(
         r.run_config["ops"][cosmos_reconciliation.op.name]["config"]["heal"] for r in requests

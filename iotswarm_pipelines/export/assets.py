@@ -19,7 +19,7 @@ import pydantic
 from iotswarm_pipelines import executors, json_logs, payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.export import bad_rows, checks, health, pipeline
+from iotswarm_pipelines.export import bad_rows, checks, health, pipeline, scope
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.asset_keys import HISTORY_EXPORT_KEY, LIVE_EXPORT_KEY
 from iotswarm_pipelines.export.object_store import ObjectStore
@@ -355,18 +355,42 @@ def cosmos_live_export(
     except pipeline.ExportError as exc:
         push(exc.summary)
         # Not a materialization, but its counts are recorded for the completeness check.
-        metadata = summary_metadata(exc.summary, object_store.describe())
+        metadata = _run_metadata(context, exc.summary, object_store)
         yield dg.AssetObservation(context.asset_key, partition=table, metadata=metadata)
-        yield from checks.after_export(exc.summary, context.run.run_id, cosmos, state)
+        yield from _judge(context, exc.summary, cosmos, state)
         raise dg.Failure(description=str(exc)) from None
     except BaseException:  # the source or the state store failed: still a failed run to report
         push(None)
         raise
     push(summary, succeeded=True)
-    metadata = summary_metadata(summary, object_store.describe())
-    yield dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=_run_metadata(context, summary, object_store))
     if not summary.dry_run:
-        yield from checks.after_export(summary, context.run.run_id, cosmos, state)
+        yield from _judge(context, summary, cosmos, state)
+
+
+def _run_metadata(
+    context: dg.AssetExecutionContext, summary: pipeline.ExportSummary, store: ObjectStore
+) -> dict[str, Any]:
+    metadata = summary_metadata(summary, store.describe())
+    if scope.is_one_off(context.run.tags):
+        metadata[scope.ONE_OFF_METADATA] = dg.MetadataValue.bool(True)
+    return metadata
+
+
+def _judge(
+    context: dg.AssetExecutionContext,
+    summary: pipeline.ExportSummary,
+    cosmos: CosmosSource,
+    state: StateBackend,
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """The table's health checks, unless the run wrote elsewhere than the deployment does."""
+    if scope.is_one_off(context.run.tags):
+        context.log.info(
+            f"{summary.table}: a one-off run to {context.run.tags[scope.DESTINATION_TAG]}, not "
+            "the deployment's destination: its health checks are not evaluated"
+        )
+        return
+    yield from checks.after_export(summary, context.run.run_id, cosmos, state)
 
 
 @dg.asset(

@@ -23,7 +23,7 @@ import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
-from iotswarm_pipelines.export import health
+from iotswarm_pipelines.export import health, scope
 from iotswarm_pipelines.export.asset_keys import LIVE_EXPORT_KEY, health_key
 from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS, ExportSummary, utc_now
 from iotswarm_pipelines.export.state_backend import StateBackend, StateRecoveryError
@@ -89,7 +89,8 @@ def check_key(kind: health.Check, table: str) -> dg.AssetCheckKey:
 
 
 def last_export(instance: dg.DagsterInstance, table: str) -> tuple[Mapping[str, Any], str] | None:
-    """The counts (metadata) and run id of the table's newest export that was not a dry run.
+    """The counts (metadata) and run id of the table's newest export that was not a dry run
+    nor a one-off run to another destination (``scope``).
 
     Successful runs materialize the partition; runs that failed to store some payloads record
     the same counts as an observation, so both are read and the newer one wins.
@@ -102,7 +103,11 @@ def last_export(instance: dg.DagsterInstance, table: str) -> tuple[Mapping[str, 
     for record in sorted(records, key=lambda r: r.storage_id, reverse=True):
         event = record.asset_materialization or record.asset_observation
         metadata = {k: v.value for k, v in (event.metadata if event else {}).items()}
-        if "payloads" in metadata and not metadata.get("dry_run"):
+        if (
+            "payloads" in metadata
+            and not metadata.get("dry_run")
+            and not metadata.get(scope.ONE_OFF_METADATA)
+        ):
             return metadata, record.run_id
     return None
 

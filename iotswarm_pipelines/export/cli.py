@@ -31,7 +31,7 @@ from tqdm import tqdm
 from iotswarm_pipelines import json_logs, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
-from iotswarm_pipelines.export import pipeline
+from iotswarm_pipelines.export import pipeline, scope
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.assets import (
     LiveExportConfig,
@@ -42,7 +42,7 @@ from iotswarm_pipelines.export.assets import (
 )
 from iotswarm_pipelines.export.config_file import ConfigFileError, LiveCosmosConfig, parse_config
 from iotswarm_pipelines.export.pipeline import PROGRESS_LOGGER
-from iotswarm_pipelines.export.stores import Destination, build_stores
+from iotswarm_pipelines.export.stores import Destination, build_stores, place
 from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.secret_files import take_aws_credentials
@@ -270,19 +270,29 @@ def _s3(config: LiveCosmosConfig) -> S3Resource:
     )
 
 
+def destination(config: LiveCosmosConfig) -> Destination:
+    return Destination(
+        s3=_s3(config),
+        bucket=config.bucket,
+        object_dir=config.object_dir,
+        prefix=config.bucket_prefix,
+        state_dir=config.state_dir,
+        state_bucket=config.bucket,
+        state_prefix=config.state_prefix,
+    )
+
+
 def stores(config: LiveCosmosConfig) -> dict[str, Any]:
     """The config file's ``object_store`` and ``state`` (live-cosmos and reconciliation)."""
-    return build_stores(
-        Destination(
-            s3=_s3(config),
-            bucket=config.bucket,
-            object_dir=config.object_dir,
-            prefix=config.bucket_prefix,
-            state_dir=config.state_dir,
-            state_bucket=config.bucket,
-            state_prefix=config.state_prefix,
-        )
-    )
+    return build_stores(destination(config))
+
+
+def health_scope(config: LiveCosmosConfig) -> dict[str, str]:
+    """The runs' destination and whether it is the deployment's (``scope``): a one-off run
+    elsewhere is recorded as such and never judged as the deployment's health."""
+    from iotswarm_pipelines.resources import deployment_place  # the deployment's environment
+
+    return scope.scope_tags(place(destination(config)), deployment_place())
 
 
 def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
@@ -372,26 +382,21 @@ def _check_source(
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data:
-            error = event.step_failure_data.error
-            while (
-                error is not None
-                and error.cause is not None
-                and "DagsterExecution" in (error.cls_name or "")
-            ):
-                error = error.cause
-            if error is not None:
-                first = error.message.strip().splitlines()[0]
-                return first.removeprefix(f"{error.cls_name}: ").split(f".{error.cls_name}: ")[-1]
-    return "the export run failed; see the Dagster run log"
+    from iotswarm_pipelines.export.export_runs import step_failure_cause
+
+    cause = step_failure_cause(result.all_events)
+    return cause or "the export run failed; see the Dagster run log"
 
 
 def _export(
-    table: str, resources: dict[str, Any], run_config: dict[str, Any], instance: Any
+    table: str,
+    resources: dict[str, Any],
+    run_config: dict[str, Any],
+    instance: Any,
+    scope_tags: dict[str, str],
 ) -> tuple[bool, str]:
     with progress_bar(table):
-        tags = {**run_tags(table), **trigger_tags(Trigger.CLI)}
+        tags = {**run_tags(table), **trigger_tags(Trigger.CLI), **scope_tags}
         result = execute_live_export(table, resources, run_config, instance, tags)
     if not result.success:
         return False, f"{table}: export failed: {_failure(result)}"
@@ -436,6 +441,7 @@ def _guarded(request_of: Callable[[], _Request]) -> int:
         config = parse_config(request.config)
         tables = request.tables
         resources = _resources(config)
+        scope_tags = health_scope(config)
         run_configs = {table: _run_config(config, request, table) for table in tables}
         sites = request.sites if request.sites is not None else config.sites
         _check_source(_source(config), config, tables, sites)
@@ -454,7 +460,7 @@ def _guarded(request_of: Callable[[], _Request]) -> int:
         home = settings.dagster_home(request.dagster_home)
         instance = stack.enter_context(dg.DagsterInstance.from_config(home)) if home else None
         for table in tables:
-            ok, text = _export(table, resources, run_configs[table], instance)
+            ok, text = _export(table, resources, run_configs[table], instance, scope_tags)
             print(text, file=sys.stdout if ok else sys.stderr)
             code = code if ok else EXIT_FAILED
     return code

@@ -122,7 +122,7 @@ def cosmos_reconciliation(
         return
     yield dg.AssetObservation(context.asset_key, partition=context.partition_key, metadata=metadata)
     advice = "" if config.heal else "; launch it with heal: true to re-export the missing rows"
-    raise dg.Failure(description=reconcile.describe(result) + advice)
+    raise dg.Failure(description=reconcile.describe(result) + advice, metadata=metadata)
 
 
 reconcile_job = dg.define_asset_job(

@@ -15,18 +15,21 @@ from collections.abc import Sequence
 from datetime import date
 from typing import NoReturn
 
+import dagster as dg
 import pydantic
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
-from iotswarm_pipelines import payloads
+from iotswarm_pipelines import payloads, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import SourceError
 from iotswarm_pipelines.export import cli as export_cli
+from iotswarm_pipelines.export import reconcile_record
 from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES
-from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
+from iotswarm_pipelines.export.config_file import ConfigFileError, LiveCosmosConfig, parse_config
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.reconcile import describe, reconcile_day
+from iotswarm_pipelines.export.reconcile_record import DayRecorder
 from iotswarm_pipelines.export.reconciliation import TableDay, days_between
 from iotswarm_pipelines.metrics import exposition
 from iotswarm_pipelines.metrics.export import ReconciledDay, push_reconcile
@@ -54,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--until", help="last UTC day, included (default: today)")
     parser.add_argument(
         "--heal", action="store_true", help="re-export missing rows (same payloads and keys)"
+    )
+    parser.add_argument(
+        "--dagster-home",
+        help="record the days as cosmos/reconciliation partitions in this Dagster instance "
+        "(default: $DAGSTER_HOME if set, else not recorded)",
     )
     return parser
 
@@ -104,6 +112,7 @@ def run(argv: Sequence[str]) -> int:
     except (ConfigFileError, export_cli._UsageError, SourceError, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return export_cli.EXIT_USAGE
+    recorder = _recorder(args.dagster_home, config, payload_format)
     incomplete = missing = 0
     pushgateway = exposition.pushgateway_url(config.pushgateway)
     bar = tqdm(total=len(days) * len(tables), unit=" days", disable=None, file=sys.stderr)
@@ -125,6 +134,8 @@ def run(argv: Sequence[str]) -> int:
                 )
                 _report(result)
                 reconciled.append(ReconciledDay.of(result))
+                if recorder is not None:
+                    recorder.record(result)
                 incomplete += not result.complete
                 missing += result.missing_after_heal
                 bar.update(1)
@@ -143,3 +154,16 @@ def run(argv: Sequence[str]) -> int:
         return export_cli.EXIT_FAILED
     print(f"complete: {checked}")
     return export_cli.EXIT_OK
+
+
+def _recorder(
+    dagster_home: str | None, config: LiveCosmosConfig, payload_format: payloads.PayloadFormat
+) -> DayRecorder | None:
+    """Records the days in the UI's instance (``reconcile_record``), when there is one."""
+    home = settings.dagster_home(dagster_home)
+    if home is None:
+        return None
+    resources = export_cli._resources(config)
+    op_config = reconcile_record.op_config(config.sites, config.batch_size, payload_format)
+    instance = dg.DagsterInstance.from_config(home)
+    return DayRecorder(instance, resources, op_config, resources["object_store"].describe())

@@ -8,6 +8,7 @@ a folder, exactly one; the state lives in files or as objects in a bucket, never
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -67,3 +68,27 @@ def _state(where: Destination, s3: S3Resource) -> StateBackend:
             raise ValueError("S3 state needs a bucket: give the state's bucket with its prefix")
         return S3StateStore(s3=s3, bucket=where.state_bucket, prefix=where.state_prefix)
     return StateStore() if where.state_dir is None else StateStore(state_dir=where.state_dir)
+
+
+def _value(setting: Setting | None) -> str | None:
+    return setting.get_value() if isinstance(setting, dg.EnvVar) else setting
+
+
+def _folder(path: str) -> str:
+    return Path(path).expanduser().resolve().as_uri()
+
+
+def place(where: Destination) -> str:
+    """Where the payloads and the state files go, one line with every setting read now: two
+    destinations are the same place exactly when their lines are equal (relative folders
+    resolved, environment variables read), however each was spelled."""
+    prefix = where.prefix.strip("/")
+    if where.bucket is not None:
+        objects = f"s3://{_value(where.bucket)}/{prefix}"
+    else:
+        objects = f"{_folder(str(where.object_dir))}/{prefix}"
+    if where.state_prefix is not None:
+        state = f"s3://{_value(where.state_bucket)}/{where.state_prefix.strip('/')}"
+    else:
+        state = _folder(_value(where.state_dir) or StateStore().state_dir)
+    return f"objects {objects.rstrip('/')}, state {state}"

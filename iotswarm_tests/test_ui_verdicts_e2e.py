@@ -1,0 +1,121 @@
+"""The UI is never green while something is wrong (issue 22, items 5, 8 and 9), end to end.
+
+A real webserver and daemon (``test_ui_e2e``'s server over two hours of sample rows, sensors
+off), headless Chromium and GraphQL: a one-off ``live-cosmos`` run to another destination leaves
+the deployment's health as it was; a backfill whose run failed turns its table's
+``<table>_last_run`` red with the cause (the run-status sensors switched on); ``live-cosmos
+reconcile`` turns its days' cells green without a backfill, on a partitions page of recent days.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from iotswarm_pipelines.export import cli, export_runs
+from iotswarm_pipelines.export.pipeline import utc_now
+from iotswarm_tests import test_ui_e2e as ui
+from iotswarm_tests.dagster_server import DagsterServer, tags_of
+from iotswarm_tests.services import wait_until
+from iotswarm_tests.test_ui_e2e import RUN_TIMEOUT, screenshot
+
+# The shared fixtures (pytest registers a fixture under the name it is bound to).
+dagster, browser, page = ui.dagster, ui.browser, ui.page
+
+FRESH_TABLE = "LEVEL1_NMDB_1HOUR"
+BROKEN_TABLE = "COSMOS_STATUS_1HOUR"
+SENSOR_TIMEOUT = 180
+
+START_SENSOR = """
+mutation Start($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def start_sensor(server: DagsterServer, name: str) -> None:
+    selector = {**server.repository_selector, "sensorName": name}
+    result = server.answer(START_SENSOR, {"selector": selector}, "startSensor")
+    assert result["sensorState"]["status"] == "RUNNING", name
+
+
+def server_data(server: DagsterServer) -> Path:
+    """The deployment's data folder (each test has an IOTSWARM_DATA_DIR of its own)."""
+    return server.home.parent / "data"
+
+
+def livecosmos_config(server: DagsterServer, name: str, objects: str, state: str) -> str:
+    """A config file over the server's sample database, writing to ``objects`` and ``state``."""
+    sample = server_data(server) / "cosmos.sqlite"
+    path = server.home.parent / f"{name}.cfg"
+    path.write_text(
+        f"url='sqlite:///{sample}'\nobject_dir='{objects}'\nstate_dir='{state}'\n"
+        "bucket_prefix='fdri/cosmos_swarm'\n"
+    )
+    return str(path)
+
+
+def test_a_one_off_run_elsewhere_leaves_the_deployments_health_as_it_was(dagster, page):
+    ui.export_from_the_ui(dagster, page, FRESH_TABLE)
+    before = ui.check_statuses(dagster, FRESH_TABLE)
+    assert list(before.values()).count("SUCCEEDED") == 3  # the last run's check: sensors off
+
+    # One site to a fresh state elsewhere: judged, the other sites would be hours behind.
+    root = dagster.home.parent
+    other = livecosmos_config(dagster, "one-off", str(root / "elsewhere"), str(root / "other"))
+    args = [other, "--table", FRESH_TABLE, "--site", ui.SITES[0], "--dagster-home"]
+    assert cli.run(["send-live-data", *args, str(dagster.home)]) == cli.EXIT_OK
+
+    assert ui.check_statuses(dagster, FRESH_TABLE) == before
+    runs = dagster.answer(ui.ALL_RUNS, {}, "runsOrError")["results"]
+    [one_off] = [r for r in runs if tags_of(r).get("iotswarm/health_scope") == "one-off"]
+    page.goto(f"{dagster.url}/runs/{one_off['runId']}")
+    expect(page.get_by_text("a one-off run to objects").first).to_be_visible()
+    screenshot(page, "one-off-run")
+
+
+def test_a_failed_backfill_run_shows_on_its_tables_health(dagster, page):
+    for sensor in export_runs.SENSORS.values():
+        start_sensor(dagster, sensor.name)
+    state = server_data(dagster) / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    for copy in ("", ".backup"):  # both copies unreadable: the export stops with the cause
+        (state / f"{BROKEN_TABLE}.pickle{copy}").write_bytes(b"not a pickle")
+
+    backfill_id = dagster.launch_backfill("cosmos_live_export_job_partition_set", [BROKEN_TABLE])
+    [run] = dagster.wait_for_backfill(backfill_id, RUN_TIMEOUT)["runs"]
+    assert run["status"] == "FAILURE"
+    check = export_runs.check_name(BROKEN_TABLE)
+    wait_until(
+        lambda: ui.check_statuses(dagster, BROKEN_TABLE).get(check) == "FAILED",
+        SENSOR_TIMEOUT,
+        "the failure sensor's record",
+        1,
+    )
+
+    page.goto(f"{dagster.url}/assets/cosmos/health/{BROKEN_TABLE}?view=checks")
+    page.get_by_text(check).first.click()
+    expect(page.get_by_text("Failed").first).to_be_visible()
+    expect(page.get_by_text(re.compile(rf"backfill {backfill_id}")).first).to_be_visible()
+    expect(page.get_by_text("state").first).to_be_visible()
+    screenshot(page, "failed-run-on-health")
+
+
+def test_reconcile_from_the_command_line_fills_recent_cells(dagster, page):
+    yesterday = (utc_now() - timedelta(days=1)).date().isoformat()
+    data = server_data(dagster)
+    own = livecosmos_config(dagster, "own", str(data / "objects"), str(data / "state"))
+    args = ["reconcile", own, FRESH_TABLE, "--since", yesterday, "--until", yesterday]
+    assert cli.run([*args, "--dagster-home", str(dagster.home)]) == cli.EXIT_OK
+
+    page.goto(f"{dagster.url}/assets/cosmos/reconciliation?view=partitions")
+    expect(page.get_by_text("Materialized (1)", exact=True)).to_be_visible()
+    expect(page.get_by_text("2013")).to_have_count(0)
+    screenshot(page, "reconcile-from-the-command-line")
