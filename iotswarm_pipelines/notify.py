@@ -19,9 +19,9 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from pathlib import Path
 
 from iotswarm_pipelines.redact import first_line, redact
+from iotswarm_pipelines.secret_files import SecretFileError, read_secret
 
 PREFIX = "IOTSWARM_ALERT_"
 SMTP_HOST = PREFIX + "SMTP_HOST"
@@ -147,11 +147,9 @@ def _smtp(environ: Mapping[str, str]) -> Smtp | None:
     password = environ.get(SMTP_PASSWORD) or None
     if password_file := environ.get(SMTP_PASSWORD_FILE):
         try:
-            password = Path(password_file).read_text().strip()
-        except OSError as exc:
-            raise NotifyConfigError(
-                f"cannot read {SMTP_PASSWORD_FILE}={password_file}: {exc.strerror}"
-            ) from None
+            password = read_secret(password_file, SMTP_PASSWORD_FILE)
+        except SecretFileError as exc:
+            raise NotifyConfigError(str(exc)) from None
     return Smtp(
         host=host,
         port=int(_number(environ, SMTP_PORT, 25)),

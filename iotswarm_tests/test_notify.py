@@ -207,7 +207,7 @@ def test_the_subject_comes_from_the_run_tags(tags, expected):
         ({notify.WEBHOOK_URL: "http://h", notify.TIMEOUT: "soon"}, "'soon' is not a number"),
         (
             {notify.SMTP_HOST: "r", notify.SMTP_TO: "a@b", notify.SMTP_PASSWORD_FILE: "/nope"},
-            "cannot read IOTSWARM_ALERT_SMTP_PASSWORD_FILE=/nope",
+            "cannot read the IOTSWARM_ALERT_SMTP_PASSWORD_FILE file /nope",
         ),
     ],
 )
