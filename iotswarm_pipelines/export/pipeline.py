@@ -173,7 +173,8 @@ class _Run:
         self.saved: dict[str, datetime] = {}
         self.skip: set[tuple[str, datetime]] = set()
         self.stopped: dict[str, bad_rows.StoppedSite] = {}  # sites stopped before a bad row
-        self.held: dict[str, bad_rows.StoppedSite] = {}  # sites read only up to the horizon
+        self.held: dict[str, datetime] = {}  # sites read only up to the horizon: their newest
+        self.horizon = datetime.max  # now plus the tolerance for future-dated rows
         self.store_down: str | None = None  # why uploads were stopped early
         self.causes: Counter[str] = Counter()  # why objects failed: the S3 code or errno name
         self.cause_text: dict[str, str] = {}  # the first full line of each cause
@@ -398,13 +399,10 @@ def _export(
 
     run = _Run(spec, summary, log, checkpoint, payload_format)
     run.skip = skip
-    run.held = {
-        s: bad_rows.in_the_future(s, newest[s], horizon)
-        for s in selected
-        if s in newest and newest[s] > horizon
-    }
-    for held in run.held.values():
-        log.error(f"{spec.name}: {held}")
+    run.held = {s: newest[s] for s in selected if s in newest and newest[s] > horizon}
+    run.horizon = horizon
+    if run.held:
+        log.error(f"{spec.name}: {bad_rows.future_rows(run.held, run.horizon)}")
     run.may_advance = {
         s for s in selected if since is None or replay_may_advance(before.get(s), since)
     }
@@ -583,13 +581,23 @@ def _raise_if_failed(run: _Run, store: ObjectStore, consequence: str) -> None:
 
 
 def _raise_if_stopped(run: _Run) -> None:
-    stopped = [*run.stopped.values(), *run.held.values()]
-    if stopped:
-        raise ExportError(
-            f"{run.table.name}: {len(stopped)} site(s) stopped before rows they cannot send "
-            f"(the other sites were exported): " + "; ".join(map(str, stopped)),
-            run.summary,
-        )
+    count = len(run.stopped.keys() | run.held.keys())
+    if not count:
+        return
+    reasons = [str(stopped) for stopped in run.stopped.values()]
+    if run.held:
+        reasons.append(bad_rows.future_rows(run.held, run.horizon))
+    if count < run.summary.sites:
+        exported = "the other sites were exported"
+    elif run.summary.objects_stored or run.summary.payloads_built:
+        exported = "every site stopped; the rows before them were exported"
+    else:
+        exported = "no site was exported"
+    raise ExportError(
+        f"{run.table.name}: {count} site(s) stopped before rows they cannot send "
+        f"({exported}): " + "; ".join(reasons),
+        run.summary,
+    )
 
 
 def _save(
