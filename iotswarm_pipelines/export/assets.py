@@ -129,7 +129,8 @@ class LiveExportConfig(PayloadFormatConfig):
     fallback_hours: float = pydantic.Field(
         default=pipeline.DEFAULT_FALLBACK_HOURS,
         description=(
-            "How far back to start for a site the state has never seen (0 to 438000 hours)."
+            "How far back to start for a site the state has never seen, in hours (0 or more; "
+            "anything beyond 50 years, e.g. 1000000, means from its first row)."
         ),
     )
     batch_size: int | None = pydantic.Field(

@@ -420,6 +420,9 @@ def _guarded(request_of: Callable[[], _Request]) -> int:
         tables = request.tables
         resources = _resources(config)
         run_configs = {table: _run_config(config, request, table) for table in tables}
+        hours = config.fallback_hours if request.fallback_hours is None else request.fallback_hours
+        if warning := pipeline.fallback_warning(hours):
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
         sites = request.sites if request.sites is not None else config.sites
         _check_source(_source(config), config, tables, sites)
     except pydantic.ValidationError as exc:

@@ -53,7 +53,7 @@ _module_log = logging.getLogger(__name__)
 
 DEFAULT_FALLBACK_HOURS = 3.0
 MAX_FALLBACK_HOURS = 24 * 365 * 50
-"""Fifty years: more reaches before the first COSMOS row (and ``inf`` overflows mid-run)."""
+"""Fifty years: more reaches before the first COSMOS row, so it means "every row" (warned)."""
 CHECKPOINT_PAYLOADS = 2000
 CHECKPOINT_SECONDS = 30.0
 LOG_SECONDS = 10.0
@@ -97,12 +97,27 @@ class _Payload:
 
 
 def check_fallback_hours(hours: float) -> None:
-    """Raises ``ValueError`` (one line) unless ``hours`` is a finite 0..MAX_FALLBACK_HOURS."""
-    if not 0 <= hours <= MAX_FALLBACK_HOURS:  # also false for NaN and inf
+    """Raises ``ValueError`` (one line) unless ``hours`` is 0 or more (infinity too)."""
+    if not hours >= 0:  # also false for NaN
         raise ValueError(
-            f"fallback_hours must be a number of hours from 0 to {MAX_FALLBACK_HOURS} (50 years), "
-            f"got {hours:g}; to send a new site's whole history, replay it with since"
+            f"fallback_hours must be a number of hours, 0 or more, got {hours:g} (a huge value "
+            "such as 1000000 means every row)"
         )
+
+
+def fallback_warning(hours: float | None, now: datetime | None = None) -> str | None:
+    """What a fallback beyond fifty years means, or None: the old tool's users write 1000000
+    (or more) for "everything", which is accepted, clamped to the oldest time a row can hold."""
+    if hours is None or not hours > MAX_FALLBACK_HOURS:
+        return None
+    shown = f"{hours:,.0f}" if hours < float("inf") else "inf"
+    start = state_rules.fallback_start(now or utc_now(), hours)
+    clamped = start == state_rules.OLDEST_ROW_TIME
+    return (
+        f"fallback_hours {shown} reaches back to {start:%Y-%m-%d}, before any COSMOS row: a site "
+        "the state has never seen is sent from its first row (its whole history)"
+        + (" (clamped to the oldest time a row can hold)" if clamped else "")
+    )
 
 
 def expected_rows(
@@ -327,6 +342,8 @@ def export_table(
     if since is not None and until is not None and until <= since:
         raise ValueError(f"until ({until}) must be later than since ({since})")
     now = now or utc_now()
+    if warning := fallback_warning(fallback_hours, now):
+        log.warning(warning)
     selected = _select_sites(spec, source, sites, log)
     if not dry_run:
         store.check()  # a missing bucket or refused credentials: one line before any upload
