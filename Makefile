@@ -51,9 +51,13 @@ dev: $(VENV)/.installed dagster-home
 # Switch a sensor or schedule of the instance `make dev` shows, with or without the UI running:
 #   make sensor-stop NAME=cosmos_new_rows_level1_soilmet_30min
 #   make schedule-start NAME=cosmos_every_level1_soilmet_30min
+# NAME in any case, or the table alone (LEVEL1_SOILMET_30MIN); an unknown one lists the valid names.
 $(SWITCHES): $(VENV)/.installed dagster-home
 	@[ -n "$(NAME)" ] || { echo "name the $(firstword $(subst -, ,$@)): make $@ NAME=..."; exit 2; }
-	$(BIN)/dagster $(subst -, ,$@) "$(NAME)" -w workspace.yaml
+	@name=$$($(BIN)/python -m iotswarm_pipelines.automation_names \
+	  $(firstword $(subst -, ,$@)) "$(NAME)") || exit 2; \
+	echo "$(BIN)/dagster $(subst -, ,$@) $$name -w workspace.yaml"; \
+	$(BIN)/dagster $(subst -, ,$@) "$$name" -w workspace.yaml
 
 # Celery workers for IOTSWARM_EXECUTOR=celery (docs/scaling-out.md): WORKERS workers of
 # CONCURRENCY processes each, on the queue and broker of the IOTSWARM_CELERY_* variables (local
