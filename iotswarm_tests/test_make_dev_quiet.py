@@ -15,10 +15,9 @@ import subprocess
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-NOT_LINKED = {".git", ".demo", ".dagster_home", "test-artifacts", "livecosmos.cfg"}
+from iotswarm_tests.test_readme_commands import REPO, checkout  # noqa: F401 (fixture)
+
 SERVING = "Serving dagster-webserver on"
 
 
@@ -40,22 +39,10 @@ def _answers(url: str, dev: subprocess.Popen, seconds: float = 120) -> bool:
     return False
 
 
-def test_make_dev_serves_without_the_expected_warnings(tmp_path):
-    root = tmp_path / "checkout"
-    root.mkdir()
-    for entry in REPO.iterdir():
-        if entry.name not in NOT_LINKED:
-            (root / entry.name).symlink_to(entry)
+def test_make_dev_serves_without_the_expected_warnings(checkout):  # noqa: F811
+    root = checkout
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTSWARM_", "DAGSTER_"))}
     env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
-    subprocess.run(
-        ["cosmos-sample", "--days", "0.1", "--sites", "ALIC1", "--quiet"],
-        cwd=root,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
     port = _free_port()
     dev = subprocess.Popen(
         ["make", "--no-print-directory", "dev", f"DEV_ARGS=-p {port}"],

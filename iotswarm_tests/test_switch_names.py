@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from iotswarm_pipelines.automation_names import UnknownNameError, resolve
-
-REPO = Path(__file__).resolve().parents[1]
-NOT_LINKED = {".git", ".demo", ".dagster_home", "test-artifacts", "livecosmos.cfg"}
+from iotswarm_tests.test_readme_commands import checkout  # noqa: F401 (fixture)
 
 
 @pytest.mark.parametrize(
@@ -43,16 +41,6 @@ def test_an_unknown_name_lists_the_valid_ones():
     assert "cosmos_new_rows_level1_soilmet_30min" in text and "cosmos_every_" not in text
 
 
-@pytest.fixture
-def checkout(tmp_path) -> Path:
-    root = tmp_path / "checkout"
-    root.mkdir()
-    for entry in REPO.iterdir():
-        if entry.name not in NOT_LINKED:
-            (root / entry.name).symlink_to(entry)
-    return root
-
-
 def _make(root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTSWARM_", "DAGSTER_"))}
     return subprocess.run(
@@ -66,14 +54,14 @@ def _make(root: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_make_sensor_stop_takes_the_tables_spelling(checkout):
+def test_make_sensor_stop_takes_the_tables_spelling(checkout):  # noqa: F811
     run = _make(checkout, "sensor-stop", "NAME=cosmos_new_rows_LEVEL1_SOILMET_30MIN")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Traceback" not in run.stderr
     assert "cosmos_new_rows_level1_soilmet_30min" in run.stdout
 
 
-def test_make_schedule_start_of_an_unknown_name_is_one_line(checkout):
+def test_make_schedule_start_of_an_unknown_name_is_one_line(checkout):  # noqa: F811
     run = _make(checkout, "schedule-start", "NAME=cosmos_every_nope")
     assert run.returncode == 2, run.stdout + run.stderr
     assert "Traceback" not in run.stderr

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 import dagster as dg
 from tqdm import tqdm
 
-from iotswarm_pipelines import settings
+from iotswarm_pipelines import help_text, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.labels import Trigger, trigger_tags
@@ -90,8 +90,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Simulate COSMOS-UK dataloggers publishing over MQTT and report delivery. "
         "The old tool's commands (iot-swarm cosmos|looping-csv|looping-sqlite3|sessions|"
         "get-version|test-mqtt --help) run the same job.",
-        epilog="example: iot-swarm --devices 2000 --shards 2 --mode loop --sleep-time 10 "
-        "--max-cycles 6 --verify",
+        epilog=help_text.epilog(
+            [
+                "iot-swarm --dry --max-sites 5",
+                "iot-swarm --devices 50 --shards 2 --mode loop --sleep-time 0.1 --max-cycles 3 "
+                "--verify",
+            ],
+            help_text.SWARM_EXITS,
+        ),
+        formatter_class=help_text.Formatter,
     )
     options.add_arguments(p, SwarmOptions, args=CLI_ARGS)
     options.add_arguments(p, BrokerOptions)

@@ -16,7 +16,7 @@ from typing import NoReturn
 import psycopg
 import sqlalchemy as sa
 
-from iotswarm_pipelines import settings
+from iotswarm_pipelines import help_text, settings
 from iotswarm_pipelines.cosmos.sample.follow import follow
 from iotswarm_pipelines.cosmos.sample.generator import (
     SampleError,
@@ -72,7 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="processes computing days (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.epilog = "example: cosmos-sample --start 2024-06-01 --days 7 --sites ALIC1,BALRD"
+    p.formatter_class = help_text.Formatter
+    p.epilog = help_text.epilog(
+        [
+            "cosmos-sample --url sqlite:///trial.sqlite --start 2024-06-01 --days 7 "
+            "--sites ALIC1,BALRD"
+        ],
+        help_text.SAMPLE_EXITS,
+    )
     return p
 
 
