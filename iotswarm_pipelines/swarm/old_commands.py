@@ -193,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=help_text.epilog(
             [
                 f"iot-swarm looping-sqlite3 {SQLITE_FILE} mqtt LEVEL_1_SOILMET_30MIN my-client "
-                "--dry --max-cycles 2",
+                "--dry --max-cycles 2 --sleep-time 1",
                 "iot-swarm cosmos --dsn HOST/COSMOS --user U mqtt LEVEL_1_SOILMET_30MIN my-client "
                 "--endpoint xxxx-ats.iot.eu-west-2.amazonaws.com --cert-path device.pem.crt "
                 "--key-path private.pem.key --ca-cert-path AmazonRootCA1.pem",
@@ -266,8 +266,8 @@ def parser() -> argparse.ArgumentParser:
             commands,
             name,
             f"Loop through the rows of {what}, oldest first, each site from its start.",
-            f"iot-swarm {name} {file} mqtt {table}my-client --dry --max-cycles 5 "
-            "--swarm-name trial",
+            f"iot-swarm {name} {file} mqtt {table}my-client --dry --max-cycles 3 "
+            "--sleep-time 1 --swarm-name trial",
         )
         _sites(group)
         group.add_argument("--file", default=os.environ.get(env), help=f"{what} (default: ${env})")
@@ -276,7 +276,7 @@ def parser() -> argparse.ArgumentParser:
         _mqtt(
             actions,
             f"iot-swarm {name} {file} mqtt {table}my-client --dry --max-cycles 2 "
-            "--resume-session --swarm-name trial",
+            "--sleep-time 1 --resume-session --swarm-name trial",
             with_table=with_table,
             resume=True,
         )
