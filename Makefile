@@ -44,16 +44,26 @@ demo: $(VENV)/.installed dagster-home
 	$(BIN)/python -m iotswarm_pipelines.demo
 
 # The sensors read the sample database, so a UI started before any demo gets one first.
+# dagster dev runs from the instance's folder (it warns about a dagster.yaml in any other current
+# folder, which is expected here: the home links to it), with the data folder made absolute.
+# Its "superseded, use 'dg dev'" warning is silenced: dg dev needs the dg project layout and
+# dagster-dg-cli, and dagster dev is supported throughout 1.x. DEV_ARGS: e.g. -p 3001.
 dev: $(VENV)/.installed dagster-home
 	[ -f .demo/cosmos.sqlite ] || [ -n "$$IOTSWARM_DATA_DIR" ] || $(BIN)/cosmos-sample
-	$(BIN)/dagster dev -w workspace.yaml
+	cd "$(DAGSTER_HOME)" && IOTSWARM_DATA_DIR="$${IOTSWARM_DATA_DIR:-$(CURDIR)/.demo}" \
+	  PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+	  $(BIN)/dagster dev -w "$(CURDIR)/workspace.yaml" $(DEV_ARGS)
 
 # Switch a sensor or schedule of the instance `make dev` shows, with or without the UI running:
 #   make sensor-stop NAME=cosmos_new_rows_level1_soilmet_30min
 #   make schedule-start NAME=cosmos_every_level1_soilmet_30min
+# NAME in any case, or the table alone (LEVEL1_SOILMET_30MIN); an unknown one lists the valid names.
 $(SWITCHES): $(VENV)/.installed dagster-home
 	@[ -n "$(NAME)" ] || { echo "name the $(firstword $(subst -, ,$@)): make $@ NAME=..."; exit 2; }
-	$(BIN)/dagster $(subst -, ,$@) "$(NAME)" -w workspace.yaml
+	@name=$$($(BIN)/python -m iotswarm_pipelines.automation_names \
+	  $(firstword $(subst -, ,$@)) "$(NAME)") || exit 2; \
+	echo "$(BIN)/dagster $(subst -, ,$@) $$name -w workspace.yaml"; \
+	$(BIN)/dagster $(subst -, ,$@) "$$name" -w workspace.yaml
 
 # Celery workers for IOTSWARM_EXECUTOR=celery (docs/scaling-out.md): WORKERS workers of
 # CONCURRENCY processes each, on the queue and broker of the IOTSWARM_CELERY_* variables (local

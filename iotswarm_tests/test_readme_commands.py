@@ -43,8 +43,9 @@ RUN = {
     "dagster job backfill -w workspace.yaml -j cosmos_live_export_job "
     "--partitions LEVEL1_SOILMET_30MIN,LEVEL1_NMDB_1HOUR --noprompt",
     "dagster asset materialize -m iotswarm_pipelines.definitions --select cosmos/history_export "
-    '--config-json \'{"ops": {"cosmos__history_export": {"config": {"table": '
-    '"LEVEL1_SOILMET_30MIN", "first_day": "2024-06-01", "last_day": "2024-06-30"}}}}\'',
+    '--config-json "{\\"ops\\": {\\"cosmos__history_export\\": {\\"config\\": {\\"table\\": '
+    '\\"LEVEL1_SOILMET_30MIN\\", \\"first_day\\": \\"$(date -u -d yesterday +%F)\\", '
+    '\\"last_day\\": \\"$(date -u -d yesterday +%F)\\"}}}}"',
     'live-cosmos livecosmos.cfg LEVEL1_SOILMET_30MIN --since "$(date -u -d yesterday +%F)T00:00" '
     '--until "$(date -u -d yesterday +%F)T12:00"',
     "make sensor-stop NAME=cosmos_new_rows_level1_soilmet_30min",

@@ -21,6 +21,7 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import bad_rows, checks, health, pipeline, scope
 from iotswarm_pipelines.export import sites as site_rules
+from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.asset_keys import HISTORY_EXPORT_KEY, LIVE_EXPORT_KEY
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.partitions import HISTORY_START_DATE, table_partitions
@@ -135,7 +136,8 @@ class LiveExportConfig(PayloadFormatConfig):
     fallback_hours: float = pydantic.Field(
         default=pipeline.DEFAULT_FALLBACK_HOURS,
         description=(
-            "How far back to start for a site the state has never seen (0 to 438000 hours)."
+            "How far back to start for a site the state has never seen, in hours (0 or more; "
+            "anything beyond 50 years, e.g. 1000000, means from its first row)."
         ),
     )
     batch_size: int | None = pydantic.Field(
@@ -432,9 +434,25 @@ def cosmos_history_export(
         )
     except site_rules.UnknownSiteError as exc:
         raise dg.Failure(description=f"bad run config: {exc}") from None
+    if not summary.rows_read:
+        raise dg.Failure(description=_empty_window(cosmos, table, first, last))
     metadata = summary_metadata(summary, object_store.describe())
     metadata["days"] = dg.MetadataValue.text(f"{first} .. {last}")
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _empty_window(cosmos: CosmosSource, table: str, first: date, last: date) -> str:
+    """Why a history re-export read nothing: the days asked for, and the days the source holds
+    (a DATE_TIME ends its period, so midnight belongs to the day before)."""
+    asked = f"the source holds no {table} rows from {first} to {last} (GMT days)"
+    sites = cosmos.list_sites(table)
+    oldest = cosmos.first_times_after(table, dict.fromkeys(sites, state_rules.OLDEST_ROW_TIME))
+    newest = cosmos.newest_times(table, sites)
+    if not oldest or not newest:
+        return f"{asked}; it holds none at all"
+    ends = (min(oldest.values()), max(newest.values()))
+    held = [(end - timedelta(microseconds=1)).date() for end in ends]
+    return f"{asked}; it holds {held[0]} .. {held[1]}: pick days in that range"
 
 
 live_export_job = dg.define_asset_job(

@@ -9,7 +9,7 @@ rows beyond a poison row is the operator's call, made explicit and recorded (``s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -85,10 +85,31 @@ def unreadable(site_id: str, after: datetime | None, exc: Exception) -> StoppedS
     )
 
 
-def in_the_future(site_id: str, newest: datetime, horizon: datetime) -> StoppedSite:
-    return StoppedSite(
-        site_id,
-        f"has rows dated up to {newest:%Y-%m-%d %H:%M:%S}, later than now plus the tolerance "
-        f"({horizon:%Y-%m-%d %H:%M:%S}); they are held in the source and the site's watermark "
-        "stops before them; correct their DATE_TIME (or wait until they are due)",
+FIRST_SITES = 3
+"""How many sites a sentence about many sites names before "and N more"."""
+
+
+def future_rows(newest: Mapping[str, datetime], horizon: datetime) -> str:
+    """One sentence for every site holding rows dated after ``horizon``, however many there are:
+    the count, the latest time and the first few sites (a follow run at speed once dated rows
+    ahead at all 47 sites, and 47 copies of one sentence hid the point)."""
+    latest = max(newest.values())
+    if len(newest) == 1:
+        (site,) = newest
+        return (
+            f"{site} has rows dated up to {latest:%Y-%m-%d %H:%M:%S}, later than now plus the "
+            f"tolerance ({horizon:%Y-%m-%d %H:%M:%S}); they are held in the source and the site's "
+            "watermark stops before them; correct their DATE_TIME (or wait until they are due)"
+        )
+    return (
+        f"{len(newest)} sites ({name_some(sorted(newest))}) have rows dated up to "
+        f"{latest:%Y-%m-%d %H:%M:%S}, later than now plus the tolerance "
+        f"({horizon:%Y-%m-%d %H:%M:%S}); they are held in the source and the sites' watermarks "
+        "stop before them; correct their DATE_TIME (or wait until they are due)"
     )
+
+
+def name_some(names: Sequence[str], first: int = FIRST_SITES) -> str:
+    """``ALIC1, BALRD, BUNNY and 44 more``."""
+    shown = ", ".join(names[:first])
+    return f"{shown} and {len(names) - first} more" if len(names) > first else shown

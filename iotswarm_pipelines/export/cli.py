@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from dagster_aws.s3 import S3Resource
 from tqdm import tqdm
 
-from iotswarm_pipelines import json_logs, settings
+from iotswarm_pipelines import help_text, json_logs, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.export import pipeline, scope
@@ -110,7 +110,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Export new COSMOS rows as CR1000X JSON payloads to S3 or a folder.\n"
         f"Also: {PROG} send-live-data CONFIG --table T ... (the iot-swarm uploader's form), "
         f"{PROG} reconcile --help.",
-        epilog=f"example: {PROG} /etc/livecosmos.cfg LEVEL1_SOILMET_30MIN --since 2024-06-01T00:00",
+        epilog=help_text.epilog(
+            [
+                f"{PROG} livecosmos.cfg LEVEL1_SOILMET_30MIN",
+                f'{PROG} livecosmos.cfg all --since "$(date -u -d yesterday +%F)T00:00" --dry-run',
+            ],
+            help_text.EXPORT_EXITS,
+        ),
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("config", help=CONFIG_HELP)
@@ -145,8 +151,13 @@ def _send_live_data_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=f"{PROG} send-live-data",
         description="Send new rows of one or more tables (NERC-CEH/iot-swarm's command line).",
-        epilog=f"example: {PROG} send-live-data config.cfg --table LEVEL_1_SOILMET_30MIN "
-        "--table LEVEL_1_PRECIP_1MIN --batch-size 1 --batch-size 60 --site ALIC1 --site BALRD",
+        epilog=help_text.epilog(
+            [
+                f"{PROG} send-live-data livecosmos.cfg --table LEVEL_1_SOILMET_30MIN --table "
+                "LEVEL_1_PRECIP_1MIN --batch-size 1 --batch-size 60 --site ALIC1 --site BALRD --dry"
+            ],
+            help_text.EXPORT_EXITS,
+        ),
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("config", help=CONFIG_HELP)
@@ -443,6 +454,9 @@ def _guarded(request_of: Callable[[], _Request]) -> int:
         resources = _resources(config)
         scope_tags = health_scope(config)
         run_configs = {table: _run_config(config, request, table) for table in tables}
+        hours = config.fallback_hours if request.fallback_hours is None else request.fallback_hours
+        if warning := pipeline.fallback_warning(hours):
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
         sites = request.sites if request.sites is not None else config.sites
         _check_source(_source(config), config, tables, sites)
     except pydantic.ValidationError as exc:

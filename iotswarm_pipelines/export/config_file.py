@@ -27,7 +27,7 @@ from iotswarm_pipelines.config_formats import (
 )
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import sites as site_rules
-from iotswarm_pipelines.export.pipeline import MAX_FALLBACK_HOURS, check_fallback_hours
+from iotswarm_pipelines.export.pipeline import check_fallback_hours
 from iotswarm_pipelines.metrics.exposition import MetricsError, check_pushgateway
 
 __all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "oracle_url", "parse_config"]
@@ -124,7 +124,7 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         except ValueError:
             raise fail(
                 "fallback_hours",
-                f"fallback_hours must be a number of hours from 0 to {MAX_FALLBACK_HOURS}",
+                "fallback_hours must be a number of hours, 0 or more (1000000 means every row)",
             ) from None
     if "batch_size" in values:
         if not values["batch_size"].isdigit() or int(values["batch_size"]) < 1:

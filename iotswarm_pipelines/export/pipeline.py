@@ -53,7 +53,7 @@ _module_log = logging.getLogger(__name__)
 
 DEFAULT_FALLBACK_HOURS = 3.0
 MAX_FALLBACK_HOURS = 24 * 365 * 50
-"""Fifty years: more reaches before the first COSMOS row (and ``inf`` overflows mid-run)."""
+"""Fifty years: more reaches before the first COSMOS row, so it means "every row" (warned)."""
 CHECKPOINT_PAYLOADS = 2000
 CHECKPOINT_SECONDS = 30.0
 LOG_SECONDS = 10.0
@@ -99,12 +99,27 @@ class _Payload:
 
 
 def check_fallback_hours(hours: float) -> None:
-    """Raises ``ValueError`` (one line) unless ``hours`` is a finite 0..MAX_FALLBACK_HOURS."""
-    if not 0 <= hours <= MAX_FALLBACK_HOURS:  # also false for NaN and inf
+    """Raises ``ValueError`` (one line) unless ``hours`` is 0 or more (infinity too)."""
+    if not hours >= 0:  # also false for NaN
         raise ValueError(
-            f"fallback_hours must be a number of hours from 0 to {MAX_FALLBACK_HOURS} (50 years), "
-            f"got {hours:g}; to send a new site's whole history, replay it with since"
+            f"fallback_hours must be a number of hours, 0 or more, got {hours:g} (a huge value "
+            "such as 1000000 means every row)"
         )
+
+
+def fallback_warning(hours: float | None, now: datetime | None = None) -> str | None:
+    """What a fallback beyond fifty years means, or None: the old tool's users write 1000000
+    (or more) for "everything", which is accepted, clamped to the oldest time a row can hold."""
+    if hours is None or not hours > MAX_FALLBACK_HOURS:
+        return None
+    shown = f"{hours:,.0f}" if hours < float("inf") else "inf"
+    start = state_rules.fallback_start(now or utc_now(), hours)
+    clamped = start == state_rules.OLDEST_ROW_TIME
+    return (
+        f"fallback_hours {shown} reaches back to {start:%Y-%m-%d}, before any COSMOS row: a site "
+        "the state has never seen is sent from its first row (its whole history)"
+        + (" (clamped to the oldest time a row can hold)" if clamped else "")
+    )
 
 
 def expected_rows(
@@ -175,7 +190,8 @@ class _Run:
         self.saved: dict[str, datetime] = {}
         self.skip: set[tuple[str, datetime]] = set()
         self.stopped: dict[str, bad_rows.StoppedSite] = {}  # sites stopped before a bad row
-        self.held: dict[str, bad_rows.StoppedSite] = {}  # sites read only up to the horizon
+        self.held: dict[str, datetime] = {}  # sites read only up to the horizon: their newest
+        self.horizon = datetime.max  # now plus the tolerance for future-dated rows
         self.store_down: str | None = None  # why uploads were stopped early
         self.causes: Counter[str] = Counter()  # why objects failed: the S3 code or errno name
         self.cause_text: dict[str, str] = {}  # the first full line of each cause
@@ -328,6 +344,8 @@ def export_table(
     if since is not None and until is not None and until <= since:
         raise ValueError(f"until ({until}) must be later than since ({since})")
     now = now or utc_now()
+    if warning := fallback_warning(fallback_hours, now):
+        log.warning(warning)
     selected = _select_sites(spec, source, sites, log)
     if not dry_run:
         store.check()  # a missing bucket or refused credentials: one line before any upload
@@ -400,13 +418,10 @@ def _export(
 
     run = _Run(spec, summary, log, checkpoint, payload_format)
     run.skip = skip
-    run.held = {
-        s: bad_rows.in_the_future(s, newest[s], horizon)
-        for s in selected
-        if s in newest and newest[s] > horizon
-    }
-    for held in run.held.values():
-        log.error(f"{spec.name}: {held}")
+    run.held = {s: newest[s] for s in selected if s in newest and newest[s] > horizon}
+    run.horizon = horizon
+    if run.held:
+        log.error(f"{spec.name}: {bad_rows.future_rows(run.held, run.horizon)}")
     run.may_advance = {
         s for s in selected if since is None or replay_may_advance(before.get(s), since)
     }
@@ -586,13 +601,23 @@ def _raise_if_failed(run: _Run, store: ObjectStore, consequence: str) -> None:
 
 
 def _raise_if_stopped(run: _Run) -> None:
-    stopped = [*run.stopped.values(), *run.held.values()]
-    if stopped:
-        raise ExportError(
-            f"{run.table.name}: {len(stopped)} site(s) stopped before rows they cannot send "
-            f"(the other sites were exported): " + "; ".join(map(str, stopped)),
-            run.summary,
-        )
+    count = len(run.stopped.keys() | run.held.keys())
+    if not count:
+        return
+    reasons = [str(stopped) for stopped in run.stopped.values()]
+    if run.held:
+        reasons.append(bad_rows.future_rows(run.held, run.horizon))
+    if count < run.summary.sites:
+        exported = "the other sites were exported"
+    elif run.summary.objects_stored or run.summary.payloads_built:
+        exported = "every site stopped; the rows before them were exported"
+    else:
+        exported = "no site was exported"
+    raise ExportError(
+        f"{run.table.name}: {count} site(s) stopped before rows they cannot send "
+        f"({exported}): " + "; ".join(reasons),
+        run.summary,
+    )
 
 
 def _save(

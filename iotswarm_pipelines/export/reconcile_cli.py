@@ -20,7 +20,7 @@ import pydantic
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
-from iotswarm_pipelines import payloads, settings
+from iotswarm_pipelines import help_text, payloads, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import SourceError
 from iotswarm_pipelines.export import cli as export_cli
@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Check that every COSMOS row of each UTC day is in the object store "
         "(S3 or a folder); with --heal, re-export the missing rows.",
+        epilog=help_text.epilog(
+            [f'{PROG} livecosmos.cfg all --since "$(date -u -d yesterday +%F)" --heal'],
+            help_text.RECONCILE_EXITS,
+        ),
+        formatter_class=help_text.Formatter,
     )
     parser.add_argument("config", help="the live-cosmos config file")
     parser.add_argument("table", help="COSMOS table (either spelling) or 'all'")

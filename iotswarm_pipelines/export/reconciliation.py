@@ -156,10 +156,13 @@ class TableDay:
         }
 
     def problems(self, limit: int = 5) -> dict[str, dict[str, list[str]]]:
-        """Per site with anything wrong, the first ``limit`` rows or keys of each kind."""
+        """Per site with anything wrong, the first ``limit`` rows or keys of each kind, then
+        ``and N more`` when there are more (a count alone next to three times misleads)."""
 
         def first(values: Iterable) -> list[str]:
-            return [v.isoformat() if isinstance(v, datetime) else str(v) for v in values][:limit]
+            texts = [v.isoformat() if isinstance(v, datetime) else str(v) for v in values]
+            more = [f"and {len(texts) - limit} more"] if len(texts) > limit else []
+            return texts[:limit] + more
 
         return {
             site.site_id: {

@@ -121,16 +121,28 @@ def watermark(state: State, site_id: str) -> datetime | None:
     return None if entry is None else entry["last_data"]
 
 
+OLDEST_ROW_TIME = datetime(1, 1, 1)
+"""The oldest DATE_TIME a source row can hold as read (a Python datetime): a fallback start
+further back is clamped to it."""
+
+
 @overload
 def fallback_start(now: datetime, fallback_hours: float) -> datetime: ...
 @overload
 def fallback_start(now: datetime, fallback_hours: float | None) -> datetime | None: ...
 def fallback_start(now: datetime, fallback_hours: float | None) -> datetime | None:
-    """Where a site the state has never seen starts: ``fallback_hours`` back from ``now``.
+    """Where a site the state has never seen starts: ``fallback_hours`` back from ``now``,
+    but never before ``OLDEST_ROW_TIME`` (the old tool's users write 1000000, or more, to mean
+    every row).
 
     None (no fallback) means from the site's first row.
     """
-    return None if fallback_hours is None else now - timedelta(hours=fallback_hours)
+    if fallback_hours is None:
+        return None
+    try:
+        return max(now - timedelta(hours=fallback_hours), OLDEST_ROW_TIME)
+    except OverflowError:  # more hours than a datetime can count back
+        return OLDEST_ROW_TIME
 
 
 @overload

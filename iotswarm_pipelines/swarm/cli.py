@@ -29,7 +29,7 @@ import dagster as dg
 from sqlalchemy.engine import url as sa_url
 from tqdm import tqdm
 
-from iotswarm_pipelines import json_logs, secret_files, settings
+from iotswarm_pipelines import help_text, json_logs, secret_files, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
 from iotswarm_pipelines.labels import Trigger, trigger_tags
@@ -95,9 +95,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Simulate COSMOS-UK dataloggers publishing over MQTT and report delivery. "
         "The old tool's commands (iot-swarm cosmos|looping-csv|looping-sqlite3|sessions|"
         "get-version|test-mqtt --help) run the same job.",
-        epilog="example: iot-swarm --devices 2000 --shards 2 --mode loop --sleep-time 10 "
-        "--max-cycles 6 --verify; devices the team's mqtt-control can drive (group cs/v2): "
-        "iot-swarm --max-sites 2 --max-cycles 0 --group-id cs/v2 --reboot-seconds 5",
+        epilog=help_text.epilog(
+            [
+                "iot-swarm --dry --max-sites 5",
+                "iot-swarm --devices 50 --shards 2 --mode loop --sleep-time 0.1 --max-cycles 3 "
+                "--verify",
+                # devices the team's mqtt-control can drive (docs/control-api.md)
+                "iot-swarm --max-sites 2 --mode loop --sleep-time 1 --max-cycles 5 "
+                "--group-id cs/v2 --reboot-seconds 5",
+            ],
+            help_text.SWARM_EXITS,
+        ),
+        formatter_class=help_text.Formatter,
     )
     options.add_arguments(p, SwarmOptions, args=CLI_ARGS)
     options.add_arguments(p, BrokerOptions)

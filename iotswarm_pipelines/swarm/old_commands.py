@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from iotswarm_pipelines import __version__, json_logs
+from iotswarm_pipelines import __version__, help_text, json_logs
 from iotswarm_pipelines.config_formats import ConfigFileError, read_settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
@@ -133,12 +133,18 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def _sub(subparsers: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+SQLITE_FILE = "--file .demo/cosmos.sqlite"
+"""The demo's sample database: the examples of the SQLite commands run as printed on it."""
+CSV_FILE = "--file iotswarm_tests/data/level1_soilmet_30min_alic1_sample.csv"
+"""A CSV export in the old tool's format, shipped with the checkout."""
+
+
+def _sub(subparsers: Any, name: str, help: str, *examples: str) -> argparse.ArgumentParser:
     return subparsers.add_parser(
         name,
         help=help,
         description=help,
-        epilog=f"example: {example}",
+        epilog=help_text.epilog(examples, help_text.SWARM_EXITS),
         formatter_class=_Formatter,
     )
 
@@ -194,9 +200,16 @@ def parser() -> argparse.ArgumentParser:
     top = cli._Parser(
         prog="iot-swarm",
         description="NERC-CEH/iot-swarm's commands (the flat options: iot-swarm --help).",
-        epilog="example: iot-swarm cosmos --dsn HOST/COSMOS --user U mqtt "
-        "LEVEL_1_SOILMET_30MIN my-client --endpoint xxxx-ats.iot.eu-west-2.amazonaws.com "
-        "--cert-path device.pem.crt --key-path private.pem.key --ca-cert-path AmazonRootCA1.pem",
+        epilog=help_text.epilog(
+            [
+                f"iot-swarm looping-sqlite3 {SQLITE_FILE} mqtt LEVEL_1_SOILMET_30MIN my-client "
+                "--dry --max-cycles 2 --sleep-time 1",
+                "iot-swarm cosmos --dsn HOST/COSMOS --user U mqtt LEVEL_1_SOILMET_30MIN my-client "
+                "--endpoint xxxx-ats.iot.eu-west-2.amazonaws.com --cert-path device.pem.crt "
+                "--key-path private.pem.key --ca-cert-path AmazonRootCA1.pem",
+            ],
+            help_text.SWARM_EXITS,
+        ),
         formatter_class=_Formatter,
     )
     top.add_argument("--log-config", help="logging config file (fileConfig format)")
@@ -248,7 +261,8 @@ def parser() -> argparse.ArgumentParser:
     )
     _mqtt(
         cosmos_commands,
-        "iot-swarm cosmos mqtt LEVEL_1_SOILMET_30MIN my-client --sleep-time 1800 --dry",
+        "iot-swarm cosmos --dsn HOST/COSMOS --user U mqtt LEVEL_1_SOILMET_30MIN my-client "
+        "--sleep-time 1800 --dry",
         with_table=True,
         resume=False,
     )
@@ -257,21 +271,23 @@ def parser() -> argparse.ArgumentParser:
         ("looping-csv", "IOT_SWARM_CSV_DB", "a CSV export", False),
         ("looping-sqlite3", "IOT_SWARM_LOCAL_DB", "a SQLite database", True),
     ):
+        file = SQLITE_FILE if with_table else CSV_FILE
+        table = "LEVEL_1_SOILMET_30MIN " if with_table else ""
         group = _sub(
             commands,
             name,
             f"Loop through the rows of {what}, oldest first, each site from its start.",
-            f"iot-swarm {name} --file data.{'csv' if not with_table else 'db'} mqtt "
-            + ("LEVEL_1_SOILMET_30MIN " if with_table else "")
-            + "my-client --dry --max-cycles 5 --swarm-name trial",
+            f"iot-swarm {name} {file} mqtt {table}my-client --dry --max-cycles 3 "
+            "--sleep-time 1 --swarm-name trial",
         )
         _sites(group)
         group.add_argument("--file", default=os.environ.get(env), help=f"{what} (default: ${env})")
         actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
-        _list_sites(actions, f"iot-swarm {name} --file F list-sites", with_table)
+        _list_sites(actions, f"iot-swarm {name} {file} list-sites {table}".strip(), with_table)
         _mqtt(
             actions,
-            f"iot-swarm {name} --file F mqtt my-client --resume-session --swarm-name trial",
+            f"iot-swarm {name} {file} mqtt {table}my-client --dry --max-cycles 2 "
+            "--sleep-time 1 --resume-session --swarm-name trial",
             with_table=with_table,
             resume=True,
         )

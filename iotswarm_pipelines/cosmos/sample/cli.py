@@ -16,7 +16,7 @@ from typing import NoReturn
 import psycopg
 import sqlalchemy as sa
 
-from iotswarm_pipelines import settings
+from iotswarm_pipelines import help_text, settings
 from iotswarm_pipelines.cosmos.sample.follow import follow
 from iotswarm_pipelines.cosmos.sample.generator import (
     SampleError,
@@ -65,11 +65,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--follow", action="store_true", help="then keep appending rows (Ctrl-C)")
     p.add_argument(
-        "--speed", type=float, default=1.0, help="follow mode: times real time (default 1)"
+        "--speed",
+        type=float,
+        default=1.0,
+        help="follow mode: catch up to now at this many times real time, then follow the clock "
+        "(never dates a row after now; default 1)",
     )
     p.add_argument("--workers", type=int, default=1, help="processes computing days (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.epilog = "example: cosmos-sample --start 2024-06-01 --days 7 --sites ALIC1,BALRD"
+    p.formatter_class = help_text.Formatter
+    p.epilog = help_text.epilog(
+        [
+            "cosmos-sample --url sqlite:///trial.sqlite --start 2024-06-01 --days 7 "
+            "--sites ALIC1,BALRD"
+        ],
+        help_text.SAMPLE_EXITS,
+    )
     return p
 
 
@@ -117,7 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:<26} {n:>12,} rows written")
         print(f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC into {_safe(url)}")
         if args.follow:
-            print(f"following at {args.speed:g}x real time; Ctrl-C stops", flush=True)
+            print(
+                f"following: catching up to now at {args.speed:g}x real time, then in real time "
+                "(no row is dated after now); Ctrl-C stops",
+                flush=True,
+            )
             totals = follow(
                 url,
                 seed=args.seed,

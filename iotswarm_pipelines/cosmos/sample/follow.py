@@ -1,10 +1,12 @@
 """Follow mode: keep appending rows as (possibly accelerated) time passes.
 
-Data time runs ``speed`` times faster than the clock, starting at ``start`` (default: now).
+Data time runs ``speed`` times faster than the clock, starting at ``start`` (default: where the
+stored data ends), but never passes now: a faster speed catches up to now, then rows follow the
+clock in real time. A row dated after now would stop every export at its future-row guard.
 Each step writes every row that has ended by the current data minute, continuing after the
 newest stored row of each (table, site), then waits for the next data minute. The rows are the
 ones ``generate`` would write for the same range and seed. The clock and the sleep are
-parameters so tests can drive follow mode without waiting.
+parameters (``now`` the wall clock) so tests can drive follow mode without waiting.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def follow(
     stop: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime] = utc_now,
     on_step: StepCallback | None = None,
 ) -> dict[str, int]:
     """Append rows until a bound is reached or Ctrl-C; returns rows written per table.
@@ -50,20 +53,25 @@ def follow(
     if not speed > 0:
         raise SampleError(f"speed must be > 0 (times faster than real time), got {speed!r}")
     selection = Selection.of(sites, tables, seed)
-    data_start = start or utc_now()
-    if data_start.tzinfo is not None or (until is not None and until.tzinfo is not None):
+    if (start is not None and start.tzinfo is not None) or (
+        until is not None and until.tzinfo is not None
+    ):
         raise SampleError("start and until must be naive UTC datetimes (drop the time zone)")
     totals = {t.name: 0 for t in selection.tables}
     with SampleDatabase(url, bulk=False) as db:
         db.prepare(selection.tables)
         newest = db.newest(selection)
+        data_start = min(start or _data_end(newest, now()), now())
         after = ph.to_minutes(data_start)
         t0 = clock()
         step = 0
+
+        def data_now() -> datetime:
+            return data_start + timedelta(seconds=(clock() - t0) * speed)
+
         try:
             while True:
-                data_now = data_start + timedelta(seconds=(clock() - t0) * speed)
-                target = ph.to_minutes(data_now)
+                target = ph.to_minutes(min(data_now(), now()))
                 if until is not None:
                     target = min(target, ph.to_minutes(until))
                 counts = write_rows(
@@ -82,8 +90,13 @@ def follow(
                 ):
                     break
                 next_minute = ph.from_minutes(target + 1)
-                data_now = data_start + timedelta(seconds=(clock() - t0) * speed)
-                sleep(max((next_minute - data_now).total_seconds() / speed, 0.0))
+                at_speed = (next_minute - data_now()).total_seconds() / speed
+                sleep(max(at_speed, (next_minute - now()).total_seconds(), 0.0))
         except KeyboardInterrupt:
             pass
     return totals
+
+
+def _data_end(newest: dict[tuple[str, str], int], now: datetime) -> datetime:
+    """Where the stored rows end (the newest of all), or now for an empty database."""
+    return ph.from_minutes(max(newest.values())) if newest else now
