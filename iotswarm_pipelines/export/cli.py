@@ -340,13 +340,18 @@ def progress_bar(table: str) -> Iterator[None]:
 
 
 def _check_source(
-    source: CosmosSource, config: LiveCosmosConfig, tables: list[str], sites: list[str] | None
+    source: CosmosSource,
+    config: LiveCosmosConfig,
+    tables: list[str],
+    sites: list[str] | None,
+    *,
+    require_rows: bool = False,
 ) -> None:
     """Reach the database before any run, so an outage or an unknown site is one line, exit 2."""
     try:
         source.check(tables)
         for table in tables:
-            site_rules.select(table, sites, source.list_sites(table))
+            site_rules.select(table, sites, source.list_sites(table), require_rows=require_rows)
     except SourceError:
         raise
     except (OSError, sa.exc.SQLAlchemyError) as exc:  # drivers that fail below SQLAlchemy

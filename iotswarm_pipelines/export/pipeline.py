@@ -326,7 +326,7 @@ def export_table(
     if since is not None and until is not None and until <= since:
         raise ValueError(f"until ({until}) must be later than since ({since})")
     now = now or utc_now()
-    selected = _select_sites(spec, source, sites, log)
+    selected = select_sites(spec, source, sites, log)
     if not dry_run:
         store.check()  # a missing bucket or refused credentials: one line before any upload
     # A dry run writes nothing, so it need not wait for a running export of the table.
@@ -484,7 +484,7 @@ def export_window(
     summary = ExportSummary(table=spec.name, sites=0, dry_run=dry_run)
     run = _Run(spec, summary, log, lambda updates: None, payload_format)
     site_ids: set[str] = set()
-    selected = _select_sites(spec, source, sites, log)
+    selected = select_sites(spec, source, sites, log)
 
     first, last = batch_window(after, until, batch_size, spec.cadence)
 
@@ -521,14 +521,18 @@ def _final_checkpoint(run: _Run, state: StateBackend) -> None:
         ) from exc
 
 
-def _select_sites(
+def select_sites(
     spec: catalogue.Table,
     source: CosmosSource,
     sites: Sequence[str] | None,
     log: logging.Logger | logging.LoggerAdapter,
+    *,
+    require_rows: bool = False,
 ) -> list[str]:
     """The table's stored site IDs the run reads (``sites.select``), its warnings logged."""
-    selection = site_rules.select(spec.name, sites, source.list_sites(spec.name))
+    selection = site_rules.select(
+        spec.name, sites, source.list_sites(spec.name), require_rows=require_rows
+    )
     for warning in selection.warnings:
         log.warning(warning)
     return selection.site_ids

@@ -80,7 +80,9 @@ def run(argv: Sequence[str]) -> int:
         until = _day("--until", args.until) if args.until else utc_now().date()
         days = days_between(_day("--since", args.since), until)
         source = export_cli._source(config)
-        export_cli._check_source(source, config, [t.name for t in tables], config.sites)
+        export_cli._check_source(
+            source, config, [t.name for t in tables], config.sites, require_rows=True
+        )
         built = export_cli.stores(config)
         store, state = built["object_store"], built["state"]
         payload_format = payloads.PayloadFormat(
