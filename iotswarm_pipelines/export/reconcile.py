@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING
@@ -31,6 +30,7 @@ from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import keys, reconciliation
 from iotswarm_pipelines.export import state as state_rules
+from iotswarm_pipelines.export.object_store import DaemonPool
 from iotswarm_pipelines.export.pipeline import build_object, build_objects, select_sites
 from iotswarm_pipelines.export.reconciliation import SiteDay, TableDay, UnreadablePayloadError
 from iotswarm_pipelines.export.watermarks import Row, aligned_batches, batch_window
@@ -236,12 +236,21 @@ def reconcile_day(
             table, site_id, day, source, store, watermark, batch_size, newest, payload_format
         )
 
-    with ThreadPoolExecutor(SITE_WORKERS, thread_name_prefix="reconcile") as pool:
-        for scanned in pool.map(scan, sites):
+    # Daemon workers, so a failed read (after the store's timeouts and retries) or ^C ends the
+    # day at once: the sites not started are never started and stuck reads are not waited for.
+    pool = DaemonPool(min(SITE_WORKERS, len(sites)) or 1, "reconcile")
+    scans = [pool.submit(scan, site_id) for site_id in sites]
+    try:
+        for future in scans:
+            scanned = future.result()
             result.sites.append(scanned.report)
             result.objects_listed += scanned.listed
             result.objects_read += scanned.read
             to_heal += scanned.heal
+    finally:
+        for future in scans:
+            future.cancel()
+        pool.shutdown(wait=False)
     if heal and to_heal:
         result.healed, result.heal_failed = _heal(table, store, to_heal, payload_format, log)
     log.info(describe(result))
