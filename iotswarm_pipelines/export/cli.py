@@ -315,6 +315,10 @@ class _ProgressBar(logging.Handler):
         self.payloads = 0
 
     def emit(self, record: logging.LogRecord) -> None:
+        notice = getattr(record, "notice", None)
+        if notice is not None:  # e.g. waiting for the table's lock: the terminal shows no log
+            tqdm.write(f"{PROG}: {notice}", file=sys.stderr)
+            return
         expected = getattr(record, "expected_rows", None)
         if expected is not None:
             self.bar.total = expected

@@ -354,14 +354,24 @@ def export_table(
 def _table_lock(
     state: StateBackend, table: catalogue.Table, log: logging.Logger | logging.LoggerAdapter
 ) -> Iterator[None]:
-    """The table's state lock; when another export holds it, say whose before waiting."""
+    """The table's state lock; when another export holds it, say whose before waiting, and
+    how long the wait was once it ends (in the run's log, and on a command line's terminal)."""
     with ExitStack() as stack:
         try:
             stack.enter_context(state.locked(table, timeout=0))
         except StateLockedError as exc:
-            log.warning(f"waiting for the lock of {table.name} held by {exc.holder or exc}")
+            _notice(log, f"waiting for the lock of {table.name} held by {exc.holder or exc}")
+            began = time.monotonic()
             stack.enter_context(state.locked(table))
+            _notice(log, f"got the lock of {table.name} after {time.monotonic() - began:.0f} s")
         yield
+
+
+def _notice(log: logging.Logger | logging.LoggerAdapter, message: str) -> None:
+    """A warning for the run's log, also handed to the progress logger (``notice``), which a
+    command line prints once on its terminal while it shows no log."""
+    log.warning(message)
+    _progress.info(message, extra={"notice": message})
 
 
 def _export(
