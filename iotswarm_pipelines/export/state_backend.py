@@ -13,7 +13,10 @@ read and write one copy and how to hold a table's lock:
   (``<TABLE>.pickle.sha256``), which the older tool ignores: a copy that no longer matches it
   and is not newer than it was damaged where it lies (a flipped bit can still unpickle into a
   valid but different state) and counts as corrupt, so the backup is used. A copy newer than
-  its sidecar was rewritten by another tool (the older uploader, a restore) and is trusted;
+  its sidecar was rewritten by another tool (the older uploader, a restore) and is trusted. Main
+  and backup that both differ from their sidecars but hold the same state are a pair restored
+  together with their old times (``cp -p`` of an older copy): damage in place would not hit both
+  alike, so the older state loads, with a warning naming the watermarks it rolls back to;
 * ``advance`` moves watermarks forward under the lock.
 """
 
@@ -56,6 +59,15 @@ class StateLockedError(RuntimeError):
 
 class StateConflictError(RuntimeError):
     """Another writer changed the state since this store read it; nothing was overwritten."""
+
+
+class _ChecksumMismatch(CorruptStateError):
+    """A copy that reads as a state but is not the one its last save checksummed (and is not
+    newer than that checksum): damaged in place, or restored from an older copy."""
+
+    def __init__(self, message: str, state: State) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 _Content = State | CorruptStateError | None
@@ -114,8 +126,8 @@ class StateBackend(dg.ConfigurableResource):
         if written is not None and checked is not None and written > checked:
             log.warning(f"{self._show(where)} was rewritten by another tool; no checksum to check")
             return content
-        return CorruptStateError(
-            f"does not match its checksum {self._show(side)}: damaged where it is stored"
+        return _ChecksumMismatch(
+            f"does not match its checksum {self._show(side)}: damaged where it is stored", content
         )
 
     def _write_copy(self, where: Any, data: bytes) -> None:
@@ -145,9 +157,25 @@ class StateBackend(dg.ConfigurableResource):
         (main, first), (backup, second) = self._readable(table)
         if isinstance(first, dict):
             return first
+        if (
+            isinstance(first, _ChecksumMismatch)
+            and isinstance(second, _ChecksumMismatch)
+            and first.state == second.state
+        ):
+            log.warning(
+                f"export state {self._show(main)} and {self._show(backup)} were restored together "
+                "from an older copy (they agree with each other, not with the checksums of the "
+                "last save): loading them rolls the watermarks back to "
+                f"{rules.describe_watermarks(first.state)}; later rows are sent again, to the "
+                "keys they had"
+            )
+            return first.state
         if isinstance(second, dict):
-            why = "missing" if first is None else f"corrupt ({first})"
-            log.warning(f"export state {self._show(main)} is {why}; using {self._show(backup)}")
+            log.warning(
+                f"export state: using the backup {self._show(backup)} (watermarks "
+                f"{rules.describe_watermarks(second)}) because the main copy {self._show(main)} "
+                f"{_why_not(first)}; main is rewritten from the backup"
+            )
             self._restore_main(catalogue.get_table(table).name, second)
             return second
         if first is None and second is None:
@@ -201,6 +229,18 @@ class StateBackend(dg.ConfigurableResource):
             new = rules.advance(self.load(table), updates)
             self.save(table, new)
             return new
+
+
+def _why_not(content: CorruptStateError | None) -> str:
+    """Why a main copy was passed over for the backup, in an operator's words."""
+    if content is None:
+        return "is missing"
+    if isinstance(content, _ChecksumMismatch):
+        return (
+            "does not match the checksum of the last save and is older than it: damaged where "
+            "it lies, or restored alone from an older copy (to roll back, restore both files)"
+        )
+    return f"is corrupt ({content})"
 
 
 def _digest(data: bytes) -> str:
