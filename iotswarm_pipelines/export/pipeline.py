@@ -30,7 +30,7 @@ from iotswarm_pipelines.export import bad_rows, keys
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.object_store import StoreUnavailableError, describe_error
-from iotswarm_pipelines.export.state_backend import StateLockedError
+from iotswarm_pipelines.export.state_backend import StateLockedError, StatePartlySavedError
 from iotswarm_pipelines.export.watermarks import (
     Row,
     SiteProgress,
@@ -522,6 +522,13 @@ class StateNotSavedError(ExportError):
 def _final_checkpoint(run: _Run, state: StateBackend) -> None:
     try:
         run.checkpoint()
+    except StatePartlySavedError as exc:  # main holds the new watermarks: say so, not "not saved"
+        raise StateNotSavedError(
+            f"{run.table.name}: {run.summary.objects_stored} objects stored; {exc}: the next run "
+            "starts from the new watermarks; fix the state store "
+            f"({state.describe(run.table.name)}) so that its next save is whole",
+            run.summary,
+        ) from exc
     except Exception as exc:
         raise StateNotSavedError(
             f"{run.table.name}: {run.summary.objects_stored} objects stored, watermark not saved "

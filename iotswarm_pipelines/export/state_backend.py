@@ -33,6 +33,7 @@ import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import state as rules
+from iotswarm_pipelines.export.object_store import describe_error
 from iotswarm_pipelines.export.state import CorruptStateError, State, StateCopy
 
 MAIN_SUFFIX = ".pickle"
@@ -55,6 +56,11 @@ class StateLockedError(RuntimeError):
     def __init__(self, message: str, holder: str | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class StatePartlySavedError(RuntimeError):
+    """A save that failed after main was written: the message says which files hold the new
+    state (the cause is ``__cause__``), so nobody is told the watermarks were not saved."""
 
 
 class StateConflictError(RuntimeError):
@@ -133,6 +139,9 @@ class StateBackend(dg.ConfigurableResource):
     def _write_copy(self, where: Any, data: bytes) -> None:
         """A copy, then its sidecar: a crash between the two leaves the copy newer (trusted)."""
         self._write(where, data)
+        self._write_sidecar(where, data)
+
+    def _write_sidecar(self, where: Any, data: bytes) -> None:
         side = self._sidecar(where)
         if side is not None:
             self._write(side, f"{_digest(data)}\n".encode())
@@ -217,11 +226,37 @@ class StateBackend(dg.ConfigurableResource):
             log.warning(f"{table}: main state copy left to the other export ({exc})")
 
     def save(self, table: catalogue.TableRef, state: State) -> None:
-        """Write main, then the backup, each whole (the module docstring says why this order)."""
+        """Write main, then the backup, each whole (the module docstring says why this order).
+
+        A failure once main is written is ``StatePartlySavedError``, saying what is on disk.
+        """
         data = rules.dumps_state(state)
         main, backup = self._pair(catalogue.get_table(table).name)
-        self._write_copy(main, data)
-        self._write_copy(backup, data)
+        self._write(main, data)  # until this is written, nothing is
+        try:
+            self._write_sidecar(main, data)
+        except Exception as exc:
+            raise StatePartlySavedError(
+                f"the new watermarks are in the main state file {self._show(main)} only: its "
+                f"checksum could not be written ({describe_error(exc)}), and the backup "
+                f"{self._show(backup)} is left as it was"
+            ) from exc
+        try:
+            self._write(backup, data)
+        except Exception as exc:
+            raise StatePartlySavedError(
+                f"the new watermarks are in the main state file {self._show(main)} and its "
+                f"checksum; the backup {self._show(backup)} could not be written "
+                f"({describe_error(exc)}) and is left as it was"
+            ) from exc
+        try:
+            self._write_sidecar(backup, data)
+        except Exception as exc:
+            raise StatePartlySavedError(
+                f"the new watermarks are in both state files ({self._show(main)}, "
+                f"{self._show(backup)}); only the backup's checksum "
+                f"{self._show(self._sidecar(backup))} could not be written ({describe_error(exc)})"
+            ) from exc
 
     def advance(self, table: catalogue.TableRef, updates: Mapping[str, datetime]) -> State:
         """Move watermarks forward under the table's lock and save; returns the new state."""
