@@ -8,14 +8,12 @@ private mount namespace, as in ``test_reliability_export_round2.test_a_full_disk
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import datetime, timedelta
 
 import pytest
 
 from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, sqlite_url
-from iotswarm_tests.test_reliability_export import ROOT
+from iotswarm_tests.small_disk import run_on_small_disk
 
 SAVE_AND_REPORT = """
 import sys
@@ -44,17 +42,7 @@ def export_on_a_small_disk(tmp_path, size: str) -> list[str]:
     insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    mount_and_run = f'mount -t tmpfs -o size={size} tmpfs "$1" && exec "$0" -c "$2" "$1" "$3" "$4"'
-    result = subprocess.run(
-        [
-            *("unshare", "--mount", "sh", "-c", mount_and_run),
-            *(sys.executable, str(state_dir), SAVE_AND_REPORT, str(tmp_path / "objects"), url),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_on_small_disk(state_dir, size, SAVE_AND_REPORT, str(tmp_path / "objects"), url)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()
 
