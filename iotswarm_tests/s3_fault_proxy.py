@@ -44,7 +44,21 @@ class FaultPlan:
     hung: threading.Event = field(default_factory=threading.Event, repr=False)
     """Set when a request first met the silence."""
     released: threading.Event = field(default_factory=threading.Event, repr=False)
+    hanging: int = 0
+    """Requests that met the silence (each held until the proxy stops)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
+
+    def wait_hanging(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` requests are held in the silence at once."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.hanging >= count, timeout)
+
+    def hold(self) -> None:
+        with self._changed:
+            self.hanging += 1
+            self._changed.notify_all()
+        self.released.wait()
 
     def should_hang(self) -> bool:
         with self._lock:
@@ -75,7 +89,7 @@ def _handler(upstream: str, plan: FaultPlan) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if plan.should_hang():
                 plan.hung.set()
-                plan.released.wait()
+                plan.hold()
                 self.close_connection = True
                 return
             fail = plan.should_fail()

@@ -436,13 +436,26 @@ steps = st.lists(
 )
 
 
+CASES = {"upper": str.upper, "lower": str.lower, "mixed": lambda site: site[:1] + site[1:].lower()}
+"""How a site ID may be spelt, in the source and in the configured ``sites`` (issue 25)."""
+
+
 @pytest.mark.parametrize("batch_size", [1, 2, 7, 48])
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=steps)
-def test_random_inserts_crashes_and_reruns_store_every_row_once(batch_size, steps):
+@given(
+    steps=steps,
+    stored_case=st.sampled_from(sorted(CASES)),
+    configured_case=st.sampled_from([None, *sorted(CASES)]),
+)
+def test_random_inserts_crashes_and_reruns_store_every_row_once(
+    batch_size, steps, stored_case, configured_case
+):
     """With any batch_size: payloads are aligned to the cadence, so a crash after a partial
-    batch followed by new rows never regroups rows already stored under another key."""
+    batch followed by new rows never regroups rows already stored under another key. Site IDs
+    are stored and configured in upper, lower or mixed case: the stored IDs are read."""
     rows_per_insert = max(1, batch_size // 4)  # enough rows to close 48-row batches
+    stored = {site: CASES[stored_case](site) for site in SITES}
+    sites = None if configured_case is None else [CASES[configured_case](s) for s in SITES]
     with tempfile.TemporaryDirectory(prefix="iotswarm-rel-") as folder:
         tmp = Path(folder)
         url, store, state = sqlite_url(tmp), local_store(tmp), state_store(tmp)
@@ -454,15 +467,15 @@ def test_random_inserts_crashes_and_reruns_store_every_row_once(batch_size, step
                 _, site, count = step
                 times = half_hours(latest[site] + timedelta(minutes=30), count * rows_per_insert)
                 latest[site] = times[-1]
-                seed(url, {site: times})
+                seed(url, {stored[site]: times})
                 continue
             _, mode, ok = step
             crashing = CrashingState(state)
             store_now = store if mode == "ok" else FailingStore(store, ok, mode, crashing)
             with contextlib.suppress(Crash, ExportError, RuntimeError):
-                export(url, store_now, crashing, batch_size=batch_size)
+                export(url, store_now, crashing, batch_size=batch_size, sites=sites)
             assert_watermarks_not_ahead(url, store, state, batch_size)
-        export(url, store, state, batch_size=batch_size)  # the final rerun
+        export(url, store, state, batch_size=batch_size, sites=sites)  # the final rerun
         assert_exactly_the_expected_objects(url, store, batch_size)
         dispose_engines()
 

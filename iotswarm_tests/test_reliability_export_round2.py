@@ -44,6 +44,7 @@ from iotswarm_tests.export_fixtures import (
     state_store,
 )
 from iotswarm_tests.s3_fault_proxy import FaultPlan, fault_proxy
+from iotswarm_tests.small_disk import run_on_small_disk
 from iotswarm_tests.test_reliability_export import (
     ROOT,
     HookedStore,
@@ -223,17 +224,7 @@ def test_a_full_disk_is_named_enospc(tmp_path):
     seed(url, {"ALIC1": half_hours(T0, 24)})
     root = tmp_path / "objects"
     root.mkdir()
-    mount_and_run = 'mount -t tmpfs -o size=8k tmpfs "$1" && exec "$0" -c "$2" "$1" "$3" "$4"'
-    result = subprocess.run(
-        [
-            *("unshare", "--mount", "sh", "-c", mount_and_run),
-            *(sys.executable, str(root), ENOSPC_EXPORT, url, state.state_dir),  # $0 .. $4
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_on_small_disk(root, "8k", ENOSPC_EXPORT, url, state.state_dir)
     assert result.returncode == 0, result.stderr
     assert "payloads were not stored after retries" in result.stdout
     assert "ENOSPC: No space left on device" in result.stdout

@@ -353,6 +353,10 @@ class _ProgressBar(logging.Handler):
         self.payloads = 0
 
     def emit(self, record: logging.LogRecord) -> None:
+        notice = getattr(record, "notice", None)
+        if notice is not None:  # e.g. waiting for the table's lock: the terminal shows no log
+            tqdm.write(f"{PROG}: {notice}", file=sys.stderr)
+            return
         expected = getattr(record, "expected_rows", None)
         if expected is not None:
             self.bar.total = expected
@@ -378,13 +382,18 @@ def progress_bar(table: str) -> Iterator[None]:
 
 
 def _check_source(
-    source: CosmosSource, config: LiveCosmosConfig, tables: list[str], sites: list[str] | None
+    source: CosmosSource,
+    config: LiveCosmosConfig,
+    tables: list[str],
+    sites: list[str] | None,
+    *,
+    require_rows: bool = False,
 ) -> None:
     """Reach the database before any run, so an outage or an unknown site is one line, exit 2."""
     try:
         source.check(tables)
         for table in tables:
-            site_rules.select(table, sites, source.list_sites(table))
+            site_rules.select(table, sites, source.list_sites(table), require_rows=require_rows)
     except SourceError:
         raise
     except (OSError, sa.exc.SQLAlchemyError) as exc:  # drivers that fail below SQLAlchemy

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import boto3
 import botocore.handlers
@@ -28,6 +28,8 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from iotswarm_pipelines.atomic import sweep_temporaries, write_atomically
+
+T = TypeVar("T")
 
 CONTENT_TYPE = "application/json"
 STOP_AFTER_FAILURES = 32
@@ -73,11 +75,11 @@ class ObjectStore(Protocol):
     def describe(self) -> str: ...
 
 
-class _DaemonPool:
-    """A fixed set of daemon worker threads.
+class DaemonPool:
+    """A fixed set of daemon worker threads (the uploads here, reconciliation's site scans).
 
     ``ThreadPoolExecutor`` joins its workers when the interpreter exits, so after Ctrl-C a
-    process would still wait for every upload stuck on a silent endpoint (up to the timeouts
+    process would still wait for every request stuck on a silent endpoint (up to the timeouts
     times the attempts); daemon workers let an interrupted export exit at once. An upload cut
     short that way is simply not stored, and the watermark never covered it.
     """
@@ -100,8 +102,8 @@ class _DaemonPool:
                 except BaseException as exc:
                     future.set_exception(exc)
 
-    def submit(self, fn: Callable[..., PutResult], *args: Any) -> Future[PutResult]:
-        future: Future[PutResult] = Future()
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
         self._jobs.put((future, fn, args))
         return future
 
@@ -143,7 +145,7 @@ def put_concurrently(
     failure: Exception | None = None
     in_a_row = 0
     down: str | None = None
-    pool = _DaemonPool(max(1, concurrency), "object-put")
+    pool = DaemonPool(max(1, concurrency), "object-put")
 
     def finished(done: set[Future[PutResult]]) -> Iterator[PutResult]:
         nonlocal in_a_row, down

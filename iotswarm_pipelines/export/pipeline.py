@@ -30,7 +30,7 @@ from iotswarm_pipelines.export import bad_rows, keys
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.object_store import StoreUnavailableError, describe_error
-from iotswarm_pipelines.export.state_backend import StateLockedError
+from iotswarm_pipelines.export.state_backend import StateLockedError, StatePartlySavedError
 from iotswarm_pipelines.export.watermarks import (
     Row,
     SiteProgress,
@@ -346,7 +346,7 @@ def export_table(
     now = now or utc_now()
     if warning := fallback_warning(fallback_hours, now):
         log.warning(warning)
-    selected = _select_sites(spec, source, sites, log)
+    selected = select_sites(spec, source, sites, log)
     if not dry_run:
         store.check()  # a missing bucket or refused credentials: one line before any upload
     # A dry run writes nothing, so it need not wait for a running export of the table.
@@ -374,14 +374,24 @@ def export_table(
 def _table_lock(
     state: StateBackend, table: catalogue.Table, log: logging.Logger | logging.LoggerAdapter
 ) -> Iterator[None]:
-    """The table's state lock; when another export holds it, say whose before waiting."""
+    """The table's state lock; when another export holds it, say whose before waiting, and
+    how long the wait was once it ends (in the run's log, and on a command line's terminal)."""
     with ExitStack() as stack:
         try:
             stack.enter_context(state.locked(table, timeout=0))
         except StateLockedError as exc:
-            log.warning(f"waiting for the lock of {table.name} held by {exc.holder or exc}")
+            _notice(log, f"waiting for the lock of {table.name} held by {exc.holder or exc}")
+            began = time.monotonic()
             stack.enter_context(state.locked(table))
+            _notice(log, f"got the lock of {table.name} after {time.monotonic() - began:.0f} s")
         yield
+
+
+def _notice(log: logging.Logger | logging.LoggerAdapter, message: str) -> None:
+    """A warning for the run's log, also handed to the progress logger (``notice``), which a
+    command line prints once on its terminal while it shows no log."""
+    log.warning(message)
+    _progress.info(message, extra={"notice": message})
 
 
 def _export(
@@ -502,7 +512,7 @@ def export_window(
     summary = ExportSummary(table=spec.name, sites=0, dry_run=dry_run)
     run = _Run(spec, summary, log, lambda updates: None, payload_format)
     site_ids: set[str] = set()
-    selected = _select_sites(spec, source, sites, log)
+    selected = select_sites(spec, source, sites, log)
 
     first, last = batch_window(after, until, batch_size, spec.cadence)
 
@@ -530,6 +540,13 @@ class StateNotSavedError(ExportError):
 def _final_checkpoint(run: _Run, state: StateBackend) -> None:
     try:
         run.checkpoint()
+    except StatePartlySavedError as exc:  # main holds the new watermarks: say so, not "not saved"
+        raise StateNotSavedError(
+            f"{run.table.name}: {run.summary.objects_stored} objects stored; {exc}: the next run "
+            "starts from the new watermarks; fix the state store "
+            f"({state.describe(run.table.name)}) so that its next save is whole",
+            run.summary,
+        ) from exc
     except Exception as exc:
         raise StateNotSavedError(
             f"{run.table.name}: {run.summary.objects_stored} objects stored, watermark not saved "
@@ -539,14 +556,18 @@ def _final_checkpoint(run: _Run, state: StateBackend) -> None:
         ) from exc
 
 
-def _select_sites(
+def select_sites(
     spec: catalogue.Table,
     source: CosmosSource,
     sites: Sequence[str] | None,
     log: logging.Logger | logging.LoggerAdapter,
+    *,
+    require_rows: bool = False,
 ) -> list[str]:
     """The table's stored site IDs the run reads (``sites.select``), its warnings logged."""
-    selection = site_rules.select(spec.name, sites, source.list_sites(spec.name))
+    selection = site_rules.select(
+        spec.name, sites, source.list_sites(spec.name), require_rows=require_rows
+    )
     for warning in selection.warnings:
         log.warning(warning)
     return selection.site_ids

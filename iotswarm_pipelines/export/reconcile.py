@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING
@@ -31,7 +30,8 @@ from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import keys, reconciliation
 from iotswarm_pipelines.export import state as state_rules
-from iotswarm_pipelines.export.pipeline import build_object, build_objects
+from iotswarm_pipelines.export.object_store import DaemonPool
+from iotswarm_pipelines.export.pipeline import build_object, build_objects, select_sites
 from iotswarm_pipelines.export.reconciliation import SiteDay, TableDay, UnreadablePayloadError
 from iotswarm_pipelines.export.watermarks import Row, aligned_batches, batch_window
 
@@ -213,16 +213,18 @@ def reconcile_day(
 ) -> TableDay:
     """Reconcile one table on one UTC day, site by site; with ``heal``, store what is missing.
 
-    ``sites``: the sites to check; by default every catalogue site and every site with rows in
-    the table, so objects of a site the source no longer has are found too. ``batch_size`` and
-    ``payload_format`` are the export's: they predict its keys and make the healed payloads.
+    ``sites``: the sites to check, matched to the stored IDs as the export matches them (a site
+    without rows in the table is ``UnknownSiteError``); by default every catalogue site and every
+    site with rows in the table, so objects of a site the source no longer has are found too.
+    ``batch_size`` and ``payload_format`` are the export's: they predict its keys and make the
+    healed payloads.
     """
     log = log or _log
     current = state.load(table.name) if state is not None else state_rules.empty_state()
     if sites is None:
         sites = sorted(set(catalogue.SITE_IDS) | set(source.list_sites(table.name)))
-    else:
-        sites = sorted({site.strip().upper() for site in sites})
+    else:  # as the export matches them: the IDs as stored, every one required to have rows
+        sites = select_sites(table, source, sites, log, require_rows=True)
     result = TableDay(table=table.name, day=day)
     to_heal: list[tuple[list[Row], int]] = []
     # Whether a site's last payload is closed (sent by the export yet) depends on its newest row.
@@ -234,12 +236,21 @@ def reconcile_day(
             table, site_id, day, source, store, watermark, batch_size, newest, payload_format
         )
 
-    with ThreadPoolExecutor(SITE_WORKERS, thread_name_prefix="reconcile") as pool:
-        for scanned in pool.map(scan, sites):
+    # Daemon workers, so a failed read (after the store's timeouts and retries) or ^C ends the
+    # day at once: the sites not started are never started and stuck reads are not waited for.
+    pool = DaemonPool(min(SITE_WORKERS, len(sites)) or 1, "reconcile")
+    scans = [pool.submit(scan, site_id) for site_id in sites]
+    try:
+        for future in scans:
+            scanned = future.result()
             result.sites.append(scanned.report)
             result.objects_listed += scanned.listed
             result.objects_read += scanned.read
             to_heal += scanned.heal
+    finally:
+        for future in scans:
+            future.cancel()
+        pool.shutdown(wait=False)
     if heal and to_heal:
         result.healed, result.heal_failed = _heal(table, store, to_heal, payload_format, log)
     log.info(describe(result))

@@ -3,13 +3,21 @@
 Checks that the object store holds every source row of each UTC day, with the same config file
 as the export, and with ``--heal`` re-exports what is missing. It calls the reconciliation runner
 directly (not through a Dagster run per day: a month of five tables would be 150 runs). Exit
-codes: 0 complete, 1 rows missing and not healed (or the store failed), 2 bad input.
+codes: 0 complete, 1 rows missing and not healed (or the store failed), 2 bad input, 130/143
+stopped by SIGINT/SIGTERM.
+
+Like the export, it first checks the bucket with one request (``ObjectStore.check``), so an
+endpoint that never answers is named after one read timeout, and its reads keep the store's
+timeouts and retries; a signal ends it at once with one line (nothing new is started, reads stuck
+on a silent endpoint are not waited for: a heal stores whole payloads, so none is half done).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import date
@@ -27,6 +35,7 @@ from iotswarm_pipelines.export import cli as export_cli
 from iotswarm_pipelines.export import reconcile_record
 from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES
 from iotswarm_pipelines.export.config_file import ConfigFileError, LiveCosmosConfig, parse_config
+from iotswarm_pipelines.export.object_store import StoreUnavailableError
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.reconcile import describe, reconcile_day
 from iotswarm_pipelines.export.reconcile_record import DayRecorder
@@ -95,7 +104,39 @@ def _warn(line: str) -> None:
     tqdm.write(f"{PROG}: warning: {line}", file=sys.stderr)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread as ^C raises ``KeyboardInterrupt``."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 def run(argv: Sequence[str]) -> int:
+    """Reconcile, and on SIGINT or SIGTERM stop at once with one line and exit 130 or 143."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        return _stopped(signal.SIGINT)
+    except _Terminated:
+        return _stopped(signal.SIGTERM)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(by: signal.Signals) -> int:
+    print(
+        f"{PROG}: stopped by {by.name}; the days reported above stand, the rest were not checked "
+        "(a heal stores whole payloads: run it again)",
+        file=sys.stderr,
+    )
+    return 128 + by
+
+
+def _run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         config = parse_config(args.config)
@@ -103,7 +144,9 @@ def run(argv: Sequence[str]) -> int:
         until = _day("--until", args.until) if args.until else utc_now().date()
         days = days_between(_day("--since", args.since), until)
         source = export_cli._source(config)
-        export_cli._check_source(source, config, [t.name for t in tables], config.sites)
+        export_cli._check_source(
+            source, config, [t.name for t in tables], config.sites, require_rows=True
+        )
         built = export_cli.stores(config)
         store, state = built["object_store"], built["state"]
         payload_format = payloads.PayloadFormat(
@@ -117,6 +160,11 @@ def run(argv: Sequence[str]) -> int:
     except (ConfigFileError, export_cli._UsageError, SourceError, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return export_cli.EXIT_USAGE
+    try:
+        store.check()  # a missing bucket or a silent endpoint: one line before any listing
+    except StoreUnavailableError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return export_cli.EXIT_FAILED
     recorder = _recorder(args.dagster_home, config, payload_format)
     incomplete = missing = 0
     pushgateway = exposition.pushgateway_url(config.pushgateway)
@@ -151,6 +199,9 @@ def run(argv: Sequence[str]) -> int:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"{PROG}: error: reconciliation stopped: {first}", file=sys.stderr)
         return export_cli.EXIT_FAILED
+    except BaseException:  # ^C or SIGTERM: the bar's line ends before the one saying so
+        bar.close()
+        raise
     bar.close()
     checked = f"{len(days)} day(s) x {len(tables)} table(s) in {store.describe()}"
     if incomplete:

@@ -36,12 +36,20 @@ def clean(sites: Iterable[str]) -> list[str]:
     return list(seen.values())
 
 
-def select(table: str, requested: Sequence[str] | None, stored: Sequence[str]) -> Selection:
+def select(
+    table: str,
+    requested: Sequence[str] | None,
+    stored: Sequence[str],
+    *,
+    require_rows: bool = False,
+) -> Selection:
     """The stored IDs matching ``requested`` (all of ``stored`` when None), sorted, once each.
 
     A requested site the table has no rows for is only a warning when the catalogue knows it
     (the table may not be logged there, or not yet); one that nothing knows is
-    ``UnknownSiteError``, a typo that must not export nothing and report success.
+    ``UnknownSiteError``, a typo that must not export nothing and report success. With
+    ``require_rows`` (reconciliation, which checks the store against these rows) a requested
+    site without rows is ``UnknownSiteError`` too: checking nothing must not read as complete.
     """
     by_key: dict[str, list[str]] = {}
     for site_id in stored:
@@ -53,16 +61,21 @@ def select(table: str, requested: Sequence[str] | None, stored: Sequence[str]) -
         chosen = set()
         for site in clean(requested):
             matches = by_key.get(site.casefold())
+            known = ", ".join(sorted(stored)) or "none"
             if matches:
                 chosen.update(matches)
-            elif site.upper() in catalogue.SITES_BY_ID:
-                warnings.append(f"{table}: site {site} has no rows in this table; nothing to send")
-            else:
-                known = ", ".join(sorted(stored)) or "none"
+            elif site.upper() not in catalogue.SITES_BY_ID:
                 raise UnknownSiteError(
                     f"unknown COSMOS site {site!r}: neither {table} (in any case) nor the "
                     f"catalogue holds it; sites with rows there: {known}"
                 )
+            elif require_rows:
+                raise UnknownSiteError(
+                    f"COSMOS site {site!r} has no rows in {table} (in any case), so there is "
+                    f"nothing to check it against; sites with rows there: {known}"
+                )
+            else:
+                warnings.append(f"{table}: site {site} has no rows in this table; nothing to send")
     warnings += [
         f"{table}: site {site_id} is in the source but not in the catalogue; exported anyway "
         "(the source is the truth)"

@@ -126,6 +126,16 @@ OLDEST_ROW_TIME = datetime(1, 1, 1)
 further back is clamped to it."""
 
 
+def describe_watermarks(state: State, limit: int = 3) -> str:
+    """The state's watermarks for a message, newest first: ``ALIC1 2024-06-01 01:00:00, …``."""
+    by_site = sorted((site, entry["last_data"]) for site, entry in state["sites"].items())
+    marks = sorted(by_site, key=lambda mark: mark[1], reverse=True)  # ties stay by site
+    if not marks:
+        return "none (no site yet)"
+    text = ", ".join(f"{site} {when:%Y-%m-%d %H:%M:%S}" for site, when in marks[:limit])
+    return text + (f" and {len(marks) - limit} more" if len(marks) > limit else "")
+
+
 @overload
 def fallback_start(now: datetime, fallback_hours: float) -> datetime: ...
 @overload

@@ -13,7 +13,10 @@ read and write one copy and how to hold a table's lock:
   (``<TABLE>.pickle.sha256``), which the older tool ignores: a copy that no longer matches it
   and is not newer than it was damaged where it lies (a flipped bit can still unpickle into a
   valid but different state) and counts as corrupt, so the backup is used. A copy newer than
-  its sidecar was rewritten by another tool (the older uploader, a restore) and is trusted;
+  its sidecar was rewritten by another tool (the older uploader, a restore) and is trusted. Main
+  and backup that both differ from their sidecars but hold the same state are a pair restored
+  together with their old times (``cp -p`` of an older copy): damage in place would not hit both
+  alike, so the older state loads, with a warning naming the watermarks it rolls back to;
 * ``advance`` moves watermarks forward under the lock.
 """
 
@@ -30,6 +33,7 @@ import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import state as rules
+from iotswarm_pipelines.export.object_store import describe_error
 from iotswarm_pipelines.export.state import CorruptStateError, State, StateCopy
 
 MAIN_SUFFIX = ".pickle"
@@ -54,8 +58,22 @@ class StateLockedError(RuntimeError):
         self.holder = holder
 
 
+class StatePartlySavedError(RuntimeError):
+    """A save that failed after main was written: the message says which files hold the new
+    state (the cause is ``__cause__``), so nobody is told the watermarks were not saved."""
+
+
 class StateConflictError(RuntimeError):
     """Another writer changed the state since this store read it; nothing was overwritten."""
+
+
+class _ChecksumMismatch(CorruptStateError):
+    """A copy that reads as a state but is not the one its last save checksummed (and is not
+    newer than that checksum): damaged in place, or restored from an older copy."""
+
+    def __init__(self, message: str, state: State) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 _Content = State | CorruptStateError | None
@@ -114,13 +132,16 @@ class StateBackend(dg.ConfigurableResource):
         if written is not None and checked is not None and written > checked:
             log.warning(f"{self._show(where)} was rewritten by another tool; no checksum to check")
             return content
-        return CorruptStateError(
-            f"does not match its checksum {self._show(side)}: damaged where it is stored"
+        return _ChecksumMismatch(
+            f"does not match its checksum {self._show(side)}: damaged where it is stored", content
         )
 
     def _write_copy(self, where: Any, data: bytes) -> None:
         """A copy, then its sidecar: a crash between the two leaves the copy newer (trusted)."""
         self._write(where, data)
+        self._write_sidecar(where, data)
+
+    def _write_sidecar(self, where: Any, data: bytes) -> None:
         side = self._sidecar(where)
         if side is not None:
             self._write(side, f"{_digest(data)}\n".encode())
@@ -145,9 +166,25 @@ class StateBackend(dg.ConfigurableResource):
         (main, first), (backup, second) = self._readable(table)
         if isinstance(first, dict):
             return first
+        if (
+            isinstance(first, _ChecksumMismatch)
+            and isinstance(second, _ChecksumMismatch)
+            and first.state == second.state
+        ):
+            log.warning(
+                f"export state {self._show(main)} and {self._show(backup)} were restored together "
+                "from an older copy (they agree with each other, not with the checksums of the "
+                "last save): loading them rolls the watermarks back to "
+                f"{rules.describe_watermarks(first.state)}; later rows are sent again, to the "
+                "keys they had"
+            )
+            return first.state
         if isinstance(second, dict):
-            why = "missing" if first is None else f"corrupt ({first})"
-            log.warning(f"export state {self._show(main)} is {why}; using {self._show(backup)}")
+            log.warning(
+                f"export state: using the backup {self._show(backup)} (watermarks "
+                f"{rules.describe_watermarks(second)}) because the main copy {self._show(main)} "
+                f"{_why_not(first)}; main is rewritten from the backup"
+            )
             self._restore_main(catalogue.get_table(table).name, second)
             return second
         if first is None and second is None:
@@ -189,11 +226,37 @@ class StateBackend(dg.ConfigurableResource):
             log.warning(f"{table}: main state copy left to the other export ({exc})")
 
     def save(self, table: catalogue.TableRef, state: State) -> None:
-        """Write main, then the backup, each whole (the module docstring says why this order)."""
+        """Write main, then the backup, each whole (the module docstring says why this order).
+
+        A failure once main is written is ``StatePartlySavedError``, saying what is on disk.
+        """
         data = rules.dumps_state(state)
         main, backup = self._pair(catalogue.get_table(table).name)
-        self._write_copy(main, data)
-        self._write_copy(backup, data)
+        self._write(main, data)  # until this is written, nothing is
+        try:
+            self._write_sidecar(main, data)
+        except Exception as exc:
+            raise StatePartlySavedError(
+                f"the new watermarks are in the main state file {self._show(main)} only: its "
+                f"checksum could not be written ({describe_error(exc)}), and the backup "
+                f"{self._show(backup)} is left as it was"
+            ) from exc
+        try:
+            self._write(backup, data)
+        except Exception as exc:
+            raise StatePartlySavedError(
+                f"the new watermarks are in the main state file {self._show(main)} and its "
+                f"checksum; the backup {self._show(backup)} could not be written "
+                f"({describe_error(exc)}) and is left as it was"
+            ) from exc
+        try:
+            self._write_sidecar(backup, data)
+        except Exception as exc:
+            raise StatePartlySavedError(
+                f"the new watermarks are in both state files ({self._show(main)}, "
+                f"{self._show(backup)}); only the backup's checksum "
+                f"{self._show(self._sidecar(backup))} could not be written ({describe_error(exc)})"
+            ) from exc
 
     def advance(self, table: catalogue.TableRef, updates: Mapping[str, datetime]) -> State:
         """Move watermarks forward under the table's lock and save; returns the new state."""
@@ -201,6 +264,18 @@ class StateBackend(dg.ConfigurableResource):
             new = rules.advance(self.load(table), updates)
             self.save(table, new)
             return new
+
+
+def _why_not(content: CorruptStateError | None) -> str:
+    """Why a main copy was passed over for the backup, in an operator's words."""
+    if content is None:
+        return "is missing"
+    if isinstance(content, _ChecksumMismatch):
+        return (
+            "does not match the checksum of the last save and is older than it: damaged where "
+            "it lies, or restored alone from an older copy (to roll back, restore both files)"
+        )
+    return f"is corrupt ({content})"
 
 
 def _digest(data: bytes) -> str:
