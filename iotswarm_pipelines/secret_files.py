@@ -15,6 +15,7 @@ or others can read gets a warning naming the file and the ``chmod`` that fixes i
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import stat
@@ -52,7 +53,11 @@ def too_open(path: str | Path) -> str | None:
 
 
 def warn_if_open(path: str | Path) -> None:
+    """The warning on stderr: a JSON line when the command logs JSON (``--log-format json``)."""
     if warning := too_open(path):
+        if os.environ.get("IOTSWARM_LOG_FORMAT", "").strip().lower() == "json":
+            logging.getLogger("iotswarm.security").warning(warning)
+            return
         prog = Path(sys.argv[0]).name.removesuffix(".py") or "iotswarm"
         print(f"{prog}: warning: {warning}", file=sys.stderr)
 

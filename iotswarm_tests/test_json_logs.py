@@ -60,6 +60,7 @@ def test_iot_swarm_logs_json_lines_with_run_swarm_and_shard_and_no_password(
 ):
     secret = tmp_path / "password"
     secret.write_text("s3cret-pass\n")
+    secret.chmod(0o600)  # private: no warning line before the run's own
     done = _command(
         sys.executable, "-m", "iotswarm_pipelines.swarm.cli",
         "--source", sample_url, "--port", str(password_broker.port), "--username", "swarm",
