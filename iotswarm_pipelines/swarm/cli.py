@@ -413,8 +413,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iot-swarm: error: interrupted", file=sys.stderr)
         return EXIT_FAILED
-    print(text)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        return _reader_gone()
     return code
+
+
+def _reader_gone() -> int:
+    """stdout's reader left early (``iot-swarm … | head``): end quietly, as a command that
+    SIGPIPE ended would, instead of a traceback. stdout then points at /dev/null, so the
+    interpreter's last flush at exit cannot fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

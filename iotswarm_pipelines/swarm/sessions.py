@@ -175,10 +175,11 @@ def init_session(name: str, directory: str | os.PathLike | None = None) -> str:
 
 
 def remove_session(name: str, directory: str | os.PathLike | None = None) -> bool:
-    """Delete every document of a session; False when there was none."""
+    """Delete every document of a session and its report; False when there was none."""
     check_name(name)
     store = open_store(directory)
-    documents = _names(name, store)
+    report = f"{name}.report.json"
+    documents = _names(name, store) + [n for n in store.names(report) if n == report]
     for document in documents:
         store.delete(document)
     return bool(documents)
