@@ -4,7 +4,9 @@ The same job as in the UI (``swarm_job``): one shard runs in this process; more 
 process each (the multiprocess executor). Runs are recorded in the ``DAGSTER_HOME`` instance when
 one is set, so the UI of ``make dev`` shows them and the report; otherwise in a throw-away one.
 Every check that can fail runs before a device starts and prints one line (exit 2). The exit
-status is 1 when messages were lost at QoS 1 or the broker could not be used during the run.
+status is 1 when messages were lost at QoS 1 or the broker could not be used during the run,
+130 or 143 when ^C or SIGTERM stopped the devices early (the report is still made and saved,
+and the run is recorded as canceled).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import dagster as dg
+import yaml
+from dagster._core.instance.ref import InstanceRef  # the public API takes no overrides
 from tqdm import tqdm
 
 from iotswarm_pipelines import settings
@@ -49,6 +53,7 @@ from iotswarm_pipelines.swarm.resources import MqttResource
 PASSWORD_ENV = "IOTSWARM_MQTT_PASSWORD"
 SOURCE_URL_ENV = "IOTSWARM_SOURCE_URL"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM  # as a shell reports them
 ORPHAN_CHECK_SECONDS = 1.0
 FORKSERVER_PRELOAD = "iotswarm_pipelines.swarm.forkserver"
 QUIET_INSTANCE = {"telemetry": {"enabled": False}, "python_logs": {"python_log_level": "WARNING"}}
@@ -229,18 +234,46 @@ def _outcome(result: Any) -> Outcome:
     return False, None, None
 
 
+def _recorded(instance: dg.DagsterInstance | None, result: Any) -> Outcome:
+    """The run's outcome; an interrupted run that still made its report is recorded as
+    canceled, so neither the UI nor the runs list show a success that was cut short."""
+    outcome = _outcome(result)
+    report = outcome[1]
+    if instance is not None and report is not None and report.interrupted:
+        instance.report_run_canceled(
+            result.dagster_run,
+            message=f"interrupted by {report.interrupted}: the devices stopped early; "
+            "the report was made",
+        )
+    return outcome
+
+
+def _home_instance(home: str, log_level: str) -> dg.DagsterInstance:
+    """The ``DAGSTER_HOME`` instance, with Dagster's own lines held at this command's log level.
+
+    An instance that sets no ``python_logs`` prints its system events at DEBUG: each shard's
+    step worker announced itself on the terminal (``make dev``'s instance is one).
+    """
+    path = Path(home) / "dagster.yaml"
+    config = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    python_logs = {**(config.get("python_logs") or {}), "python_log_level": log_level}
+    ref = InstanceRef.from_dir(home, overrides={"python_logs": python_logs})
+    return dg.DagsterInstance.from_ref(ref)
+
+
 def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> Outcome:
     if config.shards == 1:
         with contextlib.ExitStack() as stack:
             home = settings.dagster_home()
-            instance = stack.enter_context(dg.DagsterInstance.from_config(home)) if home else None
+            log_level = run_config["loggers"]["console"]["config"]["log_level"]
+            instance = stack.enter_context(_home_instance(home, log_level)) if home else None
             result = cli_swarm_job.execute_in_process(
                 run_config=run_config,
                 instance=instance,
                 tags=run_tags(str(config.swarm_name)),
                 raise_on_error=False,
             )
-            return _outcome(result)
+            return _recorded(instance, result)
     return _execute_detached(config, run_config)
 
 
@@ -264,14 +297,20 @@ def _execute_detached(config: SwarmConfig, run_config: dict[str, Any]) -> Outcom
             args=(run_config, str(config.swarm_name), workdir, str(outcome)),
         )
         child.start()
-        while child.exitcode is None:
-            try:
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            tqdm.write("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
+            _ask_stop(stop_file, signum)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while child.exitcode is None:
                 child.join(0.5)
-            except KeyboardInterrupt:
-                tqdm.write("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
-                stop_file.touch()
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         if not outcome.exists():
             return False, None, None
         with outcome.open("rb") as f:
@@ -289,8 +328,8 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
     os.setsid()
     home = settings.dagster_home()
     stop_file = Path(run_config["ops"]["plan_swarm"]["config"]["stop_file"])
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_file.touch())
-    signal.signal(signal.SIGINT, lambda _signum, _frame: stop_file.touch())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, _frame: _ask_stop(stop_file, signum))
     parent = os.getppid()
     threading.Thread(target=_stop_when_orphaned, args=(parent, stop_file), daemon=True).start()
     done = threading.Event()
@@ -299,7 +338,7 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
         try:
             with (
                 (
-                    dg.DagsterInstance.from_config(home)
+                    _home_instance(home, run_config["loggers"]["console"]["config"]["log_level"])
                     if home
                     else dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE)
                 ) as instance,
@@ -311,7 +350,7 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
                 ) as result,
                 open(outcome, "wb") as f,
             ):
-                pickle.dump(_outcome(result), f)
+                pickle.dump(_recorded(instance, result), f)
         finally:
             done.set()
 
@@ -320,10 +359,16 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
         pass  # the main thread stays free to run the signal handlers above
 
 
+def _ask_stop(stop_file: Path, signum: int) -> None:
+    """Ask the shards to stop; the first signal's name goes in the file for their report."""
+    if not stop_file.exists():
+        stop_file.write_text(signal.Signals(signum).name)
+
+
 def _stop_when_orphaned(parent: int, stop_file: Path) -> None:
     while os.getppid() == parent:
         time.sleep(ORPHAN_CHECK_SECONDS)
-    stop_file.touch()
+    _ask_stop(stop_file, signal.SIGKILL)  # iot-swarm itself was killed
 
 
 def multiprocess_config(shards: int) -> dict[str, Any]:
@@ -379,6 +424,13 @@ def run_swarm(
     if not success or report is None:
         raise SwarmRunError("the swarm run failed; see the log above", EXIT_FAILED)
     text = render_text(report, str(config.swarm_name))
+    if report.interrupted:
+        print(
+            f"iot-swarm: interrupted by {report.interrupted}: the devices stopped early, "
+            "the report below was saved",
+            file=sys.stderr,
+        )
+        return EXIT_SIGTERM if report.interrupted == "SIGTERM" else EXIT_SIGINT, text
     if config.qos == 1 and (report.lost or report.failed):
         return EXIT_FAILED, text
     if not config.dry and not report.acknowledged and (report.sent or report.errors):
@@ -411,8 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"iot-swarm: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("iot-swarm: error: interrupted", file=sys.stderr)
-        return EXIT_FAILED
+        print("iot-swarm: error: interrupted before the devices started", file=sys.stderr)
+        return EXIT_SIGINT
     try:
         print(text, flush=True)
     except BrokenPipeError:

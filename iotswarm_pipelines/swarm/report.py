@@ -71,6 +71,7 @@ class SwarmReport:
     connect_failures: int = 0
     unsent: int = 0
     gave_up: bool = False  # a shard ended because the broker stayed unreachable
+    interrupted: str = ""  # what stopped the swarm before its schedule's end (SIGINT, ...)
     verified: bool = False
     seconds: float = 0.0
     msgs_per_s: float = 0.0
@@ -220,6 +221,7 @@ def summarize(results: Sequence[Any]) -> SwarmReport:
         setattr(report, name, sum(getattr(r, name) for r in results))
     report.verified = all(r.verified for r in results)
     report.gave_up = any(r.gave_up for r in results)
+    report.interrupted = next((r.interrupted for r in results if r.interrupted), "")
     start = min(r.started_at for r in results)
     report.seconds = max(max(r.ended_at for r in results) - start, 0.0)
     report.msgs_per_s = report.sent / report.seconds if report.seconds > 0 else 0.0
@@ -267,6 +269,8 @@ def render_text(report: SwarmReport, title: str = "swarm") -> str:
         f"connect failures {report.connect_failures}",
         delivery,
     ]
+    if report.interrupted:
+        lines.append(f"interrupted by {report.interrupted}: stopped before the schedule's end")
     if report.unsent or report.gave_up:
         lines.append(
             f"planned {report.planned} = sent {report.sent} + skipped {report.skipped} + "

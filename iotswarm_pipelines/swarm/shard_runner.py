@@ -74,7 +74,7 @@ class _PositionSaver:
 
 
 @contextlib.contextmanager
-def _sigterm_stops(stop: threading.Event) -> Iterator[None]:
+def _sigterm_stops(stop: Callable[[str], None]) -> Iterator[None]:
     """SIGTERM (systemd, Docker, Kubernetes, ``timeout``) asks for the same clean stop as ^C.
 
     Only the main thread may set a handler; elsewhere the caller's own handling applies.
@@ -82,7 +82,7 @@ def _sigterm_stops(stop: threading.Event) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop("SIGTERM"))
     try:
         yield
     finally:
@@ -118,7 +118,12 @@ def run_planned_shard(
     )
     saver = _PositionSaver(shard, streams)
     stop = threading.Event()
+    stopped_by: list[str] = []  # the first reason to stop early names the interruption
     stop_file = Path(options.stop_file) if options.stop_file else None
+
+    def ask_stop(reason: str) -> None:
+        stopped_by.append(reason)
+        stop.set()
 
     def should_stop() -> bool:
         return stop.is_set() or (stop_file is not None and stop_file.exists())
@@ -155,14 +160,14 @@ def run_planned_shard(
     # stop and still collect its partial result. An Event, not Thread.join: a join interrupted
     # by a signal can leave is_alive() wrong.
     interrupted = False
-    with _sigterm_stops(stop):
+    with _sigterm_stops(ask_stop):
         worker = threading.Thread(target=work, name=f"swarm-shard-{shard.shard}", daemon=True)
         worker.start()
         while not done.is_set():
             try:
                 done.wait(WAKE_SECONDS)
             except interrupts:
-                stop.set()
+                ask_stop("SIGINT")
             if stop.is_set() and not interrupted:
                 interrupted = True
                 log(f"shard {shard.shard}: asked to stop, stopping the devices")
@@ -171,4 +176,15 @@ def run_planned_shard(
         raise outcome["error"]  # type: ignore[misc]
     result = outcome["result"]
     assert isinstance(result, ShardResult)
+    if stop_file is not None and stop_file.exists():
+        stopped_by.append(_stop_file_reason(stop_file))
+    result.interrupted = stopped_by[0] if stopped_by else ""
     return ShardOutcome(result, interrupted)
+
+
+def _stop_file_reason(stop_file: Path) -> str:
+    """The stop file holds the signal its writer (``iot-swarm``) was stopped by."""
+    try:
+        return stop_file.read_text().strip() or "stop file"
+    except OSError:
+        return "stop file"

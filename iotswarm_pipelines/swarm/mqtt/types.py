@@ -58,6 +58,7 @@ class ShardResult:
     duplicated: int = 0
     unsent: int = 0  # due or planned but never published (a stop, or the broker given up on)
     gave_up: bool = False  # stopped because no broker connection held for give_up_after
+    interrupted: str = ""  # what stopped it before its schedule's end: SIGINT, SIGTERM, ...
     started_at: float = 0.0
     ended_at: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
