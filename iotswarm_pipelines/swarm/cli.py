@@ -49,6 +49,7 @@ from iotswarm_pipelines.swarm.options import (
 )
 from iotswarm_pipelines.swarm.report import SwarmReport, render_text
 from iotswarm_pipelines.swarm.resources import MqttResource
+from iotswarm_pipelines.swarm.terminal_log import terminal_logger
 
 PASSWORD_ENV = "IOTSWARM_MQTT_PASSWORD"
 SOURCE_URL_ENV = "IOTSWARM_SOURCE_URL"
@@ -66,6 +67,7 @@ cli_swarm_job = build_swarm_job(
         "cosmos": CosmosSource.configure_at_launch(),
     },
     executor_def=dg.multi_or_in_process_executor,
+    logger_defs={"console": terminal_logger},
 )
 
 
@@ -419,8 +421,10 @@ def run_swarm(
     resumed_cycles = sum(p.cycles for s in swarm.shards for p in s.positions.values())
     with _Progress(config, total, resumed_cycles):
         success, report, failure = _execute(config, run_config)
-    if failure is not None:  # the report was made, and says why the run failed
-        return EXIT_FAILED, failure
+    if failure is not None:  # the report was made: its cause in one line, then the report
+        cause, _, text = failure.partition("\n")
+        print(f"iot-swarm: error: {cause}", file=sys.stderr)
+        return EXIT_FAILED, text
     if not success or report is None:
         raise SwarmRunError("the swarm run failed; see the log above", EXIT_FAILED)
     text = render_text(report, str(config.swarm_name))

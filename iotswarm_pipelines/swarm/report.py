@@ -239,6 +239,17 @@ def summarize(results: Sequence[Any]) -> SwarmReport:
     return report
 
 
+def gave_up_cause(report: SwarmReport) -> str:
+    """One line for a swarm that gave up on its broker: the give-up, and the last reason a
+    connection failed (refused, unreachable, …) when the errors name one."""
+    gave_up = next((e for e in report.errors if "gave up" in e), "the broker stayed unreachable")
+    broker = gave_up.split(": ", 1)[0]
+    reasons = [
+        e.split(": ", 1)[1] for e in report.errors if e.startswith(f"{broker}: ") and e != gave_up
+    ]
+    return gave_up + (f" (last: {reasons[-1]})" if reasons else "")
+
+
 def sparkline(values: Sequence[float | None]) -> str:
     """One character per value, scaled to the largest; gaps (no data) are blank."""
     known = [v for v in values if v is not None]
