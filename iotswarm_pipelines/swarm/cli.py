@@ -16,6 +16,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import sys
 import tempfile
@@ -47,7 +48,12 @@ from iotswarm_pipelines.swarm.options import (
     SwarmConfigError,
     SwarmOptions,
 )
-from iotswarm_pipelines.swarm.report import SwarmReport, render_text
+from iotswarm_pipelines.swarm.report import (
+    SwarmReport,
+    dead_shards_cause,
+    render_text,
+    summarize,
+)
 from iotswarm_pipelines.swarm.resources import MqttResource
 from iotswarm_pipelines.swarm.terminal_log import terminal_logger
 
@@ -226,14 +232,47 @@ Outcome = tuple[bool, SwarmReport | None, str | None]
 """The run's success, its report, and the report step's failure text (a broker given up on)."""
 
 
+SHARD_STEP = re.compile(r"run_shard\[shard_(\d+)\]")
+DIED = re.compile(r"child process for step \S+ (?:was |unexpectedly )?(.+?)\.(?: |$)")
+
+
 def _outcome(result: Any) -> Outcome:
+    """Success, the report, and a failure's text: its cause, then the report when one was made.
+
+    A run that lost shards (killed, or failed) has no report step; its report is made here from
+    the shards that finished, and names the lost ones, whose counts nobody knows.
+    """
     if result.success:
         return True, result.output_for_node("swarm_report"), None
+    dead: dict[int, str] = {}
+    causes: list[str] = []
     for event in result.all_events:
-        if event.is_step_failure and event.step_key == "swarm_report":
-            failure = event.step_failure_data.user_failure_data
-            return False, None, failure.description if failure else None
-    return False, None, None
+        shard = SHARD_STEP.fullmatch(event.step_key or "")
+        died = (
+            DIED.search(event.message or "") if event.event_type_value == "ENGINE_EVENT" else None
+        )
+        if shard and died:
+            dead[int(shard[1])] = f"died ({died[1]})"
+        elif event.is_step_failure:
+            data = event.step_failure_data
+            why = data.user_failure_data.description if data.user_failure_data else None
+            if event.step_key == "swarm_report" and why:
+                return False, None, why
+            line = (why or (data.error.message if data.error else "") or "failed").strip()
+            if shard:
+                dead.setdefault(int(shard[1]), f"failed ({line.splitlines()[0]})")
+            else:
+                causes.append(f"step {event.step_key} failed: {line.splitlines()[0]}")
+    if dead:
+        finished = result.output_for_node("run_shard") if len(dead) < _shards(result) else {}
+        report = summarize(sorted(finished.values(), key=lambda r: r.shard))
+        report.dead_shards = dead
+        return False, report, None
+    return False, None, causes[0] if causes else None
+
+
+def _shards(result: Any) -> int:
+    return len({e.step_key for e in result.all_events if SHARD_STEP.fullmatch(e.step_key or "")})
 
 
 def _recorded(instance: dg.DagsterInstance | None, result: Any) -> Outcome:
@@ -421,12 +460,17 @@ def run_swarm(
     resumed_cycles = sum(p.cycles for s in swarm.shards for p in s.positions.values())
     with _Progress(config, total, resumed_cycles):
         success, report, failure = _execute(config, run_config)
-    if failure is not None:  # the report was made: its cause in one line, then the report
+    if not success and report is not None and report.dead_shards:  # what the others did
+        print(f"iot-swarm: error: {dead_shards_cause(report)}", file=sys.stderr)
+        return EXIT_FAILED, render_text(report, str(config.swarm_name))
+    if failure is not None:  # its cause in one line, then the report when one was made
         cause, _, text = failure.partition("\n")
+        if not text:
+            raise SwarmRunError(cause, EXIT_FAILED)
         print(f"iot-swarm: error: {cause}", file=sys.stderr)
         return EXIT_FAILED, text
     if not success or report is None:
-        raise SwarmRunError("the swarm run failed; see the log above", EXIT_FAILED)
+        raise SwarmRunError("the swarm run failed; its log is in the Dagster UI", EXIT_FAILED)
     text = render_text(report, str(config.swarm_name))
     if report.interrupted:
         print(

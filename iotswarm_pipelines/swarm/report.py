@@ -30,6 +30,7 @@ COUNTS = (
     "duplicated",
     "connect_failures",
     "unsent",
+    "resent",
 )
 """The counters a report adds up over its shards and shows as numeric run metadata."""
 
@@ -72,6 +73,8 @@ class SwarmReport:
     unsent: int = 0
     gave_up: bool = False  # a shard ended because the broker stayed unreachable
     interrupted: str = ""  # what stopped the swarm before its schedule's end (SIGINT, ...)
+    resent: int = 0  # rows re-sent on resuming (unacknowledged when an earlier run died)
+    dead_shards: dict[int, str] = field(default_factory=dict)  # shard -> how it died
     verified: bool = False
     seconds: float = 0.0
     msgs_per_s: float = 0.0
@@ -239,6 +242,12 @@ def summarize(results: Sequence[Any]) -> SwarmReport:
     return report
 
 
+def dead_shards_cause(report: SwarmReport) -> str:
+    """One line naming the shards that died, for a swarm that lost some."""
+    dead = ", ".join(f"shard {k} {how}" for k, how in sorted(report.dead_shards.items()))
+    return f"{dead}: its devices' counts are unknown; resume them with --resume-session"
+
+
 def gave_up_cause(report: SwarmReport) -> str:
     """One line for a swarm that gave up on its broker: the give-up, and the last reason a
     connection failed (refused, unreachable, …) when the errors name one."""
@@ -282,6 +291,10 @@ def render_text(report: SwarmReport, title: str = "swarm") -> str:
     ]
     if report.interrupted:
         lines.append(f"interrupted by {report.interrupted}: stopped before the schedule's end")
+    if report.resent:
+        lines.append(f"re-sent {report.resent} rows left unacknowledged by a run that died")
+    for shard, how in sorted(report.dead_shards.items()):
+        lines.append(f"shard {shard}: {how}; its counts are unknown (not in the totals above)")
     if report.unsent or report.gave_up:
         lines.append(
             f"planned {report.planned} = sent {report.sent} + skipped {report.skipped} + "

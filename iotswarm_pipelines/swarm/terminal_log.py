@@ -1,10 +1,11 @@
 """``iot-swarm``'s Dagster logger: one plain line per record on the terminal.
 
 The command states every failure's cause itself, in one line, and prints the report; Dagster's
-own failure records (a step or the run failed, with the stack of a ``Failure`` the report step
-raises on purpose) would repeat it as dozens of lines of stack trace, so they are left to the
-run's event log, where the UI shows them. Warnings and messages the steps log stay, one line
-each (``iot-swarm: warning: shard 0: …``).
+error records (a step or the run failed, with the stack of a ``Failure`` the report step raises
+on purpose; a step not run because a shard died) would repeat it as dozens of lines of stack
+trace, so they are left to the run's event log, where the UI shows them. The swarm's steps log
+nothing at error level (they raise). Warnings and messages the steps log stay, one line each
+(``iot-swarm: warning: run_shard[shard_0]: …``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,6 @@ import sys
 import dagster as dg
 
 META = "dagster_meta"  # where Dagster's log manager puts a record's step and event
-
-
-def _is_dagster_failure(record: logging.LogRecord) -> bool:
-    meta = getattr(record, META, None) or {}
-    return record.levelno >= logging.ERROR and meta.get("dagster_event") is not None
 
 
 class _OneLine(logging.Formatter):
@@ -33,12 +29,12 @@ class _OneLine(logging.Formatter):
 
 @dg.logger(
     {"log_level": dg.Field(str, is_required=False, default_value="WARNING")},
-    description="iot-swarm's terminal: one line per record, no failure stack traces.",
+    description="iot-swarm's terminal: one line per record, errors left to the command.",
 )
 def terminal_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.Logger("iot-swarm", level=init_context.logger_config["log_level"].upper())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLine())
-    handler.addFilter(lambda record: not _is_dagster_failure(record))
+    handler.addFilter(lambda record: record.levelno < logging.ERROR)
     logger.addHandler(handler)
     return logger

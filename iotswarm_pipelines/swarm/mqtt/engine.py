@@ -34,6 +34,8 @@ from iotswarm_pipelines.swarm.mqtt.types import DeviceStream, Scenario, Schedule
 from iotswarm_pipelines.swarm.mqtt.verifier import Verifier
 from iotswarm_pipelines.swarm.mqtt.window import Publisher, connection_window
 
+Acknowledged = Callable[[list[tuple[DeviceStream, object]]], None]
+
 DRAIN_SECONDS = 10.0  # at the end: wait this long at most for acks and verifier arrivals
 STOP_CHECK_INTERVAL = 0.2
 SPARE_FILES = 64
@@ -78,8 +80,10 @@ class _Shard:
         progress_interval: float,
         scenario: Scenario,
         client_id: str | None = None,
+        on_acknowledged: Acknowledged | None = None,
     ) -> None:
         self.should_stop = should_stop
+        self.on_acknowledged = on_acknowledged
         self.on_progress = on_progress
         self.progress_interval = progress_interval
         self.delay_start = schedule.delay_start
@@ -188,12 +192,20 @@ class _Shard:
                 publisher.pump_dirty(now)
             busy = bool(publisher.dirty)
             self.loop.run_once(0.0 if busy else connections.wait_time(now, STOP_CHECK_INTERVAL))
+            if publisher.acknowledged:  # before the next turn publishes more
+                self._report_acknowledged()
             if self.on_progress is not None and now >= next_progress:
                 next_progress = now + self.progress_interval
                 self.on_progress(self.accounts.snapshot(verifier))
         publisher.give_up(conns, DRAIN_SECONDS)
         self._close()
+        self._report_acknowledged()
         return self.accounts.snapshot(verifier)
+
+    def _report_acknowledged(self) -> None:
+        moved, self.publisher.acknowledged = self.publisher.acknowledged, set()
+        if self.on_acknowledged is not None and moved:
+            self.on_acknowledged([(device.stream, device.acked_mark) for device in moved])
 
     def _close(self) -> None:
         self.connections.close()
@@ -217,8 +229,13 @@ def run_shard(
     on_progress: Callable[[ShardResult], None] | None = None,
     progress_interval: float = 5.0,
     scenario: Scenario | None = None,
+    on_acknowledged: Acknowledged | None = None,
 ) -> ShardResult:
     """Publish every device's messages per the schedule and report what happened.
+
+    ``on_acknowledged`` gets, once per loop turn, each device whose acknowledged messages moved
+    on and the ``Message.mark`` of its newest one acknowledged in order (for QoS 0 and dry runs,
+    of its newest one sent).
 
     Raises `MqttConfigError`, `BrokerUnreachableError` or `BrokerRefusedError` before any device
     starts; once running, connection trouble is retried and reported in the result.
@@ -246,6 +263,7 @@ def run_shard(
         progress_interval,
         scenario or Scenario(),
         client_id,
+        on_acknowledged,
     )
     with _heap_frozen():
         return engine.run()
