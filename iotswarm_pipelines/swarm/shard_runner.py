@@ -50,10 +50,11 @@ def progress_line(result: ShardResult) -> str:
 
 
 class _AckJournal:
-    """Each loop turn's acknowledged positions, appended to a file before the next turn sends,
-    so a shard killed outright (SIGKILL, the OOM killer) resumes from its last acknowledged row,
-    not from its last periodic save. One ``write`` per turn of only the devices that moved; the
-    kernel keeps what was written when the process dies. Each periodic save starts a new file
+    """Each loop turn's moved positions (acknowledged, sent), appended to a file when the turn
+    has published and when it has read acknowledgements, so a shard killed outright (SIGKILL,
+    the OOM killer) resumes from its last acknowledged row, not from its last periodic save, and
+    knows which rows it re-sends. Each ``write`` holds only the devices that moved; the kernel
+    keeps what was written when the process dies. Each periodic save starts a new file
     and, once saved, deletes the older ones (the save holds all they said). A session kept in
     S3 has no journal: it resumes from the periodic saves."""
 
@@ -78,7 +79,8 @@ class _AckJournal:
         lines = []
         for stream, mark in moved:
             assert isinstance(stream, data.DeviceStreamBase)
-            stream.acknowledged = mark  # type: ignore[assignment]
+            if mark is not None:  # None: nothing acknowledged yet in this run
+                stream.acknowledged = mark  # type: ignore[assignment]
             lines.append(sessions.journal_line(stream.device_id, stream.position))
         if self.fd is None:
             return

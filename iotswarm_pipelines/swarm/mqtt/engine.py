@@ -190,20 +190,22 @@ class _Shard:
             connections.service(now)
             if publisher.dirty:
                 publisher.pump_dirty(now)
+                if publisher.moved:  # the rows just sent, before the loop waits
+                    self._report_moved()
             busy = bool(publisher.dirty)
             self.loop.run_once(0.0 if busy else connections.wait_time(now, STOP_CHECK_INTERVAL))
-            if publisher.acknowledged:  # before the next turn publishes more
-                self._report_acknowledged()
+            if publisher.moved:  # before the next turn publishes more
+                self._report_moved()
             if self.on_progress is not None and now >= next_progress:
                 next_progress = now + self.progress_interval
                 self.on_progress(self.accounts.snapshot(verifier))
         publisher.give_up(conns, DRAIN_SECONDS)
         self._close()
-        self._report_acknowledged()
+        self._report_moved()
         return self.accounts.snapshot(verifier)
 
-    def _report_acknowledged(self) -> None:
-        moved, self.publisher.acknowledged = self.publisher.acknowledged, set()
+    def _report_moved(self) -> None:
+        moved, self.publisher.moved = self.publisher.moved, set()
         if self.on_acknowledged is not None and moved:
             self.on_acknowledged([(device.stream, device.acked_mark) for device in moved])
 
@@ -233,9 +235,9 @@ def run_shard(
 ) -> ShardResult:
     """Publish every device's messages per the schedule and report what happened.
 
-    ``on_acknowledged`` gets, once per loop turn, each device whose acknowledged messages moved
-    on and the ``Message.mark`` of its newest one acknowledged in order (for QoS 0 and dry runs,
-    of its newest one sent).
+    ``on_acknowledged`` gets, once per loop turn, each device that sent or whose acknowledged
+    messages moved on, and the ``Message.mark`` of its newest one acknowledged in order (None
+    before its first; for QoS 0 and dry runs, of its newest one sent).
 
     Raises `MqttConfigError`, `BrokerUnreachableError` or `BrokerRefusedError` before any device
     starts; once running, connection trouble is retried and reported in the result.

@@ -114,7 +114,7 @@ class Publisher:
         self.active = 0  # devices not yet finished
         self.stopping = False
         self.dirty: set[Connection] = set()  # connections to pump on the next turn
-        self.acknowledged: set[Device] = set()  # devices whose acked_mark moved this turn
+        self.moved: set[Device] = set()  # devices that sent or were acknowledged this turn
         self._marks: dict[tuple[int, int], tuple[Device, list]] = {}  # (conn, mid) -> entry
         if not qos:
             loop.on_written = self._on_written
@@ -258,7 +258,7 @@ class Publisher:
             device.acked_mark = in_flight.popleft()[0]
             moved = True
         if moved:
-            self.acknowledged.add(device)
+            self.moved.add(device)
 
     def _reap_written(self, conn: Connection) -> None:
         """Count QoS 0 publishes paho has written (in order) as done."""
@@ -393,7 +393,7 @@ class Publisher:
                 published = True
             if (client is None or not qos) and message.mark is not None:
                 device.acked_mark = message.mark  # QoS 0 and dry runs: no acknowledgement comes
-                self.acknowledged.add(device)
+            self.moved.add(device)  # its newest row sent moved
             if backlog:
                 result.backlog_messages += 1
                 if not self._backlog_owed:
