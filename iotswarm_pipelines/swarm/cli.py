@@ -229,7 +229,8 @@ def run_tags(name: str) -> dict[str, str]:
 
 
 Outcome = tuple[bool, SwarmReport | None, str | None]
-"""The run's success, its report, and the report step's failure text (a broker given up on)."""
+"""The run's success, its report (made here when shards died), and a failure's text: its cause
+in one line, then the report when the report step made one (a broker given up on)."""
 
 
 SHARD_STEP = re.compile(r"run_shard\[shard_(\d+)\]")
