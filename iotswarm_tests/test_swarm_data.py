@@ -115,7 +115,7 @@ def test_loop_walks_history_in_order_and_wraps(history_csv):
     ]
     assert first_times[5:] == first_times[:2]
     assert {m.wait_after for m in messages} == {7}
-    assert stream.position.cycles == 7 and stream.position.last_time == T0 + timedelta(minutes=30)
+    assert stream.cycles == 7 and stream.last_time == T0 + timedelta(minutes=30)
 
 
 def test_loop_batches_never_span_the_wrap(history_csv):
@@ -199,7 +199,7 @@ def test_replay_resumes_after_the_saved_position(history_csv):
     message = stream.next_message()
     assert times([message]) == [["2024-06-01T01:30:00.000000"]]
     assert message.wait_after == 90 * 60 / 2
-    assert stream.position.cycles == 3
+    assert stream.cycles == 3
 
 
 def test_cr1000x_station_is_the_site_also_for_clones(history_csv):
@@ -257,7 +257,7 @@ def test_latest_mode_queries_the_database_once_per_shard_cycle(sample_db):
     newest = source.newest_times(SOILMET)
     for stream in streams:
         stream.next_message()
-        assert stream.position.last_time == newest[stream.site_id]
+        assert stream.last_time == newest[stream.site_id]
     cache: LatestCache = streams[0]._cache
     assert cache.queries == 1
     assert len(streams) == 90
@@ -273,6 +273,6 @@ def test_loop_over_the_database_matches_its_history(sample_db):
     walked = []
     for _ in range(len(history) + 2):
         stream.next_message()
-        walked.append(stream.position.last_time)
+        walked.append(stream.last_time)
     assert len(history) == 12
     assert walked == history + history[:2]

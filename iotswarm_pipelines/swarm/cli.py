@@ -4,7 +4,9 @@ The same job as in the UI (``swarm_job``): one shard runs in this process; more 
 process each (the multiprocess executor). Runs are recorded in the ``DAGSTER_HOME`` instance when
 one is set, so the UI of ``make dev`` shows them and the report; otherwise in a throw-away one.
 Every check that can fail runs before a device starts and prints one line (exit 2). The exit
-status is 1 when messages were lost at QoS 1 or the broker could not be used during the run.
+status is 1 when messages were lost at QoS 1 or the broker could not be used during the run,
+130 or 143 when ^C or SIGTERM stopped the devices early (the report is still made and saved,
+and the run is recorded as canceled).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import sys
 import tempfile
@@ -26,6 +29,8 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import dagster as dg
+import yaml
+from dagster._core.instance.ref import InstanceRef  # the public API takes no overrides
 from sqlalchemy.engine import url as sa_url
 from tqdm import tqdm
 
@@ -44,13 +49,20 @@ from iotswarm_pipelines.swarm.options import (
     SwarmConfigError,
     SwarmOptions,
 )
-from iotswarm_pipelines.swarm.report import SwarmReport, render_text
+from iotswarm_pipelines.swarm.report import (
+    SwarmReport,
+    dead_shards_cause,
+    render_text,
+    summarize,
+)
 from iotswarm_pipelines.swarm.resources import MqttResource
+from iotswarm_pipelines.swarm.terminal_log import terminal_logger
 from iotswarm_pipelines.terminal_text import one_line
 
 PASSWORD_ENV = "IOTSWARM_MQTT_PASSWORD"
 SOURCE_URL_ENV = "IOTSWARM_SOURCE_URL"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM  # as a shell reports them
 ORPHAN_CHECK_SECONDS = 1.0
 FORKSERVER_PRELOAD = "iotswarm_pipelines.swarm.forkserver"
 QUIET_INSTANCE = {"telemetry": {"enabled": False}, "python_logs": {"python_log_level": "WARNING"}}
@@ -63,6 +75,7 @@ cli_swarm_job = build_swarm_job(
         "cosmos": CosmosSource.configure_at_launch(),
     },
     executor_def=dg.multi_or_in_process_executor,
+    logger_defs={"console": terminal_logger},
 )
 
 
@@ -246,31 +259,93 @@ def run_tags(name: str) -> dict[str, str]:
 
 
 Outcome = tuple[bool, SwarmReport | None, str | None]
-"""The run's success, its report, and the report step's failure text (a broker given up on)."""
+"""The run's success, its report (made here when shards died), and a failure's text: its cause
+in one line, then the report when the report step made one (a broker given up on)."""
+
+
+SHARD_STEP = re.compile(r"run_shard\[shard_(\d+)\]")
+DIED = re.compile(r"child process for step \S+ (?:was |unexpectedly )?(.+?)\.(?: |$)")
 
 
 def _outcome(result: Any) -> Outcome:
+    """Success, the report, and a failure's text: its cause, then the report when one was made.
+
+    A run that lost shards (killed, or failed) has no report step; its report is made here from
+    the shards that finished, and names the lost ones, whose counts nobody knows.
+    """
     if result.success:
         return True, result.output_for_node("swarm_report"), None
+    dead: dict[int, str] = {}
+    causes: list[str] = []
     for event in result.all_events:
-        if event.is_step_failure and event.step_key == "swarm_report":
-            failure = event.step_failure_data.user_failure_data
-            return False, None, failure.description if failure else None
-    return False, None, None
+        shard = SHARD_STEP.fullmatch(event.step_key or "")
+        died = (
+            DIED.search(event.message or "") if event.event_type_value == "ENGINE_EVENT" else None
+        )
+        if shard and died:
+            dead[int(shard[1])] = f"died ({died[1]})"
+        elif event.is_step_failure:
+            data = event.step_failure_data
+            why = data.user_failure_data.description if data.user_failure_data else None
+            if event.step_key == "swarm_report" and why:
+                return False, None, why
+            line = (why or (data.error.message if data.error else "") or "failed").strip()
+            if shard:
+                dead.setdefault(int(shard[1]), f"failed ({line.splitlines()[0]})")
+            else:
+                causes.append(f"step {event.step_key} failed: {line.splitlines()[0]}")
+    if dead:
+        finished = result.output_for_node("run_shard") if len(dead) < _shards(result) else {}
+        report = summarize(sorted(finished.values(), key=lambda r: r.shard))
+        report.dead_shards = dead
+        return False, report, None
+    return False, None, causes[0] if causes else None
+
+
+def _shards(result: Any) -> int:
+    return len({e.step_key for e in result.all_events if SHARD_STEP.fullmatch(e.step_key or "")})
+
+
+def _recorded(instance: dg.DagsterInstance | None, result: Any) -> Outcome:
+    """The run's outcome; an interrupted run that still made its report is recorded as
+    canceled, so neither the UI nor the runs list show a success that was cut short."""
+    outcome = _outcome(result)
+    report = outcome[1]
+    if instance is not None and report is not None and report.interrupted:
+        instance.report_run_canceled(
+            result.dagster_run,
+            message=f"interrupted by {report.interrupted}: the devices stopped early; "
+            "the report was made",
+        )
+    return outcome
+
+
+def _home_instance(home: str, log_level: str) -> dg.DagsterInstance:
+    """The ``DAGSTER_HOME`` instance, with Dagster's own lines held at this command's log level.
+
+    An instance that sets no ``python_logs`` prints its system events at DEBUG: each shard's
+    step worker announced itself on the terminal (``make dev``'s instance is one).
+    """
+    path = Path(home) / "dagster.yaml"
+    config = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    python_logs = {**(config.get("python_logs") or {}), "python_log_level": log_level}
+    ref = InstanceRef.from_dir(home, overrides={"python_logs": python_logs})
+    return dg.DagsterInstance.from_ref(ref)
 
 
 def _execute(config: SwarmConfig, run_config: dict[str, Any]) -> Outcome:
     if config.shards == 1:
         with contextlib.ExitStack() as stack:
             home = settings.dagster_home()
-            instance = stack.enter_context(dg.DagsterInstance.from_config(home)) if home else None
+            log_level = run_config["loggers"]["console"]["config"]["log_level"]
+            instance = stack.enter_context(_home_instance(home, log_level)) if home else None
             result = cli_swarm_job.execute_in_process(
                 run_config=run_config,
                 instance=instance,
                 tags=run_tags(str(config.swarm_name)),
                 raise_on_error=False,
             )
-            return _outcome(result)
+            return _recorded(instance, result)
     return _execute_detached(config, run_config)
 
 
@@ -294,14 +369,20 @@ def _execute_detached(config: SwarmConfig, run_config: dict[str, Any]) -> Outcom
             args=(run_config, str(config.swarm_name), workdir, str(outcome)),
         )
         child.start()
-        while child.exitcode is None:
-            try:
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            tqdm.write("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
+            _ask_stop(stop_file, signum)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while child.exitcode is None:
                 child.join(0.5)
-            except KeyboardInterrupt:
-                tqdm.write("iot-swarm: stopping the devices (^C again to abandon)", file=sys.stderr)
-                stop_file.touch()
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         if not outcome.exists():
             return False, None, None
         with outcome.open("rb") as f:
@@ -319,8 +400,8 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
     os.setsid()
     home = settings.dagster_home()
     stop_file = Path(run_config["ops"]["plan_swarm"]["config"]["stop_file"])
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_file.touch())
-    signal.signal(signal.SIGINT, lambda _signum, _frame: stop_file.touch())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, _frame: _ask_stop(stop_file, signum))
     parent = os.getppid()
     threading.Thread(target=_stop_when_orphaned, args=(parent, stop_file), daemon=True).start()
     done = threading.Event()
@@ -329,7 +410,7 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
         try:
             with (
                 (
-                    dg.DagsterInstance.from_config(home)
+                    _home_instance(home, run_config["loggers"]["console"]["config"]["log_level"])
                     if home
                     else dg.DagsterInstance.local_temp(workdir, overrides=QUIET_INSTANCE)
                 ) as instance,
@@ -341,7 +422,7 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
                 ) as result,
                 open(outcome, "wb") as f,
             ):
-                pickle.dump(_outcome(result), f)
+                pickle.dump(_recorded(instance, result), f)
         finally:
             done.set()
 
@@ -350,10 +431,16 @@ def _run_detached(run_config: dict[str, Any], name: str, workdir: str, outcome: 
         pass  # the main thread stays free to run the signal handlers above
 
 
+def _ask_stop(stop_file: Path, signum: int) -> None:
+    """Ask the shards to stop; the first signal's name goes in the file for their report."""
+    if not stop_file.exists():
+        stop_file.write_text(signal.Signals(signum).name)
+
+
 def _stop_when_orphaned(parent: int, stop_file: Path) -> None:
     while os.getppid() == parent:
         time.sleep(ORPHAN_CHECK_SECONDS)
-    stop_file.touch()
+    _ask_stop(stop_file, signal.SIGKILL)  # iot-swarm itself was killed
 
 
 def multiprocess_config(shards: int) -> dict[str, Any]:
@@ -405,11 +492,25 @@ def run_swarm(
             success, report, failure = _execute(config, run_config)
     finally:  # every shard has read its secrets by now, or never will
         secret_files.handoff.remove()
-    if failure is not None:  # the report was made, and says why the run failed
-        return EXIT_FAILED, failure
+    if not success and report is not None and report.dead_shards:  # what the others did
+        print(f"iot-swarm: error: {dead_shards_cause(report)}", file=sys.stderr)
+        return EXIT_FAILED, render_text(report, str(config.swarm_name))
+    if failure is not None:  # its cause in one line, then the report when one was made
+        cause, _, text = failure.partition("\n")
+        if not text:
+            raise SwarmRunError(cause, EXIT_FAILED)
+        print(f"iot-swarm: error: {cause}", file=sys.stderr)
+        return EXIT_FAILED, text
     if not success or report is None:
-        raise SwarmRunError("the swarm run failed; see the log above", EXIT_FAILED)
+        raise SwarmRunError("the swarm run failed; its log is in the Dagster UI", EXIT_FAILED)
     text = render_text(report, str(config.swarm_name))
+    if report.interrupted:
+        print(
+            f"iot-swarm: interrupted by {report.interrupted}: the devices stopped early, "
+            "the report below was saved",
+            file=sys.stderr,
+        )
+        return EXIT_SIGTERM if report.interrupted == "SIGTERM" else EXIT_SIGINT, text
     if config.qos == 1 and (report.lost or report.failed):
         return EXIT_FAILED, text
     if not config.dry and not report.acknowledged and (report.sent or report.errors):
@@ -442,10 +543,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"iot-swarm: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("iot-swarm: error: interrupted", file=sys.stderr)
-        return EXIT_FAILED
-    print(text)
+        print("iot-swarm: error: interrupted before the devices started", file=sys.stderr)
+        return EXIT_SIGINT
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        return _reader_gone()
     return code
+
+
+def _reader_gone() -> int:
+    """stdout's reader left early (``iot-swarm … | head``): end quietly, as a command that
+    SIGPIPE ended would, instead of a traceback. stdout then points at /dev/null, so the
+    interpreter's last flush at exit cannot fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

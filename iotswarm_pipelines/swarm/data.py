@@ -12,8 +12,9 @@ Modes:
   ``DATE_TIME`` divided by ``speed`` (48x plays a day of 30-minute data in 30 minutes), and the
   device stops at the end of its history.
 
-A device's position is the newest ``DATE_TIME`` it has sent; resuming reads rows after it,
-which stays right even when the history grew in between.
+A device's position is the newest ``DATE_TIME`` the broker has acknowledged; resuming reads
+rows after it, which stays right even when the history grew in between. Rows sent but not yet
+acknowledged when a run died are sent again, in order, and counted (``resent``).
 
 The CR1000X ``station_name`` is the site ID, as the reference rule says, also for clones: the
 consumers read the site from it, and a payload head (148 typed fields for SOILMET) is then
@@ -283,13 +284,21 @@ class DeviceStreamBase:
         self.topic = plan.topic
         self._encode = encode
         start = position or DevicePosition()
-        self.last_time: datetime | None = start.last_time
+        self.last_time: datetime | None = start.last_time  # the newest row sent
         self.cycles = start.cycles
         self.last_row: Mapping[str, Any] | None = None  # the program's Public variables
+        self.acknowledged: tuple[datetime | None, int] = (start.last_time, start.cycles)
+        self.resent = 0  # rows sent again: sent by a run that died before their acknowledgement
+        self._resend_until = start.sent_time
+        acked, sent = start.last_time, start.sent_time
+        if sent is not None and acked is not None and sent <= acked:  # all acknowledged
+            self._resend_until = None
 
     @property
     def position(self) -> DevicePosition:
-        return DevicePosition(self.last_time, self.cycles, time.time())
+        """Where a resumed run carries on: the newest acknowledged row (and the newest sent)."""
+        last_time, cycles = self.acknowledged
+        return DevicePosition(last_time, cycles, time.time(), self.last_time)
 
     def next_message(self, rows: int | None = None) -> Message | None:
         raise NotImplementedError
@@ -298,12 +307,19 @@ class DeviceStreamBase:
         self.last_time = rows[-1][DATE_TIME]
         self.last_row = rows[-1]
         self.cycles += 1
-        return Message(self._encode(self.site_id, rows), wait_after)
+        if self._resend_until is not None:
+            until = self._resend_until
+            self.resent += sum(1 for row in rows if row[DATE_TIME] <= until)
+            if self.last_time >= until:
+                self._resend_until = None
+        mark = (self.last_time, self.cycles)  # handed back when the broker acknowledges it
+        return Message(self._encode(self.site_id, rows), wait_after, mark)
 
 
 class LatestStream(DeviceStreamBase):
     def __init__(self, plan, encode, position, cache: LatestCache, sleep_time: float):
         super().__init__(plan, encode, position)
+        self._resend_until = None  # each cycle sends the newest row: nothing is owed again
         self._cache = cache
         self._sleep_time = sleep_time
 

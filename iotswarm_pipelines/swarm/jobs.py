@@ -14,6 +14,7 @@ from iotswarm_pipelines.swarm.ops import plan_swarm, run_shard, swarm_report
 def build_swarm_job(
     resource_defs: dict[str, Any] | None = None,
     executor_def: dg.ExecutorDefinition | None = None,
+    logger_defs: dict[str, dg.LoggerDefinition] | None = None,
 ) -> dg.JobDefinition:
     """The job, with resources from the code location (None) or given (the CLI's).
 
@@ -26,7 +27,7 @@ def build_swarm_job(
         description="Simulate COSMOS dataloggers over MQTT in shards; report delivery and latency.",
         resource_defs=resource_defs,
         executor_def=executor_def or executors.swarm_executor(),
-        logger_defs=json_logs.LOGGERS,
+        logger_defs=logger_defs or json_logs.LOGGERS,
         tags={"iotswarm/area": "swarm", **trigger_tags(Trigger.MANUAL)},
     )
     def swarm_job() -> None:

@@ -301,7 +301,19 @@ def parser() -> argparse.ArgumentParser:
     for action, help in (("init", "Create an empty session."), ("rm", "Delete a session.")):
         p = _sub(session_actions, action, help, f"iot-swarm sessions {action} trial")
         p.add_argument("session_id", metavar="SESSION_ID", help="the session (swarm) name")
+    _config_anywhere(commands)
     return top
+
+
+def _config_anywhere(subparsers: Any) -> None:
+    """``--config`` after a command or action too, as users write it (``iot-swarm looping-csv
+    --config F …``). SUPPRESS as the default: a command that is not given it keeps the value
+    the top level parsed (the option, or $IOT_SWARM_CONFIG)."""
+    for command in subparsers.choices.values():
+        command.add_argument("--config", default=argparse.SUPPRESS, help="as before the command")
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _config_anywhere(action)
 
 
 def run(argv: Sequence[str]) -> tuple[int, str]:

@@ -32,6 +32,7 @@ from iotswarm_pipelines.swarm.report import (
     DELIVERY_CHECK,
     SwarmReport,
     delivery,
+    gave_up_cause,
     render_markdown,
     render_text,
     summarize,
@@ -254,5 +255,5 @@ def swarm_report(
         )
     )
     if report.gave_up:  # the report is kept above; the run still fails, naming the cause
-        raise dg.Failure(description=text, metadata=report.metadata())
+        raise dg.Failure(description=f"{gave_up_cause(report)}\n{text}", metadata=report.metadata())
     return dg.Output(report, metadata=metadata)

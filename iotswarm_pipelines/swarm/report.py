@@ -30,6 +30,7 @@ COUNTS = (
     "duplicated",
     "connect_failures",
     "unsent",
+    "resent",
 )
 """The counters a report adds up over its shards and shows as numeric run metadata."""
 
@@ -85,6 +86,9 @@ class SwarmReport:
     connect_failures: int = 0
     unsent: int = 0
     gave_up: bool = False  # a shard ended because the broker stayed unreachable
+    interrupted: str = ""  # what stopped the swarm before its schedule's end (SIGINT, ...)
+    resent: int = 0  # rows re-sent on resuming (unacknowledged when an earlier run died)
+    dead_shards: dict[int, str] = field(default_factory=dict)  # shard -> how it died
     verified: bool = False
     seconds: float = 0.0
     msgs_per_s: float = 0.0
@@ -255,6 +259,7 @@ def summarize(results: Sequence[Any]) -> SwarmReport:
         setattr(report, name, sum(getattr(r, name) for r in results))
     report.verified = all(r.verified for r in results)
     report.gave_up = any(r.gave_up for r in results)
+    report.interrupted = next((r.interrupted for r in results if r.interrupted), "")
     start = min(r.started_at for r in results)
     report.seconds = max(max(r.ended_at for r in results) - start, 0.0)
     report.msgs_per_s = report.sent / report.seconds if report.seconds > 0 else 0.0
@@ -303,6 +308,23 @@ def _commands(results: Sequence[Any]) -> list[CommandReport]:
     return reports
 
 
+def dead_shards_cause(report: SwarmReport) -> str:
+    """One line naming the shards that died, for a swarm that lost some."""
+    dead = ", ".join(f"shard {k} {how}" for k, how in sorted(report.dead_shards.items()))
+    return f"{dead}: its devices' counts are unknown; resume them with --resume-session"
+
+
+def gave_up_cause(report: SwarmReport) -> str:
+    """One line for a swarm that gave up on its broker: the give-up, and the last reason a
+    connection failed (refused, unreachable, …) when the errors name one."""
+    gave_up = next((e for e in report.errors if "gave up" in e), "the broker stayed unreachable")
+    broker = gave_up.split(": ", 1)[0]
+    reasons = [
+        e.split(": ", 1)[1] for e in report.errors if e.startswith(f"{broker}: ") and e != gave_up
+    ]
+    return gave_up + (f" (last: {reasons[-1]})" if reasons else "")
+
+
 def sparkline(values: Sequence[float | None]) -> str:
     """One character per value, scaled to the largest; gaps (no data) are blank."""
     known = [v for v in values if v is not None]
@@ -333,6 +355,12 @@ def render_text(report: SwarmReport, title: str = "swarm") -> str:
         f"connect failures {report.connect_failures}",
         delivery,
     ]
+    if report.interrupted:
+        lines.append(f"interrupted by {report.interrupted}: stopped before the schedule's end")
+    if report.resent:
+        lines.append(f"re-sent {report.resent} rows left unacknowledged by a run that died")
+    for shard, how in sorted(report.dead_shards.items()):
+        lines.append(f"shard {shard}: {how}; its counts are unknown (not in the totals above)")
     if report.unsent or report.gave_up:
         lines.append(
             f"planned {report.planned} = sent {report.sent} + skipped {report.skipped} + "

@@ -5,6 +5,12 @@ processes never write the same one; loading merges every document of the session
 position per device winning, and the report step folds them into ``<name>.json``. A run killed
 before its report therefore still resumes from the shards' last periodic saves. The documents
 live in a folder or under an S3 prefix (``session_store``), so shards on any host resume.
+
+A device's position is its last *acknowledged* row (what the broker has), with the last row it
+sent beside it: a resumed device re-sends only the rows between the two, in order, and counts
+them. Between periodic saves a shard appends each turn's new positions to its journal
+(``<name>.shard-<k>.acks-<n>``, a local folder only), so a shard killed outright loses at most
+the acknowledgements of its last turn, not those since its last save.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,15 +28,18 @@ from iotswarm_pipelines.swarm.session_store import DocumentStore, open_store
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SHARD_FILE = re.compile(r"\.shard-[0-9]+\.json")
+JOURNAL_FILE = re.compile(r"\.shard-[0-9]+\.acks-[0-9]+")
 
 
 @dataclass(frozen=True)
 class DevicePosition:
-    """The newest ``DATE_TIME`` a device sent, how many messages it has made, and when saved."""
+    """The newest acknowledged ``DATE_TIME`` of a device, its messages acknowledged so far, when
+    saved, and the newest ``DATE_TIME`` it sent (later while acknowledgements are due)."""
 
     last_time: datetime | None = None
     cycles: int = 0
     saved_at: float = 0.0
+    sent_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -54,16 +63,43 @@ def _encode(position: DevicePosition) -> dict:
         "last_time": position.last_time.isoformat() if position.last_time else None,
         "cycles": position.cycles,
         "saved_at": position.saved_at,
+        "sent_time": position.sent_time.isoformat() if position.sent_time else None,
     }
 
 
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
 def _decode(data: Mapping) -> DevicePosition:
-    last = data.get("last_time")
     return DevicePosition(
-        last_time=datetime.fromisoformat(last) if last else None,
+        last_time=_time(data.get("last_time")),
         cycles=int(data.get("cycles", 0)),
         saved_at=float(data.get("saved_at", 0.0)),
+        sent_time=_time(data.get("sent_time")),
     )
+
+
+def journal_line(device: str, position: DevicePosition) -> str:
+    """One journal line: device, acknowledged time, acknowledged cycles, saved at, sent time."""
+    acked, sent = position.last_time, position.sent_time
+    return (
+        f"{device}\t{acked.isoformat() if acked else ''}\t{position.cycles}\t"
+        f"{position.saved_at:.6f}\t{sent.isoformat() if sent else ''}\n"
+    )
+
+
+def _journal_positions(data: bytes) -> Iterator[tuple[str, DevicePosition]]:
+    """The journal's positions; a line cut short by a kill mid-write is skipped."""
+    for line in data.decode(errors="replace").splitlines():
+        fields = line.split("\t")
+        if len(fields) != 5:
+            continue
+        device, acked, cycles, saved_at, sent = fields
+        try:
+            yield device, DevicePosition(_time(acked), int(cycles), float(saved_at), _time(sent))
+        except ValueError:
+            continue
 
 
 def _document(name: str, table: str, mode: str, positions: Mapping[str, DevicePosition]) -> bytes:
@@ -81,7 +117,11 @@ def _document(name: str, table: str, mode: str, positions: Mapping[str, DevicePo
 def _names(name: str, store: DocumentStore) -> list[str]:
     """The session's documents: the folded one first (when it exists), then the shards'."""
     main = f"{name}.json"
-    shards = [n for n in store.names(f"{name}.shard-") if SHARD_FILE.fullmatch(n[len(name) :])]
+    shards = [
+        n
+        for n in store.names(f"{name}.shard-")
+        if SHARD_FILE.fullmatch(n[len(name) :]) or JOURNAL_FILE.fullmatch(n[len(name) :])
+    ]
     return ([main] if main in store.names(main) else []) + shards
 
 
@@ -112,16 +152,19 @@ def load_session(name: str, directory: str | os.PathLike | None = None) -> Sessi
         if data is None:  # folded away by a report step since it was listed
             continue
         found = True
-        try:
-            document = json.loads(data)
-        except ValueError as exc:
-            raise SwarmConfigError(
-                f"session file {store.describe(document_name)} is unreadable ({exc}): delete it "
-                "or pick another swarm_name"
-            ) from None
-        table, mode = document.get("table", table), document.get("mode", mode)
-        for device, data in document.get("devices", {}).items():
-            position = _decode(data)
+        if JOURNAL_FILE.fullmatch(document_name[len(name) :]):
+            entries: Iterable[tuple[str, DevicePosition]] = _journal_positions(data)
+        else:
+            try:
+                document = json.loads(data)
+            except ValueError as exc:
+                raise SwarmConfigError(
+                    f"session file {store.describe(document_name)} is unreadable ({exc}): "
+                    "delete it or pick another swarm_name"
+                ) from None
+            table, mode = document.get("table", table), document.get("mode", mode)
+            entries = ((d, _decode(p)) for d, p in document.get("devices", {}).items())
+        for device, position in entries:
             known = positions.get(device)
             if known is None or (position.saved_at, position.cycles) > (
                 known.saved_at,
@@ -175,10 +218,11 @@ def init_session(name: str, directory: str | os.PathLike | None = None) -> str:
 
 
 def remove_session(name: str, directory: str | os.PathLike | None = None) -> bool:
-    """Delete every document of a session; False when there was none."""
+    """Delete every document of a session and its report; False when there was none."""
     check_name(name)
     store = open_store(directory)
-    documents = _names(name, store)
+    report = f"{name}.report.json"
+    documents = _names(name, store) + [n for n in store.names(report) if n == report]
     for document in documents:
         store.delete(document)
     return bool(documents)

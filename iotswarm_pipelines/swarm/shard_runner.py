@@ -12,6 +12,7 @@ saved session never repeats a row.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -26,12 +27,12 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.metrics import exposition
 from iotswarm_pipelines.metrics.swarm import SWARM_JOB, ShardMetrics
 from iotswarm_pipelines.payloads import PayloadFormat
-from iotswarm_pipelines.swarm import data, sessions
+from iotswarm_pipelines.swarm import data, session_store, sessions
 from iotswarm_pipelines.swarm.data import RowSource
 from iotswarm_pipelines.swarm.mqtt.engine import Control
 from iotswarm_pipelines.swarm.mqtt.engine import run_shard as run_engine
 from iotswarm_pipelines.swarm.mqtt.settings import MqttSettings
-from iotswarm_pipelines.swarm.mqtt.types import ControlSettings, ShardResult
+from iotswarm_pipelines.swarm.mqtt.types import ControlSettings, DeviceStream, ShardResult
 from iotswarm_pipelines.swarm.options import SwarmOptions
 from iotswarm_pipelines.swarm.planning import ShardPlan
 
@@ -56,13 +57,81 @@ def progress_line(result: ShardResult) -> str:
     return line
 
 
+class _AckJournal:
+    """Each loop turn's moved positions (acknowledged, sent), appended to a file when the turn
+    has published and when it has read acknowledgements, so a shard killed outright (SIGKILL,
+    the OOM killer) resumes from its last acknowledged row, not from its last periodic save, and
+    knows which rows it re-sends. Each ``write`` holds only the devices that moved; the kernel
+    keeps what was written when the process dies. Each periodic save starts a new file
+    and, once saved, deletes the older ones (the save holds all they said). A session kept in
+    S3 has no journal: it resumes from the periodic saves."""
+
+    def __init__(self, shard: ShardPlan, log: Callable[[str], None]) -> None:
+        spec = shard.spec
+        where = session_store.location(spec.options.sessions_dir)
+        self.folder = None if where.startswith("s3://") else Path(where)
+        self.prefix = f"{spec.swarm_name}.shard-{shard.shard}.acks-"
+        self.log = log
+        self.index = 0
+        self.fd: int | None = None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._open()
+
+    def _open(self) -> None:
+        assert self.folder is not None
+        path = self.folder / f"{self.prefix}{self.index}"
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def record(self, moved: list[tuple[DeviceStream, object]]) -> None:
+        lines = []
+        for stream, mark in moved:
+            assert isinstance(stream, data.DeviceStreamBase)
+            if mark is not None:  # None: nothing acknowledged yet in this run
+                stream.acknowledged = mark  # type: ignore[assignment]
+            lines.append(sessions.journal_line(stream.device_id, stream.position))
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, "".join(lines).encode())
+        except OSError as exc:  # a full disk: the periodic saves still run
+            self.log(f"acknowledgement journal not written ({exc.strerror}); saves continue")
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def rotate(self) -> int:
+        """Start the next file; returns the last index a save from now on makes obsolete."""
+        if self.fd is None:
+            return -1
+        self._close_file()
+        self.index += 1
+        self._open()
+        return self.index - 1
+
+    def drop(self, upto: int) -> None:
+        if self.folder is not None:
+            for index in range(upto + 1):
+                (self.folder / f"{self.prefix}{index}").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """After the final save: the journal said nothing the save does not."""
+        self._close_file()
+        self.drop(self.index)
+
+
 class _PositionSaver:
     """Writes the shard's session file on another thread, so 20,000 devices never stall the
     engine's loop (which only copies the positions); a save still being written is not queued
     behind, the next interval catches up."""
 
-    def __init__(self, shard: ShardPlan, streams: list[data.DeviceStreamBase]) -> None:
-        self.shard, self.streams = shard, streams
+    def __init__(
+        self, shard: ShardPlan, streams: list[data.DeviceStreamBase], journal: _AckJournal
+    ) -> None:
+        self.shard, self.streams, self.journal = shard, streams, journal
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarm-session")
         self.saving: Future | None = None
 
@@ -70,19 +139,26 @@ class _PositionSaver:
         if background and self.saving is not None and not self.saving.done():
             return
         spec, options = self.shard.spec, self.shard.spec.options
+        obsolete = self.journal.rotate()  # on the engine's thread, as its journal writes
         positions = {s.device_id: s.position for s in self.streams}
         args = (spec.swarm_name, self.shard.shard, spec.table, options.mode, positions)
         self.saving = self.writer.submit(sessions.save_shard, *args, options.sessions_dir)
+        self.saving.add_done_callback(lambda saved: self._saved(saved, obsolete))
         if not background:
             self.saving.result()
+
+    def _saved(self, saving: Future, obsolete: int) -> None:
+        if saving.exception() is None:
+            self.journal.drop(obsolete)
 
     def close(self) -> None:
         self.save()
         self.writer.shutdown()
+        self.journal.close()
 
 
 @contextlib.contextmanager
-def _sigterm_stops(stop: threading.Event) -> Iterator[None]:
+def _sigterm_stops(stop: Callable[[str], None]) -> Iterator[None]:
     """SIGTERM (systemd, Docker, Kubernetes, ``timeout``) asks for the same clean stop as ^C.
 
     Only the main thread may set a handler; elsewhere the caller's own handling applies.
@@ -90,7 +166,7 @@ def _sigterm_stops(stop: threading.Event) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop("SIGTERM"))
     try:
         yield
     finally:
@@ -197,9 +273,15 @@ def run_planned_shard(
     live = _LiveMetrics(shard, log) if _LiveMetrics.wanted(shard) else None
     quiet: Callable[[str], None] = lambda _line: None  # noqa: E731 (one line per swarm)
     control = control_of(options, rows, payload_format, log if shard.shard == 0 else quiet)
-    saver = _PositionSaver(shard, streams)
+    journal = _AckJournal(shard, log)
+    saver = _PositionSaver(shard, streams, journal)
     stop = threading.Event()
+    stopped_by: list[str] = []  # the first reason to stop early names the interruption
     stop_file = Path(options.stop_file) if options.stop_file else None
+
+    def ask_stop(reason: str) -> None:
+        stopped_by.append(reason)
+        stop.set()
 
     def should_stop() -> bool:
         return stop.is_set() or (stop_file is not None and stop_file.exists())
@@ -229,6 +311,7 @@ def run_planned_shard(
                 observe=live.metrics.observe if live is not None else None,
                 observe_interval=min(OBSERVE_SECONDS, options.metrics_interval),
                 control=control,
+                on_acknowledged=journal.record,
             )
         except BaseException as exc:  # handed to the calling thread, which raises it
             outcome["error"] = exc
@@ -239,14 +322,14 @@ def run_planned_shard(
     # stop and still collect its partial result. An Event, not Thread.join: a join interrupted
     # by a signal can leave is_alive() wrong.
     interrupted = False
-    with _sigterm_stops(stop):
+    with _sigterm_stops(ask_stop):
         worker = threading.Thread(target=work, name=f"swarm-shard-{shard.shard}", daemon=True)
         worker.start()
         while not done.is_set():
             try:
                 done.wait(WAKE_SECONDS)
             except interrupts:
-                stop.set()
+                ask_stop("SIGINT")
             if stop.is_set() and not interrupted:
                 interrupted = True
                 log(f"shard {shard.shard}: asked to stop, stopping the devices")
@@ -257,4 +340,16 @@ def run_planned_shard(
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     assert isinstance(result, ShardResult)
+    if stop_file is not None and stop_file.exists():
+        stopped_by.append(_stop_file_reason(stop_file))
+    result.interrupted = stopped_by[0] if stopped_by else ""
+    result.resent = sum(stream.resent for stream in streams)
     return ShardOutcome(result, interrupted)
+
+
+def _stop_file_reason(stop_file: Path) -> str:
+    """The stop file holds the signal its writer (``iot-swarm``) was stopped by."""
+    try:
+        return stop_file.read_text().strip() or "stop file"
+    except OSError:
+        return "stop file"

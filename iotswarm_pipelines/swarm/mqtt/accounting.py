@@ -43,6 +43,8 @@ class Accounts:
                 self.error(line)
         result.errors = list(self._errors)
         copy = ShardResult(**vars(result))
+        if verifier is not None:  # its connection counts as the publishers' do
+            copy.connect_failures += verifier.connect_failures
         for name in ("phase_marks", "phase_messages", "phase_reconnects"):
             setattr(copy, name, dict(getattr(result, name)))
         copy.control = {kind: counts.copy() for kind, counts in result.control.items()}

@@ -45,6 +45,8 @@ from iotswarm_pipelines.swarm.mqtt.types import (
 from iotswarm_pipelines.swarm.mqtt.verifier import Verifier
 from iotswarm_pipelines.swarm.mqtt.window import Publisher, connection_window
 
+Acknowledged = Callable[[list[tuple[DeviceStream, object]]], None]
+
 DRAIN_SECONDS = 10.0  # at the end: wait this long at most for acks and verifier arrivals
 STOP_CHECK_INTERVAL = 0.2
 SPARE_FILES = 64
@@ -102,10 +104,12 @@ class _Shard:
         observe: Callable[[LiveCounts], None] | None = None,
         observe_interval: float = 1.0,
         control: Control | None = None,
+        on_acknowledged: Acknowledged | None = None,
     ) -> None:
         self.should_stop = should_stop
         self.observe = observe
         self.observe_interval = observe_interval
+        self.on_acknowledged = on_acknowledged
         self.on_progress = on_progress
         self.progress_interval = progress_interval
         self.delay_start = schedule.delay_start
@@ -258,8 +262,12 @@ class _Shard:
                 self.commands.service()
             if publisher.dirty:
                 publisher.pump_dirty(now)
+                if publisher.moved:  # the rows just sent, before the loop waits
+                    self._report_moved()
             busy = bool(publisher.dirty)
             self.loop.run_once(0.0 if busy else connections.wait_time(now, STOP_CHECK_INTERVAL))
+            if publisher.moved:  # before the next turn publishes more
+                self._report_moved()
             if self.on_progress is not None and now >= next_progress:
                 next_progress = now + self.progress_interval
                 self.on_progress(self.accounts.snapshot(verifier))
@@ -268,9 +276,15 @@ class _Shard:
                 self.observe(self._live())  # type: ignore[misc]
         publisher.give_up(conns, DRAIN_SECONDS)
         self._close()
+        self._report_moved()
         if self.observe is not None:
             self.observe(self._live())
         return self.accounts.snapshot(verifier)
+
+    def _report_moved(self) -> None:
+        moved, self.publisher.moved = self.publisher.moved, set()
+        if self.on_acknowledged is not None and moved:
+            self.on_acknowledged([(device.stream, device.acked_mark) for device in moved])
 
     def _close(self) -> None:
         if self.commands is not None:
@@ -299,8 +313,13 @@ def run_shard(
     observe: Callable[[LiveCounts], None] | None = None,
     observe_interval: float = 1.0,
     control: Control | None = None,
+    on_acknowledged: Acknowledged | None = None,
 ) -> ShardResult:
     """Publish every device's messages per the schedule and report what happened.
+
+    ``on_acknowledged`` gets, once per loop turn, each device that sent or whose acknowledged
+    messages moved on, and the ``Message.mark`` of its newest one acknowledged in order (None
+    before its first; for QoS 0 and dry runs, of its newest one sent).
 
     Raises `MqttConfigError`, `BrokerUnreachableError` or `BrokerRefusedError` before any device
     starts; once running, connection trouble is retried and reported in the result.
@@ -333,6 +352,7 @@ def run_shard(
         observe,
         observe_interval,
         control,
+        on_acknowledged,
     )
     with _heap_frozen():
         return engine.run()

@@ -13,10 +13,12 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Message:
-    """One publish: its bytes, then how long the device waits before its next."""
+    """One publish: its bytes, then how long the device waits before its next; ``mark`` is the
+    stream's own note of where it then stood, handed back once the message is acknowledged."""
 
     payload: bytes
     wait_after: float
+    mark: object = None
 
 
 class DeviceStream(Protocol):
@@ -58,6 +60,8 @@ class ShardResult:
     duplicated: int = 0
     unsent: int = 0  # due or planned but never published (a stop, or the broker given up on)
     gave_up: bool = False  # stopped because no broker connection held for give_up_after
+    interrupted: str = ""  # what stopped it before its schedule's end: SIGINT, SIGTERM, ...
+    resent: int = 0  # rows sent again on resuming: a dead run had them unacknowledged
     started_at: float = 0.0
     ended_at: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)

@@ -109,6 +109,7 @@ class Verifier:
         self.ready = False  # subscribed to every topic on the current connection
         self.connected = False
         self.errors: list[str] = []
+        self.connect_failures = 0  # refused, unreachable or unanswered connection attempts
         self.notify_drained = False  # call on_change when nothing is outstanding any more
         self.latency_sink: deque[float] | None = None  # seconds, for live metrics (None: off)
         self._on_change = on_change
@@ -138,6 +139,7 @@ class Verifier:
     def _on_connect(self, client, _userdata, _flags, reason_code, _properties) -> None:
         self._connecting = False
         if reason_code.is_failure:
+            self.connect_failures += 1
             self._error(f"verifier refused by {self.settings.address}: {reason_code}")
             return
         self.connected = True
@@ -230,6 +232,7 @@ class Verifier:
             now = time.monotonic()
             if self._connecting and now > self._connect_deadline:
                 self._connecting = False  # no CONNACK in time: try again
+                self.connect_failures += 1
                 self._error(f"verifier got no CONNACK from {self.settings.address}; retrying")
             if not self.connected and not self._connecting and now >= self._next_attempt:
                 try:
@@ -237,6 +240,7 @@ class Verifier:
                     self._connecting = True
                     self._connect_deadline = now + self.settings.connect_timeout
                 except Exception as err:
+                    self.connect_failures += 1
                     self._error(str(classify_connect_error(self.settings, err)))
                     self._retry_later()
             self._loop.run_once(0.2)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from functools import partial
 
 import paho.mqtt.client as paho
@@ -56,9 +57,22 @@ def connection_window(qos: int, connections: int) -> int:
 
 
 class Device:
-    __slots__ = ("backlog", "conn", "cycles", "done", "offline", "outage", "stream", "topic")
+    __slots__ = (
+        "acked_mark",
+        "backlog",
+        "conn",
+        "cycles",
+        "done",
+        "in_flight",
+        "offline",
+        "outage",
+        "stream",
+        "topic",
+    )
 
     def __init__(self, stream: DeviceStream, conn: Connection, outage: bool) -> None:
+        self.in_flight: deque[list] = deque()  # [mark, acknowledged] per unacknowledged publish
+        self.acked_mark: object = None  # the mark of the newest message acknowledged in order
         self.stream = stream
         self.topic = stream.topic
         self.conn = conn
@@ -100,6 +114,8 @@ class Publisher:
         self.active = 0  # devices not yet finished
         self.stopping = False
         self.dirty: set[Connection] = set()  # connections to pump on the next turn
+        self.moved: set[Device] = set()  # devices that sent or were acknowledged this turn
+        self._marks: dict[tuple[int, int], tuple[Device, list]] = {}  # (conn, mid) -> entry
         if not qos:
             loop.on_written = self._on_written
 
@@ -224,6 +240,9 @@ class Publisher:
             latencies = self.accounts.publish_latencies
             if latencies is not None:
                 latencies.append(time.time() - sent_at)
+            marked = self._marks.pop((id(conn), mid), None)
+            if marked is not None:
+                self._acknowledge(*marked)
             if conn.ready:
                 self.dirty.add(conn)
             if self._backlog_mids:
@@ -231,6 +250,18 @@ class Publisher:
                 self._check_drained()
             if conn.held and self.connections is not None:
                 self.connections.drop_if_idle(conn)
+
+    def _acknowledge(self, device: Device, entry: list) -> None:
+        """A device's position moves only over a run of acknowledged messages from its oldest
+        unacknowledged one, so a resume never skips a row the broker does not have."""
+        entry[1] = True
+        in_flight = device.in_flight
+        moved = False
+        while in_flight and in_flight[0][1]:
+            device.acked_mark = in_flight.popleft()[0]
+            moved = True
+        if moved:
+            self.moved.add(device)
 
     def _reap_written(self, conn: Connection) -> None:
         """Count QoS 0 publishes paho has written (in order) as done."""
@@ -352,6 +383,10 @@ class Publisher:
                 info = client.publish(device.topic, message.payload, qos)
                 if qos:
                     outstanding[info.mid] = sent_at  # type: ignore[assignment]  # re-sent if need be
+                    if message.mark is not None:
+                        entry = [message.mark, False]
+                        device.in_flight.append(entry)
+                        self._marks[(id(conn), info.mid)] = (device, entry)
                     if backlog:
                         self._backlog_mids.add((id(conn), info.mid))
                 elif info.rc == paho.MQTT_ERR_SUCCESS:
@@ -359,6 +394,9 @@ class Publisher:
                 else:
                     result.failed += 1
                 published = True
+            if (client is None or not qos) and message.mark is not None:
+                device.acked_mark = message.mark  # QoS 0 and dry runs: no acknowledgement comes
+            self.moved.add(device)  # its newest row sent moved
             if backlog:
                 result.backlog_messages += 1
                 if not self._backlog_owed:
