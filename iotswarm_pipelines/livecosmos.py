@@ -1,6 +1,6 @@
 """``python -m iotswarm_pipelines.livecosmos CONFIG TABLE``: the old tool's module entry point."""
 
-from iotswarm_pipelines.export.cli import main
+from iotswarm_pipelines.entry import live_cosmos
 
 if __name__ == "__main__":
-    main()
+    live_cosmos()

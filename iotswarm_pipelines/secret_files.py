@@ -91,9 +91,25 @@ handoff = Handoff()
 """The process's one hand-over folder: ``iot-swarm`` removes it when its run ends."""
 
 
+SWARM_SECRETS = ("IOTSWARM_MQTT_PASSWORD", "IOTSWARM_SOURCE_URL", "IOT_SWARM_COSMOS_PASSWORD")
+"""The variables ``iot-swarm`` may read a secret from (the broker, a source URL, Oracle)."""
+_taken: dict[str, str] = {}
+
+
+def stash(names: tuple[str, ...]) -> None:
+    """Move these variables out of the environment, for ``take_from_environment`` later."""
+    for name in names:
+        if name in os.environ:
+            _taken[name] = os.environ.pop(name)
+
+
 def take_from_environment(name: str) -> str | None:
-    """Read ``name`` and remove it from this process's environment, so no child inherits it."""
-    return os.environ.pop(name, None) or None
+    """Read ``name`` and remove it from this process's environment, so no child inherits it.
+
+    The entry points take theirs before anything can start a child; the code that needs the
+    value then takes it from here, once (a second run in the same process reads afresh)."""
+    stash((name,))
+    return _taken.pop(name, None) or None
 
 
 AWS_CREDENTIALS = {
@@ -106,16 +122,13 @@ _aws_taken: dict[str, str] | None = None
 
 def take_aws_credentials() -> dict[str, str]:
     """boto3's credential variables as ``S3Resource`` settings, moved out of this process's
-    environment (once; later calls return the same), so the subprocesses Dagster starts (its
-    compute-log ``tail``) never inherit the secret key. Empty when none is set: boto3's own
-    chain (profiles, instance roles) then applies as before."""
+    environment, so the subprocesses Dagster starts (its compute-log ``tail``) never inherit
+    the secret key. A later call finds them gone and returns the same; empty when none was set:
+    boto3's own chain (profiles, instance roles) then applies as before."""
     global _aws_taken
-    if _aws_taken is None:
-        taken = {field: os.environ.get(name, "") for field, name in AWS_CREDENTIALS.items()}
-        if taken["aws_secret_access_key"]:
-            for name in AWS_CREDENTIALS.values():
-                os.environ.pop(name, None)
-            _aws_taken = {field: value for field, value in taken.items() if value}
-        else:
-            _aws_taken = {}
-    return dict(_aws_taken)
+    found = {field: os.environ.get(name, "") for field, name in AWS_CREDENTIALS.items()}
+    if found["aws_secret_access_key"]:
+        for name in AWS_CREDENTIALS.values():
+            os.environ.pop(name, None)
+        _aws_taken = {field: value for field, value in found.items() if value}
+    return dict(_aws_taken or {})

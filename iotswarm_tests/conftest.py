@@ -72,10 +72,12 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def aws_test_credentials(monkeypatch):
-    for key, value in {
+def aws_test_credentials(monkeypatch) -> dict[str, str]:
+    credentials = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing-secret",
         "AWS_DEFAULT_REGION": "eu-west-2",
-    }.items():
+    }
+    for key, value in credentials.items():
         monkeypatch.setenv(key, value)
+    return credentials

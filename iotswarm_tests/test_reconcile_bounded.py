@@ -55,8 +55,11 @@ def test_an_endpoint_that_never_answers_is_named_by_the_bucket_check(
         built = cli.stores
 
         def quick(parsed):  # the config's stores, with a short read timeout to keep this quick
+            stores = built(parsed)
+            for name, value in aws_test_credentials.items():  # the stores took them (SECURITY.md)
+                monkeypatch.setenv(name, value)
             silent = s3_on(proxy, bucket, read_timeout_seconds=1, max_attempts=2)
-            return {**built(parsed), "object_store": silent}
+            return {**stores, "object_store": silent}
 
         monkeypatch.setattr(cli, "stores", quick)
         code = cli.run(["reconcile", str(config), *ARGS])

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from iotswarm_pipelines import __version__, help_text, json_logs
+from iotswarm_pipelines import __version__, help_text, json_logs, secret_files
 from iotswarm_pipelines.config_formats import ConfigFileError, read_settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
@@ -405,7 +405,7 @@ def _source(args: argparse.Namespace, file_settings: dict[str, str]) -> tuple[st
         user = args.user or os.environ.get("IOT_SWARM_COSMOS_USER") or file_settings.get("user")
         password = (
             args.password
-            or os.environ.get("IOT_SWARM_COSMOS_PASSWORD")
+            or secret_files.take_from_environment("IOT_SWARM_COSMOS_PASSWORD")
             or file_settings.get("pass")
         )
         if not dsn or not user:
