@@ -14,7 +14,7 @@ from iotswarm_pipelines import secret_files
 
 
 def live_cosmos() -> None:
-    secret_files.take_aws_credentials()
+    secret_files.stash_aws_credentials()
     from iotswarm_pipelines.export.cli import main
 
     main()

@@ -117,18 +117,16 @@ AWS_CREDENTIALS = {
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
     "aws_session_token": "AWS_SESSION_TOKEN",
 }
-_aws_taken: dict[str, str] | None = None
 
 
-def take_aws_credentials() -> dict[str, str]:
-    """boto3's credential variables as ``S3Resource`` settings, moved out of this process's
-    environment, so the subprocesses Dagster starts (its compute-log ``tail``) never inherit
-    the secret key. A later call finds them gone and returns the same; empty when none was set:
-    boto3's own chain (profiles, instance roles) then applies as before."""
-    global _aws_taken
-    found = {field: os.environ.get(name, "") for field, name in AWS_CREDENTIALS.items()}
-    if found["aws_secret_access_key"]:
-        for name in AWS_CREDENTIALS.values():
-            os.environ.pop(name, None)
-        _aws_taken = {field: value for field, value in found.items() if value}
-    return dict(_aws_taken or {})
+def stash_aws_credentials() -> None:
+    """``live-cosmos``'s entry point: boto3's credential variables leave the environment
+    (together: a key ID without its secret is of no use to a child either)."""
+    if os.environ.get(AWS_CREDENTIALS["aws_secret_access_key"]):
+        stash(tuple(AWS_CREDENTIALS.values()))
+
+
+def aws_credentials() -> dict[str, str]:
+    """The stashed AWS keys as ``S3Resource`` settings; empty when none were stashed, so
+    boto3's own chain (the environment, profiles, instance roles) applies as before."""
+    return {field: _taken[name] for field, name in AWS_CREDENTIALS.items() if _taken.get(name)}

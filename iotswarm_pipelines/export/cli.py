@@ -45,7 +45,7 @@ from iotswarm_pipelines.export.pipeline import PROGRESS_LOGGER
 from iotswarm_pipelines.export.stores import Destination, build_stores, place
 from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
-from iotswarm_pipelines.secret_files import take_aws_credentials
+from iotswarm_pipelines.secret_files import aws_credentials
 from iotswarm_pipelines.terminal_text import one_line
 
 PROG = "live-cosmos"
@@ -271,8 +271,8 @@ def _source(config: LiveCosmosConfig) -> CosmosSource:
 
 
 def _s3(config: LiveCosmosConfig) -> S3Resource:
-    """The bucket's client; the AWS keys leave the environment first (SECURITY.md)."""
-    keys = take_aws_credentials()
+    """The bucket's client, with the keys the entry point took out of the environment."""
+    keys = aws_credentials()
     return S3Resource(
         endpoint_url=config.endpoint_url,
         aws_access_key_id=keys.get("aws_access_key_id"),
