@@ -98,20 +98,26 @@ def broker_pair(tmp_path) -> Iterator[list[Mosquitto]]:
         broker.stop()
 
 
-@pytest.fixture(scope="module")
-def password_broker(tmp_path_factory) -> Iterator[Mosquitto]:
-    """Anonymous clients refused; user `swarm` with password `s3cret-pass`."""
-    workdir = tmp_path_factory.mktemp("mosquitto-password")
+def start_password_broker(workdir: Path, user: str, password: str) -> Mosquitto:
+    """A broker that refuses anonymous clients and knows one user."""
     passwords = workdir / "passwords"
-    passwords.touch(mode=0o644)
+    passwords.touch(mode=0o644)  # mosquitto drops root: its own user must read the file
     subprocess.run(
-        ["mosquitto_passwd", "-b", str(passwords), "swarm", "s3cret-pass"],
+        ["mosquitto_passwd", "-b", str(passwords), user, password],
         check=True,
         capture_output=True,
     )
     passwords.chmod(0o644)
     config = f"listener {{port}} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
-    broker = Mosquitto(workdir, config).start()
+    return Mosquitto(workdir, config).start()
+
+
+@pytest.fixture(scope="module")
+def password_broker(tmp_path_factory) -> Iterator[Mosquitto]:
+    """Anonymous clients refused; user `swarm` with password `s3cret-pass`."""
+    broker = start_password_broker(
+        tmp_path_factory.mktemp("mosquitto-password"), "swarm", "s3cret-pass"
+    )
     yield broker
     broker.stop()
 

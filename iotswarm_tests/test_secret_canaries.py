@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.export.pipeline import utc_now
-from iotswarm_tests.mosquitto_fixtures import Mosquitto
+from iotswarm_tests.mosquitto_fixtures import Mosquitto, start_password_broker
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -132,16 +132,7 @@ def canary_source(pg_server_url) -> Iterator[str]:
 @pytest.fixture
 def canary_broker(tmp_path) -> Iterator[Mosquitto]:
     """Anonymous clients refused; user `swarm` with the canary password."""
-    passwords = tmp_path / "passwords"
-    passwords.touch(mode=0o644)  # mosquitto drops root: its user must read the file
-    subprocess.run(
-        ["mosquitto_passwd", "-b", str(passwords), "swarm", CANARY_MQTT],
-        check=True,
-        capture_output=True,
-    )
-    passwords.chmod(0o644)
-    config = f"listener {{port}} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
-    broker = Mosquitto(tmp_path, config).start()
+    broker = start_password_broker(tmp_path, "swarm", CANARY_MQTT)
     yield broker
     broker.stop()
 
