@@ -8,6 +8,7 @@ import email
 import email.policy
 import http.server
 import json
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -35,6 +36,11 @@ class _Inbox:
             email.message_from_bytes(envelope.content, policy=email.policy.default)
         )
         return "250 OK"
+
+
+# aiosmtpd logs each connection's end from its own thread, which may outlive the test that
+# opened it: into a later test's captured stderr (or a closed stream, "--- Logging error ---").
+logging.getLogger("mail.log").disabled = True
 
 
 @pytest.fixture
