@@ -71,7 +71,9 @@ def seed(url: str, sites: dict[str, list[datetime]]) -> None:
 
 def export(url: str, store: ObjectStore, state: StateStore, **kwargs):
     kwargs.setdefault("source", CosmosSource(url=url, retry_backoff_seconds=0.01))
-    return export_table(SOILMET, store=store, state=state, fallback_hours=None, **kwargs)
+    return export_table(
+        catalogue.SOILMET_30MIN, store=store, state=state, fallback_hours=None, **kwargs
+    )
 
 
 def expected_objects(url: str, batch_size: int = 1) -> dict[str, list[dict]]:

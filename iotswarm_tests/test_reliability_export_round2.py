@@ -73,7 +73,7 @@ def seed(url: str, sites: dict[str, list[datetime]], table: str = SOILMET) -> No
 def export(url, store, state, **kwargs):
     kwargs.setdefault("source", CosmosSource(url=url, retry_backoff_seconds=0.01))
     kwargs.setdefault("fallback_hours", None)
-    return export_table(SOILMET, store=store, state=state, **kwargs)
+    return export_table(catalogue.SOILMET_30MIN, store=store, state=state, **kwargs)
 
 
 # ------------------------------------------------------------- 1. site IDs as stored
@@ -211,7 +211,7 @@ from iotswarm_pipelines.export.pipeline import ExportError, export_table
 from iotswarm_pipelines.export.state_store import StateStore
 root, url, state_dir = sys.argv[1:4]
 try:
-    export_table("LEVEL1_SOILMET_30MIN", source=CosmosSource(url=url), fallback_hours=None,
+    export_table(catalogue.SOILMET_30MIN, source=CosmosSource(url=url), fallback_hours=None,
                  store=LocalObjectStore(root=root), state=StateStore(state_dir=state_dir))
 except ExportError as exc:
     print(exc)
@@ -379,7 +379,7 @@ def test_freshness_flags_a_watermark_ahead_of_the_sources_newest_row(tmp_path):
     state.advance(SOILMET, {"ALIC1": datetime(2030, 1, 1), "BALRD": T0 + timedelta(hours=1.5)})
     newest = CosmosSource(url=url).newest_times(SOILMET)
 
-    outcome = health.freshness(SOILMET, newest, state.load(SOILMET), T0, 3.0)
+    outcome = health.freshness(catalogue.SOILMET_30MIN, newest, state.load(SOILMET), T0, 3.0)
     assert not outcome.passed
     assert outcome.description.startswith(
         f"{SOILMET}: the watermark of 1 site(s) is ahead of the source's newest row "
@@ -592,6 +592,7 @@ def test_a_store_that_falls_silent_mid_run_stops_the_run_after_failures_in_a_row
 CTRL_C_EXPORT = """
 import sys
 from dagster_aws.s3 import S3Resource
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.object_store import S3ObjectStore
 from iotswarm_pipelines.export.pipeline import export_table
@@ -599,7 +600,7 @@ from iotswarm_pipelines.export.state_store import StateStore
 endpoint, bucket, url, state_dir = sys.argv[1:5]
 store = S3ObjectStore(s3=S3Resource(endpoint_url=endpoint, region_name="eu-west-2"),
                       bucket=bucket, read_timeout_seconds=60, max_attempts=8)
-export_table("LEVEL1_SOILMET_30MIN", source=CosmosSource(url=url), store=store,
+export_table(catalogue.SOILMET_30MIN, source=CosmosSource(url=url), store=store,
              state=StateStore(state_dir=state_dir), fallback_hours=None)
 """
 
