@@ -59,8 +59,9 @@ class SwarmPlan:
 def check_config(config: SwarmOptions) -> catalogue.Table:
     """Raise ``SwarmConfigError`` (one line naming the option) for options that cannot work.
 
-    Returns the run's table: its name (from the Dagster config or a command line) is looked up
-    here, the one place, and the ``Table`` is what everything below is given.
+    Returns the run's table, the one the options name (the model accepts only the catalogue's
+    names; command lines look the older spellings up before they build it): everything below
+    is given this ``Table``.
     """
     options.check(config, SwarmOptions)
     if config.mode == "latest" and config.rows_per_message != 1:
@@ -76,10 +77,7 @@ def check_config(config: SwarmOptions) -> catalogue.Table:
         raise SwarmConfigError("resume_session needs swarm_name: the session to continue")
     if config.swarm_name:
         sessions.check_name(config.swarm_name)
-    try:
-        table = catalogue.get_table(config.table)
-    except catalogue.UnknownTableError as exc:
-        raise SwarmConfigError(str(exc)) from None
+    table = catalogue.TABLES[config.table]
     for site in config.sites:
         try:
             catalogue.get_site(site)
