@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import config as config_library
 
@@ -40,6 +41,28 @@ spellings of the old tool's documented example, ``key_path``/``ca_cert_path`` of
 
 IOT_CORE_KEYS = ("endpoint", "port", "cert_path", "key_path", "ca_cert_path")
 
+KEYS = (
+    "dsn",
+    "user",
+    "pass",
+    "url",
+    "bucket",
+    "bucket_prefix",
+    "endpoint_url",
+    "object_dir",
+    "state_dir",
+    "state_prefix",
+    "fallback_hours",
+    "batch_size",
+    "sites",
+    "prog_name",
+    "strict_json",
+    "pushgateway",
+    *IOT_CORE_KEYS,
+)
+"""Every key a config file may hold: ``live-cosmos`` and ``iot-swarm`` read the same files,
+each using the keys it needs (the IoT Core keys are the swarm's)."""
+
 _FLAT_LINE = re.compile(
     r"""^\s*(?P<key>\w+)\s*=\s*"""
     r"""(?:'(?P<sq>[^']*)'|"(?P<dq>[^"]*)"|(?P<bare>[^'"\s#]+))\s*(?:\#.*)?$"""
@@ -55,6 +78,11 @@ class ConfigFileError(ValueError):
 class Setting:
     value: str  # as text, whatever the format: both formats then share one set of checks
     where: str  # "line 3" or "key oracle.user", for error messages
+
+
+def oracle_url(dsn: str, user: str, password: str) -> str:
+    """``oracle+oracledb://user:pass@dsn``, user and password URL-quoted (``@``, ``/`` ...)."""
+    return f"oracle+oracledb://{quote(user, safe='')}:{quote(password, safe='')}@{dsn}"
 
 
 def read_settings(path: Path, keys: Iterable[str]) -> dict[str, Setting]:

@@ -30,11 +30,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError, dispose_engines
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines
 from iotswarm_pipelines.export.object_store import ObjectStore, PutResult, S3ObjectStore
 from iotswarm_pipelines.export.pipeline import ExportError, build_objects, export_table
 from iotswarm_pipelines.export.state import watermark
-from iotswarm_pipelines.export.state_store import StateRecoveryError, StateStore
+from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.store_errors import StateRecoveryError
 from iotswarm_pipelines.export.watermarks import aligned_batches, newest_time
 from iotswarm_tests.export_fixtures import (
     PREFIX,

@@ -26,14 +26,16 @@ import pytest
 import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos import catalogue, schema
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError, dispose_engines
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines
 from iotswarm_pipelines.export import health
 from iotswarm_pipelines.export.assets import cosmos_live_export
-from iotswarm_pipelines.export.object_store import LocalObjectStore, StoreUnavailableError
+from iotswarm_pipelines.export.object_store import LocalObjectStore
 from iotswarm_pipelines.export.pipeline import ExportError, StateNotSavedError, export_table
 from iotswarm_pipelines.export.sites import UnknownSiteError
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.store_errors import StoreUnavailableError
 from iotswarm_tests.export_fixtures import (
     PREFIX,
     SOILMET,

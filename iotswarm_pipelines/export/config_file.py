@@ -14,14 +14,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import sqlalchemy as sa
 
 from iotswarm_pipelines.config_formats import (
-    IOT_CORE_KEYS,
+    KEYS,
     ConfigFileError,
     Setting,
+    oracle_url,
     parse_bool,
     read_settings,
 )
@@ -30,27 +30,7 @@ from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.pipeline import check_fallback_hours
 from iotswarm_pipelines.metrics.exposition import MetricsError, check_pushgateway
 
-__all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "oracle_url", "parse_config"]
-
-KEYS = (
-    "dsn",
-    "user",
-    "pass",
-    "url",
-    "bucket",
-    "bucket_prefix",
-    "endpoint_url",
-    "object_dir",
-    "state_dir",
-    "state_prefix",
-    "fallback_hours",
-    "batch_size",
-    "sites",
-    "prog_name",
-    "strict_json",
-    "pushgateway",
-    *IOT_CORE_KEYS,
-)
+__all__ = ["ConfigFileError", "LiveCosmosConfig", "parse_config"]
 
 
 @dataclass(frozen=True)
@@ -77,11 +57,6 @@ class LiveCosmosConfig:
     @property
     def safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
-
-
-def oracle_url(dsn: str, user: str, password: str) -> str:
-    """``oracle+oracledb://user:pass@dsn``, user and password URL-quoted (``@``, ``/`` ...)."""
-    return f"oracle+oracledb://{quote(user, safe='')}:{quote(password, safe='')}@{dsn}"
 
 
 def parse_config(path: str | Path) -> LiveCosmosConfig:
