@@ -41,28 +41,6 @@ spellings of the old tool's documented example, ``key_path``/``ca_cert_path`` of
 
 IOT_CORE_KEYS = ("endpoint", "port", "cert_path", "key_path", "ca_cert_path")
 
-KEYS = (
-    "dsn",
-    "user",
-    "pass",
-    "url",
-    "bucket",
-    "bucket_prefix",
-    "endpoint_url",
-    "object_dir",
-    "state_dir",
-    "state_prefix",
-    "fallback_hours",
-    "batch_size",
-    "sites",
-    "prog_name",
-    "strict_json",
-    "pushgateway",
-    *IOT_CORE_KEYS,
-)
-"""Every key a config file may hold: ``live-cosmos`` and ``iot-swarm`` read the same files,
-each using the keys it needs (the IoT Core keys are the swarm's)."""
-
 _FLAT_LINE = re.compile(
     r"""^\s*(?P<key>\w+)\s*=\s*"""
     r"""(?:'(?P<sq>[^']*)'|"(?P<dq>[^"]*)"|(?P<bare>[^'"\s#]+))\s*(?:\#.*)?$"""

@@ -21,10 +21,10 @@ import boto3
 import platformdirs
 import pytest
 
-from iotswarm_pipelines.config_formats import KEYS, oracle_url, read_settings
+from iotswarm_pipelines.config_formats import oracle_url, read_settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import cli
-from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
+from iotswarm_pipelines.export.config_file import KEYS, ConfigFileError, parse_config
 from iotswarm_pipelines.export.keys import epoch_ms, object_key
 from iotswarm_pipelines.export.pipeline import export_table
 from iotswarm_pipelines.export.state import advance, empty_state

@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from iotswarm_pipelines.config_formats import (
-    KEYS,
+    IOT_CORE_KEYS,
     ConfigFileError,
     Setting,
     oracle_url,
@@ -27,10 +27,27 @@ from iotswarm_pipelines.config_formats import (
 )
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import sites as site_rules
+from iotswarm_pipelines.export.options import CONFIG_FILE_OPTIONS
 from iotswarm_pipelines.export.pipeline import check_fallback_hours
 from iotswarm_pipelines.metrics.exposition import MetricsError, check_pushgateway
 
-__all__ = ["ConfigFileError", "LiveCosmosConfig", "parse_config"]
+__all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "parse_config"]
+
+KEYS = (
+    "dsn",
+    "user",
+    "pass",
+    "url",
+    "bucket",
+    "bucket_prefix",
+    "endpoint_url",
+    "object_dir",
+    "state_dir",
+    "state_prefix",
+    *CONFIG_FILE_OPTIONS,
+    *IOT_CORE_KEYS,
+)
+"""Where to read and write, the export's options (``export.options``) and the IoT Core keys."""
 
 
 @dataclass(frozen=True)
