@@ -34,7 +34,7 @@ START = datetime(2024, 1, 1)
 def build_database(url: str, rows: int) -> None:
     """Plausible 1-minute rain rows, inserted in chunks (only the export is measured)."""
     engine = sa.create_engine(url)
-    table = schema.sa_table(TABLE.name)
+    table = schema.sa_table(TABLE)
     schema.metadata.create_all(engine, tables=[table])
     per_site = rows // SITES
     values = [c for c in TABLE.column_names if c not in (catalogue.SITE_ID, catalogue.DATE_TIME)]

@@ -51,7 +51,7 @@ def measure(table: catalogue.Table, sites: int, days: float) -> None:
         )
         source = CosmosSource(url=url)
 
-        rows = list(source.rows_between(table.name, start, end))
+        rows = list(source.rows_between(table, start, end))
         began = time.perf_counter()
         built = sum(1 for _ in build_objects(table, "p", batch_rows(rows, 1)))
         in_memory = len(rows) / (time.perf_counter() - began)

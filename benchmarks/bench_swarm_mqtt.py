@@ -28,7 +28,7 @@ from pathlib import Path
 import sqlalchemy as sa
 import trustme
 
-from iotswarm_pipelines.cosmos import schema
+from iotswarm_pipelines.cosmos import catalogue, schema
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.local_broker import LocalMosquitto, free_port
 from iotswarm_pipelines.payloads import cr1000x_payload, payload_json
@@ -48,7 +48,7 @@ def soilmet_payloads(workdir: Path) -> list[bytes]:
     url = f"sqlite:///{workdir / 'sample.db'}"
     generate(url, start=datetime(2024, 6, 1), end=datetime(2024, 6, 2), sites=SITES, tables=[TABLE])
     engine = sa.create_engine(url)
-    table = schema.sa_table(TABLE)
+    table = schema.sa_table(catalogue.SOILMET_30MIN)
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(sa.select(table))]
     engine.dispose()

@@ -48,8 +48,12 @@ def expected_objects(url: str, batch_size: int = 1) -> dict[str, list[dict]]:
     """Key -> rows of every payload the source's rows imply (``aligned_batches``)."""
     source = CosmosSource(url=url)
     spec = catalogue.get_table(SOILMET)
-    newest = source.newest_times(SOILMET)
-    rows = (row for site in sorted(newest) for row in source.rows_after(SOILMET, site, None))
+    newest = source.newest_times(catalogue.SOILMET_30MIN)
+    rows = (
+        row
+        for site in sorted(newest)
+        for row in source.rows_after(catalogue.SOILMET_30MIN, site, None)
+    )
     batches = aligned_batches(rows, batch_size, spec.cadence, newest)
     return {key: batch for key, _, batch in build_objects(spec, PREFIX, batches)}
 
@@ -79,7 +83,7 @@ def assert_watermarks_not_ahead(
 ) -> None:
     """Every payload at or before a site's watermark is stored."""
     stored = set(store.list_keys())
-    current = state.load(SOILMET)
+    current = state.load(catalogue.SOILMET_30MIN)
     for key, batch in expected_objects(url, batch_size).items():
         mark = watermark(current, batch[0]["SITE_ID"])
         if mark is not None and newest_time(batch) <= mark:

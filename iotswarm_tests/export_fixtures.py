@@ -45,10 +45,11 @@ def make_rows(table: str, site_id: str, times: Sequence[datetime]) -> list[dict]
 def insert_rows(url: str, table: str, rows: Sequence[dict]) -> None:
     engine = sa.create_engine(url)
     try:
-        schema.metadata.create_all(engine, tables=[schema.sa_table(table)])
+        sa_table = schema.sa_table(catalogue.get_table(table))
+        schema.metadata.create_all(engine, tables=[sa_table])
         if rows:
             with engine.begin() as conn:
-                conn.execute(schema.sa_table(table).insert(), list(rows))
+                conn.execute(sa_table.insert(), list(rows))
     finally:
         engine.dispose()
 

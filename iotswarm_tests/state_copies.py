@@ -16,6 +16,7 @@ import boto3
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.export.state_s3 import S3StateStore
 from iotswarm_pipelines.export.state_store import StateStore
@@ -26,7 +27,9 @@ MAIN, BACKUP = ".pickle", ".pickle.backup"
 
 
 @contextmanager
-def hold_lock(store: StateBackend, table: str = "LEVEL1_SOILMET_30MIN") -> Iterator[None]:
+def hold_lock(
+    store: StateBackend, table: catalogue.Table = catalogue.SOILMET_30MIN
+) -> Iterator[None]:
     """Another export holding the table's lock: a thread with its own store instance.
 
     A lock is re-entrant in the thread holding it, so the holder must be another thread.

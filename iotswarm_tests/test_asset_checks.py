@@ -116,7 +116,7 @@ def test_freshness_passes_once_exported_and_fails_on_a_stale_watermark(setup):
 
         stale = state_rules.advance(state_rules.empty_state(), {"ALIC1": newest})
         stale["sites"]["BALRD"] = {"site_id": "BALRD", "last_data": newest - timedelta(hours=3)}
-        resources["state"].save(SOILMET, stale)
+        resources["state"].save(catalogue.SOILMET_30MIN, stale)
         late = run_checks(resources, instance, FRESHNESS)[FRESHNESS]
     assert not late.passed and late.severity == dg.AssetCheckSeverity.ERROR
     assert value(late, "lag_seconds") == 3 * 3600
@@ -162,7 +162,7 @@ def test_state_health_fails_on_a_bad_copy(setup, copy, damage, problem, severity
     """All checks run, as the schedule runs them: freshness's load must not hide the damage."""
     resources, _ = setup
     export(resources)
-    damage(resources["state"].paths(SOILMET)[copy])
+    damage(resources["state"].paths(catalogue.SOILMET_30MIN)[copy])
     with dg.instance_for_test() as instance:
         evaluation = run_checks(resources, instance)[STATE_HEALTH]
     assert not evaluation.passed and evaluation.severity == severity
@@ -218,7 +218,7 @@ def test_an_export_of_another_table_leaves_a_failed_check_as_it_was(setup):
     """The health assets are never materialized: a result stays until its own checks run."""
     resources, newest = setup
     stale = state_rules.advance(state_rules.empty_state(), {"ALIC1": newest - timedelta(hours=5)})
-    resources["state"].save(SOILMET, stale)
+    resources["state"].save(catalogue.SOILMET_30MIN, stale)
     other = "LEVEL1_NMDB_1HOUR"
     hourly = [newest.replace(minute=0) - timedelta(hours=i) for i in range(2)]
     insert_rows(resources["cosmos"].url, other, make_rows(other, "ALIC1", hourly))

@@ -170,7 +170,7 @@ def test_bad_nested_files_are_one_line_naming_file_and_key(tmp_path, text, messa
 
 
 def test_state_files_live_where_the_old_tool_kept_them():
-    main, backup = StateStore().paths(SOILMET)
+    main, backup = StateStore().paths(catalogue.SOILMET_30MIN)
     assert main == Path(platformdirs.user_state_dir("livecosmos")) / f"{SOILMET}.pickle"
     assert backup == Path(f"{main}.backup")
 
@@ -182,7 +182,7 @@ def test_a_state_file_the_old_tool_wrote_loads(tmp_path):
         (state_dir / f"{SOILMET}.pickle{suffix}").write_bytes(
             (DATA / "old_tool_LEVEL1_SOILMET_30MIN.pickle").read_bytes()
         )
-    assert StateStore(state_dir=str(state_dir)).load(SOILMET) == {
+    assert StateStore(state_dir=str(state_dir)).load(catalogue.SOILMET_30MIN) == {
         "last_run": datetime(2024, 6, 1, 1, 0),
         "sites": {
             "ALIC1": {"site_id": "ALIC1", "last_data": datetime(2024, 6, 1, 0, 30)},
@@ -194,19 +194,22 @@ def test_a_state_file_the_old_tool_wrote_loads(tmp_path):
 def test_the_old_tool_reads_what_this_project_writes(tmp_path):
     store = StateStore(state_dir=str(tmp_path))
     state = advance(empty_state(), {"ALIC1": datetime(2024, 6, 1, 0, 30)})
-    store.save(SOILMET, state)
-    for path in store.paths(SOILMET):
+    store.save(catalogue.SOILMET_30MIN, state)
+    for path in store.paths(catalogue.SOILMET_30MIN):
         with open(path, "rb") as file:  # exactly the old tool's load_state
             assert pickle.load(file) == state
 
 
 def test_new_state_when_no_files_exist(tmp_path):
-    assert StateStore(state_dir=str(tmp_path)).load(SOILMET) == {"last_run": None, "sites": {}}
+    assert StateStore(state_dir=str(tmp_path)).load(catalogue.SOILMET_30MIN) == {
+        "last_run": None,
+        "sites": {},
+    }
 
 
 def _store_with(tmp_path, main: bytes | None, backup: bytes | None) -> StateStore:
     store = StateStore(state_dir=str(tmp_path))
-    for path, data in zip(store.paths(SOILMET), (main, backup), strict=True):
+    for path, data in zip(store.paths(catalogue.SOILMET_30MIN), (main, backup), strict=True):
         if data is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
@@ -220,8 +223,10 @@ TRUNCATED = GOOD[:-7]  # the old tool's EOFError case
 @pytest.mark.parametrize("main", [None, TRUNCATED], ids=["main missing", "main corrupt"])
 def test_the_backup_rescues_the_main_file(tmp_path, main):
     store = _store_with(tmp_path, main, GOOD)
-    assert sorted(store.load(SOILMET)["sites"]) == ["ALIC1", "BALRD"]
-    assert store.paths(SOILMET)[0].read_bytes() == GOOD  # main rewritten from the backup
+    assert sorted(store.load(catalogue.SOILMET_30MIN)["sites"]) == ["ALIC1", "BALRD"]
+    assert (
+        store.paths(catalogue.SOILMET_30MIN)[0].read_bytes() == GOOD
+    )  # main rewritten from the backup
 
 
 @pytest.mark.parametrize(
@@ -229,14 +234,14 @@ def test_the_backup_rescues_the_main_file(tmp_path, main):
 )
 def test_no_readable_copy_stops_the_run(tmp_path, main):
     with pytest.raises(StateRecoveryError):
-        _store_with(tmp_path, main, TRUNCATED).load(SOILMET)
+        _store_with(tmp_path, main, TRUNCATED).load(catalogue.SOILMET_30MIN)
 
 
 def test_difference_a_corrupt_main_file_without_backup_fails_instead_of_resetting(tmp_path):
     """The old tool started from an empty state here (and re-sent `fallback_hours` only),
     silently skipping whatever was unsent; this project stops and names both files."""
     with pytest.raises(StateRecoveryError, match=r"\.pickle"):
-        _store_with(tmp_path, TRUNCATED, None).load(SOILMET)
+        _store_with(tmp_path, TRUNCATED, None).load(catalogue.SOILMET_30MIN)
 
 
 def test_sites_are_added_to_the_state_as_the_old_tool_added_them():
@@ -321,7 +326,7 @@ def test_search_starts_at_the_watermark_or_the_fallback_time(tmp_path):
     for site in ("ALIC1", "BALRD"):
         insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
     state = StateStore(state_dir=str(tmp_path / "state"))
-    state.save(SOILMET, advance(empty_state(), {"ALIC1": datetime(2025, 1, 2, 12)}))
+    state.save(catalogue.SOILMET_30MIN, advance(empty_state(), {"ALIC1": datetime(2025, 1, 2, 12)}))
     summary = export_table(
         catalogue.SOILMET_30MIN,
         source=source(url),

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.assets import (
     TABLE_TAG,
     cosmos_history_export,
@@ -74,8 +75,8 @@ def test_run_config_sites_batch_size_and_dry_run(resources):
     # BALRD's two rows, 30 minutes apart at some minute past: sent as the hour-long payloads
     # that are closed (aligned_batches), whatever the minute the test runs at.
     source = resources["cosmos"]
-    newest = source.newest_times(SOILMET, ["BALRD"])
-    rows = list(source.rows_after(SOILMET, "BALRD", None))
+    newest = source.newest_times(catalogue.SOILMET_30MIN, ["BALRD"])
+    rows = list(source.rows_after(catalogue.SOILMET_30MIN, "BALRD", None))
     batches = list(aligned_batches(rows, 2, timedelta(minutes=30), newest))
     assert (meta["rows_read"], meta["payloads"], meta["objects"], meta["dry_run"]) == (
         sum(map(len, batches)),

@@ -39,7 +39,7 @@ def test_a_future_dated_row_holds_its_site_loudly_and_loses_no_later_row(tmp_pat
     assert "ALIC1 has rows dated up to 2030-01-01 00:00:00, later than now plus the tolerance" in (
         str(caught.value)
     )
-    marks = state.load(SOILMET)
+    marks = state.load(catalogue.SOILMET_30MIN)
     assert watermark(marks, "ALIC1") == watermark(marks, "BALRD") == T0 + timedelta(hours=1.5)
     assert len(store.list_keys()) == 8
 
@@ -61,10 +61,14 @@ def test_freshness_flags_a_watermark_ahead_of_the_sources_newest_row(tmp_path):
     url, state = sqlite_url(tmp_path), state_store(tmp_path)
     seed(url, {"ALIC1": half_hours(T0, 4), "BALRD": half_hours(T0, 4)})
     # The state an earlier release left: a 2030 row moved the watermark, then was corrected.
-    state.advance(SOILMET, {"ALIC1": datetime(2030, 1, 1), "BALRD": T0 + timedelta(hours=1.5)})
-    newest = CosmosSource(url=url).newest_times(SOILMET)
+    state.advance(
+        catalogue.SOILMET_30MIN, {"ALIC1": datetime(2030, 1, 1), "BALRD": T0 + timedelta(hours=1.5)}
+    )
+    newest = CosmosSource(url=url).newest_times(catalogue.SOILMET_30MIN)
 
-    outcome = health.freshness(catalogue.SOILMET_30MIN, newest, state.load(SOILMET), T0, 3.0)
+    outcome = health.freshness(
+        catalogue.SOILMET_30MIN, newest, state.load(catalogue.SOILMET_30MIN), T0, 3.0
+    )
     assert not outcome.passed
     assert outcome.description.startswith(
         f"{SOILMET}: the watermark of 1 site(s) is ahead of the source's newest row "
@@ -74,7 +78,7 @@ def test_freshness_flags_a_watermark_ahead_of_the_sources_newest_row(tmp_path):
 
 
 def _poison(url: str, site: str, when: datetime, column: str, value) -> None:
-    table = schema.sa_table(SOILMET)
+    table = schema.sa_table(catalogue.SOILMET_30MIN)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(
@@ -106,7 +110,7 @@ def test_a_value_no_payload_carries_stops_its_site_only_until_skipped_on_record(
             "['ALIC1@2024-06-01T01:00:00']"
         ) in message
         assert "secret" not in message
-        marks = state.load(SOILMET)
+        marks = state.load(catalogue.SOILMET_30MIN)
         assert watermark(marks, "ALIC1") == T0 + timedelta(minutes=30)
         assert watermark(marks, "BALRD") == T0 + timedelta(hours=1.5)
 
@@ -139,7 +143,7 @@ def test_an_unreadable_date_time_stops_its_site_only_named_without_its_value(tmp
         "DATE_TIME); correct it in the source"
     ) in message
     assert "00:45:99" not in message
-    marks = state.load(SOILMET)
+    marks = state.load(catalogue.SOILMET_30MIN)
     assert watermark(marks, "ALIC1") is None
     assert watermark(marks, "BALRD") == T0 + timedelta(hours=1.5)
     assert {site for site, _ in stored_rows(store)} == {"BALRD"}

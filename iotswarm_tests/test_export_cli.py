@@ -102,7 +102,9 @@ def test_legacy_table_name_exports_and_prints_the_summary(tmp_path, database):
     assert result.returncode == 0, result.stderr
     assert "LEVEL1_SOILMET_30MIN: 2 rows, 2 payloads, 2 objects" in result.stdout
     assert "ALIC1" in result.stdout
-    assert StateStore(state_dir=str(tmp_path / "state")).load(SOILMET)["sites"]["ALIC1"]
+    assert StateStore(state_dir=str(tmp_path / "state")).load(catalogue.SOILMET_30MIN)["sites"][
+        "ALIC1"
+    ]
     assert len(list((tmp_path / "objects" / "fdri" / "cosmos_swarm" / "ALIC1").iterdir())) == 1
 
 

@@ -18,6 +18,7 @@ from dagster_graphql.client.query import LAUNCH_PIPELINE_EXECUTION_MUTATION
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from iotswarm_pipelines import settings
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.assets import live_export_job
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_tests.export_fixtures import (
@@ -126,7 +127,7 @@ def test_the_state_lock_serialises_two_export_processes(tmp_path):
     url = sqlite_url(tmp_path)
     recent_rows(url, PRECIP, 30, timedelta(minutes=1))
     state = state_store(tmp_path)
-    with state.locked(PRECIP):  # both workers start while the table is locked
+    with state.locked(catalogue.PRECIP_1MIN):  # both workers start while the table is locked
         workers = [
             subprocess.Popen(
                 [sys.executable, "-c", WORKER, url, str(tmp_path)],

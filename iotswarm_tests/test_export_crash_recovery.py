@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import dispose_engines
 from iotswarm_pipelines.export.object_store import LocalObjectStore, ObjectStore, PutResult
 from iotswarm_pipelines.export.pipeline import ExportError
@@ -77,7 +78,7 @@ def test_sigkill_after_nth_object_then_rerun_stores_each_key_once(
     if earlier_run:
         seed(url, {site: half_hours(T0 - timedelta(hours=2), 4) for site in ("ALIC1", "BALRD")})
         export(url, store, state)
-    before = {p: p.read_bytes() for p in state.paths(SOILMET) if p.exists()}
+    before = {p: p.read_bytes() for p in state.paths(catalogue.SOILMET_30MIN) if p.exists()}
     seed(url, {site: half_hours(T0, 8) for site in ("ALIC1", "BALRD")})
     stored_before = len(store.list_keys())
 
@@ -93,7 +94,7 @@ def test_sigkill_after_nth_object_then_rerun_stores_each_key_once(
         worker.send_signal(signal.SIGKILL)
         worker.communicate(timeout=60)
     assert worker.returncode == -signal.SIGKILL
-    assert {p: p.read_bytes() for p in state.paths(SOILMET) if p.exists()} == before
+    assert {p: p.read_bytes() for p in state.paths(catalogue.SOILMET_30MIN) if p.exists()} == before
     assert len(store.list_keys()) == stored_before + 5
 
     summary = export(url, store, state)
@@ -227,7 +228,7 @@ def test_killed_during_the_state_save_leaves_old_or_new_state_and_the_next_run_l
     url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
     seed(url, {"ALIC1": half_hours(T0, 4)})
     export(url, store, state)
-    old = state.load(SOILMET)
+    old = state.load(catalogue.SOILMET_30MIN)
     seed(url, {"ALIC1": half_hours(T0 + timedelta(hours=2), 3)})
 
     child = FORK.Process(
@@ -237,7 +238,7 @@ def test_killed_during_the_state_save_leaves_old_or_new_state_and_the_next_run_l
     child.join()
     assert child.exitcode == 9
     new_mark = T0 + timedelta(hours=3)
-    files = [pickle.loads(p.read_bytes()) for p in state.paths(SOILMET)]
+    files = [pickle.loads(p.read_bytes()) for p in state.paths(catalogue.SOILMET_30MIN)]
     assert all(
         watermark(f, "ALIC1") in (old["sites"]["ALIC1"]["last_data"], new_mark) for f in files
     )
@@ -245,7 +246,7 @@ def test_killed_during_the_state_save_leaves_old_or_new_state_and_the_next_run_l
 
     summary = export(url, store, state)
     assert summary.rows_read == (0 if watermark(files[0], "ALIC1") == new_mark else 3)
-    assert watermark(state.load(SOILMET), "ALIC1") == new_mark
+    assert watermark(state.load(catalogue.SOILMET_30MIN), "ALIC1") == new_mark
     assert_exactly_the_expected_objects(url, store)
 
 

@@ -91,8 +91,9 @@ def test_a_command_line_export_waiting_for_the_lock_says_who_holds_it_and_how_lo
 
 LOCK_HOLDER = """
 import sys
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.state_store import StateStore
-with StateStore(state_dir=sys.argv[1]).locked("LEVEL1_SOILMET_30MIN"):
+with StateStore(state_dir=sys.argv[1]).locked(catalogue.SOILMET_30MIN):
     print("held", flush=True)
     sys.stdin.read()
 """

@@ -14,6 +14,7 @@ from datetime import timedelta
 import boto3
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.pipeline import ExportError
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.store_errors import StoreUnavailableError
@@ -31,7 +32,7 @@ from iotswarm_tests.export_faults import (
     s3_on,
     seed,
 )
-from iotswarm_tests.export_fixtures import SOILMET, sqlite_url, state_store
+from iotswarm_tests.export_fixtures import sqlite_url, state_store
 from iotswarm_tests.s3_fault_proxy import FaultPlan, fault_proxy
 from iotswarm_tests.small_disk import run_on_small_disk
 
@@ -102,7 +103,7 @@ def test_s3_that_never_recovers_fails_the_run_and_the_rerun_completes(
             export(url, HookedStore(failing, break_for_good), state)
     assert plan.failures > 0
     stored = healthy.list_keys()
-    mark = watermark(state.load(SOILMET), "ALIC1")
+    mark = watermark(state.load(catalogue.SOILMET_30MIN), "ALIC1")
     assert mark is not None and 4 <= len(stored) < 12
     # The watermark is the newest row of the last stored payload, with every earlier one stored.
     expected = expected_objects(url)
@@ -126,7 +127,7 @@ def test_a_missing_bucket_is_named_by_one_request_before_any_upload(
     assert "NoSuchBucket (HTTP 404) for bucket iotswarm-no-such-bucket" in str(caught.value)
     assert "create the bucket" in str(caught.value)
     assert plan.requests == 1  # one HEAD, no upload attempted
-    assert not any(p.exists() for p in state.paths(SOILMET))
+    assert not any(p.exists() for p in state.paths(catalogue.SOILMET_30MIN))
 
 
 def test_refused_credentials_are_named_before_any_upload(

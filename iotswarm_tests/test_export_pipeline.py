@@ -73,7 +73,10 @@ def test_first_run_starts_fallback_hours_back_and_second_run_sends_only_new_rows
     assert (first.rows_read, first.payloads_built, first.objects_stored) == (12, 12, 12)
     assert first.watermarks == {"ALIC1": NOW, "BALRD": NOW}
     assert first.sites_advanced == 2 and first.failed == 0
-    assert state.load(SOILMET)["sites"]["ALIC1"] == {"site_id": "ALIC1", "last_data": NOW}
+    assert state.load(catalogue.SOILMET_30MIN)["sites"]["ALIC1"] == {
+        "site_id": "ALIC1",
+        "last_data": NOW,
+    }
 
     seed(url, NOW + timedelta(minutes=30), 2, sites=("ALIC1",))
     second = run(url, store, state, fallback_hours=3)
@@ -127,15 +130,15 @@ def test_replay_resends_a_window_on_the_same_keys_and_never_moves_watermarks_bac
     older = run(url, store, state, since=NOW - timedelta(hours=10), until=NOW - timedelta(hours=6))
     assert older.rows_read == 16
     assert len(store.list_keys()) == len(before) + 16
-    assert state.load(SOILMET)["sites"]["ALIC1"]["last_data"] == NOW
+    assert state.load(catalogue.SOILMET_30MIN)["sites"]["ALIC1"]["last_data"] == NOW
 
 
 def test_replay_that_starts_after_a_watermark_does_not_jump_over_unsent_rows(tmp_path):
     url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
     seed(url, NOW - timedelta(hours=10), 21)
-    state.save(SOILMET, {"last_run": NOW, "sites": {}})
+    state.save(catalogue.SOILMET_30MIN, {"last_run": NOW, "sites": {}})
     run(url, store, state, until=NOW - timedelta(hours=5), since=NOW - timedelta(hours=6))
-    assert state.load(SOILMET)["sites"] == {
+    assert state.load(catalogue.SOILMET_30MIN)["sites"] == {
         site: {"site_id": site, "last_data": NOW - timedelta(hours=5)}
         for site in ("ALIC1", "BALRD")
     }  # never seen: the replay is their first export
@@ -166,7 +169,7 @@ def test_a_failed_payload_stops_its_site_at_the_gap_and_fails_the_run(tmp_path):
 
     with pytest.raises(ExportError, match="1 of 10 payloads were not stored"):
         run(url, store, state)
-    sites = state.load(SOILMET)["sites"]
+    sites = state.load(catalogue.SOILMET_30MIN)["sites"]
     assert sites["ALIC1"]["last_data"] == NOW - timedelta(hours=1, minutes=30)
     assert sites["BALRD"]["last_data"] == NOW
 
@@ -212,7 +215,7 @@ def test_state_files_of_the_old_uploader_are_picked_up(tmp_path):
     summary = run(url, store, state, fallback_hours=0.5)
     assert summary.rows_read == 2 + 1  # ALIC1 after its old watermark; BALRD after 11:30
     assert (tmp_path / "state" / f"{SOILMET}.pickle").exists()
-    assert state.load(SOILMET)["sites"]["ALIC1"]["last_data"] == NOW
+    assert state.load(catalogue.SOILMET_30MIN)["sites"]["ALIC1"]["last_data"] == NOW
 
 
 def test_every_table_exports_and_prints_its_summary(tmp_path):
@@ -248,7 +251,9 @@ def test_the_run_announces_how_many_rows_it_expects_before_reading_them(tmp_path
     times = [NOW - timedelta(minutes=30 * i) for i in range(4)]
     for site in ("ALIC1", "BALRD"):
         insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
-    state.save(SOILMET, advance(empty_state(), {"ALIC1": times[1]}))  # one row left to send
+    state.save(
+        catalogue.SOILMET_30MIN, advance(empty_state(), {"ALIC1": times[1]})
+    )  # one row left to send
     announced: list[int] = []
 
     class Listener(logging.Handler):

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.pipeline import ExportError
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.store_errors import StoreUnavailableError
@@ -26,7 +27,7 @@ from iotswarm_tests.export_faults import (
     seed,
     stored_rows,
 )
-from iotswarm_tests.export_fixtures import SOILMET, sqlite_url, state_store
+from iotswarm_tests.export_fixtures import sqlite_url, state_store
 from iotswarm_tests.s3_fault_proxy import FaultPlan, fault_proxy
 
 pytestmark = pytest.mark.usefixtures("fresh_engines")
@@ -46,7 +47,7 @@ def test_an_endpoint_that_never_answers_is_named_by_the_bucket_check(
     with fault_proxy(s3_endpoint, plan) as proxy, pytest.raises(StoreUnavailableError) as caught:
         export(url, silent_s3(proxy, bucket), state)
     assert "ReadTimeoutError: Read timeout on endpoint URL" in str(caught.value)
-    assert not any(p.exists() for p in state.paths(SOILMET))
+    assert not any(p.exists() for p in state.paths(catalogue.SOILMET_30MIN))
 
 
 def test_a_store_that_falls_silent_mid_run_stops_the_run_after_failures_in_a_row(
@@ -65,7 +66,7 @@ def test_a_store_that_falls_silent_mid_run_stops_the_run_after_failures_in_a_row
     assert "2 uploads failed in a row (last: ReadTimeoutError" in message
     assert "stopped sending" in message
     assert caught.value.summary.payloads_built < 40  # the rest was not even read
-    assert watermark(state.load(SOILMET), "ALIC1") is None
+    assert watermark(state.load(catalogue.SOILMET_30MIN), "ALIC1") is None
 
     assert export(url, healthy, state).rows_read == 40
     assert set(stored_rows(healthy).values()) == {1}
@@ -109,4 +110,4 @@ def test_ctrl_c_stops_an_export_stuck_on_a_silent_endpoint_at_once(
         finally:
             export_process.kill()
     assert export_process.returncode != 0 and "KeyboardInterrupt" in stderr
-    assert watermark(state.load(SOILMET), "ALIC1") is None
+    assert watermark(state.load(catalogue.SOILMET_30MIN), "ALIC1") is None

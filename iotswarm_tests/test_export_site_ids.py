@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.sites import UnknownSiteError
 from iotswarm_tests.export_faults import T0, export, half_hours, seed, stored_rows
 from iotswarm_tests.export_fixtures import SOILMET, local_store, sqlite_url, state_store
@@ -66,7 +67,9 @@ def test_a_configured_site_that_matches_nothing_is_one_clear_line(tmp_path):
         f"unknown COSMOS site 'NOPE1': neither {SOILMET} (in any case) nor the catalogue holds "
         "it; sites with rows there: ALIC1"
     )
-    assert store.list_keys() == [] and not any(p.exists() for p in state.paths(SOILMET))
+    assert store.list_keys() == [] and not any(
+        p.exists() for p in state.paths(catalogue.SOILMET_30MIN)
+    )
 
 
 def test_a_catalogue_site_without_rows_in_the_table_is_a_warning_not_a_failure(tmp_path, caplog):

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.state import watermark
@@ -46,8 +47,12 @@ def test_killed_database_connection_mid_export(tmp_path, pg_url, retries):
         with pytest.raises(SourceError, match="terminating connection"):
             export(pg_url, hooked, state, source=source)
         assert_watermarks_not_ahead(pg_url, store, state)
-        assert watermark(state.load(SOILMET), "ALIC1") == T0 + timedelta(hours=9, minutes=30)
-        assert watermark(state.load(SOILMET), "BALRD") < T0 + timedelta(hours=9, minutes=30)
+        assert watermark(state.load(catalogue.SOILMET_30MIN), "ALIC1") == T0 + timedelta(
+            hours=9, minutes=30
+        )
+        assert watermark(state.load(catalogue.SOILMET_30MIN), "BALRD") < T0 + timedelta(
+            hours=9, minutes=30
+        )
         export(pg_url, store, state)
     assert killed and killed[0] >= 1
     assert_exactly_the_expected_objects(pg_url, store)
@@ -61,7 +66,7 @@ def test_late_backlog_of_one_site_is_exported_by_the_next_run(tmp_path):
     export(url, store, state)
     # CHIMN's logger catches up: rows older than the other sites' watermarks, newer than its own.
     backlog = half_hours(T0 + timedelta(hours=1, minutes=30), 4)
-    assert backlog[-1] < watermark(state.load(SOILMET), "ALIC1")
+    assert backlog[-1] < watermark(state.load(catalogue.SOILMET_30MIN), "ALIC1")
     seed(url, {"CHIMN": backlog})
 
     summary = export(url, store, state)
@@ -85,7 +90,9 @@ def test_iso_t_date_times_on_sqlite_are_refused_with_the_fix_then_export_once(tm
         "(2024-06-01T01:30:00.000000), which SQLite compares wrongly; rewrite it: "
         f"UPDATE {SOILMET} SET DATE_TIME = replace(DATE_TIME, 'T', ' ')"
     ) in str(caught.value)
-    assert store.list_keys() == [] and not any(p.exists() for p in state.paths(SOILMET))
+    assert store.list_keys() == [] and not any(
+        p.exists() for p in state.paths(catalogue.SOILMET_30MIN)
+    )
 
     with engine.begin() as conn:  # the fix the line gives
         conn.execute(sa.text(f"UPDATE {SOILMET} SET DATE_TIME = replace(DATE_TIME, 'T', ' ')"))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.pipeline import StateNotSavedError
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.store_errors import StateRecoveryError
@@ -67,7 +68,7 @@ def test_corrupt_main_state_export_uses_the_backup(tmp_path, kind):
     url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
     seed(url, {"ALIC1": half_hours(T0, 4)})
     export(url, store, state)
-    main, backup = state.paths(SOILMET)
+    main, backup = state.paths(catalogue.SOILMET_30MIN)
     marker = tmp_path / "os-system-ran"
     main.write_bytes(corruptions(main.read_bytes(), marker)[kind])
     seed(url, {"ALIC1": half_hours(T0 + timedelta(hours=2), 3)})
@@ -76,7 +77,7 @@ def test_corrupt_main_state_export_uses_the_backup(tmp_path, kind):
     assert summary.rows_read == 3  # from the backup's watermark, not from scratch
     assert not marker.exists()
     assert pickle.loads(main.read_bytes()) == pickle.loads(backup.read_bytes())
-    assert watermark(state.load(SOILMET), "ALIC1") == T0 + timedelta(hours=3)
+    assert watermark(state.load(catalogue.SOILMET_30MIN), "ALIC1") == T0 + timedelta(hours=3)
     assert_exactly_the_expected_objects(url, store)
 
 
@@ -95,7 +96,7 @@ def test_untrustworthy_state_fails_the_export_and_stores_nothing(tmp_path, main_
     url, store, state = sqlite_url(tmp_path), local_store(tmp_path / "first"), state_store(tmp_path)
     seed(url, {"ALIC1": half_hours(T0, 4)})
     export(url, store, state)
-    main, backup = state.paths(SOILMET)
+    main, backup = state.paths(catalogue.SOILMET_30MIN)
     marker = tmp_path / "os-system-ran"
     bad = corruptions(main.read_bytes(), marker)
     main.unlink()
@@ -127,9 +128,9 @@ def _rot(path, data: bytes) -> None:
 def test_every_single_bit_flip_of_the_main_state_is_detected_and_the_backup_used(tmp_path):
     state = state_store(tmp_path)
     good = {site: T0 + timedelta(hours=i, minutes=7 * i) for i, site in enumerate(SITES3)}
-    state.advance(SOILMET, good)
-    main, backup = state.paths(SOILMET)
-    expected, original = state.load(SOILMET), main.read_bytes()
+    state.advance(catalogue.SOILMET_30MIN, good)
+    main, backup = state.paths(catalogue.SOILMET_30MIN)
+    expected, original = state.load(catalogue.SOILMET_30MIN), main.read_bytes()
     assert main.with_name(main.name + ".sha256").exists()
 
     def flipped(bit: int) -> bytes:
@@ -140,19 +141,23 @@ def test_every_single_bit_flip_of_the_main_state_is_detected_and_the_backup_used
     different = 0
     for bit in range(len(original) * 8):
         _rot(main, flipped(bit))
-        content = state.copies(SOILMET)[0].content  # main as read, nothing rewritten
+        content = state.copies(catalogue.SOILMET_30MIN)[
+            0
+        ].content  # main as read, nothing rewritten
         different += isinstance(content, dict) and content != expected
     assert different == 0  # before the checksum: 405 of 1672 flips loaded as another state
 
     _rot(main, flipped(len(original) * 4))
-    assert state.load(SOILMET) == expected  # from the backup, which then rewrites main
+    assert (
+        state.load(catalogue.SOILMET_30MIN) == expected
+    )  # from the backup, which then rewrites main
     assert main.read_bytes() == original == backup.read_bytes()
 
 
 def test_both_tools_still_read_each_others_state_files(tmp_path):
     state = state_store(tmp_path)
-    state.advance(SOILMET, {"ALIC1": T0})
-    main, backup = state.paths(SOILMET)
+    state.advance(catalogue.SOILMET_30MIN, {"ALIC1": T0})
+    main, backup = state.paths(catalogue.SOILMET_30MIN)
     # The older tool reads ours: a plain pickle of the same dict, the sidecar beside it ignored.
     assert (
         pickle.loads(main.read_bytes())
@@ -168,19 +173,19 @@ def test_both_tools_still_read_each_others_state_files(tmp_path):
     }
     main.write_bytes(pickle.dumps(later))
     os.utime(main, ns=(stamp + 1_000_000_000, stamp + 1_000_000_000))
-    assert watermark(state.load(SOILMET), "ALIC1") == T0 + timedelta(hours=1)
+    assert watermark(state.load(catalogue.SOILMET_30MIN), "ALIC1") == T0 + timedelta(hours=1)
     # A state written only by the older tool (no sidecar at all) loads as before.
     fresh = state_store(tmp_path / "old-tool")
-    old_main, _ = fresh.paths(SOILMET)
+    old_main, _ = fresh.paths(catalogue.SOILMET_30MIN)
     old_main.parent.mkdir(parents=True)
     old_main.write_bytes(pickle.dumps(later, protocol=2))
-    assert watermark(fresh.load(SOILMET), "ALIC1") == T0 + timedelta(hours=1)
+    assert watermark(fresh.load(catalogue.SOILMET_30MIN), "ALIC1") == T0 + timedelta(hours=1)
 
 
 def test_state_that_cannot_be_saved_after_storing_says_so(tmp_path):
     url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
     seed(url, {"ALIC1": half_hours(T0, 4)})
-    main, _ = state.paths(SOILMET)
+    main, _ = state.paths(catalogue.SOILMET_30MIN)
 
     def block_the_state_file(n: int) -> None:
         if n == 1:  # a folder where the main state file goes: its save must fail

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 
 from iotswarm_pipelines import resources as deployment
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import cli
 from iotswarm_pipelines.export.assets import cosmos_live_export
 from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
@@ -26,11 +27,12 @@ from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.state_s3 import S3StateStore
 from iotswarm_pipelines.export.state_store import StateStore
 from iotswarm_pipelines.export.store_errors import StateConflictError, StateLockedError
-from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, source, sqlite_url
+from iotswarm_tests.export_fixtures import insert_rows, make_rows, source, sqlite_url
 from iotswarm_tests.services import wait_until
 from iotswarm_tests.state_copies import BACKUP, REGION, S3Copies, hold_lock, make_bucket
 
-TABLE = SOILMET
+SPEC = catalogue.SOILMET_30MIN
+TABLE = SPEC.name
 T0 = datetime(2024, 6, 1, 0, 30)
 LEASE = "fdri/cosmos_swarm_state/LEVEL1_SOILMET_30MIN.lock"
 
@@ -57,12 +59,12 @@ def test_the_server_honours_conditional_puts(copies):
 
 
 def test_second_writer_fails_and_the_first_writers_progress_is_intact(copies):
-    copies.store().save(TABLE, state_at(T0))
+    copies.store().save(SPEC, state_at(T0))
     first, second = copies.store(), copies.store()  # two machines, both read the same state
-    assert first.load(TABLE) == second.load(TABLE) == state_at(T0)
-    first.save(TABLE, state_at(T0 + timedelta(hours=2)))
+    assert first.load(SPEC) == second.load(SPEC) == state_at(T0)
+    first.save(SPEC, state_at(T0 + timedelta(hours=2)))
     with pytest.raises(StateConflictError) as caught:
-        second.save(TABLE, state_at(T0 + timedelta(hours=1)))
+        second.save(SPEC, state_at(T0 + timedelta(hours=1)))
     message = str(caught.value)
     assert f"s3://{copies.bucket}/{copies.where(TABLE)}" in message
     assert "changed by another writer" in message and "run again" in message
@@ -72,36 +74,36 @@ def test_second_writer_fails_and_the_first_writers_progress_is_intact(copies):
             T0 + timedelta(hours=2)
         )
     # Once it has read the newer state, the second writer moves on from there.
-    second.advance(TABLE, {"BALRD": T0})
-    final = copies.store().load(TABLE)
+    second.advance(SPEC, {"BALRD": T0})
+    final = copies.store().load(SPEC)
     assert watermark(final, "ALIC1") == T0 + timedelta(hours=2)
     assert watermark(final, "BALRD") == T0
 
 
 def test_a_writer_that_found_no_state_cannot_overwrite_one_created_since(copies):
     late = copies.store()
-    assert late.load(TABLE)["sites"] == {}
-    copies.store().advance(TABLE, {"ALIC1": T0})
+    assert late.load(SPEC)["sites"] == {}
+    copies.store().advance(SPEC, {"ALIC1": T0})
     with pytest.raises(StateConflictError):
-        late.save(TABLE, state_at(T0 - timedelta(days=1), "BALRD"))
-    assert copies.store().load(TABLE) == state_at(T0)
+        late.save(SPEC, state_at(T0 - timedelta(days=1), "BALRD"))
+    assert copies.store().load(SPEC) == state_at(T0)
 
 
 def test_a_retried_write_that_had_already_landed_is_not_a_conflict(copies):
     """A lost answer makes botocore send the PUT again; it then finds its own bytes there."""
     store = copies.store()
-    store.load(TABLE)
+    store.load(SPEC)
     main = copies.where(TABLE)
     new = pickle.dumps(state_at(T0), protocol=4)
     copies.put(main, new)  # what the first, unanswered attempt stored
-    store.save(TABLE, state_at(T0))
+    store.save(SPEC, state_at(T0))
     assert copies.get(copies.where(TABLE, BACKUP)) == new
 
 
 def test_lease_excludes_another_machine_and_names_the_holder(copies):
     with hold_lock(copies.store()):
         lease = json.loads(copies.get(LEASE))
-        with pytest.raises(StateLockedError) as caught, copies.store().locked(TABLE, timeout=0):
+        with pytest.raises(StateLockedError) as caught, copies.store().locked(SPEC, timeout=0):
             pass
     message = str(caught.value)
     assert f"s3://{copies.bucket}/{LEASE}" in message and lease["owner"] in message
@@ -110,7 +112,7 @@ def test_lease_excludes_another_machine_and_names_the_holder(copies):
 
 def test_the_holder_renews_its_lease(copies):
     store = copies.store(lease_seconds=0.3)
-    with store.locked(TABLE):
+    with store.locked(SPEC):
         wait_until(lambda: json.loads(copies.get(LEASE))["renewal"] >= 2, 30, "lease renewals")
 
 
@@ -119,14 +121,14 @@ def test_a_crashed_holders_stale_lease_is_taken_over_once(copies):
     copies.put(LEASE, json.dumps({"owner": "dead-host:1:x", "lease_seconds": 0}).encode())
     with hold_lock(copies.store()):
         assert json.loads(copies.get(LEASE))["owner"] != "dead-host:1:x"
-        with pytest.raises(StateLockedError), copies.store().locked(TABLE, timeout=0):
+        with pytest.raises(StateLockedError), copies.store().locked(SPEC, timeout=0):
             pass  # the new holder's lease is fresh: no second takeover
     assert copies.get(LEASE) is None
 
 
 def test_a_holder_whose_lease_was_taken_over_leaves_the_new_lease_alone(copies):
     taker = json.dumps({"owner": "other-host:2:y", "lease_seconds": 120, "renewal": 0}).encode()
-    with copies.store().locked(TABLE):
+    with copies.store().locked(SPEC):
         # The holder stalled past its lease and another machine took the lease over.
         copies.put(LEASE, taker)
     assert copies.get(LEASE) == taker
@@ -155,7 +157,7 @@ def test_live_export_asset_with_s3_objects_and_s3_state(copies, newest_rows):
     assert first.success
     payload_keys = objects.list_keys()
     assert len(payload_keys) == 4
-    state = copies.store().load(TABLE)
+    state = copies.store().load(SPEC)
     assert {site: watermark(state, site) for site in state["sites"]} == {
         "ALIC1": newest,
         "BALRD": newest,
@@ -166,15 +168,15 @@ def test_live_export_asset_with_s3_objects_and_s3_state(copies, newest_rows):
     [event] = rerun.asset_materializations_for_node(cosmos_live_export.op.name)
     assert event.metadata["objects"].value == 0
     assert objects.list_keys() == payload_keys
-    assert copies.store().load(TABLE) == state
+    assert copies.store().load(SPEC) == state
 
 
 def test_old_tools_state_copied_into_the_bucket_is_where_an_export_starts(copies, tmp_path):
     old = StateStore(state_dir=str(tmp_path / "old"))
-    old.save(TABLE, state_at(T0))
-    for path in old.paths(TABLE):
+    old.save(SPEC, state_at(T0))
+    for path in old.paths(SPEC):
         copies.put(f"{copies.prefix}/{path.name}", path.read_bytes())
-    assert copies.store().load(TABLE) == old.load(TABLE)
+    assert copies.store().load(SPEC) == old.load(SPEC)
 
 
 def test_live_cosmos_config_state_prefix_keeps_the_state_in_the_bucket(
@@ -187,7 +189,7 @@ def test_live_cosmos_config_state_prefix_keeps_the_state_in_the_bucket(
         f"bucket_prefix='fdri/cosmos_swarm'\nstate_prefix='{copies.prefix}'\n"
     )
     assert cli.run([str(config), TABLE]) == cli.EXIT_OK
-    assert watermark(copies.store().load(TABLE), "BALRD") == newest
+    assert watermark(copies.store().load(SPEC), "BALRD") == newest
     assert f"{TABLE}.pickle.backup" in copies.names()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from iotswarm_pipelines import atomic
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.state import empty_state, watermark
 from iotswarm_pipelines.export.state_store import StateStore
 from iotswarm_pipelines.export.store_errors import StateLockedError, StateRecoveryError
@@ -43,7 +44,7 @@ def old_tool_bytes(state: dict) -> bytes:
 
 
 def test_paths_use_the_database_spelling(store):
-    main, backup = store.paths("level_1_soilmet_30min")
+    main, backup = store.paths(catalogue.get_table("level_1_soilmet_30min"))
     assert (main.name, backup.name) == (f"{TABLE}.pickle", f"{TABLE}.pickle.backup")
     assert main.parent == Path(store.state_dir)
 
@@ -65,50 +66,54 @@ def copies(request, tmp_path) -> LocalCopies | S3Copies:
 
 
 def test_no_copies_is_an_empty_state_and_creates_nothing(copies):
-    assert copies.store().load(TABLE) == empty_state()
+    assert copies.store().load(catalogue.SOILMET_30MIN) == empty_state()
     assert copies.names() == []
 
 
 def test_save_writes_both_copies_with_the_same_state(copies):
     store = copies.store()
-    store.save(TABLE, state_at(T0))
+    store.save(catalogue.SOILMET_30MIN, state_at(T0))
     main, backup = copies.where(TABLE), copies.where(TABLE, BACKUP)
     assert pickle.loads(copies.get(main)) == state_at(T0)
     assert copies.get(main) == copies.get(backup)
-    assert copies.store().load(TABLE) == state_at(T0)
+    assert copies.store().load(catalogue.SOILMET_30MIN) == state_at(T0)
 
 
 def test_existing_tool_files_load_unchanged(copies):
     for suffix in (MAIN, BACKUP):
         copies.put(copies.where(TABLE, suffix), old_tool_bytes(state_at(T0)))
-    assert copies.store().load(TABLE) == state_at(T0)
+    assert copies.store().load(catalogue.SOILMET_30MIN) == state_at(T0)
 
 
 def test_older_spelling_is_read_and_the_new_one_written(copies):
     legacy = copies.where("LEVEL_1_SOILMET_30MIN")
     copies.put(legacy, old_tool_bytes(state_at(T0)))
     store = copies.store()
-    assert store.load(TABLE) == state_at(T0)
-    store.advance(TABLE, {"ALIC1": T0 + timedelta(hours=1)})
-    assert store.load(TABLE)["sites"]["ALIC1"]["last_data"] == T0 + timedelta(hours=1)
-    assert pickle.loads(copies.get(copies.where(TABLE, BACKUP))) == store.load(TABLE)
+    assert store.load(catalogue.SOILMET_30MIN) == state_at(T0)
+    store.advance(catalogue.SOILMET_30MIN, {"ALIC1": T0 + timedelta(hours=1)})
+    assert store.load(catalogue.SOILMET_30MIN)["sites"]["ALIC1"]["last_data"] == T0 + timedelta(
+        hours=1
+    )
+    assert pickle.loads(copies.get(copies.where(TABLE, BACKUP))) == store.load(
+        catalogue.SOILMET_30MIN
+    )
     assert pickle.loads(copies.get(legacy)) == state_at(T0)  # the old file is left as it was
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
 def test_bad_main_falls_back_to_backup_and_rewrites_main(copies, damage):
-    copies.store().save(TABLE, state_at(T0))
+    copies.store().save(catalogue.SOILMET_30MIN, state_at(T0))
     main = copies.where(TABLE)
     if damage == "corrupt":
         copies.put(main, b"\x80\x04garbage")
     else:
         copies.delete(main)
-    assert copies.store().load(TABLE) == state_at(T0)
+    assert copies.store().load(catalogue.SOILMET_30MIN) == state_at(T0)
     assert pickle.loads(copies.get(main)) == state_at(T0)
 
 
 def test_forbidden_pickle_in_main_uses_backup(copies, tmp_path):
-    copies.store().save(TABLE, state_at(T0))
+    copies.store().save(catalogue.SOILMET_30MIN, state_at(T0))
     marker = tmp_path / "pwned"
 
     class Evil:
@@ -116,7 +121,7 @@ def test_forbidden_pickle_in_main_uses_backup(copies, tmp_path):
             return os.system, (f"touch {marker}",)
 
     copies.put(copies.where(TABLE), pickle.dumps({"last_run": Evil(), "sites": {}}))
-    assert copies.store().load(TABLE) == state_at(T0)
+    assert copies.store().load(catalogue.SOILMET_30MIN) == state_at(T0)
     assert not marker.exists()
 
 
@@ -137,7 +142,7 @@ def test_no_trustworthy_copy_fails_naming_both_and_how_to_recover(
         if data is not None:
             copies.put(where, data)
     with pytest.raises(StateRecoveryError) as caught:
-        copies.store().load(TABLE)
+        copies.store().load(catalogue.SOILMET_30MIN)
     message = str(caught.value)
     assert f"{copies.shown(main)} {main_says}" in message
     assert f"{copies.shown(backup)} {backup_says}" in message
@@ -149,22 +154,24 @@ def test_no_trustworthy_copy_fails_naming_both_and_how_to_recover(
 
 def test_advance_never_moves_a_watermark_back(copies):
     store = copies.store()
-    store.advance(TABLE, {"ALIC1": T0 + timedelta(hours=2)})
-    state = store.advance(TABLE, {"ALIC1": T0})
+    store.advance(catalogue.SOILMET_30MIN, {"ALIC1": T0 + timedelta(hours=2)})
+    state = store.advance(catalogue.SOILMET_30MIN, {"ALIC1": T0})
     assert watermark(state, "ALIC1") == T0 + timedelta(hours=2)
-    assert watermark(copies.store().load(TABLE), "ALIC1") == T0 + timedelta(hours=2)
+    assert watermark(copies.store().load(catalogue.SOILMET_30MIN), "ALIC1") == T0 + timedelta(
+        hours=2
+    )
 
 
 def test_lock_is_reentrant_in_its_thread_so_an_export_can_load_and_advance(copies):
     store = copies.store()
-    store.save(TABLE, state_at(T0))
+    store.save(catalogue.SOILMET_30MIN, state_at(T0))
     main = copies.where(TABLE)
     copies.put(main, b"junk")
-    with store.locked(TABLE), store.locked(TABLE, timeout=0):
-        assert store.load(TABLE) == state_at(T0)
+    with store.locked(catalogue.SOILMET_30MIN), store.locked(catalogue.SOILMET_30MIN, timeout=0):
+        assert store.load(catalogue.SOILMET_30MIN) == state_at(T0)
         assert pickle.loads(copies.get(main)) == state_at(T0)  # restored under our lock
-        store.advance(TABLE, {"ALIC1": T0 + timedelta(hours=1)})
-    assert copies.store().load(TABLE) == state_at(T0 + timedelta(hours=1))
+        store.advance(catalogue.SOILMET_30MIN, {"ALIC1": T0 + timedelta(hours=1)})
+    assert copies.store().load(catalogue.SOILMET_30MIN) == state_at(T0 + timedelta(hours=1))
 
 
 def test_lock_excludes_another_store_instance_and_is_free_after(copies):
@@ -173,23 +180,23 @@ def test_lock_excludes_another_store_instance_and_is_free_after(copies):
         other = copies.store()
         with (
             pytest.raises(StateLockedError, match=r"LEVEL1_SOILMET_30MIN\.lock"),
-            other.locked(TABLE, timeout=0),
+            other.locked(catalogue.SOILMET_30MIN, timeout=0),
         ):
             pass
-        with other.locked("LEVEL1_NMDB_1HOUR", timeout=0):
+        with other.locked(catalogue.NMDB_1HOUR, timeout=0):
             pass
-    with copies.store().locked(TABLE, timeout=0):
+    with copies.store().locked(catalogue.SOILMET_30MIN, timeout=0):
         pass
 
 
 def test_backup_is_not_copied_over_main_while_another_export_holds_the_lock(copies):
-    copies.store().save(TABLE, state_at(T0))
+    copies.store().save(catalogue.SOILMET_30MIN, state_at(T0))
     main = copies.where(TABLE)
     copies.put(main, b"junk")
     with hold_lock(copies.store()):
-        assert copies.store().load(TABLE) == state_at(T0)
+        assert copies.store().load(catalogue.SOILMET_30MIN) == state_at(T0)
         assert copies.get(main) == b"junk"  # left to the export that holds the lock
-    assert copies.store().load(TABLE) == state_at(T0)
+    assert copies.store().load(catalogue.SOILMET_30MIN) == state_at(T0)
     assert pickle.loads(copies.get(main)) == state_at(T0)
 
 
@@ -197,13 +204,13 @@ def test_backup_is_not_copied_over_main_while_another_export_holds_the_lock(copi
 
 
 def test_leftover_temporary_file_from_a_crashed_write_is_ignored(store):
-    store.save(TABLE, state_at(T0))
-    main, backup = store.paths(TABLE)
+    store.save(catalogue.SOILMET_30MIN, state_at(T0))
+    main, backup = store.paths(catalogue.SOILMET_30MIN)
     leftover = main.parent / f".{main.name}.abc123.tmp"
     leftover.write_bytes(b"\x80\x04half a pick")
-    assert store.load(TABLE) == state_at(T0)
-    store.save(TABLE, state_at(T0 + timedelta(hours=1)))
-    assert store.load(TABLE) == state_at(T0 + timedelta(hours=1))
+    assert store.load(catalogue.SOILMET_30MIN) == state_at(T0)
+    store.save(catalogue.SOILMET_30MIN, state_at(T0 + timedelta(hours=1)))
+    assert store.load(catalogue.SOILMET_30MIN) == state_at(T0 + timedelta(hours=1))
     assert pickle.loads(backup.read_bytes()) == state_at(T0 + timedelta(hours=1))
 
 
@@ -220,7 +227,7 @@ def _save_and_die_at_write(state_dir: str, state: dict, die_at: int) -> None:
         real_replace(src, dst)
 
     atomic.os.replace = replace
-    StateStore(state_dir=state_dir).save(TABLE, state)
+    StateStore(state_dir=state_dir).save(catalogue.SOILMET_30MIN, state)
 
 
 @pytest.mark.parametrize(
@@ -231,7 +238,7 @@ def _save_and_die_at_write(state_dir: str, state: dict, die_at: int) -> None:
 def test_a_process_killed_mid_save_leaves_both_files_loadable(
     store, die_at, main_after, backup_after
 ):
-    store.save(TABLE, state_at(T0))
+    store.save(catalogue.SOILMET_30MIN, state_at(T0))
     child = FORK.Process(
         target=_save_and_die_at_write,
         args=(store.state_dir, state_at(T0 + timedelta(hours=1)), die_at),
@@ -239,15 +246,15 @@ def test_a_process_killed_mid_save_leaves_both_files_loadable(
     child.start()
     child.join()
     assert child.exitcode == 9
-    main, backup = store.paths(TABLE)
+    main, backup = store.paths(catalogue.SOILMET_30MIN)
     assert list(main.parent.glob(".*.tmp")), "the killed writer left its temporary file"
     assert pickle.loads(main.read_bytes()) == state_at(main_after)
     assert pickle.loads(backup.read_bytes()) == state_at(backup_after)
-    assert store.load(TABLE) == state_at(main_after)
+    assert store.load(catalogue.SOILMET_30MIN) == state_at(main_after)
 
 
 def _hold_lock(state_dir: str, held, release) -> None:
-    with StateStore(state_dir=state_dir).locked(TABLE):
+    with StateStore(state_dir=state_dir).locked(catalogue.SOILMET_30MIN):
         held.set()
         release.wait(60)
 
@@ -260,23 +267,23 @@ def test_lock_excludes_another_process(store):
         assert held.wait(60)
         with (
             pytest.raises(StateLockedError, match=r"LEVEL1_SOILMET_30MIN\.lock"),
-            store.locked(TABLE, timeout=0),
+            store.locked(catalogue.SOILMET_30MIN, timeout=0),
         ):
             pass
-        with store.locked("LEVEL1_NMDB_1HOUR", timeout=0):
+        with store.locked(catalogue.NMDB_1HOUR, timeout=0):
             pass  # other tables are not blocked
     finally:
         release.set()
         holder.join(60)
     assert holder.exitcode == 0
-    with store.locked(TABLE, timeout=0):
+    with store.locked(catalogue.SOILMET_30MIN, timeout=0):
         pass
 
 
 def _advance_many(state_dir: str, site: str, count: int) -> None:
     store = StateStore(state_dir=state_dir)
     for step in range(1, count + 1):
-        store.advance(TABLE, {site: T0 + timedelta(minutes=30 * step)})
+        store.advance(catalogue.SOILMET_30MIN, {site: T0 + timedelta(minutes=30 * step)})
 
 
 def test_concurrent_advances_from_two_processes_lose_no_update(store):
@@ -290,13 +297,17 @@ def test_concurrent_advances_from_two_processes_lose_no_update(store):
     for worker in workers:
         worker.join(120)
         assert worker.exitcode == 0
-    final = store.load(TABLE)
+    final = store.load(catalogue.SOILMET_30MIN)
     for site in ("ALIC1", "BALRD"):
         assert watermark(final, site) == T0 + timedelta(minutes=30 * count)
 
 
 def test_lock_excludes_another_thread_using_the_same_store(store):
-    with hold_lock(store), pytest.raises(StateLockedError), store.locked(TABLE, timeout=0):
+    with (
+        hold_lock(store),
+        pytest.raises(StateLockedError),
+        store.locked(catalogue.SOILMET_30MIN, timeout=0),
+    ):
         pass
-    with store.locked(TABLE, timeout=0):
+    with store.locked(catalogue.SOILMET_30MIN, timeout=0):
         pass

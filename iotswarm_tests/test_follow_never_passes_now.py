@@ -37,7 +37,7 @@ class Clocks:
 
 
 def _newest(url: str) -> datetime:
-    t = schema.sa_table(PRECIP)
+    t = schema.sa_table(catalogue.PRECIP_1MIN)
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:

@@ -71,7 +71,7 @@ def exported(tmp_path, store):
 def source_rows(url) -> set:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        table = schema.sa_table(SOILMET)
+        table = schema.sa_table(catalogue.SOILMET_30MIN)
         rows = conn.execute(sa.select(table.c.SITE_ID, table.c.DATE_TIME)).all()
     engine.dispose()
     return {tuple(row) for row in rows}
@@ -122,7 +122,7 @@ def test_deleted_objects_are_found_exactly_healed_and_then_clean(exported):
             datetime.fromisoformat(payload["data"][0]["time"]),
         )
         delete(store, key)
-    watermarks = state.load(SOILMET)
+    watermarks = state.load(catalogue.SOILMET_30MIN)
 
     found = run(url, store, state)
     missing = {(s.site_id, t) for s in found.sites for t in s.missing}
@@ -132,7 +132,7 @@ def test_deleted_objects_are_found_exactly_healed_and_then_clean(exported):
     healed = run(url, store, state, heal=True)
     assert healed.healed == 9 and healed.complete
     assert sorted(k for k in store.list_keys() if in_day(k, DAY)) == sorted(day_keys)  # same keys
-    assert state.load(SOILMET) == watermarks  # a heal never touches the watermarks
+    assert state.load(catalogue.SOILMET_30MIN) == watermarks  # a heal never touches the watermarks
 
     again = run(url, store, state)
     assert again.complete and again.counts()["missing"] == 0
@@ -154,7 +154,7 @@ def test_rows_in_two_objects_and_rows_gone_from_the_source_are_reported_never_de
     )
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        table = schema.sa_table(SOILMET)
+        table = schema.sa_table(catalogue.SOILMET_30MIN)
         conn.execute(
             table.delete().where(
                 table.c.SITE_ID == "BALRD", datetime(2024, 6, 1, 12) == table.c.DATE_TIME
@@ -193,7 +193,7 @@ def test_a_row_hidden_by_a_future_dated_watermark_is_found_and_healed(exported, 
     # A mistyped future row pushed ALIC1's watermark to 2024-06-10 under an earlier release (the
     # export now holds such a site instead: RELIABILITY 13.2), then was corrected away.
     future = datetime(2024, 6, 10)
-    state.advance(SOILMET, {"ALIC1": future})
+    state.advance(catalogue.SOILMET_30MIN, {"ALIC1": future})
     # Rows of the next day arrive: the live export skips them, they are behind the watermark.
     hidden_day = date(2024, 6, 3)
     hidden = half_hours(datetime(2024, 6, 3, 0, 30), 4)
@@ -206,7 +206,9 @@ def test_a_row_hidden_by_a_future_dated_watermark_is_found_and_healed(exported, 
     result = run(url, store, state, day=hidden_day, heal=True)
     assert result.sites[0].missing == tuple(hidden) and result.healed == 4
     assert run(url, store, state, day=hidden_day).complete
-    assert state.load(SOILMET)["sites"]["ALIC1"]["last_data"] == future  # not moved back
+    assert (
+        state.load(catalogue.SOILMET_30MIN)["sites"]["ALIC1"]["last_data"] == future
+    )  # not moved back
 
 
 def test_rows_after_the_watermark_are_pending_not_missing(exported):

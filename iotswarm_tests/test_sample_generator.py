@@ -29,7 +29,7 @@ def _url(tmp_path, name: str = "cosmos") -> str:
 
 
 def _rows(url: str, table: str, site_id: str | None = None) -> list[tuple]:
-    t = schema.sa_table(table)
+    t = schema.sa_table(catalogue.TABLES[table])
     query = sa.select(t).order_by(t.c.SITE_ID, t.c.DATE_TIME)
     if site_id is not None:
         query = query.where(t.columns[catalogue.SITE_ID] == site_id)
@@ -297,7 +297,7 @@ def test_readers_keep_reading_while_follow_mode_writes(tmp_path):
     reader = sa.create_engine(url)
     clock = FakeClock()
     with reader.connect() as conn:
-        count = sa.select(sa.func.count()).select_from(schema.sa_table(PRECIP))
+        count = sa.select(sa.func.count()).select_from(schema.sa_table(catalogue.PRECIP_1MIN))
         conn.exec_driver_sql("BEGIN")
         before = conn.execute(count).scalar()  # an open read transaction holds its snapshot
         totals = follow(

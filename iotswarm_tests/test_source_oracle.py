@@ -60,13 +60,13 @@ def test_every_builder_is_checked_here():
         for name, fn in inspect.getmembers(queries, inspect.isfunction)
         if fn.__module__ == queries.__name__ and not name.startswith("_")
     }
-    assert public == set(_builders(schema.sa_table("LEVEL1_SOILMET_30MIN")))
+    assert public == set(_builders(schema.sa_table(catalogue.SOILMET_30MIN)))
 
 
 @pytest.mark.parametrize("table_name", catalogue.TABLE_NAMES)
-@pytest.mark.parametrize("builder", list(_builders(schema.sa_table("LEVEL1_SOILMET_30MIN"))))
+@pytest.mark.parametrize("builder", list(_builders(schema.sa_table(catalogue.SOILMET_30MIN))))
 def test_oracle_sql_is_schema_qualified_and_fully_bound(table_name, builder):
-    statement, values = _builders(schema.sa_table(table_name))[builder]
+    statement, values = _builders(schema.sa_table(catalogue.TABLES[table_name]))[builder]
 
     sql, params = _oracle_sql(statement)
 
@@ -88,7 +88,9 @@ def test_oracle_sql_is_schema_qualified_and_fully_bound(table_name, builder):
 
 
 def test_oracle_row_limiting_uses_a_bound_fetch_first():
-    sql, params = _oracle_sql(queries.recent_rows(schema.sa_table("LEVEL1_NMDB_1HOUR"), "ALIC1", 7))
+    sql, params = _oracle_sql(
+        queries.recent_rows(schema.sa_table(catalogue.NMDB_1HOUR), "ALIC1", 7)
+    )
 
     assert re.search(r"ORDER BY .*\"DATE_TIME\" DESC\s+FETCH FIRST :row_limit ROWS ONLY", sql)
     assert params["row_limit"] == 7
@@ -102,7 +104,7 @@ def test_oracle_selects_without_a_table_read_from_dual():
 
 
 def test_oracle_probes_compare_one_site_each():
-    sql, params = _oracle_sql(queries.newest_times(schema.sa_table("LEVEL1_PRECIP_1MIN"), SITES))
+    sql, params = _oracle_sql(queries.newest_times(schema.sa_table(catalogue.PRECIP_1MIN), SITES))
 
     assert sql.count("UNION ALL") == len(SITES) - 1
     assert "GROUP BY" not in sql and "DISTINCT" not in sql
@@ -139,7 +141,7 @@ live_oracle = pytest.mark.skipif(
 @live_oracle
 def test_live_oracle_reads_the_newest_data_of_a_site():
     source = CosmosSource(url=ORACLE_URL, schema_name=ORACLE_SCHEMA, chunk_rows=500)
-    table = "LEVEL1_SOILMET_30MIN"
+    table = catalogue.SOILMET_30MIN
     try:
         source.check([table])
         sites = source.list_sites()
@@ -151,7 +153,7 @@ def test_live_oracle_reads_the_newest_data_of_a_site():
         assert isinstance(last, datetime) and last.tzinfo is None
 
         latest = source.latest_rows(table, [site_id])[site_id]
-        assert list(latest) == list(catalogue.get_table(table).column_names)
+        assert list(latest) == list(table.column_names)
         assert latest["DATE_TIME"] == last
 
         day = list(source.rows_after(table, site_id, last - timedelta(days=1), last))
@@ -180,7 +182,7 @@ def test_live_oracle_wrong_password_is_one_line_without_it():
 def test_oracle_binds_times_as_date_so_the_index_stays_usable():
     """A TIMESTAMP bind would make Oracle convert every DATE_TIME and skip the index."""
     engine = sa.create_engine("oracle+oracledb://cosmos@db.example.invalid/?service_name=COSMOS")
-    statement = queries.site_rows(schema.sa_table("LEVEL1_PRECIP_1MIN"), "ALIC1", AFTER, UNTIL)
+    statement = queries.site_rows(schema.sa_table(catalogue.PRECIP_1MIN), "ALIC1", AFTER, UNTIL)
 
     compiled = statement.compile(dialect=engine.dialect)
     sizes = compiled._get_set_input_sizes_lookup()

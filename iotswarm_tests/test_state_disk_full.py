@@ -31,7 +31,7 @@ try:
                  store=LocalObjectStore(root=root), state=state)
 except ExportError as exc:
     print(exc)
-print("loads", watermark(state.load("LEVEL1_SOILMET_30MIN"), "ALIC1"))
+print("loads", watermark(state.load(catalogue.SOILMET_30MIN), "ALIC1"))
 """
 
 NEWEST = datetime(2024, 6, 1, 1, 30)

@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.store_errors import StateRecoveryError
-from iotswarm_tests.export_fixtures import SOILMET, state_store
+from iotswarm_tests.export_fixtures import state_store
 
 OLD = datetime(2024, 6, 1, 1, 0)
 NEW = OLD + timedelta(days=2)
@@ -29,12 +30,12 @@ NEW = OLD + timedelta(days=2)
 def saved(tmp_path):
     """A state saved at OLD, copied aside with ``cp -p``, then advanced to NEW."""
     state = state_store(tmp_path)
-    state.advance(SOILMET, {"ALIC1": OLD, "BALRD": OLD - timedelta(hours=1)})
-    main, backup = state.paths(SOILMET)
+    state.advance(catalogue.SOILMET_30MIN, {"ALIC1": OLD, "BALRD": OLD - timedelta(hours=1)})
+    main, backup = state.paths(catalogue.SOILMET_30MIN)
     aside = tmp_path / "aside"
     aside.mkdir()
     subprocess.run(["cp", "-p", str(main), str(backup), str(aside)], check=True)
-    state.advance(SOILMET, {"ALIC1": NEW, "BALRD": NEW})
+    state.advance(catalogue.SOILMET_30MIN, {"ALIC1": NEW, "BALRD": NEW})
     return state, aside
 
 
@@ -45,11 +46,11 @@ def restore(aside, *paths) -> None:
 
 def test_a_pair_restored_with_cp_p_loads_and_warns_of_the_rollback(saved, caplog):
     state, aside = saved
-    main, backup = state.paths(SOILMET)
+    main, backup = state.paths(catalogue.SOILMET_30MIN)
     restore(aside, main, backup)
 
     with caplog.at_level(logging.WARNING):
-        loaded = state.load(SOILMET)
+        loaded = state.load(catalogue.SOILMET_30MIN)
     assert watermark(loaded, "ALIC1") == OLD  # older, not damaged
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert f"{main} and {backup}" in warning
@@ -63,25 +64,27 @@ def test_a_pair_restored_with_cp_p_loads_and_warns_of_the_rollback(saved, caplog
 
 def test_main_restored_alone_says_the_backup_was_used_and_why(saved, caplog):
     state, aside = saved
-    main, backup = state.paths(SOILMET)
+    main, backup = state.paths(catalogue.SOILMET_30MIN)
     restore(aside, main)
 
     with caplog.at_level(logging.WARNING):
-        loaded = state.load(SOILMET)
+        loaded = state.load(catalogue.SOILMET_30MIN)
     assert watermark(loaded, "ALIC1") == NEW
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.startswith(f"export state: using the backup {backup} (watermarks ALIC1 2024-")
     assert f"because the main copy {main} does not match the checksum of the last save" in warning
     assert "restored alone from an older copy" in warning
     assert "to roll back, restore both files" in warning
-    assert watermark(state.load(SOILMET), "ALIC1") == NEW  # main was rewritten from the backup
+    assert (
+        watermark(state.load(catalogue.SOILMET_30MIN), "ALIC1") == NEW
+    )  # main was rewritten from the backup
     assert main.read_bytes() == backup.read_bytes()
 
 
 def test_a_pair_that_disagrees_is_still_refused(saved):
     """Two copies that differ from their checksums and from each other: no rule can choose."""
     state, aside = saved
-    main, backup = state.paths(SOILMET)
+    main, backup = state.paths(catalogue.SOILMET_30MIN)
     restore(aside, main, backup)
     other = pickle.loads(backup.read_bytes())
     other["sites"]["ALIC1"]["last_data"] = OLD - timedelta(days=1)
@@ -89,4 +92,4 @@ def test_a_pair_that_disagrees_is_still_refused(saved):
     backup.write_bytes(pickle.dumps(other))
     os.utime(backup, ns=(stamp, stamp))
     with pytest.raises(StateRecoveryError):
-        state.load(SOILMET)
+        state.load(catalogue.SOILMET_30MIN)

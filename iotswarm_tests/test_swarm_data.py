@@ -254,7 +254,7 @@ def test_latest_mode_queries_the_database_once_per_shard_cycle(sample_db):
         device_type="cr1000x",
         sleep_time=600,
     )
-    newest = source.newest_times(SOILMET)
+    newest = source.newest_times(catalogue.SOILMET_30MIN)
     for stream in streams:
         stream.next_message()
         assert stream.last_time == newest[stream.site_id]
@@ -266,7 +266,7 @@ def test_latest_mode_queries_the_database_once_per_shard_cycle(sample_db):
 def test_loop_over_the_database_matches_its_history(sample_db):
     source = CosmosSource(url=sample_db)
     rows = CosmosRows(source, catalogue.SOILMET_30MIN)
-    history = [r["DATE_TIME"] for r in source.rows_after(SOILMET, "BALRD", None)]
+    history = [r["DATE_TIME"] for r in source.rows_after(catalogue.SOILMET_30MIN, "BALRD", None)]
     (stream,) = build_streams(
         plan_devices(["BALRD"]), rows, mode="loop", device_type="cr1000x", chunk_rows=5
     )

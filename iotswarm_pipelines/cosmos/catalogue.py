@@ -348,18 +348,12 @@ class UnknownTableError(ValueError):
     pass
 
 
-TableRef = Table | str
-"""A table, or a name of it. Commands resolve a name once (``get_table``) and pass the
-``Table`` down; the functions below them accept either, so a ``Table`` is never looked up again."""
-
-
-def get_table(name: TableRef) -> Table:
+def get_table(name: str) -> Table:
     """Look a table up by its database name or the older tool's spelling, case-insensitively.
 
-    A ``Table`` is returned as it is.
+    Only the edges call this (command lines, config, partition keys, run tags); what they find
+    is passed down as the ``Table``, so nothing below them takes or looks up a name.
     """
-    if isinstance(name, Table):
-        return name
     wanted = name.strip().upper()
     for table in TABLES.values():
         if wanted in (table.name, table.legacy_name):

@@ -9,4 +9,5 @@ class SourceError(Exception):
 
 
 class SourceTableError(SourceError, UnknownTableError):
-    """A table name that is not in the catalogue, or a catalogue table the database lacks."""
+    """A catalogue table the database lacks (an ``UnknownTableError`` too, for callers that
+    catch that)."""

@@ -56,6 +56,6 @@ SITES = sa.Table(
 )
 
 
-def sa_table(name: str) -> sa.Table:
-    """The SQLAlchemy table for a catalogue name or legacy spelling; unknown names raise."""
-    return TABLES[catalogue.get_table(name).name]
+def sa_table(table: catalogue.Table) -> sa.Table:
+    """The SQLAlchemy table of a catalogue table."""
+    return TABLES[table.name]

@@ -187,7 +187,7 @@ class CosmosSource(CosmosSourceSettings):
 
     # ----------------------------------------------------------------- public reads
 
-    def check(self, tables: Sequence[catalogue.TableRef] = ()) -> None:
+    def check(self, tables: Sequence[catalogue.Table] = ()) -> None:
         """Fail with a ``SourceError`` unless the database answers and has ``tables``.
 
         The first answer counts, without retries: a pre-flight check must name a server that is
@@ -198,7 +198,7 @@ class CosmosSource(CosmosSourceSettings):
             missing = self._run(
                 lambda conn: [
                     t.name
-                    for t in map(self._catalogue_table, tables)
+                    for t in tables
                     if not sa.inspect(conn).has_table(t.name, schema=self.schema_name)
                 ]
             )
@@ -208,13 +208,13 @@ class CosmosSource(CosmosSourceSettings):
                     "create them (cosmos-sample for a sample database) or fix schema_name"
                 )
 
-    def list_sites(self, table: catalogue.TableRef | None = None) -> list[str]:
+    def list_sites(self, table: catalogue.Table | None = None) -> list[str]:
         """Sorted site IDs: those with rows in ``table``, else the ``SITES`` table's.
 
         Without ``SITES`` (or with it empty) the sites with rows in any catalogue table are used.
         """
         if table is not None:
-            return self._sites_in(self._sa_table(table))
+            return self._sites_in(schema.sa_table(table))
         try:
             listed = self._run(
                 lambda conn: list(conn.execute(queries.listed_sites()).scalars()),
@@ -226,18 +226,18 @@ class CosmosSource(CosmosSourceSettings):
             return listed
         present = self._run(
             lambda conn: [
-                name
-                for name in catalogue.TABLE_NAMES
-                if sa.inspect(conn).has_table(name, schema=self.schema_name)
+                table
+                for table in catalogue.TABLES.values()
+                if sa.inspect(conn).has_table(table.name, schema=self.schema_name)
             ]
         )
-        return sorted({s for name in present for s in self._sites_in(schema.sa_table(name))})
+        return sorted({s for table in present for s in self._sites_in(schema.sa_table(table))})
 
     def newest_times(
-        self, table: catalogue.TableRef, site_ids: Sequence[str] | None = None
+        self, table: catalogue.Table, site_ids: Sequence[str] | None = None
     ) -> dict[str, datetime]:
         """Each site's newest ``DATE_TIME`` in ``table``; sites without rows are left out."""
-        sa_table = self._sa_table(table)
+        sa_table = schema.sa_table(table)
         sites = self._sites_for(sa_table, site_ids)
         if not sites:
             return {}
@@ -265,21 +265,21 @@ class CosmosSource(CosmosSourceSettings):
                 )
 
     def first_times_after(
-        self, table: str, starts: Mapping[str, datetime | None]
+        self, table: catalogue.Table, starts: Mapping[str, datetime | None]
     ) -> dict[str, datetime]:
         """Each site's oldest ``DATE_TIME`` after its start; sites with nothing newer left out."""
         if not starts:
             return {}
-        sa_table = self._sa_table(table)
+        sa_table = schema.sa_table(table)
         statement = queries.first_times_after(sa_table, sorted(starts.items()))
-        rows = self._run(lambda conn: conn.execute(statement).all(), table)
+        rows = self._run(lambda conn: conn.execute(statement).all(), table.name)
         return {site: first for site, first in rows if first is not None}
 
     def latest_rows(
-        self, table: catalogue.TableRef, site_ids: Sequence[str] | None = None
+        self, table: catalogue.Table, site_ids: Sequence[str] | None = None
     ) -> dict[str, dict[str, Any]]:
         """Each site's newest row in ``table`` (the first one if several share the time)."""
-        sa_table = self._sa_table(table)
+        sa_table = schema.sa_table(table)
         sites = self._sites_for(sa_table, site_ids)
         if not sites:
             return {}
@@ -294,7 +294,7 @@ class CosmosSource(CosmosSourceSettings):
 
     def rows_after(
         self,
-        table: catalogue.TableRef,
+        table: catalogue.Table,
         site_id: str,
         after: datetime | None,
         until: datetime | None = None,
@@ -304,11 +304,11 @@ class CosmosSource(CosmosSourceSettings):
         ``site_id`` is matched exactly as the source stores it (``export.sites`` finds it).
         ``after=None`` starts at the site's first row; ``until=None`` reads to the newest.
         """
-        return self._stream(self._sa_table(table), site_id, after, until)
+        return self._stream(schema.sa_table(table), site_id, after, until)
 
     def rows_between(
         self,
-        table: catalogue.TableRef,
+        table: catalogue.Table,
         after: datetime,
         until: datetime,
         site_ids: Sequence[str] | None = None,
@@ -318,7 +318,7 @@ class CosmosSource(CosmosSourceSettings):
         Read site by site so each query is an index range scan; all sites with rows in the
         table when ``site_ids`` is None.
         """
-        sa_table = self._sa_table(table)  # an unknown table fails here, not at the first row
+        sa_table = schema.sa_table(table)
 
         def stream() -> Iterator[dict[str, Any]]:
             for site_id in self._sites_for(sa_table, site_ids):
@@ -326,13 +326,11 @@ class CosmosSource(CosmosSourceSettings):
 
         return stream()
 
-    def recent_rows(
-        self, table: catalogue.TableRef, site_id: str, limit: int
-    ) -> list[dict[str, Any]]:
+    def recent_rows(self, table: catalogue.Table, site_id: str, limit: int) -> list[dict[str, Any]]:
         """A site's newest ``limit`` rows, oldest first (history for a swarm device to replay)."""
         if limit <= 0:
             return []
-        sa_table = self._sa_table(table)
+        sa_table = schema.sa_table(table)
         names = tuple(sa_table.c.keys())
         site_id = site_id.strip().upper()
         rows = self._run(
@@ -356,15 +354,6 @@ class CosmosSource(CosmosSourceSettings):
     @property
     def _safe_url(self) -> str:
         return _redacted(self._url)
-
-    def _catalogue_table(self, name: catalogue.TableRef) -> catalogue.Table:
-        try:
-            return catalogue.get_table(name)
-        except catalogue.UnknownTableError as exc:
-            raise SourceTableError(str(exc)) from None
-
-    def _sa_table(self, name: catalogue.TableRef) -> sa.Table:
-        return schema.TABLES[self._catalogue_table(name).name]
 
     def _sites_for(self, table: sa.Table, site_ids: Sequence[str] | None) -> list[str]:
         if site_ids is None:

@@ -383,7 +383,7 @@ def _empty_window(cosmos: CosmosSource, table: catalogue.Table, first: date, las
     (a DATE_TIME ends its period, so midnight belongs to the day before)."""
     asked = f"the source holds no {table.name} rows from {first} to {last} (GMT days)"
     sites = cosmos.list_sites(table)
-    oldest = cosmos.first_times_after(table.name, dict.fromkeys(sites, state_rules.OLDEST_ROW_TIME))
+    oldest = cosmos.first_times_after(table, dict.fromkeys(sites, state_rules.OLDEST_ROW_TIME))
     newest = cosmos.newest_times(table, sites)
     if not oldest or not newest:
         return f"{asked}; it holds none at all"

@@ -453,9 +453,7 @@ def _export(
         return site_id in newest and (start is None or newest[site_id] > start)
 
     pending = {s: starts[s] for s in selected if has_new(s)}
-    expected = expected_rows(
-        spec.cadence, source.first_times_after(spec.name, pending), newest, until
-    )
+    expected = expected_rows(spec.cadence, source.first_times_after(spec, pending), newest, until)
     log.info(f"{spec.name}: about {expected} rows to send")
     _progress.debug("expected", extra={"table": spec.name, "expected_rows": expected})
 
@@ -546,14 +544,14 @@ def _final_checkpoint(run: _Run, state: StateBackend) -> None:
         raise StateNotSavedError(
             f"{run.table.name}: {run.summary.objects_stored} objects stored; {exc}: the next run "
             "starts from the new watermarks; fix the state store "
-            f"({state.describe(run.table.name)}) so that its next save is whole",
+            f"({state.describe(run.table)}) so that its next save is whole",
             run.summary,
         ) from exc
     except Exception as exc:
         raise StateNotSavedError(
             f"{run.table.name}: {run.summary.objects_stored} objects stored, watermark not saved "
             f"({describe_error(exc)}): the next run re-sends them to the same keys; fix the "
-            f"state store ({state.describe(run.table.name)})",
+            f"state store ({state.describe(run.table)})",
             run.summary,
         ) from exc
 

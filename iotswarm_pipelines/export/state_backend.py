@@ -128,18 +128,18 @@ class StateBackend:
         if side is not None:
             self._write(side, f"{_digest(data)}\n".encode())
 
-    def describe(self, table: str) -> str:
+    def describe(self, table: catalogue.Table) -> str:
         """Where the table's main copy lives, for messages."""
-        return self._show(self._pair(catalogue.get_table(table).name)[0])
+        return self._show(self._pair(table.name)[0])
 
     def locked(
-        self, table: catalogue.TableRef, timeout: float | None = None
+        self, table: catalogue.Table, timeout: float | None = None
     ) -> AbstractContextManager[None]:
         """Hold the table's lock, re-entrant in the holding thread; waits, or with ``timeout``
         (seconds, 0 = do not wait) raises StateLockedError."""
         raise NotImplementedError
 
-    def load(self, table: catalogue.TableRef) -> State:
+    def load(self, table: catalogue.Table) -> State:
         """Main; else the backup (which then rewrites main); else empty or a clear error.
 
         A main copy that exists but is corrupt with no backup beside it is an error too, not an
@@ -167,7 +167,7 @@ class StateBackend:
                 f"{rules.describe_watermarks(second)}) because the main copy {self._show(main)} "
                 f"{_why_not(first)}; main is rewritten from the backup"
             )
-            self._restore_main(catalogue.get_table(table).name, second)
+            self._restore_main(table, second)
             return second
         if first is None and second is None:
             return rules.empty_state()
@@ -175,27 +175,26 @@ class StateBackend:
             _recovery_message(self._show(main), first, self._show(backup), second)
         )
 
-    def copies(self, table: catalogue.TableRef) -> tuple[StateCopy, StateCopy]:
+    def copies(self, table: catalogue.Table) -> tuple[StateCopy, StateCopy]:
         """Main and backup as stored, nothing recovered or rewritten (the state health check)."""
         (main, first), (backup, second) = self._readable(table)
         return StateCopy(self._show(main), first), StateCopy(self._show(backup), second)
 
     def _readable(
-        self, table: catalogue.TableRef
+        self, table: catalogue.Table
     ) -> tuple[tuple[Any, _Content], tuple[Any, _Content]]:
         """Main and backup with their contents: the current names, or the older tool's when
         only they exist."""
-        spec = catalogue.get_table(table)
-        main, backup = self._pair(spec.name)
+        main, backup = self._pair(table.name)
         first, second = self._content(main), self._content(backup)
         if first is None and second is None:
-            legacy_main, legacy_backup = self._pair(spec.legacy_name)
+            legacy_main, legacy_backup = self._pair(table.legacy_name)
             old_first, old_second = (self._content(p) for p in (legacy_main, legacy_backup))
             if old_first is not None or old_second is not None:
                 return (legacy_main, old_first), (legacy_backup, old_second)
         return (main, first), (backup, second)
 
-    def _restore_main(self, table: str, state: State) -> None:
+    def _restore_main(self, table: catalogue.Table, state: State) -> None:
         """Rewrite main from the backup's state, unless another export holds the lock.
 
         That export saves both copies itself; writing here could put this older state over its
@@ -203,17 +202,17 @@ class StateBackend:
         """
         try:
             with self.locked(table, timeout=0):
-                self._write_copy(self._pair(table)[0], rules.dumps_state(state))
+                self._write_copy(self._pair(table.name)[0], rules.dumps_state(state))
         except (StateLockedError, StateConflictError) as exc:
-            log.warning(f"{table}: main state copy left to the other export ({exc})")
+            log.warning(f"{table.name}: main state copy left to the other export ({exc})")
 
-    def save(self, table: catalogue.TableRef, state: State) -> None:
+    def save(self, table: catalogue.Table, state: State) -> None:
         """Write main, then the backup, each whole (the module docstring says why this order).
 
         A failure once main is written is ``StatePartlySavedError``, saying what is on disk.
         """
         data = rules.dumps_state(state)
-        main, backup = self._pair(catalogue.get_table(table).name)
+        main, backup = self._pair(table.name)
         self._write(main, data)  # until this is written, nothing is
         try:
             self._write_sidecar(main, data)
@@ -240,7 +239,7 @@ class StateBackend:
                 f"{self._show(self._sidecar(backup))} could not be written ({describe_error(exc)})"
             ) from exc
 
-    def advance(self, table: catalogue.TableRef, updates: Mapping[str, datetime]) -> State:
+    def advance(self, table: catalogue.Table, updates: Mapping[str, datetime]) -> State:
         """Move watermarks forward under the table's lock and save; returns the new state."""
         with self.locked(table):
             new = rules.advance(self.load(table), updates)

@@ -172,13 +172,13 @@ class S3StateStore(S3StateStoreSettings, StateBackend):
         return True
 
     @contextmanager
-    def locked(self, table: catalogue.TableRef, timeout: float | None = None) -> Iterator[None]:
+    def locked(self, table: catalogue.Table, timeout: float | None = None) -> Iterator[None]:
         """Hold the table's lease ``<prefix>/<TABLE>.lock`` (see the module docstring).
 
         Waits while another live export holds it; with ``timeout`` (seconds, 0 = do not wait) it
         raises StateLockedError instead. Re-entrant in the thread that holds it.
         """
-        key = self._key(f"{catalogue.get_table(table).name}{LOCK_SUFFIX}")
+        key = self._key(f"{table.name}{LOCK_SUFFIX}")
         holder = (self.bucket, key)
         if _holders.get(holder) == threading.get_ident():
             yield
@@ -190,7 +190,7 @@ class S3StateStore(S3StateStoreSettings, StateBackend):
         heartbeat = threading.Thread(
             target=self._renew_lease,
             args=(key, owner, etag, stop),
-            name=f"state-lease-{table}",
+            name=f"state-lease-{table.name}",
             daemon=True,
         )
         heartbeat.start()

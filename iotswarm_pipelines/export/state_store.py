@@ -57,8 +57,8 @@ class StateStore(StateStoreSettings, StateBackend):
         folder = Path(self.state_dir).expanduser()
         return folder / f"{name}{MAIN_SUFFIX}", folder / f"{name}{BACKUP_SUFFIX}"
 
-    def paths(self, table: catalogue.TableRef) -> tuple[Path, Path]:
-        return self._pair(catalogue.get_table(table).name)
+    def paths(self, table: catalogue.Table) -> tuple[Path, Path]:
+        return self._pair(table.name)
 
     def _read(self, where: Path) -> bytes | None:
         try:
@@ -80,7 +80,7 @@ class StateStore(StateStoreSettings, StateBackend):
         write_atomically(where, data)
 
     @contextmanager
-    def locked(self, table: catalogue.TableRef, timeout: float | None = None) -> Iterator[None]:
+    def locked(self, table: catalogue.Table, timeout: float | None = None) -> Iterator[None]:
         """Hold the table's inter-process lock (``<TABLE>.lock``, fcntl).
 
         Waits for as long as another process or thread holds it; with ``timeout`` (seconds, 0 =
