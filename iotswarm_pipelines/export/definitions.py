@@ -10,6 +10,7 @@ from iotswarm_pipelines.export.assets import (
 )
 from iotswarm_pipelines.export.export_runs import record_failed_export, record_succeeded_export
 from iotswarm_pipelines.export.health_assets import (
+    HEALTH_SPECS,
     cosmos_health,
     health_checks_job,
     health_checks_schedule,
@@ -23,7 +24,8 @@ from iotswarm_pipelines.export.schedules import table_schedules
 from iotswarm_pipelines.export.sensors import table_sensors
 
 defs = dg.Definitions(
-    assets=[cosmos_live_export, cosmos_health, cosmos_history_export, cosmos_reconciliation],
+    assets=[cosmos_live_export, *HEALTH_SPECS, cosmos_history_export, cosmos_reconciliation],
+    asset_checks=[cosmos_health],
     jobs=[live_export_job, history_export_job, health_checks_job, reconcile_job],
     sensors=[*table_sensors, record_failed_export, record_succeeded_export],
     schedules=[*table_schedules, health_checks_schedule, reconcile_yesterday],

@@ -1,13 +1,16 @@
-"""The health assets ``cosmos/health/<TABLE>``, materialized by the health job with the verdict.
+"""The health assets ``cosmos/health/<TABLE>``, recorded by the health job with the verdict.
 
 The Catalog lists an asset by its last materialization: a health asset that only carried checks
 read "Never materialized" there while the graph showed its checks failed. The health job (every
-15 minutes, or Materialize in the UI) evaluates every check of each table (the three of
-``checks.py`` and ``<table>_last_run`` of ``export_runs.py``) and materializes the table's health
+15 minutes) evaluates every check of each table (the three of ``checks.py`` and
+``<table>_last_run`` of ``export_runs.py``) and records a materialization of the table's health
 asset in the same run, with the verdict (``health.verdict``) as its metadata: the Catalog, the
-asset's page and the graph say the same thing. The checks' results target that materialization,
-so none is reset by it; later evaluations (an export's, a run-status sensor's, Execute on one
-check) come after it and show until the next health run.
+asset's page and the graph say the same thing. The checks' results belong to that run, so none
+is reset by it; later evaluations (an export's, a run-status sensor's, Execute on one check)
+come after it and show until the next health run.
+
+The health assets stay external (nothing in the UI materializes them): the export group's
+"Materialize all" keeps offering the live export's five partitions and nothing else.
 """
 
 from collections.abc import Iterator
@@ -34,7 +37,7 @@ HEALTH_SPECS = [
         description=(
             f"Health of the live export of {table}: its checks say whether it is fresh, whether "
             "its state files are healthy, whether its last export stored everything and whether "
-            "its last run succeeded. The health job materializes it every 15 minutes with the "
+            "its last run succeeded. The health job records it every 15 minutes with the "
             "verdict (metadata `verdict`, `healthy`, `failed_checks`); an export of the table "
             "and the run-status sensors update its checks in between."
         ),
@@ -44,7 +47,7 @@ HEALTH_SPECS = [
 
 
 def _results(
-    context: dg.AssetExecutionContext, cosmos: CosmosSource, state: StateBackend
+    context: dg.AssetCheckExecutionContext, cosmos: CosmosSource, state: StateBackend
 ) -> Iterator[tuple[dg.AssetCheckKey, health.Outcome]]:
     """Each selected check's outcome, state health first: freshness loads the state, and a load
     rewrites a missing or corrupt main file from the backup, which would hide the damage from a
@@ -66,29 +69,34 @@ def _evaluation_order(key: dg.AssetCheckKey) -> tuple[bool, str]:
     return not is_state, key.name
 
 
-@dg.multi_asset(
+@dg.multi_asset_check(
     name="cosmos_health",
-    specs=HEALTH_SPECS,
-    check_specs=[*checks.CHECK_SPECS, *export_runs.CHECK_SPECS],
+    specs=[*checks.CHECK_SPECS, *export_runs.CHECK_SPECS],
     can_subset=True,
     description="Freshness, state health, export completeness and the last run of every COSMOS "
-    "table; materializes each table's health asset with the verdict.",
+    "table; with all four of a table's checks, records its health asset with the verdict.",
 )
 def cosmos_health(
-    context: dg.AssetExecutionContext, cosmos: CosmosSource, state: StateBackend
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    context: dg.AssetCheckExecutionContext, cosmos: CosmosSource, state: StateBackend
+) -> Iterator[dg.AssetCheckResult]:
     by_table: dict[str, dict[dg.AssetCheckKey, health.Outcome]] = {}
     for key, outcome in _results(context, cosmos, state):
         by_table.setdefault(_table_of(key), {})[key] = outcome
     for table, outcomes in sorted(by_table.items()):
-        results = [checks.check_result(key, outcome) for key, outcome in outcomes.items()]
-        if health_key(table) not in context.selected_asset_keys:
-            yield from results  # Execute on a check: its result, no new materialization
-            continue
-        verdict = health.verdict(table, {key.name: o for key, o in outcomes.items()})
-        yield dg.MaterializeResult(
-            asset_key=health_key(table), metadata=verdict.metadata, check_results=results
-        )
+        if set(outcomes) == _TABLE_CHECKS[table]:  # Execute on one check records no verdict
+            verdict = health.verdict(table, {key.name: o for key, o in outcomes.items()})
+            context.op_execution_context.log_event(
+                dg.AssetMaterialization(asset_key=health_key(table), metadata=verdict.metadata)
+            )
+        yield from (checks.check_result(key, outcome) for key, outcome in outcomes.items())
+
+
+_TABLE_CHECKS = {
+    table: {
+        key for key in (*checks.CHECKS, *_LAST_RUN_CHECKS) if key.asset_key == health_key(table)
+    }
+    for table in catalogue.TABLE_NAMES
+}
 
 
 def _table_of(key: dg.AssetCheckKey) -> str:
@@ -97,7 +105,7 @@ def _table_of(key: dg.AssetCheckKey) -> str:
 
 health_checks_job = dg.define_asset_job(
     "cosmos_health_checks",
-    selection=[cosmos_health],
+    selection=dg.AssetSelection.checks(cosmos_health),
     # One quick step: a process of its own would cost more than the checks.
     executor_def=dg.in_process_executor,
     tags=trigger_tags(Trigger.MANUAL),
