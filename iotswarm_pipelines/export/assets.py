@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from iotswarm_pipelines import executors, json_logs, payloads
+from iotswarm_pipelines import executors, json_logs
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import bad_rows, checks, health, pipeline, scope
@@ -24,7 +24,12 @@ from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.asset_keys import HISTORY_EXPORT_KEY, LIVE_EXPORT_KEY
 from iotswarm_pipelines.export.object_store import ObjectStore
-from iotswarm_pipelines.export.partitions import HISTORY_START_DATE, table_partitions
+from iotswarm_pipelines.export.options import BatchOptions, ExportOptions
+from iotswarm_pipelines.export.partitions import (
+    HISTORY_START_DATE,
+    partition_table,
+    table_partitions,
+)
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 from iotswarm_pipelines.metrics import exposition
@@ -48,12 +53,12 @@ KINDS = {"oracle", "sqlite", "s3"}
 (prod; a local folder by default)."""
 
 
-def run_tags(table: str) -> dict[str, str]:
+def run_tags(table: catalogue.Table) -> dict[str, str]:
     """The tag every export run of ``table`` carries (the run queue limits on it)."""
-    return {TABLE_TAG: catalogue.get_table(table).name}
+    return {TABLE_TAG: table.name}
 
 
-def _tag_run(context: dg.AssetExecutionContext, table: str) -> None:
+def _tag_run(context: dg.AssetExecutionContext, table: catalogue.Table) -> None:
     """Give a run launched from the asset graph the tags a job launch has, for filtering.
 
     The graph launches through Dagster's implicit asset job, whose runs carry only
@@ -85,64 +90,13 @@ def _parse_time(name: str, value: str | None) -> str | None:
     return value
 
 
-def _check_sites(sites: list[str] | None) -> None:
-    """An empty list is a slip, not "all sites"; which IDs exist only the source can say
-    (``export.sites`` matches them when the run reads the table)."""
-    if sites is not None and not site_rules.clean(sites):
-        raise ValueError("sites is empty; list site IDs like ['ALIC1', 'BALRD'], or leave it out")
-
-
-def _check_batch_size(batch_size: int | None) -> None:
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be 1 or more rows per payload, got {batch_size}")
-
-
-class PayloadFormatConfig(dg.Config):
-    """The payload text's two choices, shared by both export assets (``payloads.PayloadFormat``).
-
-    Choose them once per destination: a change gives every payload a new text and so a new key.
-    """
-
-    prog_name: str = pydantic.Field(
-        default=payloads.DEFAULT_PROG_NAME,
-        description=(
-            "prog_name written in every payload (hashed into its key). The old tool's spelling "
-            "is CPU:iotswarm-<its version>.CR1X, e.g. CPU:iotswarm-1.6.10.CR1X."
-        ),
-    )
-    strict_json: bool = pydantic.Field(
-        default=False,
-        description=(
-            "Write NaN and +-Infinity as null (RFC 8259 JSON) instead of the old tool's NaN, "
-            "Infinity, -Infinity (which Python's json reads back)."
-        ),
-    )
-
-    @property
-    def payload_format(self) -> payloads.PayloadFormat:
-        return payloads.PayloadFormat(prog_name=self.prog_name, strict_json=self.strict_json)
-
-
-class LiveExportConfig(PayloadFormatConfig):
-    """Run config of one live export run (one table).
+class LiveExportConfig(dg.Config, ExportOptions):
+    """Run config of one live export run (one table): the export's options and the run's own.
 
     ``check()`` (not pydantic validators) rejects bad values, so the asset can fail the run
     with one line instead of a validation error wrapped in a step error.
     """
 
-    sites: list[str] | None = pydantic.Field(
-        default=None, description="Site IDs to export; all sites of the table when empty."
-    )
-    fallback_hours: float = pydantic.Field(
-        default=pipeline.DEFAULT_FALLBACK_HOURS,
-        description=(
-            "How far back to start for a site the state has never seen, in hours (0 or more; "
-            "anything beyond 50 years, e.g. 1000000, means from its first row)."
-        ),
-    )
-    batch_size: int | None = pydantic.Field(
-        default=None, description="Rows per payload; the table's default (1) when empty."
-    )
     since: str | None = pydantic.Field(
         default=None,
         description="Replay: re-export rows after this GMT time whatever the watermark says.",
@@ -161,22 +115,10 @@ class LiveExportConfig(PayloadFormatConfig):
         ),
     )
 
-    pushgateway: str | None = pydantic.Field(
-        default=None,
-        description=(
-            "Push the run's metrics to this Pushgateway (http://host:9091) when it ends; "
-            "default $IOTSWARM_PUSHGATEWAY, else none. A failed push is a warning only."
-        ),
-    )
-
     def check(self) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
-        _check_sites(self.sites)
-        if self.pushgateway:
-            exposition.check_pushgateway(self.pushgateway)
+        self.check_options()
         bad_rows.parse_skip_rows(self.skip_rows or ())
-        pipeline.check_fallback_hours(self.fallback_hours)
-        _check_batch_size(self.batch_size)
         _parse_time("since", self.since)
         _parse_time("until", self.until)
         since, until = self.since_time, self.until_time
@@ -199,7 +141,7 @@ def _parse_day(name: str, value: str) -> date:
         raise ValueError(f"{name}={value!r} is not a date; write it like 2024-06-01") from None
 
 
-class HistoryExportConfig(PayloadFormatConfig):
+class HistoryExportConfig(dg.Config, BatchOptions):
     """Run config of one historical re-export: a range of whole GMT days of one table.
 
     No defaults for the table and the days: a re-export of history is a choice to make, never
@@ -209,18 +151,11 @@ class HistoryExportConfig(PayloadFormatConfig):
     table: catalogue.TableName = pydantic.Field(description="The COSMOS table to re-send.")
     first_day: str = pydantic.Field(description="First GMT day to re-send, e.g. 2024-06-01.")
     last_day: str = pydantic.Field(description="Last GMT day to re-send (inclusive).")
-    sites: list[str] | None = pydantic.Field(
-        default=None, description="Site IDs to re-export; all sites of the table when empty."
-    )
-    batch_size: int | None = pydantic.Field(
-        default=None, description="Rows per payload; the table's default (1) when empty."
-    )
     dry_run: bool = pydantic.Field(default=False, description="Build and count; store nothing.")
 
     def check(self, today: date) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
-        _check_sites(self.sites)
-        _check_batch_size(self.batch_size)
+        self.check_options()
         first, last = self.days
         if last < first:
             raise ValueError(f"last_day {last} is before first_day {first}")
@@ -266,7 +201,9 @@ def summary_metadata(summary: pipeline.ExportSummary, destination: str) -> dict[
     return metadata
 
 
-def summary_from_metadata(table: str, metadata: Mapping[str, Any]) -> pipeline.ExportSummary:
+def summary_from_metadata(
+    table: catalogue.Table, metadata: Mapping[str, Any]
+) -> pipeline.ExportSummary:
     """The run's ``ExportSummary`` back from its materialization (for the command line)."""
     values = {name: getattr(value, "value", value) for name, value in metadata.items()}
     return pipeline.ExportSummary(
@@ -285,8 +222,8 @@ def summary_from_metadata(table: str, metadata: Mapping[str, Any]) -> pipeline.E
     )
 
 
-def _batch_size(table: str, configured: int | None) -> int:
-    return configured or DEFAULT_BATCH_SIZES[catalogue.get_table(table).name]
+def _batch_size(table: catalogue.Table, configured: int | None) -> int:
+    return configured or DEFAULT_BATCH_SIZES[table.name]
 
 
 @dg.asset(
@@ -306,12 +243,12 @@ def _batch_size(table: str, configured: int | None) -> int:
 def cosmos_live_export(
     context: dg.AssetExecutionContext,
     config: LiveExportConfig,
-    cosmos: CosmosSource,
+    cosmos: dg.ResourceParam[CosmosSource],
     object_store: dg.ResourceParam[ObjectStore],
-    state: StateBackend,
+    state: dg.ResourceParam[StateBackend],
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckEvaluation]:
     _checked(config.check)
-    table = context.partition_key
+    table = partition_table(context.partition_key)
     _tag_run(context, table)
     started = time.time()
 
@@ -320,14 +257,14 @@ def cosmos_live_export(
         if config.dry_run:
             return
         run = ExportRun(
-            table=table,
+            table=table.name,
             started=started,
             ended=time.time(),
             succeeded=succeeded,
             rows=summary.rows_read if summary else 0,
             objects=summary.objects_stored if summary else 0,
             site_lags=summary.site_lags if summary else {},
-            freshness_threshold=health.FRESHNESS_THRESHOLDS[table].total_seconds(),
+            freshness_threshold=health.FRESHNESS_THRESHOLDS[table.name].total_seconds(),
         )
         push_export(exposition.pushgateway_url(config.pushgateway), run, warn)
 
@@ -358,7 +295,7 @@ def cosmos_live_export(
         push(exc.summary)
         # Not a materialization, but its counts are recorded for the completeness check.
         metadata = _run_metadata(context, exc.summary, object_store)
-        yield dg.AssetObservation(context.asset_key, partition=table, metadata=metadata)
+        yield dg.AssetObservation(context.asset_key, partition=table.name, metadata=metadata)
         yield from _judge(context, exc.summary, cosmos, state)
         raise dg.Failure(description=str(exc)) from None
     except BaseException:  # the source or the state store failed: still a failed run to report
@@ -388,8 +325,8 @@ def _judge(
     """The table's health checks, unless the run wrote elsewhere than the deployment does."""
     if scope.is_one_off(context.run.tags):
         context.log.info(
-            f"{summary.table}: a one-off run to {context.run.tags[scope.DESTINATION_TAG]}, not "
-            "the deployment's destination: its health checks are not evaluated"
+            f"{summary.table.name}: a one-off run to {context.run.tags[scope.DESTINATION_TAG]}, "
+            "not the deployment's destination: its health checks are not evaluated"
         )
         return
     yield from checks.after_export(summary, context.run.run_id, cosmos, state)
@@ -410,11 +347,11 @@ def _judge(
 def cosmos_history_export(
     context: dg.AssetExecutionContext,
     config: HistoryExportConfig,
-    cosmos: CosmosSource,
+    cosmos: dg.ResourceParam[CosmosSource],
     object_store: dg.ResourceParam[ObjectStore],
 ) -> dg.MaterializeResult:
     _checked(lambda: config.check(pipeline.utc_now().date()))
-    table = catalogue.get_table(config.table.value).name
+    table = catalogue.get_table(config.table)
     _tag_run(context, table)
     first, last = config.days
     # DATE_TIME ends its period, so a day holds (00:00, 24:00]: midnight is the day before.
@@ -441,12 +378,12 @@ def cosmos_history_export(
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _empty_window(cosmos: CosmosSource, table: str, first: date, last: date) -> str:
+def _empty_window(cosmos: CosmosSource, table: catalogue.Table, first: date, last: date) -> str:
     """Why a history re-export read nothing: the days asked for, and the days the source holds
     (a DATE_TIME ends its period, so midnight belongs to the day before)."""
-    asked = f"the source holds no {table} rows from {first} to {last} (GMT days)"
+    asked = f"the source holds no {table.name} rows from {first} to {last} (GMT days)"
     sites = cosmos.list_sites(table)
-    oldest = cosmos.first_times_after(table, dict.fromkeys(sites, state_rules.OLDEST_ROW_TIME))
+    oldest = cosmos.first_times_after(table.name, dict.fromkeys(sites, state_rules.OLDEST_ROW_TIME))
     newest = cosmos.newest_times(table, sites)
     if not oldest or not newest:
         return f"{asked}; it holds none at all"
@@ -463,7 +400,7 @@ live_export_job = dg.define_asset_job(
     config=dg.PartitionedConfig(
         partitions_def=table_partitions,
         run_config_for_partition_key_fn=lambda key: {},
-        tags_for_partition_key_fn=run_tags,
+        tags_for_partition_key_fn=lambda key: run_tags(partition_table(key)),
     ),
     executor_def=executors.export_executor(),
     description="The live export of one COSMOS table (partition); one run per table at a time.",
@@ -479,7 +416,7 @@ history_export_job = dg.define_asset_job(
 
 
 def execute_live_export(
-    table: str,
+    table: catalogue.Table,
     resources: Mapping[str, Any],
     run_config: Mapping[str, Any],
     instance: dg.DagsterInstance | None,
@@ -497,7 +434,7 @@ def execute_live_export(
     return job.execute_in_process(
         run_config=run_config,
         instance=instance,
-        partition_key=table,
+        partition_key=table.name,
         tags=tags,
         raise_on_error=False,
     )

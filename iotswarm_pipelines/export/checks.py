@@ -21,11 +21,13 @@ from typing import Any
 import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import health, scope
 from iotswarm_pipelines.export.asset_keys import LIVE_EXPORT_KEY, health_key
 from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS, ExportSummary, utc_now
-from iotswarm_pipelines.export.state_backend import StateBackend, StateRecoveryError
+from iotswarm_pipelines.export.state_backend import StateBackend
+from iotswarm_pipelines.export.store_errors import StateRecoveryError
 
 GROUP = "cosmos_export"
 RECORDS_SCANNED = 20
@@ -45,9 +47,9 @@ _DESCRIPTIONS = {
     ),
 }
 
-CHECKS: dict[dg.AssetCheckKey, tuple[health.Check, str]] = {
+CHECKS: dict[dg.AssetCheckKey, tuple[health.Check, catalogue.Table]] = {
     dg.AssetCheckKey(health_key(table), health.check_name(kind, table)): (kind, table)
-    for table in catalogue.TABLE_NAMES
+    for table in catalogue.TABLES.values()
     for kind in health.Check
 }
 """Every check's key, and the kind and table it stands for."""
@@ -57,25 +59,27 @@ CHECK_SPECS = [
         name=key.name,
         asset=key.asset_key,
         description=_DESCRIPTIONS[kind].format(
-            table=table, limit=health.FRESHNESS_THRESHOLDS[table]
+            table=table.name, limit=health.FRESHNESS_THRESHOLDS[table.name]
         ),
     )
     for key, (kind, table) in CHECKS.items()
 ]
 
 
-def check_key(kind: health.Check, table: str) -> dg.AssetCheckKey:
+def check_key(kind: health.Check, table: catalogue.Table) -> dg.AssetCheckKey:
     return dg.AssetCheckKey(health_key(table), health.check_name(kind, table))
 
 
-def last_export(instance: dg.DagsterInstance, table: str) -> tuple[Mapping[str, Any], str] | None:
+def last_export(
+    instance: dg.DagsterInstance, table: catalogue.Table
+) -> tuple[Mapping[str, Any], str] | None:
     """The counts (metadata) and run id of the table's newest export that was not a dry run
     nor a one-off run to another destination (``scope``).
 
     Successful runs materialize the partition; runs that failed to store some payloads record
     the same counts as an observation, so both are read and the newer one wins.
     """
-    records_filter = dg.AssetRecordsFilter(asset_key=LIVE_EXPORT_KEY, asset_partitions=[table])
+    records_filter = dg.AssetRecordsFilter(asset_key=LIVE_EXPORT_KEY, asset_partitions=[table.name])
     records = [
         *instance.fetch_materializations(records_filter, limit=RECORDS_SCANNED).records,
         *instance.fetch_observations(records_filter, limit=RECORDS_SCANNED).records,
@@ -92,27 +96,27 @@ def last_export(instance: dg.DagsterInstance, table: str) -> tuple[Mapping[str, 
     return None
 
 
-def _completeness(instance: dg.DagsterInstance, table: str) -> health.Outcome:
+def _completeness(instance: dg.DagsterInstance, table: catalogue.Table) -> health.Outcome:
     last = last_export(instance, table)
     if last is None:
-        return health.Outcome(True, f"{table}: no live export has stored anything yet")
+        return health.Outcome(True, f"{table.name}: no live export has stored anything yet")
     counts, run_id = last
     return health.completeness(
         table, counts["payloads"], counts["objects"], counts["failed"], run_id
     )
 
 
-def _freshness(table: str, cosmos: CosmosSource, state: StateBackend, now: datetime):
+def _freshness(table: catalogue.Table, cosmos: CosmosSource, state: StateBackend, now: datetime):
     try:
         newest, current = cosmos.newest_times(table), state.load(table)
     except (SourceError, StateRecoveryError) as exc:
-        return health.Outcome(False, f"{table}: cannot measure freshness: {exc}")
+        return health.Outcome(False, f"{table.name}: cannot measure freshness: {exc}")
     return health.freshness(table, newest, current, now, DEFAULT_FALLBACK_HOURS)
 
 
 def evaluate(
     kind: health.Check,
-    table: str,
+    table: catalogue.Table,
     cosmos: CosmosSource,
     state: StateBackend,
     instance: dg.DagsterInstance,

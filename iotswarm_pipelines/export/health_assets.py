@@ -35,14 +35,14 @@ HEALTH_SPECS = [
         owners=OWNERS,
         kinds={"health"},
         description=(
-            f"Health of the live export of {table}: its checks say whether it is fresh, whether "
-            "its state files are healthy, whether its last export stored everything and whether "
-            "its last run succeeded. The health job records it every 15 minutes with the "
+            f"Health of the live export of {table.name}: its checks say whether it is fresh, "
+            "whether its state files are healthy, whether its last export stored everything and "
+            "whether its last run succeeded. The health job records it every 15 minutes with the "
             "verdict (metadata `verdict`, `healthy`, `failed_checks`); an export of the table "
             "and the run-status sensors update its checks in between."
         ),
     )
-    for table in catalogue.TABLE_NAMES
+    for table in catalogue.TABLES.values()
 ]
 
 
@@ -61,7 +61,7 @@ def _results(
             yield key, export_runs.last_run(context.instance, _LAST_RUN_CHECKS[key])
 
 
-_LAST_RUN_CHECKS = {export_runs.check_key(table): table for table in catalogue.TABLE_NAMES}
+_LAST_RUN_CHECKS = {export_runs.check_key(table): table for table in catalogue.TABLES.values()}
 
 
 def _evaluation_order(key: dg.AssetCheckKey) -> tuple[bool, str]:
@@ -77,13 +77,16 @@ def _evaluation_order(key: dg.AssetCheckKey) -> tuple[bool, str]:
     "table; with all four of a table's checks, records its health asset with the verdict.",
 )
 def cosmos_health(
-    context: dg.AssetCheckExecutionContext, cosmos: CosmosSource, state: StateBackend
+    context: dg.AssetCheckExecutionContext,
+    cosmos: dg.ResourceParam[CosmosSource],
+    state: dg.ResourceParam[StateBackend],
 ) -> Iterator[dg.AssetCheckResult]:
     by_table: dict[str, dict[dg.AssetCheckKey, health.Outcome]] = {}
     for key, outcome in _results(context, cosmos, state):
-        by_table.setdefault(_table_of(key), {})[key] = outcome
-    for table, outcomes in sorted(by_table.items()):
-        if set(outcomes) == _TABLE_CHECKS[table]:  # Execute on one check records no verdict
+        by_table.setdefault(key.asset_key.path[-1], {})[key] = outcome
+    for name, outcomes in sorted(by_table.items()):
+        table = catalogue.TABLES[name]
+        if set(outcomes) == _TABLE_CHECKS[name]:  # Execute on one check records no verdict
             verdict = health.verdict(table, {key.name: o for key, o in outcomes.items()})
             context.op_execution_context.log_event(
                 dg.AssetMaterialization(asset_key=health_key(table), metadata=verdict.metadata)
@@ -92,15 +95,9 @@ def cosmos_health(
 
 
 _TABLE_CHECKS = {
-    table: {
-        key for key in (*checks.CHECKS, *_LAST_RUN_CHECKS) if key.asset_key == health_key(table)
-    }
-    for table in catalogue.TABLE_NAMES
+    name: {key for key in (*checks.CHECKS, *_LAST_RUN_CHECKS) if key.asset_key == health_key(table)}
+    for name, table in catalogue.TABLES.items()
 }
-
-
-def _table_of(key: dg.AssetCheckKey) -> str:
-    return key.asset_key.path[-1]
 
 
 health_checks_job = dg.define_asset_job(

@@ -41,9 +41,8 @@ def pending_sites(
     }
 
 
-def make_table_sensor(table_name: str) -> dg.SensorDefinition:
+def make_table_sensor(table: catalogue.Table) -> dg.SensorDefinition:
     """The new-rows sensor of one table; its cursor is the newest time it already requested."""
-    table = catalogue.get_table(table_name)
 
     @dg.sensor(
         name=f"cosmos_new_rows_{table.name.lower()}",
@@ -53,7 +52,9 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
         description=f"Exports {table.name} when the source has rows newer than a site's watermark.",
     )
     def _sensor(
-        context: dg.SensorEvaluationContext, cosmos: CosmosSource, state: StateBackend
+        context: dg.SensorEvaluationContext,
+        cosmos: dg.ResourceParam[CosmosSource],
+        state: dg.ResourceParam[StateBackend],
     ) -> dg.SensorResult | dg.SkipReason:
         newest_times = cosmos.newest_times(table)
         current = state.load(table)
@@ -69,7 +70,7 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
                 dg.RunRequest(
                     run_key=f"{table.name}:{newest.isoformat()}",
                     partition_key=table.name,
-                    tags={**run_tags(table.name), **trigger_tags(Trigger.SENSOR)},
+                    tags={**run_tags(table), **trigger_tags(Trigger.SENSOR)},
                 )
             ],
             cursor=json.dumps({"newest": newest.isoformat()}),
@@ -78,4 +79,4 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
     return _sensor
 
 
-table_sensors = [make_table_sensor(name) for name in catalogue.TABLE_NAMES]
+table_sensors = [make_table_sensor(table) for table in catalogue.TABLES.values()]

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from iotswarm_pipelines import __version__, help_text, json_logs, secret_files
-from iotswarm_pipelines.config_formats import ConfigFileError, read_settings
+from iotswarm_pipelines.config_formats import ConfigFileError, oracle_url, read_settings
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
-from iotswarm_pipelines.export.config_file import KEYS, oracle_url
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.export.config_file import KEYS
 from iotswarm_pipelines.swarm import cli, options, sessions
 from iotswarm_pipelines.swarm.config import SwarmConfig
 from iotswarm_pipelines.swarm.data import CsvRows
@@ -430,9 +431,8 @@ def _source(args: argparse.Namespace, file_settings: dict[str, str]) -> tuple[st
 def _list(args: argparse.Namespace, source: str, schema: str | None) -> list[str]:
     limit = args.max_sites or None
     if args.command == "looping-csv":
-        table = catalogue.SOILMET_30MIN.name
-        return CsvRows(source, table).sites()[:limit]
-    table = catalogue.get_table(args.table).name
+        return CsvRows(source, catalogue.SOILMET_30MIN).sites()[:limit]
+    table = catalogue.get_table(args.table)
     return CosmosSource(url=source, schema_name=schema).list_sites(table)[:limit]
 
 

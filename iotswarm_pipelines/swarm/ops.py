@@ -11,7 +11,6 @@ from typing import Any
 
 import dagster as dg
 
-from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.labels import TRIGGER_TAG, Trigger
 from iotswarm_pipelines.metrics.exposition import MetricsError
@@ -54,7 +53,7 @@ def prepare(
     ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
     AWS IoT Core's limits are errors against IoT Core, and lines passed to ``warn`` otherwise.
     """
-    planning.check_config(config)
+    spec = planning.make_spec(config, config.swarm_name or name)
     options.check(mqtt, BrokerOptions, ("brokers", "source_addresses"), MqttConfigError)
     # each broker and source address the shards use, checked once
     endpoints: dict[tuple[str, int, str | None], MqttSettings] = {}
@@ -63,10 +62,13 @@ def prepare(
         endpoints.setdefault((settings.host, settings.port, settings.source_address), settings)
     for settings in endpoints.values():
         settings.validate()
-    rows = data.check_source(config.source, catalogue.get_table(config.table).name, cosmos)
-    name = config.swarm_name or name
-    saved = sessions.load_session(name, config.sessions_dir) if config.resume_session else None
-    swarm = planning.plan(config, name, rows.sites(), saved)
+    rows = data.check_source(config.source, spec.table, cosmos)
+    saved = (
+        sessions.load_session(spec.swarm_name, config.sessions_dir)
+        if config.resume_session
+        else None
+    )
+    swarm = planning.plan(spec, rows.sites(), saved)
     _check_iot_core_limits(config, swarm, rows, list(endpoints.values()), warn)
     if not config.dry:
         # Here, not only in the shard: a limit too low for the largest shard is bad input.
@@ -127,7 +129,10 @@ def _largest_first_message(swarm: SwarmPlan, rows: data.RowSource, rows_per_mess
     description="Check the options, source and broker; plan devices; one output per shard.",
 )
 def plan_swarm(
-    context: dg.OpExecutionContext, config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource
+    context: dg.OpExecutionContext,
+    config: SwarmConfig,
+    cosmos: dg.ResourceParam[CosmosSource],
+    mqtt: MqttResource,
 ) -> Iterator[dg.Output | dg.DynamicOutput]:
     # iot-swarm ran the same checks and printed their warnings before it launched the run: in
     # its log they are kept at info level, so the terminal does not show each one twice.
@@ -184,7 +189,10 @@ def _check_shards_run_together(context: dg.OpExecutionContext, shards: int, max_
 
 @dg.op(description="Publish one shard's devices in this process and account for every message.")
 def run_shard(
-    context: dg.OpExecutionContext, cosmos: CosmosSource, mqtt: MqttResource, shard: ShardPlan
+    context: dg.OpExecutionContext,
+    cosmos: dg.ResourceParam[CosmosSource],
+    mqtt: MqttResource,
+    shard: ShardPlan,
 ) -> dg.Output[ShardResult]:
     spec, options = shard.spec, shard.spec.options
     settings = mqtt.settings(options, shard.shard)
