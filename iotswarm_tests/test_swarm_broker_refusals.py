@@ -12,8 +12,6 @@ import uuid
 from iotswarm_pipelines.swarm.cli import PASSWORD_ENV, main
 from iotswarm_tests.swarm_runs import REFERENCE_CSV
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
 
 def iot_swarm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
