@@ -19,7 +19,6 @@ from iotswarm_tests.export_fixtures import (
     local_store,
     make_rows,
     source,
-    sqlite_url,
     state_store,
 )
 
@@ -30,15 +29,14 @@ DAYS = (FIRST_DAY.isoformat(), (FIRST_DAY + timedelta(days=1)).isoformat())
 
 
 @pytest.fixture
-def resources(tmp_path):
+def resources(tmp_path, cosmos_url):
     """Two days of ALIC1 and BALRD, exported completely to a local folder."""
-    url = sqlite_url(tmp_path)
     times = [START + timedelta(minutes=30 * (i + 1)) for i in range(96)]
     for site in ("ALIC1", "BALRD"):
-        insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
+        insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, site, times))
     store, state = local_store(tmp_path), state_store(tmp_path)
-    export_table(SOILMET, source=source(url), store=store, state=state, fallback_hours=None)
-    return {"cosmos": source(url), "object_store": store, "state": state}
+    export_table(SOILMET, source=source(cosmos_url), store=store, state=state, fallback_hours=None)
+    return {"cosmos": source(cosmos_url), "object_store": store, "state": state}
 
 
 def key(day: str, table: str = SOILMET) -> dg.MultiPartitionKey:
@@ -95,15 +93,16 @@ def test_missing_rows_fail_the_partition_then_a_heal_completes_it(resources):
     assert gone in store.list_keys()
 
 
-def test_the_run_config_s_payload_format_and_batch_size_heal_onto_the_export_s_keys(tmp_path):
-    url = sqlite_url(tmp_path)
+def test_the_run_config_s_payload_format_and_batch_size_heal_onto_the_export_s_keys(
+    tmp_path, cosmos_url
+):
     times = [START + timedelta(minutes=30 * (i + 1)) for i in range(96)]
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     store, state = local_store(tmp_path), state_store(tmp_path)
     old = {"prog_name": "CPU:iotswarm-1.6.10.CR1X", "strict_json": True, "batch_size": 48}
     export_table(
         SOILMET,
-        source=source(url),
+        source=source(cosmos_url),
         store=store,
         state=state,
         fallback_hours=None,
@@ -112,7 +111,7 @@ def test_the_run_config_s_payload_format_and_batch_size_heal_onto_the_export_s_k
     )
     exported = sorted(store.list_keys())
     store._path(exported[0]).unlink()
-    resources = {"cosmos": source(url), "object_store": store, "state": state}
+    resources = {"cosmos": source(cosmos_url), "object_store": store, "state": state}
     with dg.instance_for_test() as instance:
         healed = materialize(resources, instance, DAYS[0], heal=True, **old)
         assert healed.success

@@ -20,7 +20,6 @@ from iotswarm_pipelines.cosmos.source import (
     CosmosSource,
     SourceError,
     SourceTableError,
-    dispose_engines,
     is_transient,
 )
 from iotswarm_tests.services import free_port, terminate_other_backends
@@ -30,11 +29,7 @@ SOILMET = "LEVEL1_SOILMET_30MIN"
 T0 = datetime(2024, 6, 1)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_engines() -> Iterator[None]:
-    """Each test's databases are new, so their pooled connections must not outlive the test."""
-    yield
-    dispose_engines()
+pytestmark = pytest.mark.usefixtures("fresh_engines")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
