@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from iotswarm_pipelines import help_text, json_logs, settings
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import pipeline, scope
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.assets import (
@@ -422,7 +423,7 @@ def _export(
         return False, f"{table}: export failed: {_failure(result)}"
     [event] = result.asset_materializations_for_node(cosmos_live_export.op.name)
     summary = summary_from_metadata(table, event.metadata)
-    return True, format_summary(summary, resources["object_store"].describe())
+    return True, format_summary(summary, resources["object_store"].build().describe())
 
 
 def _flat(argv: Sequence[str]) -> int:

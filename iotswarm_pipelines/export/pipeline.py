@@ -29,8 +29,11 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import bad_rows, keys
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
-from iotswarm_pipelines.export.object_store import StoreUnavailableError, describe_error
-from iotswarm_pipelines.export.state_backend import StateLockedError, StatePartlySavedError
+from iotswarm_pipelines.export.store_errors import (
+    StateLockedError,
+    StatePartlySavedError,
+    StoreUnavailableError,
+)
 from iotswarm_pipelines.export.watermarks import (
     Row,
     SiteProgress,
@@ -39,6 +42,7 @@ from iotswarm_pipelines.export.watermarks import (
     newest_time,
     replay_may_advance,
 )
+from iotswarm_pipelines.s3 import describe_error
 
 if TYPE_CHECKING:
     from iotswarm_pipelines.cosmos.source import CosmosSource
@@ -151,7 +155,7 @@ def build_object(
 ) -> tuple[str, bytes]:
     """(key, body) of one payload: the same text and key for the live and historical assets."""
     site_id = rows[0][catalogue.SITE_ID]
-    payload = payloads.formatted_payload(site_id, rows, payload_format)
+    payload = payloads.cr1000x_payload(site_id, rows, payload_format)
     text, md5 = payloads.payload_json_md5(payload)
     key = keys.object_key_for_md5(prefix, site_id, table.name, newest_time(rows), md5)
     return key, text.encode()

@@ -36,7 +36,9 @@ from tqdm import tqdm
 
 from iotswarm_pipelines import help_text, json_logs, secret_files, settings
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.resource import CosmosSourceResource
+from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.swarm import options, sessions
 from iotswarm_pipelines.swarm.config import SwarmConfig
@@ -72,7 +74,7 @@ QUIET_INSTANCE = {"telemetry": {"enabled": False}, "python_logs": {"python_log_l
 cli_swarm_job = build_swarm_job(
     resource_defs={
         "mqtt": MqttResource.configure_at_launch(),
-        "cosmos": CosmosSource.configure_at_launch(),
+        "cosmos": CosmosSourceResource.configure_at_launch(),
     },
     executor_def=dg.multi_or_in_process_executor,
     logger_defs={"console": terminal_logger},

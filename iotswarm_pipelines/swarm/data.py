@@ -41,7 +41,7 @@ import pandas as pd
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.catalogue import ColumnType
-from iotswarm_pipelines.cosmos.source import SourceError
+from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.swarm.devices import DevicePlan
 from iotswarm_pipelines.swarm.mqtt.types import Message
 from iotswarm_pipelines.swarm.options import COSMOS_SOURCE, DEVICE_TYPES, MODES, SwarmConfigError
@@ -183,7 +183,7 @@ def encoder(
     """Bytes of one message from a station's rows; ``basic`` with several rows is a JSON list."""
     if device_type == "cr1000x":
         return lambda station, rows: payloads.payload_json(
-            payloads.formatted_payload(station, rows, payload_format)
+            payloads.cr1000x_payload(station, rows, payload_format)
         ).encode()
     if device_type == "basic":
         strict = payload_format.strict_json

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from iotswarm_pipelines import __version__, help_text, json_logs, secret_files
-from iotswarm_pipelines.config_formats import ConfigFileError, read_settings
+from iotswarm_pipelines.config_formats import ConfigFileError, oracle_url, read_settings
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
-from iotswarm_pipelines.export.config_file import KEYS, oracle_url
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.export.config_file import KEYS
 from iotswarm_pipelines.swarm import cli, options, sessions
 from iotswarm_pipelines.swarm.config import SwarmConfig
 from iotswarm_pipelines.swarm.data import CsvRows
