@@ -66,7 +66,7 @@ def test_freshness_flags_a_watermark_ahead_of_the_sources_newest_row(cosmos_url,
     )
     newest = CosmosSource(url=cosmos_url).newest_times(SOILMET)
 
-    outcome = health.freshness(SOILMET, newest, local_state.load(SOILMET), T0, 3.0)
+    outcome = health.freshness(catalogue.SOILMET_30MIN, newest, local_state.load(SOILMET), T0, 3.0)
     assert not outcome.passed
     assert outcome.description.startswith(
         f"{SOILMET}: the watermark of 1 site(s) is ahead of the source's newest row "

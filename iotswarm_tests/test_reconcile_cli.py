@@ -32,7 +32,7 @@ def config(tmp_path, cosmos_url) -> Path:
         insert_rows(cosmos_url, table, [])
     insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     export_table(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(cosmos_url),
         store=local_store(tmp_path),
         state=state_store(tmp_path),
@@ -114,17 +114,16 @@ def test_the_installed_command_reconciles(config):
 
 
 def test_the_config_file_s_payload_format_and_batch_size_predict_and_heal_the_export_s_keys(
-    tmp_path, cosmos_url, capsys
+    tmp_path, local_objects, cosmos_url, capsys
 ):
     """An export in the old tool's text, 48 rows a payload: the heal restores its exact key."""
     times = [datetime(2024, 6, 1, 0, 30) + timedelta(minutes=30 * i) for i in range(96)]
     insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", times))
-    store = local_store(tmp_path)
     old = payloads.PayloadFormat(prog_name="CPU:iotswarm-1.6.10.CR1X", strict_json=True)
     export_table(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(cosmos_url),
-        store=store,
+        store=local_objects,
         state=state_store(tmp_path),
         fallback_hours=None,
         batch_size=48,
@@ -137,13 +136,13 @@ def test_the_config_file_s_payload_format_and_batch_size_predict_and_heal_the_ex
         "bucket_prefix='fdri/cosmos_swarm'\nbatch_size=48\n"
         "prog_name='CPU:iotswarm-1.6.10.CR1X'\nstrict_json=true\n"
     )
-    exported = sorted(store.list_keys())
+    exported = sorted(local_objects.list_keys())
     gone = exported[0]
-    store._path(gone).unlink()
+    local_objects._path(gone).unlink()
     args = (SOILMET, "--since", "2024-06-01", "--until", "2024-06-02")
 
     assert reconcile(path, *args) == 1
     assert "48 missing" in capsys.readouterr().out
     assert reconcile(path, *args, "--heal") == 0
-    assert sorted(store.list_keys()) == exported  # the export's key, and no other
+    assert sorted(local_objects.list_keys()) == exported  # the export's key, and no other
     assert reconcile(path, *args) == 0

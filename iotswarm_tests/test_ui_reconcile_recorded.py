@@ -19,20 +19,13 @@ from iotswarm_pipelines.export import cli, keys
 from iotswarm_pipelines.export.partitions import RECONCILE_DAYS, daily_table_partitions
 from iotswarm_pipelines.export.pipeline import export_table, utc_now
 from iotswarm_pipelines.export.reconciliation import day_window
-from iotswarm_tests.export_fixtures import (
-    SOILMET,
-    insert_rows,
-    local_store,
-    make_rows,
-    source,
-    state_store,
-)
+from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, source, state_store
 
 RECONCILIATION = dg.AssetKey(["cosmos", "reconciliation"])
 
 
 @pytest.fixture
-def two_days(tmp_path, cosmos_url) -> tuple[Path, Path, list[date]]:
+def two_days(tmp_path, local_objects, cosmos_url) -> tuple[Path, Path, list[date]]:
     """The two days before today of ALIC1 SOILMET exported; the second day's 4 objects gone."""
     today = datetime.combine(utc_now().date(), datetime.min.time())
     days = [(today - timedelta(days=n)).date() for n in (2, 1)]
@@ -40,17 +33,18 @@ def two_days(tmp_path, cosmos_url) -> tuple[Path, Path, list[date]]:
     for table in catalogue.TABLE_NAMES:
         insert_rows(cosmos_url, table, [])
     insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", times))
-    store = local_store(tmp_path)
     export_table(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(cosmos_url),
-        store=store,
+        store=local_objects,
         state=state_store(tmp_path),
         fallback_hours=None,
     )
     after, until = (keys.epoch_ms(t) for t in day_window(days[1]))
-    for key in [k for k in store.list_keys() if after < (keys.key_time_ms(k) or 0) <= until][:4]:
-        store._path(key).unlink()
+    for key in [
+        k for k in local_objects.list_keys() if after < (keys.key_time_ms(k) or 0) <= until
+    ][:4]:
+        local_objects._path(key).unlink()
     config = tmp_path / "livecosmos.cfg"
     config.write_text(
         f"url='{cosmos_url}'\n"

@@ -139,10 +139,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 OLD_TOOL_TABLES = (
-    "LEVEL1_NMDB_1HOUR",
-    "LEVEL1_PRECIP_1MIN",
-    "LEVEL1_PRECIP_RAINE_1MIN",
-    "LEVEL1_SOILMET_30MIN",
+    catalogue.NMDB_1HOUR,
+    catalogue.PRECIP_1MIN,
+    catalogue.PRECIP_RAINE_1MIN,
+    catalogue.SOILMET_30MIN,
 )
 """``send-live-data --table all``: the old tool's four tables, in its order (batch sizes given
 one per table follow this order)."""
@@ -167,7 +167,7 @@ def _send_live_data_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         help="table to send (repeat for more; either spelling), or 'all' for "
-        f"{', '.join(OLD_TOOL_TABLES)}",
+        f"{', '.join(t.name for t in OLD_TOOL_TABLES)}",
     )
     parser.add_argument(
         "--site",
@@ -198,8 +198,8 @@ class _Request:
     """What one invocation asks for, whichever command line said it."""
 
     config: str
-    tables: list[str]
-    batch_sizes: dict[str, int | None]
+    tables: list[catalogue.Table]
+    batch_sizes: dict[catalogue.Table, int | None]
     sites: list[str] | None
     fallback_hours: float | None
     since: str | None
@@ -210,11 +210,12 @@ class _Request:
     strict_json: bool | None
 
 
-def _tables(name: str) -> list[str]:
+def _tables(name: str) -> list[catalogue.Table]:
+    """The tables a ``--table`` names: looked up here, once, and passed down as they are."""
     if name.strip().lower() == "all":
-        return list(catalogue.TABLE_NAMES)
+        return list(catalogue.TABLES.values())
     try:
-        return [catalogue.get_table(name).name]
+        return [catalogue.get_table(name)]
     except catalogue.UnknownTableError as exc:
         raise _UsageError(f"{exc} (or 'all')") from None
 
@@ -242,7 +243,7 @@ def _flat_request(args: argparse.Namespace) -> _Request:
 
 def _send_live_data_request(args: argparse.Namespace) -> _Request:
     """The old tool's rules: ``all`` means its four tables; batch sizes are one or one per table."""
-    tables: list[str] = []
+    tables: list[catalogue.Table] = []
     for name in args.table:
         chosen = list(OLD_TOOL_TABLES) if name.strip().lower() == "all" else _tables(name)
         tables += [t for t in chosen if t not in tables]
@@ -314,7 +315,9 @@ def _resources(config: LiveCosmosConfig) -> dict[str, Any]:
     return {"cosmos": dg.ResourceDefinition.hardcoded_resource(_source(config)), **stores(config)}
 
 
-def _run_config(config: LiveCosmosConfig, request: _Request, table: str) -> dict[str, Any]:
+def _run_config(
+    config: LiveCosmosConfig, request: _Request, table: catalogue.Table
+) -> dict[str, Any]:
     """The command line's values over the config file's; what neither says keeps its default."""
 
     def first(*values: Any) -> Any:
@@ -348,9 +351,9 @@ class _ProgressBar(logging.Handler):
     time left; it is an upper bound (outages leave gaps), so the bar is completed at the end.
     """
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: catalogue.Table) -> None:
         super().__init__(logging.DEBUG)
-        self.bar = tqdm(desc=table, unit=" rows", disable=None, leave=False, file=sys.stderr)
+        self.bar = tqdm(desc=table.name, unit=" rows", disable=None, leave=False, file=sys.stderr)
         self.payloads = 0
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -369,7 +372,7 @@ class _ProgressBar(logging.Handler):
 
 
 @contextlib.contextmanager
-def progress_bar(table: str) -> Iterator[None]:
+def progress_bar(table: catalogue.Table) -> Iterator[None]:
     """A progress bar of the rows one table's export reads, on stderr when it is a terminal."""
     logger = logging.getLogger(PROGRESS_LOGGER)
     handler = _ProgressBar(table)
@@ -385,7 +388,7 @@ def progress_bar(table: str) -> Iterator[None]:
 def _check_source(
     source: CosmosSource,
     config: LiveCosmosConfig,
-    tables: list[str],
+    tables: list[catalogue.Table],
     sites: list[str] | None,
     *,
     require_rows: bool = False,
@@ -410,7 +413,7 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
 
 
 def _export(
-    table: str,
+    table: catalogue.Table,
     resources: dict[str, Any],
     run_config: dict[str, Any],
     instance: Any,
@@ -420,7 +423,7 @@ def _export(
         tags = {**run_tags(table), **trigger_tags(Trigger.CLI), **scope_tags}
         result = execute_live_export(table, resources, run_config, instance, tags)
     if not result.success:
-        return False, f"{table}: export failed: {_failure(result)}"
+        return False, f"{table.name}: export failed: {_failure(result)}"
     [event] = result.asset_materializations_for_node(cosmos_live_export.op.name)
     summary = summary_from_metadata(table, event.metadata)
     return True, format_summary(summary, resources["object_store"].build().describe())

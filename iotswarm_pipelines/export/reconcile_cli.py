@@ -29,7 +29,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
 from iotswarm_pipelines import help_text, payloads, settings
-from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.export import cli as export_cli
 from iotswarm_pipelines.export import reconcile_record
@@ -140,13 +139,11 @@ def _run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         config = parse_config(args.config)
-        tables = [catalogue.get_table(name) for name in export_cli._tables(args.table)]
+        tables = export_cli._tables(args.table)
         until = _day("--until", args.until) if args.until else utc_now().date()
         days = days_between(_day("--since", args.since), until)
         source = export_cli._source(config)
-        export_cli._check_source(
-            source, config, [t.name for t in tables], config.sites, require_rows=True
-        )
+        export_cli._check_source(source, config, tables, config.sites, require_rows=True)
         built = export_cli.stores(config)
         store, state = built["object_store"].build(), built["state"].build()
         payload_format = payloads.PayloadFormat(
