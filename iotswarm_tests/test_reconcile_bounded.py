@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export import cli
+from iotswarm_pipelines.export import cli, commands
 from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, sqlite_url
 from iotswarm_tests.s3_fault_proxy import FaultPlan, fault_proxy
 from iotswarm_tests.test_reliability_export import ROOT, new_bucket, s3_on
@@ -52,7 +52,7 @@ def test_an_endpoint_that_never_answers_is_named_by_the_bucket_check(
     plan = FaultPlan(fail_first=0, hang=True)
     with fault_proxy(s3_endpoint, plan) as proxy:
         config = write_config(tmp_path, proxy, bucket)
-        built = cli.stores
+        built = commands.stores
 
         def quick(parsed):  # the config's stores, with a short read timeout to keep this quick
             stores = built(parsed)
@@ -61,7 +61,7 @@ def test_an_endpoint_that_never_answers_is_named_by_the_bucket_check(
             silent = s3_on(proxy, bucket, read_timeout_seconds=1, max_attempts=2)
             return {**stores, "object_store": silent}
 
-        monkeypatch.setattr(cli, "stores", quick)
+        monkeypatch.setattr(commands, "stores", quick)
         code = cli.run(["reconcile", str(config), *ARGS])
     captured = capsys.readouterr()
     assert code == 1

@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from iotswarm_pipelines import executors, json_logs, payloads
+from iotswarm_pipelines import executors, payloads, run_loggers
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import bad_rows, checks, health, pipeline, scope
@@ -134,7 +134,7 @@ class LiveExportConfig(PayloadFormatConfig):
         default=None, description="Site IDs to export; all sites of the table when empty."
     )
     fallback_hours: float = pydantic.Field(
-        default=pipeline.DEFAULT_FALLBACK_HOURS,
+        default=state_rules.DEFAULT_FALLBACK_HOURS,
         description=(
             "How far back to start for a site the state has never seen, in hours (0 or more; "
             "anything beyond 50 years, e.g. 1000000, means from its first row)."
@@ -492,7 +492,7 @@ def execute_live_export(
         assets=[cosmos_live_export],
         jobs=[live_export_job],
         resources=resources,
-        loggers=json_logs.LOGGERS,
+        loggers=run_loggers.LOGGERS,
     ).resolve_job_def(live_export_job.name)
     return job.execute_in_process(
         run_config=run_config,
