@@ -321,16 +321,15 @@ def _row_plan(types: tuple[type, ...]) -> _RowPlan:
 def cr1000x_payload(
     station_name: str,
     rows: Sequence[Mapping[str, Any]],
-    *,
-    prog_name: str | None = None,
-    strict_json: bool = False,
+    payload_format: PayloadFormat = DEFAULT_FORMAT,
 ) -> Cr1000xPayload:
-    """One payload carrying ``rows`` (oldest first) of one station.
+    """One payload carrying ``rows`` (oldest first) of one station, in the destination's format.
 
     Fields follow the first row's column order; ``DATE_TIME`` (any case) becomes each data row's
     ``time``. Types are computed over every row of the payload. NaN and infinities stay floats
     (written ``NaN``/``Infinity`` as the old tool did) unless ``strict_json`` makes them null.
     """
+    strict_json = payload_format.strict_json
     if not rows:
         raise ValueError(f"a CR1000X payload needs at least one row (station {station_name})")
     columns, time_column, take = _value_columns(tuple(rows[0]))
@@ -346,7 +345,7 @@ def cr1000x_payload(
         if (strict_json and non_finite) or not plan.native:
             values = [_json_value(v, strict_json) for v in values]
         data.append({"time": format_time(row[time_column]), "vals": values})
-    head, prefix = _head(station_name, columns, ranks, prog_name or DEFAULT_PROG_NAME)
+    head, prefix = _head(station_name, columns, ranks, payload_format.prog_name)
     payload = Cr1000xPayload(head=head, data=data)
     payload.head, payload.prefix = head, prefix
     return payload
@@ -384,18 +383,6 @@ def payload_json_md5(payload: Mapping[str, Any]) -> tuple[str, str]:
     digest = prefix.md5.copy()
     md5_update(digest, rest.encode())
     return prefix.text + rest, digest.hexdigest()
-
-
-def formatted_payload(
-    station_name: str, rows: Sequence[Mapping[str, Any]], payload_format: PayloadFormat
-) -> Cr1000xPayload:
-    """:func:`cr1000x_payload` with the destination's :class:`PayloadFormat`."""
-    return cr1000x_payload(
-        station_name,
-        rows,
-        prog_name=payload_format.prog_name,
-        strict_json=payload_format.strict_json,
-    )
 
 
 def basic_payload(row: Mapping[str, Any], *, strict_json: bool = False) -> dict[str, Any]:

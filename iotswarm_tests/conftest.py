@@ -11,8 +11,10 @@ import sqlalchemy as sa
 
 from iotswarm_tests.services import moto_server, require_tcp
 
-# Fixture modules that tests also import from (Mosquitto, the Prometheus servers): rewritten
-# before any test module imports them, so no "already imported" warning whatever the order.
+# Fixture and helper modules that tests import from (Mosquitto, the Prometheus servers, the
+# export's exactly-once oracle): rewritten before any test module imports them, so their asserts
+# explain themselves and no "already imported" warning comes whatever the order.
+pytest.register_assert_rewrite("iotswarm_tests.export_faults")
 pytest.register_assert_rewrite("iotswarm_tests.mosquitto_fixtures")
 pytest.register_assert_rewrite("iotswarm_tests.prometheus_fixtures")
 
@@ -29,6 +31,15 @@ def _isolated_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("IOTSWARM_DATA_DIR", str(tmp_path / "iotswarm-data"))
     # Tests make their own instances; a developer's DAGSTER_HOME must not leak into them.
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+
+@pytest.fixture
+def fresh_engines() -> Iterator[None]:
+    """Every test's databases are new, so pooled connections must not outlive the test."""
+    yield
+    from iotswarm_pipelines.cosmos.source import dispose_engines
+
+    dispose_engines()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import pytest
 
 from iotswarm_pipelines.payloads import (
     DEFAULT_PROG_NAME,
+    PayloadFormat,
     cr1000x_payload,
     payload_json,
     payload_json_md5,
@@ -76,7 +77,7 @@ def test_the_corpus_covers_every_kind_of_value():
 
 @pytest.mark.parametrize("case", _cases(), ids=lambda case: case["station"])
 def test_payload_text_equals_the_old_formatter(case):
-    payload = cr1000x_payload(case["station"], _rows(case), prog_name=OLD_PROG_NAME)
+    payload = cr1000x_payload(case["station"], _rows(case), PayloadFormat(prog_name=OLD_PROG_NAME))
     ours = payload_json(payload)
     assert ours == case["text"], _field_by_field(ours, case["text"])
     assert payload_json_md5(payload)[0] == case["text"]
@@ -96,7 +97,7 @@ def _refuse(name: str) -> None:
 def test_strict_json_writes_null_for_every_non_finite_float():
     for case in _cases():
         rows = _rows(case)
-        text = payload_json(cr1000x_payload(case["station"], rows, strict_json=True))
+        text = payload_json(cr1000x_payload(case["station"], rows, PayloadFormat(strict_json=True)))
         parsed = json.loads(text, parse_constant=_refuse)
         # Same fields and types as the default text: only the values' spelling changes.
         assert parsed["head"]["fields"] == json.loads(case["text"])["head"]["fields"]

@@ -221,7 +221,7 @@ def test_historic_data_sends_the_window_once_in_order_under_128_kb(swarm, client
     assert len(got) > 1 and all(len(p) <= MAX_PAYLOAD_BYTES for _, p in got)
     # each message is what the device would publish for those rows, byte for byte
     first = len(json.loads(got[0][1])["data"])
-    built = payloads.payload_json(payloads.formatted_payload(DEVICE, rows[:first], FORMAT))
+    built = payloads.payload_json(payloads.cr1000x_payload(DEVICE, rows[:first], FORMAT))
     assert got[0][1] == built.encode()
     assert client.drain() == []
 

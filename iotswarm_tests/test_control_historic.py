@@ -28,7 +28,7 @@ def test_rows_once_in_order_within_the_limit(count, limit):
     for body in bodies:  # each is exactly what the device would publish for those rows
         n = len(json.loads(body)["data"])
         expected = payloads.payload_json(
-            payloads.formatted_payload("ALIC1", rows[taken : taken + n], FORMAT)
+            payloads.cr1000x_payload("ALIC1", rows[taken : taken + n], FORMAT)
         )
         assert body == expected.encode()
         taken += n

@@ -1,4 +1,4 @@
-"""A command-line export waiting for the table lock says so on the terminal (issue 25 item 7).
+"""An export waiting for the table lock says who holds it, in its log and on the terminal.
 
 The Dagster log already named the holder; the terminal said nothing while ``live-cosmos`` waited.
 Now stderr gets one line when the wait begins (who holds the lock, since when) and one when the
@@ -7,6 +7,7 @@ lock is taken (how long it waited).
 
 from __future__ import annotations
 
+import logging
 import queue
 import socket
 import subprocess
@@ -15,10 +16,18 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, sqlite_url
-from iotswarm_tests.test_reliability_export import ROOT
-from iotswarm_tests.test_reliability_export_round2 import LOCK_HOLDER
+from iotswarm_tests.export_faults import ROOT, T0, export, half_hours, seed
+from iotswarm_tests.export_fixtures import (
+    SOILMET,
+    insert_rows,
+    local_store,
+    make_rows,
+    sqlite_url,
+    state_store,
+)
 
 LIVE_COSMOS = Path(sys.executable).with_name("live-cosmos")
 
@@ -78,3 +87,56 @@ def test_a_command_line_export_waiting_for_the_lock_says_who_holds_it_and_how_lo
     assert got.startswith(f"live-cosmos: got the lock of {SOILMET} after ") and got.endswith(" s")
     assert export.returncode == 0, rest
     assert f"{SOILMET}: 2 rows, 2 payloads, 2 objects" in out
+
+
+LOCK_HOLDER = """
+import sys
+from iotswarm_pipelines.export.state_store import StateStore
+with StateStore(state_dir=sys.argv[1]).locked("LEVEL1_SOILMET_30MIN"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+class _Heard(logging.Handler):
+    def __init__(self, wanted: str) -> None:
+        super().__init__()
+        self.wanted, self.lines, self.event = wanted, [], threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.wanted in record.getMessage():
+            self.lines.append(record.getMessage())
+            self.event.set()
+
+
+@pytest.mark.usefixtures("fresh_engines")
+def test_an_export_waiting_for_the_table_lock_says_who_holds_it(tmp_path):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, {"ALIC1": half_hours(T0, 2)})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, state.state_dir],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    heard = _Heard("waiting for the lock of")
+    log = logging.getLogger("iotswarm-test-lock-wait")
+    log.addHandler(heard)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        waiting = threading.Thread(target=lambda: export(url, store, state, log=log))
+        waiting.start()
+        assert heard.event.wait(timeout=60)
+        assert waiting.is_alive()  # it waits; it has not exported around the lock
+        holder.stdin.close()  # the holder finishes
+        waiting.join(timeout=60)
+    finally:
+        holder.kill()
+        log.removeHandler(heard)
+    [line] = heard.lines
+    assert line.startswith(
+        f"waiting for the lock of {SOILMET} held by {holder.pid}/{socket.gethostname()} since "
+    )
+    assert line.endswith(" UTC")
+    assert len(store.list_keys()) == 2

@@ -19,6 +19,7 @@ from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
 from iotswarm_pipelines.export.pipeline import export_table
+from iotswarm_tests.export_faults import T0, export, half_hours, seed
 from iotswarm_tests.export_fixtures import (
     SOILMET,
     insert_rows,
@@ -91,3 +92,12 @@ def test_live_cosmos_prints_what_a_million_hours_means(tmp_path):
     assert "1 rows" in run.stdout
     [line] = [line for line in run.stderr.splitlines() if "fallback_hours" in line]
     assert line.startswith("live-cosmos: warning: fallback_hours 1,000,000") and "first row" in line
+
+
+@pytest.mark.parametrize("hours", [float("nan"), -1])  # any size from 0 up is accepted
+def test_absurd_fallback_hours_are_refused_before_anything_runs(tmp_path, hours):
+    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+    seed(url, {"ALIC1": half_hours(T0, 2)})
+    with pytest.raises(ValueError, match="fallback_hours must be a number of hours, 0 or more"):
+        export(url, store, state, fallback_hours=hours)
+    assert not (tmp_path / "state").exists() and store.list_keys() == []

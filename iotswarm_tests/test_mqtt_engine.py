@@ -206,7 +206,7 @@ def test_server_certificate_is_checked_unless_insecure(tls_broker, tls_files):
     settings = MqttSettings(port=tls_broker.port, tls=True, **client_files, **FAST)
     with pytest.raises(BrokerRefusedError, match="certificate"):
         check_broker(settings, timeout=5)
-    check_broker(dataclasses.replace(settings, tls_insecure=True), timeout=5)
+    check_broker(settings.model_copy(update={"tls_insecure": True}), timeout=5)
 
 
 def test_username_and_password(password_broker):
@@ -214,7 +214,7 @@ def test_username_and_password(password_broker):
     good = MqttSettings(port=password_broker.port, username="swarm", password="s3cret-pass", **FAST)
     result = run_shard(0, devices, good, Schedule(max_cycles=1), verify=True)
     assert_exactly_once(result, 5)
-    bad = dataclasses.replace(good, password="wrong-pass")
+    bad = good.model_copy(update={"password": "wrong-pass"})
     with pytest.raises(BrokerRefusedError) as refused:
         run_shard(0, devices, bad, Schedule(max_cycles=1))
     assert "wrong-pass" not in str(refused.value)

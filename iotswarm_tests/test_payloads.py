@@ -6,7 +6,13 @@ from datetime import datetime
 import pytest
 
 from iotswarm_pipelines import payloads
-from iotswarm_pipelines.payloads import basic_payload, cr1000x_payload, payload_json, value_type
+from iotswarm_pipelines.payloads import (
+    PayloadFormat,
+    basic_payload,
+    cr1000x_payload,
+    payload_json,
+    value_type,
+)
 
 T0 = datetime(2024, 6, 1, 0, 30)
 
@@ -20,7 +26,9 @@ def _types(payload):
 
 
 def test_reference_example_byte_for_byte():
-    payload = cr1000x_payload("ALIC1", [_row(TA_STD=0.05)], prog_name="CPU:iotswarm-1.0.CR1X")
+    payload = cr1000x_payload(
+        "ALIC1", [_row(TA_STD=0.05)], PayloadFormat(prog_name="CPU:iotswarm-1.0.CR1X")
+    )
     assert payload_json(payload) == (
         '{"head": {"transaction": 0, "signature": 111111, "environment": {"station_name": '
         '"ALIC1", "table_name": "default", "model": "CR1000X", "serial_no": "65-76-73-67-49", '
@@ -119,7 +127,7 @@ def test_nan_and_infinities_are_written_as_the_old_tool_wrote_them():
 def test_strict_json_writes_null_for_nan_and_infinities():
     row = _row(A=float("nan"), B=float("inf"), C=-float("inf"), D=1.0)
     for payload in (
-        cr1000x_payload("ALIC1", [row], strict_json=True),
+        cr1000x_payload("ALIC1", [row], PayloadFormat(strict_json=True)),
         basic_payload(row, strict_json=True),
     ):
         text = payload_json(payload)

@@ -12,6 +12,7 @@ from iotswarm_pipelines.cosmos import catalogue, schema
 from iotswarm_pipelines.export import keys
 from iotswarm_pipelines.export.pipeline import export_table, export_window
 from iotswarm_pipelines.export.reconcile import reconcile_day
+from iotswarm_tests.export_faults import assert_exactly_the_expected_objects, stored_rows
 from iotswarm_tests.export_fixtures import (
     SOILMET,
     insert_rows,
@@ -22,7 +23,6 @@ from iotswarm_tests.export_fixtures import (
     sqlite_url,
     state_store,
 )
-from iotswarm_tests.test_reliability_export import assert_exactly_the_expected_objects, stored_rows
 
 DAY = date(2024, 6, 1)
 SITES = ("ALIC1", "BALRD", "CHIMN")

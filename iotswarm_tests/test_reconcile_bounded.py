@@ -17,9 +17,9 @@ import pytest
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import cli, commands
+from iotswarm_tests.export_faults import ROOT, new_bucket, s3_on
 from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, sqlite_url
 from iotswarm_tests.s3_fault_proxy import FaultPlan, fault_proxy
-from iotswarm_tests.test_reliability_export import ROOT, new_bucket, s3_on
 
 SITES = ("ALIC1", "BALRD", "CHIMN")
 LIVE_COSMOS = Path(sys.executable).with_name("live-cosmos")

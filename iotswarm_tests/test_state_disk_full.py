@@ -3,7 +3,8 @@
 The save writes main, its checksum, the backup, its checksum. When the disk fills after main was
 written, the new watermarks are on disk, so "watermark not saved … the next run re-sends them"
 was false: the message must say what the files hold. The state folder is a small tmpfs in a
-private mount namespace, as in ``test_reliability_export_round2.test_a_full_disk_is_named_enospc``.
+private mount namespace, as in
+``test_export_object_store_faults.test_a_full_disk_is_named_enospc``.
 """
 
 from __future__ import annotations

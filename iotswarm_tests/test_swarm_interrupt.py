@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 
 from iotswarm_tests.services import wait_until
-from iotswarm_tests.test_reliability_swarm_round2 import (  # the marker fixture kills leftovers
+from iotswarm_tests.swarm_runs import (  # the marker fixture kills leftovers
     REFERENCE_CSV,
     iot_swarm,
     mark,  # noqa: F401

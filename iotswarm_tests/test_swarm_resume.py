@@ -22,7 +22,7 @@ from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm import sessions
 from iotswarm_pipelines.swarm.mqtt.window import QOS1_WINDOW
 from iotswarm_tests.services import wait_until
-from iotswarm_tests.test_reliability_swarm_round2 import (  # the marker fixture kills leftovers
+from iotswarm_tests.swarm_runs import (  # the marker fixture kills leftovers
     iot_swarm,
     mark,  # noqa: F401
     marked_processes,

@@ -150,7 +150,7 @@ def build_object(
 ) -> tuple[str, bytes]:
     """(key, body) of one payload: the same text and key for the live and historical assets."""
     site_id = rows[0][catalogue.SITE_ID]
-    payload = payloads.formatted_payload(site_id, rows, payload_format)
+    payload = payloads.cr1000x_payload(site_id, rows, payload_format)
     text, md5 = payloads.payload_json_md5(payload)
     key = keys.object_key_for_md5(prefix, site_id, table.name, newest_time(rows), md5)
     return key, text.encode()

@@ -183,7 +183,7 @@ def encoder(
     """Bytes of one message from a station's rows; ``basic`` with several rows is a JSON list."""
     if device_type == "cr1000x":
         return lambda station, rows: payloads.payload_json(
-            payloads.formatted_payload(station, rows, payload_format)
+            payloads.cr1000x_payload(station, rows, payload_format)
         ).encode()
     if device_type == "basic":
         strict = payload_format.strict_json

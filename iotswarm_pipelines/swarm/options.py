@@ -16,7 +16,7 @@ other command trees that spell the options their own way), and the engine's sett
 Adding an option: add one field to the model it belongs to::
 
     ramp_rate: float = option(0.0, "Devices joining per second; 0 = all at once.",
-                              group=SCHEDULE, rule=AtLeast(0))
+                              group=SCHEDULE, ge=0)
 
 It then appears in the launchpad, as ``iot-swarm --ramp-rate`` (help shows its default), is
 checked before any device starts, and reaches every shard as ``spec.options.ramp_rate``. A
@@ -28,14 +28,17 @@ This module is plain data and rules: no Dagster, no MQTT engine, no I/O.
 from __future__ import annotations
 
 import argparse
+import enum
+import functools
 import ipaddress
 import types
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union, cast, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.payloads import DEFAULT_PROG_NAME
@@ -47,84 +50,10 @@ METRICS = "live metrics (Prometheus; docs/metrics.md)"
 CONTROL = "command and control (Campbell's MQTT API; cr1000x devices, per-device connections)"
 
 COSMOS_SOURCE = "cosmos"
-MODES = ("latest", "loop", "replay")
-DEVICE_TYPES = ("cr1000x", "basic")
-CONNECTIONS = ("per_device", "shared")
-RAMPS = ("none", "linear", "step")
-PROTOCOLS = ("3.1.1", "5")
 
 
 class SwarmConfigError(ValueError):
     """A swarm option, or what it names, cannot work; the message is one line naming it."""
-
-
-# Rules: each checks one option's value and says, in one line, what is wrong and what fits.
-
-
-class Rule:
-    """A check of one option's value; ``message`` is a one-line template of the complaint."""
-
-    message: str
-
-    def broken(self, value: Any) -> bool:
-        raise NotImplementedError
-
-    def problem(self, name: str, value: Any) -> str | None:
-        """The one-line complaint about ``value``, or None when it fits (None always fits)."""
-        if value is None or not self.broken(value):
-            return None
-        return self.message.format(name=name, value=value, **vars(self))
-
-
-@dataclass(frozen=True)
-class AtLeast(Rule):
-    low: float
-    message: str = "{name} must be at least {low:g}, got {value:g}"
-
-    def broken(self, value: Any) -> bool:
-        return bool(value < self.low)
-
-
-@dataclass(frozen=True)
-class Above(Rule):
-    low: float
-    message: str = "{name} must be greater than {low:g}, got {value:g}"
-
-    def broken(self, value: Any) -> bool:
-        return bool(value <= self.low)
-
-
-@dataclass(frozen=True)
-class Between(Rule):
-    low: float
-    high: float
-    message: str = "{name} must be from {low:g} to {high:g}, got {value:g}"
-
-    def broken(self, value: Any) -> bool:
-        return not self.low <= value <= self.high
-
-
-@dataclass(frozen=True)
-class OneOf(Rule):
-    values: tuple[Any, ...]
-    message: str = "{name} {value!r} is unknown: use one of {allowed}"
-
-    def broken(self, value: Any) -> bool:
-        return value not in self.values
-
-    def problem(self, name: str, value: Any) -> str | None:
-        if value is None or not self.broken(value):
-            return None
-        allowed = ", ".join(str(v) for v in self.values)
-        return self.message.format(name=name, value=value, allowed=allowed)
-
-
-@dataclass(frozen=True)
-class NotEmpty(Rule):
-    message: str
-
-    def broken(self, value: Any) -> bool:
-        return not value
 
 
 def host_and_port(text: str, default_port: int) -> tuple[str, int]:
@@ -149,62 +78,95 @@ def host_and_port(text: str, default_port: int) -> tuple[str, int]:
     return host, int(port)
 
 
-@dataclass(frozen=True)
-class Brokers(Rule):
+def brokers(values: list[str]) -> list[str]:
     """Each value is `host` or `host:port`."""
-
-    message: str = "{name}: {problem}"
-
-    def broken(self, value: Any) -> bool:
-        return self.problem("", value) is not None
-
-    def problem(self, name: str, value: Any) -> str | None:
-        for text in value or ():
-            try:
-                host_and_port(text, 1)
-            except ValueError as exc:
-                return self.message.format(name=name, problem=exc)
-        return None
+    for text in values:
+        host_and_port(text, 1)
+    return values
 
 
-@dataclass(frozen=True)
-class IpAddresses(Rule):
+def ip_addresses(values: list[str]) -> list[str]:
     """Each value is an IP address (of this host, which only connecting can tell)."""
+    for text in values:
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not an IP address: give addresses of this host, such as "
+                "127.0.0.2 (any 127.x.y.z works on loopback)"
+            ) from None
+    return values
 
-    message: str = (
-        "{name}: {value!r} is not an IP address: give addresses of this host, such as "
-        "127.0.0.2 (any 127.x.y.z works on loopback)"
-    )
 
-    def broken(self, value: Any) -> bool:
-        return self.problem("", value) is not None
+Mode = Literal["latest", "loop", "replay"]
+DeviceType = Literal["cr1000x", "basic"]
+Connections = Literal["per_device", "shared"]
+Ramp = Literal["none", "linear", "step"]
+Protocol = Literal["3.1.1", "5"]
+MODES: tuple[str, ...] = get_args(Mode)
+DEVICE_TYPES: tuple[str, ...] = get_args(DeviceType)
+CONNECTIONS: tuple[str, ...] = get_args(Connections)
+RAMPS: tuple[str, ...] = get_args(Ramp)
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
-    def problem(self, name: str, value: Any) -> str | None:
-        for text in value or ():
-            try:
-                ipaddress.ip_address(text)
-            except ValueError:
-                return self.message.format(name=name, value=text)
-        return None
+PERCENT = "{name} is a percentage: {ge:g} to {le:g}, got {value:g}"
 
 
 @dataclass(frozen=True)
 class OptionInfo:
-    """What the models say about an option beyond its type, default and help."""
+    """What the models say about an option beyond its type, default and help.
+
+    ``limits`` are pydantic's own constraints (``ge``, ``gt``, ``le``, ``min_length``) and
+    ``choices`` a ``Literal`` type; ``check`` runs them (see ``check``). ``message`` is the
+    one-line complaint when the default wording does not fit.
+    """
 
     group: str
-    rule: Rule | None = None
     cli: bool = True
+    choices: Any = None
+    limits: Mapping[str, float] = field(default_factory=dict)
+    validator: Callable[[Any], Any] | None = None
+    message: str | None = None
 
-
-PERCENT = Between(0, 100, "{name} is a percentage: {low:g} to {high:g}, got {value:g}")
+    def complaint(self, name: str, value: Any, error: ErrorDetails) -> str:
+        """The one line saying what is wrong with ``value`` and what fits."""
+        if error["type"] == "value_error":  # a validator's own line
+            problem = str(error.get("ctx", {}).get("error", error["msg"]))
+            return (self.message or "{name}: {problem}").format(name=name, problem=problem)
+        if self.message:
+            template = self.message
+        elif self.choices is not None:
+            template = "{name} {value!r} is unknown: use one of {allowed}"
+        elif "le" in self.limits:
+            template = "{name} must be from {ge:g} to {le:g}, got {value:g}"
+        elif "gt" in self.limits:
+            template = "{name} must be greater than {gt:g}, got {value:g}"
+        else:
+            template = "{name} must be at least {ge:g}, got {value:g}"
+        allowed = ", ".join(str(v) for v in get_args(self.choices))
+        return template.format(name=name, value=value, allowed=allowed, **self.limits)
 
 
 def option(
-    default: Any, help: str, *, group: str, rule: Rule | None = None, cli: bool = True
+    default: Any,
+    help: str,
+    *,
+    group: str,
+    cli: bool = True,
+    choices: Any = None,
+    validator: Callable[[Any], Any] | None = None,
+    message: str | None = None,
+    **limits: float,
 ) -> Any:
-    """Declare an option: a pydantic field carrying its command-line group and its rule."""
-    info = OptionInfo(group=group, rule=rule, cli=cli)
+    """Declare an option: a pydantic field carrying its command-line group and its limits.
+
+    The limits are pydantic's (``ge=0``, ``le=100``, ``gt=0``, ``min_length=1``) and
+    ``choices`` a ``Literal``, applied by ``check`` rather than on construction: Dagster builds
+    the launchpad config before the op runs, so a value out of range would fail there as a
+    validation traceback instead of the op's one line (and Dagster's config types cannot
+    express a ``Literal`` of numbers such as QoS 0 or 1).
+    """
+    info = OptionInfo(group, cli, choices, limits, validator, message)
     return Field(default=default, description=help, json_schema_extra={"option": cast(Any, info)})
 
 
@@ -214,17 +176,41 @@ def info(field_info: FieldInfo) -> OptionInfo:
     return cast(OptionInfo, extra["option"])
 
 
+def same(model: type[BaseModel], name: str) -> Any:
+    """Another model's field for the same option: its default, help and limits, not a copy."""
+    return model.model_fields[name]
+
+
+@functools.cache
+def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any] | None:
+    """Pydantic's validator of one option's limits, choices and validator; None: any value."""
+    if not isinstance(model.model_fields[name].json_schema_extra, dict):
+        return None  # not an option (the engine's own tuning)
+    meta = info(model.model_fields[name])
+    if meta.choices is None and not meta.limits and meta.validator is None:
+        return None
+    kind = meta.choices or _value_type(model.model_fields[name].annotation)
+    extras: list[Any] = [Field(**dict[str, Any](meta.limits))] if meta.limits else []
+    if meta.validator is not None:
+        extras.append(AfterValidator(meta.validator))
+    return TypeAdapter(Annotated[kind, *extras] if extras else kind)
+
+
 class SwarmOptions(BaseModel):
     """Options of one swarm run; see the README's "MQTT device swarm" section."""
 
-    table: str = option(catalogue.SOILMET_30MIN.name, "COSMOS table.", group=DATA)
+    # A choice of the catalogue's tables in the launchpad rather than free text; command lines
+    # take the older spellings (LEVEL_1_...) too and resolve them before they build the model.
+    table: catalogue.TableName = option(
+        catalogue.TableName(catalogue.SOILMET_30MIN.name), "COSMOS table.", group=DATA
+    )
     source: str = option(
         COSMOS_SOURCE,
         "'cosmos' (the cosmos resource) or the path of a CSV export of the table.",
         group=DATA,
     )
     sites: list[str] = option([], "Site IDs; empty = all sites of the table.", group=DATA)
-    max_sites: int | None = option(None, "Use only the first N sites.", group=DATA, rule=AtLeast(1))
+    max_sites: int | None = option(None, "Use only the first N sites.", group=DATA, ge=1)
     devices: int | None = option(None, "Total devices cloned from the sites.", group=DATA)
     per_site: int | None = option(None, "Devices cloned per site.", group=DATA)
     device_id_template: str | None = option(
@@ -233,32 +219,27 @@ class SwarmOptions(BaseModel):
         "Default {site} for one device per site, {site}-{n:05d} for clones.",
         group=DATA,
     )
-    mode: str = option("latest", "latest | loop | replay", group=DATA, rule=OneOf(MODES))
-    speed: float = option(
-        48.0, "replay: history seconds per real second.", group=DATA, rule=Above(0)
-    )
+    mode: str = option("latest", "latest | loop | replay", group=DATA, choices=Mode)
+    speed: float = option(48.0, "replay: history seconds per real second.", group=DATA, gt=0)
     history_start: str | None = option(
         None, "loop/replay: start with rows after this ISO time.", group=DATA
     )
-    rows_per_message: int = option(1, "loop/replay: rows per message.", group=DATA, rule=AtLeast(1))
-    device_type: str = option("cr1000x", "cr1000x | basic", group=DATA, rule=OneOf(DEVICE_TYPES))
+    rows_per_message: int = option(1, "loop/replay: rows per message.", group=DATA, ge=1)
+    device_type: str = option("cr1000x", "cr1000x | basic", group=DATA, choices=DeviceType)
     prog_name: str = option(
         DEFAULT_PROG_NAME,
         "cr1000x: prog_name in every payload; the old tool's is CPU:iotswarm-<version>.CR1X.",
         group=DATA,
-        rule=NotEmpty("prog_name is empty: e.g. CPU:iotswarm-1.6.10.CR1X"),
+        min_length=1,
+        message="prog_name is empty: e.g. CPU:iotswarm-1.6.10.CR1X",
     )
     strict_json: bool = option(
         False,
         "Write NaN and +-Infinity as null instead of the old tool's NaN/Infinity.",
         group=DATA,
     )
-    sleep_time: float = option(
-        60.0, "Seconds between a device's sends.", group=SCHEDULE, rule=AtLeast(0)
-    )
-    max_cycles: int = option(
-        1, "Sends per device; 0 = until terminated.", group=SCHEDULE, rule=AtLeast(0)
-    )
+    sleep_time: float = option(60.0, "Seconds between a device's sends.", group=SCHEDULE, ge=0)
+    max_cycles: int = option(1, "Sends per device; 0 = until terminated.", group=SCHEDULE, ge=0)
     delay_start: bool = option(
         False, "Delay each device's first send by up to sleep_time.", group=SCHEDULE
     )
@@ -266,12 +247,12 @@ class SwarmOptions(BaseModel):
         0.0,
         "Percent of cycles skipped.",
         group=SCHEDULE,
-        rule=Between(0, 100, "{name} is a percentage: {low:g} to {high:g}, got {value:g}"),
+        ge=0,
+        le=100,
+        message=PERCENT,
     )
     seed: int = option(0, "Seed of delays and skipped cycles.", group=SCHEDULE)
-    shards: int = option(
-        1, "Shards, each run by its own step process.", group=SCHEDULE, rule=AtLeast(1)
-    )
+    shards: int = option(1, "Shards, each run by its own step process.", group=SCHEDULE, ge=1)
     swarm_name: str | None = option(
         None, "Names the session (positions saved); default from the run ID.", group=SCHEDULE
     )
@@ -286,9 +267,7 @@ class SwarmOptions(BaseModel):
     )
     dry: bool = option(False, "Build messages, send nothing.", group=SCHEDULE)
     verify: bool = option(False, "Subscribe and match what arrives.", group=SCHEDULE)
-    progress_interval: float = option(
-        5.0, "Seconds between progress logs.", group=SCHEDULE, rule=AtLeast(0.1)
-    )
+    progress_interval: float = option(5.0, "Seconds between progress logs.", group=SCHEDULE, ge=0.1)
     stop_file: str | None = option(
         None,
         "Shards stop cleanly once this file exists (used by iot-swarm).",
@@ -296,12 +275,14 @@ class SwarmOptions(BaseModel):
         cli=False,
     )
     qos: int = option(
-        1, "0 or 1", group=MQTT, rule=OneOf((0, 1), "{name} {value} is not supported: use 0 or 1")
+        1,
+        "0 or 1",
+        group=MQTT,
+        choices=Literal[0, 1],
+        message="{name} {value} is not supported: use 0 or 1",
     )
-    protocol: str = option("3.1.1", "3.1.1 or 5", group=MQTT, rule=OneOf(PROTOCOLS))
-    connections: str = option(
-        "per_device", "per_device | shared", group=MQTT, rule=OneOf(CONNECTIONS)
-    )
+    protocol: str = option("3.1.1", "3.1.1 or 5", group=MQTT, choices=Protocol)
+    connections: str = option("per_device", "per_device | shared", group=MQTT, choices=Connections)
     client_id: str | None = option(
         None,
         "Client ID of the one shared connection (connections shared, one shard; the old "
@@ -311,65 +292,67 @@ class SwarmOptions(BaseModel):
     mqtt_prefix: str | None = option(None, "Topic levels before the device.", group=MQTT)
     mqtt_suffix: str | None = option(None, "Topic levels after the device.", group=MQTT)
     connect_rate: float = option(
-        200.0, "New connections per second; 0 = no limit.", group=MQTT, rule=AtLeast(0)
+        200.0, "New connections per second; 0 = no limit.", group=MQTT, ge=0
     )
     max_publish_rate: float = option(
         100.0,
         "Publishes per second per connection (IoT Core: 100); 0 = no limit.",
         group=MQTT,
-        rule=AtLeast(0),
+        ge=0,
     )
     give_up_after: float = option(
         300.0,
         "Seconds a shard may go without any broker connection before the run gives up and "
         "fails, counting what it did not send; 0 = never.",
         group=MQTT,
-        rule=AtLeast(0),
+        ge=0,
     )
     outage_share: float = option(
         0.0,
         "Percent of devices whose link goes down (100 = a network-wide outage); 0 = no outage.",
         group=SCENARIO,
-        rule=Between(0, 100, "{name} is a percentage: {low:g} to {high:g}, got {value:g}"),
+        ge=0,
+        le=100,
+        message=PERCENT,
     )
     outage_start: float = option(
         0.0,
         "Simulated minutes after a device's first row when its link goes down.",
         group=SCENARIO,
-        rule=AtLeast(0),
+        ge=0,
     )
     outage_minutes: float = option(
         0.0,
         "Simulated minutes the link stays down; the rows logged meanwhile are the backlog, "
         "uploaded in order on reconnecting, before live rows.",
         group=SCENARIO,
-        rule=AtLeast(0),
+        ge=0,
     )
     backlog_batch: int = option(
         1,
         "Backlog upload: messages of up to this many rows_per_message messages joined "
         "(1 = one message per row, as live).",
         group=SCENARIO,
-        rule=AtLeast(1),
+        ge=1,
     )
     ramp: str = option(
         "none",
         "How devices join: none (all at once), linear, step.",
         group=SCENARIO,
-        rule=OneOf(RAMPS),
+        choices=Ramp,
     )
     ramp_minutes: float = option(
-        0.0, "Simulated minutes over which the devices join.", group=SCENARIO, rule=AtLeast(0)
+        0.0, "Simulated minutes over which the devices join.", group=SCENARIO, ge=0
     )
-    ramp_steps: int = option(
-        4, "step ramp: number of equal steps.", group=SCENARIO, rule=AtLeast(1)
-    )
+    ramp_steps: int = option(4, "step ramp: number of equal steps.", group=SCENARIO, ge=1)
     metrics_port: int = option(
         0,
         "Serve each shard's metrics on http://<host>:<port>/metrics: the first shard on this "
         "port, each further shard on the next; 0 = off.",
         group=METRICS,
-        rule=Between(0, 65535, "metrics_port {value} is out of range 0-65535 (0 = off)"),
+        ge=0,
+        le=65535,
+        message="metrics_port {value} is out of range 0-65535 (0 = off)",
     )
     pushgateway: str | None = option(
         None,
@@ -381,7 +364,8 @@ class SwarmOptions(BaseModel):
         10.0,
         "Seconds between pushes to the Pushgateway.",
         group=METRICS,
-        rule=AtLeast(0.5, "metrics_interval must be at least {low:g} seconds, got {value:g}"),
+        ge=0.5,
+        message="metrics_interval must be at least {ge:g} seconds, got {value:g}",
     )
     control: bool = option(
         True,
@@ -394,44 +378,51 @@ class SwarmOptions(BaseModel):
         "cs/v2",
         "Campbell groupID: the first topic levels of cc/, cr/ and state/ (mqtt-control's topic).",
         group=CONTROL,
-        rule=NotEmpty("group_id is empty: e.g. cs/v2"),
+        min_length=1,
+        message="group_id is empty: e.g. cs/v2",
     )
     reboot_seconds: float = option(
         5.0,
         "Seconds a restarting device (reboot, program, OS, MQTT config) stays offline.",
         group=CONTROL,
-        rule=AtLeast(0),
+        ge=0,
     )
     control_ignore_share: float = option(
         0.0,
         "Percent of devices that ignore every command.",
         group=CONTROL,
-        rule=PERCENT,
+        ge=0,
+        le=100,
+        message=PERCENT,
     )
     control_late_share: float = option(
         0.0,
         "Percent of devices that answer late (delay log-normal: control_late_median, "
         "control_late_p99).",
         group=CONTROL,
-        rule=PERCENT,
+        ge=0,
+        le=100,
+        message=PERCENT,
     )
     control_late_median: float = option(
-        2.0, "Median seconds of a late answer's delay.", group=CONTROL, rule=Above(0)
+        2.0, "Median seconds of a late answer's delay.", group=CONTROL, gt=0
     )
     control_late_p99: float = option(
-        10.0, "99th percentile seconds of a late answer's delay.", group=CONTROL, rule=Above(0)
+        10.0, "99th percentile seconds of a late answer's delay.", group=CONTROL, gt=0
     )
     control_download_fail_share: float = option(
         0.0,
         "Percent of devices whose OS/program/mqttConfig downloads always fail.",
         group=CONTROL,
-        rule=PERCENT,
+        ge=0,
+        le=100,
+        message=PERCENT,
     )
     download_timeout: float = option(
         10.0,
         "Seconds a device's HTTP(S) download may take (connect, each read, and in all).",
         group=CONTROL,
-        rule=Above(0),
+        gt=0,
     )
 
 
@@ -442,13 +433,16 @@ class BrokerOptions(BaseModel):
         "127.0.0.1",
         "Broker host name or address.",
         group=MQTT,
-        rule=NotEmpty("MQTT host is empty: give the broker's host name or address"),
+        min_length=1,
+        message="MQTT host is empty: give the broker's host name or address",
     )
     port: int = option(
         1883,
         "1883 plain, 8883 TLS, 443 TLS with ALPN.",
         group=MQTT,
-        rule=Between(1, 65535, "MQTT port {value} is out of range 1-65535"),
+        ge=1,
+        le=65535,
+        message="MQTT port {value} is out of range 1-65535",
     )
     username: str | None = option(None, "Username, if the broker wants one.", group=MQTT)
     password: str | None = option(
@@ -458,7 +452,8 @@ class BrokerOptions(BaseModel):
         60,
         "MQTT keep-alive seconds.",
         group=MQTT,
-        rule=AtLeast(5, "MQTT keepalive {value}s is too short: use >= 5"),
+        ge=5,
+        message="MQTT keepalive {value}s is too short: use >= 5",
     )
     clean_session: bool = option(True, "Clean session / clean start.", group=MQTT)
     brokers: list[str] = option(
@@ -466,7 +461,7 @@ class BrokerOptions(BaseModel):
         "Brokers as host or host:port (port default: port), taken round robin by shard: a "
         "cluster's nodes, or several brokers for more connections; empty = host.",
         group=MQTT,
-        rule=Brokers(),
+        validator=brokers,
     )
     source_addresses: list[str] = option(
         [],
@@ -474,7 +469,7 @@ class BrokerOptions(BaseModel):
         "127.0.0.2, 127.0.0.3, ... work as they are): one address reaches one broker through "
         "about 28,000 ports.",
         group=MQTT,
-        rule=IpAddresses(),
+        validator=ip_addresses,
     )
     tls: bool = option(False, "Connect with TLS (implied by the files and ALPN).", group=TLS)
     ca_file: str | None = option(None, "CA bundle (PEM) to trust.", group=TLS)
@@ -495,22 +490,33 @@ BROKER = BrokerOptions()
 """Every broker option at its default."""
 
 
+def problem(model: type[BaseModel], name: str, value: Any) -> str | None:
+    """The one-line complaint about one option's value, or None when it fits (None always fits)."""
+    adapter = _adapter(model, name)
+    if value is None or adapter is None:
+        return None
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        return info(model.model_fields[name]).complaint(name, value, exc.errors()[0])
+    return None
+
+
 def check(
     values: object,
     model: type[BaseModel],
     names: Iterable[str] | None = None,
     error: type[Exception] = SwarmConfigError,
 ) -> None:
-    """Raise ``error`` with one line for the first option of ``model`` whose rule fails.
+    """Raise ``error`` with one line for the first option of ``model`` that does not fit.
 
     ``values`` is anything with the options as attributes (a model, a settings object);
     ``names`` limits the check to some options.
     """
     for name in model.model_fields if names is None else names:
-        rule = info(model.model_fields[name]).rule
-        problem = rule.problem(name, getattr(values, name)) if rule else None
-        if problem:
-            raise error(problem)
+        complaint = problem(model, name, getattr(values, name))
+        if complaint:
+            raise error(complaint)
 
 
 # Command lines. Each option becomes --kebab-name in its group; a command tree that spells the
@@ -534,10 +540,16 @@ class Arg:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _value_type(annotation: Any) -> Any:
+    """The value type behind ``X | None``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
+
+
 def _kind(annotation: Any) -> Any:
     """The value type behind ``X | None`` (and ``list`` for lists)."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    annotation = _value_type(annotation)
     return get_origin(annotation) or annotation
 
 
@@ -590,9 +602,9 @@ def add_arguments(
             kwargs.update(action="append", default=None)
             help += " (comma-separated, repeatable)"
         else:
-            kwargs["type"] = kind
-            if isinstance(meta.rule, OneOf):
-                kwargs["choices"] = [_cli_spelling(v) for v in meta.rule.values]
+            kwargs["type"] = str if issubclass(kind, enum.Enum) else kind
+            if meta.choices is not None:
+                kwargs["choices"] = [_cli_spelling(v) for v in get_args(meta.choices)]
                 if kind is str:
                     kwargs["type"] = _cli_spelling
                 default = _cli_spelling(default)
@@ -616,10 +628,10 @@ def parsed_values(namespace: argparse.Namespace, model: type[BaseModel]) -> dict
         value = getattr(namespace, name, None)
         if value is None:
             continue
-        rule = info(field_info).rule
+        choices = get_args(info(field_info).choices)
         if isinstance(value, list):
             value = [part.strip() for v in value for part in v.split(",") if part.strip()]
-        elif isinstance(rule, OneOf) and isinstance(value, str):
-            value = next((v for v in rule.values if _cli_spelling(v) == value), value)
+        elif choices and isinstance(value, str):
+            value = next((v for v in choices if _cli_spelling(v) == value), value)
         values[name] = value
     return values

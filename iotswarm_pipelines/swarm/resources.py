@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from iotswarm_pipelines.secret_files import read_secret
-from iotswarm_pipelines.swarm.mqtt.settings import MqttSettings, for_shard
+from iotswarm_pipelines.swarm.mqtt.settings import RUN_OPTIONS, MqttSettings, for_shard
 from iotswarm_pipelines.swarm.options import RUN, BrokerOptions, SwarmOptions
 
 
@@ -28,22 +28,16 @@ class MqttResource(dg.ConfigurableResource, BrokerOptions):
         """The engine's settings for one shard: its broker and source address (round robin
         over `brokers` and `source_addresses`), with the run's QoS, protocol and rates."""
         settings = MqttSettings(
-            host=self.host,
-            port=self.port,
-            protocol=run.protocol,  # type: ignore[arg-type]
-            qos=run.qos,
-            keepalive=self.keepalive,
-            clean_session=self.clean_session,
-            username=self.username or None,
-            password=self._password(),
-            tls=self.tls or bool(self.ca_file or self.cert_file or self.alpn),
-            ca_file=self.ca_file or None,
-            cert_file=self.cert_file or None,
-            key_file=self.key_file or None,
-            tls_insecure=self.tls_insecure,
-            alpn=tuple(self.alpn),
-            connect_rate=run.connect_rate,
-            max_publish_rate=run.max_publish_rate,
-            give_up_after=run.give_up_after,
+            **self.model_dump(include=set(BrokerOptions.model_fields)),
+            **run.model_dump(include=RUN_OPTIONS),
+        ).model_copy(
+            update={  # Dagster config spells "none" as empty; TLS files or ALPN imply TLS
+                "username": self.username or None,
+                "password": self._password(),
+                "tls": self.tls or bool(self.ca_file or self.cert_file or self.alpn),
+                "ca_file": self.ca_file or None,
+                "cert_file": self.cert_file or None,
+                "key_file": self.key_file or None,
+            }
         )
         return for_shard(settings, shard, self.brokers, self.source_addresses)

@@ -300,7 +300,7 @@ def run_planned_shard(
                 streams,
                 settings,
                 spec.schedule,
-                connections=options.connections,  # type: ignore[arg-type]
+                connections=options.connections,
                 client_id=options.client_id,
                 dry=options.dry,
                 verify=options.verify,

@@ -15,7 +15,7 @@ from iotswarm_pipelines.swarm.iot_core import MAX_PAYLOAD_BYTES
 
 
 def _encode(station: str, rows: Sequence[Mapping[str, Any]], fmt: payloads.PayloadFormat) -> bytes:
-    return payloads.payload_json(payloads.formatted_payload(station, rows, fmt)).encode()
+    return payloads.payload_json(payloads.cr1000x_payload(station, rows, fmt)).encode()
 
 
 def empty(station: str, fmt: payloads.PayloadFormat, template: Mapping[str, Any] | None) -> bytes:
@@ -24,7 +24,7 @@ def empty(station: str, fmt: payloads.PayloadFormat, template: Mapping[str, Any]
     if template is None:
         head = {"head": {"transaction": 0, "signature": 111111, "fields": []}, "data": []}
         return payloads.payload_json(head).encode()
-    payload = payloads.formatted_payload(station, [template], fmt)
+    payload = payloads.cr1000x_payload(station, [template], fmt)
     payload["data"] = []
     return payloads.payload_json(payload).encode()
 

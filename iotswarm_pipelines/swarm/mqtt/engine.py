@@ -26,7 +26,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from iotswarm_pipelines.payloads import DEFAULT_FORMAT, PayloadFormat
 from iotswarm_pipelines.swarm.mqtt.accounting import Accounts
@@ -302,7 +301,7 @@ def run_shard(
     settings: MqttSettings,
     schedule: Schedule,
     *,
-    connections: Literal["per_device", "shared"] = "per_device",
+    connections: str = "per_device",
     client_id: str | None = None,
     dry: bool = False,
     verify: bool = False,

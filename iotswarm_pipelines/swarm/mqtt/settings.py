@@ -9,17 +9,17 @@ import ssl
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import ConfigDict
 
 from iotswarm_pipelines.swarm import options
 from iotswarm_pipelines.swarm.mqtt.client import SwarmClient
 from iotswarm_pipelines.swarm.mqtt.tls import build_ssl_context
-from iotswarm_pipelines.swarm.options import BROKER, RUN, BrokerOptions, SwarmOptions
+from iotswarm_pipelines.swarm.options import BrokerOptions, SwarmOptions
 
 PROTOCOLS = {"3.1.1": paho.MQTTv311, "5": paho.MQTTv5}
 SESSION_EXPIRY_SECONDS = 3600  # MQTT 5 persistent sessions (clean_session=False) outlive a drop
@@ -41,35 +41,29 @@ class BrokerRefusedError(BrokerError):
     """The broker answered but refused us: credentials, authorisation or TLS handshake."""
 
 
-@dataclass(frozen=True)
-class MqttSettings:
+RUN_OPTIONS = {"protocol", "qos", "connect_rate", "max_publish_rate", "give_up_after"}
+"""The run options the engine takes from ``SwarmOptions`` (the rest of its options are the
+broker's)."""
+
+
+class MqttSettings(BrokerOptions):
     """The broker options and the run's MQTT options, as the engine needs them.
 
-    Defaults, meanings and checks of the options are those of ``swarm.options``; only the
-    reconnect and timeout tuning below is the engine's own.
+    The broker options are inherited and the run options taken field by field from
+    ``SwarmOptions``, so defaults, meanings and limits are declared once, in ``swarm.options``;
+    only the reconnect and timeout tuning and the one source address are the engine's own.
     """
 
-    host: str = BROKER.host
-    port: int = BROKER.port
-    protocol: Literal["3.1.1", "5"] = RUN.protocol  # type: ignore[assignment]
-    qos: int = RUN.qos
-    keepalive: int = BROKER.keepalive
-    clean_session: bool = BROKER.clean_session
-    username: str | None = BROKER.username
-    password: str | None = field(default=BROKER.password, repr=False)
-    tls: bool = BROKER.tls
-    ca_file: str | None = BROKER.ca_file
-    cert_file: str | None = BROKER.cert_file
-    key_file: str | None = BROKER.key_file
-    tls_insecure: bool = BROKER.tls_insecure
-    alpn: tuple[str, ...] = tuple(BROKER.alpn)
-    connect_rate: float = RUN.connect_rate
-    max_publish_rate: float = RUN.max_publish_rate
+    model_config = ConfigDict(frozen=True)
+
+    protocol: str = options.same(SwarmOptions, "protocol")
+    qos: int = options.same(SwarmOptions, "qos")
+    connect_rate: float = options.same(SwarmOptions, "connect_rate")
+    max_publish_rate: float = options.same(SwarmOptions, "max_publish_rate")
+    give_up_after: float = options.same(SwarmOptions, "give_up_after")
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 30.0
     connect_timeout: float = 10.0
-    give_up_after: float = RUN.give_up_after
-    """Seconds without any broker connection before the shard gives up; 0 = never."""
     source_address: str | None = None
     """Local address every connection binds to (127.0.0.2, 127.0.0.3, ... on loopback): one
     address reaches one broker address through at most ~28,000 ephemeral ports."""
@@ -79,15 +73,14 @@ class MqttSettings:
             value = getattr(self, name)
             return "'***'" if name == "password" and value else repr(value)
 
-        listed = ", ".join(f"{f.name}={shown(f.name)}" for f in fields(self))
+        listed = ", ".join(f"{name}={shown(name)}" for name in type(self).model_fields)
         return f"MqttSettings({listed})"
 
     __str__ = __repr__
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # type: ignore[override]
         """Raise `MqttConfigError` (one line) for settings that cannot work."""
-        options.check(self, BrokerOptions, ("host", "port", "keepalive"), MqttConfigError)
-        options.check(self, SwarmOptions, _RUN_OPTIONS, MqttConfigError)
+        options.check(self, MqttSettings, error=MqttConfigError)
         if self.password is not None and self.username is None:
             raise MqttConfigError("MQTT password given without a username")
         if not 0 < self.reconnect_min_delay <= self.reconnect_max_delay:
@@ -97,9 +90,10 @@ class MqttSettings:
         if self.connect_timeout <= 0:
             raise MqttConfigError("MQTT connect_timeout must be > 0 seconds")
         if self.source_address is not None:
-            problem = options.IpAddresses().problem("source_address", [self.source_address])
-            if problem:
-                raise MqttConfigError(problem)
+            try:
+                options.ip_addresses([self.source_address])
+            except ValueError as exc:
+                raise MqttConfigError(f"source_address: {exc}") from None
         if not self.tls and (self.ca_file or self.cert_file or self.key_file or self.alpn):
             raise MqttConfigError("MQTT certificate files or ALPN given but tls is off: set tls")
         if self.tls:
@@ -109,7 +103,8 @@ class MqttSettings:
         """The TLS context for every connection, built (and its files checked) once."""
         if not self.tls:
             return None
-        key = (self.ca_file, self.cert_file, self.key_file, self.tls_insecure, self.alpn)
+        alpn = tuple(self.alpn)
+        key = (self.ca_file, self.cert_file, self.key_file, self.tls_insecure, alpn)
         cached = _CONTEXTS.get(key)
         if cached is None:
             cached = _CONTEXTS[key] = build_ssl_context(
@@ -117,7 +112,7 @@ class MqttSettings:
                 cert_file=self.cert_file,
                 key_file=self.key_file,
                 insecure=self.tls_insecure,
-                alpn=self.alpn,
+                alpn=alpn,
                 error=MqttConfigError,
             )
         return cached
@@ -127,7 +122,6 @@ class MqttSettings:
         return f"{self.host}:{self.port}"
 
 
-_RUN_OPTIONS = ("protocol", "qos", "connect_rate", "max_publish_rate")
 _CONTEXTS: dict[tuple, ssl.SSLContext] = {}
 
 
@@ -149,7 +143,7 @@ def for_shard(
         changes["host"], changes["port"] = host_port
     if source_addresses:
         changes["source_address"] = source_addresses[shard % len(source_addresses)]
-    return replace(settings, **changes) if changes else settings
+    return settings.model_copy(update=changes) if changes else settings
 
 
 def new_client(

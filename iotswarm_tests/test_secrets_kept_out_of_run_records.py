@@ -1,15 +1,13 @@
-"""Issue 5, items 10, 11 and 13: broker restarts and refusals, and secrets kept out of runs.
+"""Secrets never reach what Dagster records of a run.
 
-Real Mosquitto brokers (private, from ``mosquitto_fixtures``), PostgreSQL and the moto S3
-server; every run whose records are searched is made on ``dg.instance_for_test()``.
+The MQTT password, a database URL's password and the AWS secret key, planted as unique
+values, are searched for in every event, the run, its config, tags and job snapshot (and in a
+command's whole ``DAGSTER_HOME``), for good runs and failed ones; every run is made on
+``dg.instance_for_test()`` or a home of the test's own.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -27,154 +25,15 @@ from iotswarm_pipelines.export.object_store import S3ObjectStore
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.secret_files import SWARM_PASSWORD_ENV as PASSWORD_ENV
 from iotswarm_pipelines.secret_files import SWARM_SOURCE_URL_ENV
-from iotswarm_pipelines.swarm import sessions
-from iotswarm_pipelines.swarm.cli import main
 from iotswarm_pipelines.swarm.launch import cli_swarm_job
 from iotswarm_tests.export_fixtures import PREFIX, SOILMET, insert_rows, make_rows, state_store
-from iotswarm_tests.services import free_port, wait_until
+from iotswarm_tests.services import free_port
+from iotswarm_tests.swarm_runs import swarm_config, swarm_run_config
 
 pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
 
-REFERENCE_CSV = Path(__file__).parent / "data" / "level1_soilmet_30min_alic1_sample.csv"
+
 BROKER_PASSWORD = "s3cret-pass"  # the password_broker fixture's user `swarm`
-
-
-def swarm_config(name: str, sessions_dir: Path, **extra) -> dict:
-    """Devices cloned from the reference CSV's site, looping over its rows."""
-    return {
-        "source": str(REFERENCE_CSV),
-        "mode": "loop",
-        "swarm_name": name,
-        "mqtt_prefix": name,
-        "sessions_dir": str(sessions_dir),
-        "connect_rate": 0.0,
-        "max_publish_rate": 0.0,
-        **extra,
-    }
-
-
-def swarm_run_config(plan: dict, mqtt: dict) -> dict:
-    return {
-        "ops": {"plan_swarm": {"config": plan}},
-        "resources": {
-            "mqtt": {"config": mqtt},
-            "cosmos": {"config": {"url": "sqlite:////nonexistent/unused.sqlite"}},
-        },
-    }
-
-
-# --- 10. broker restarted mid-run ----------------------------------------------------------
-
-
-def test_swarm_job_survives_a_broker_restart_and_reports_what_the_verifier_saw(
-    persistent_broker, tmp_path
-):
-    """The broker is restarted once the shard's saved positions show 60 of 300 messages made.
-
-    Persistent sessions (publishers and verifier) on a broker that saves them: the job's
-    report must count every message acknowledged and delivered, none lost.
-    """
-    name = f"iotswarm-rel-restart-{uuid.uuid4().hex[:8]}"
-    devices, cycles = 10, 30
-    plan = swarm_config(
-        name,
-        tmp_path,
-        per_site=devices,
-        max_cycles=cycles,
-        sleep_time=0.1,
-        qos=1,
-        verify=True,
-        progress_interval=0.1,
-    )
-    mqtt = {"port": persistent_broker.port, "clean_session": False}
-    restarted = threading.Event()
-
-    def made() -> int:
-        try:
-            session = sessions.load_session(name, str(tmp_path))
-        except Exception:  # a file mid-replace; the next poll reads it
-            return 0
-        return sum(p.cycles for p in session.positions.values()) if session else 0
-
-    def restart_when_publishing() -> None:
-        wait_until(lambda: made() >= 60, 120, "60 messages made")
-        persistent_broker.stop()
-        persistent_broker.start()
-        restarted.set()
-
-    watcher = threading.Thread(target=restart_when_publishing, daemon=True)
-    watcher.start()
-    result = cli_swarm_job.execute_in_process(
-        run_config=swarm_run_config(plan, mqtt), raise_on_error=False
-    )
-    watcher.join(timeout=120)
-    assert restarted.is_set()
-    assert result.success
-    report = result.output_for_node("swarm_report")
-    total = devices * cycles
-    counts = (report.sent, report.acknowledged, report.failed, report.delivered, report.lost)
-    assert counts == (total, total, 0, total, 0), report
-    assert report.verified
-    assert any("lost" in line for line in report.errors), report.errors  # the restart was seen
-    [materialization] = result.asset_materializations_for_node("swarm_report")
-    assert materialization.metadata["delivered"].value == total
-    assert materialization.metadata["lost"].value == 0
-
-
-# --- 11. broker refusing connections ---------------------------------------------------------
-
-
-def iot_swarm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "iotswarm_pipelines.swarm.cli",
-            "--source",
-            str(REFERENCE_CSV),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,  # a safety net against a hang, not a timing assertion
-        env=env,
-        check=False,
-    )
-
-
-def test_iot_swarm_refused_credentials_is_one_line_exit_2(password_broker):
-    password = f"wrong-password-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, PASSWORD_ENV: password}
-    port = str(password_broker.port)
-    result = iot_swarm("--port", port, "--username", "swarm", "--verify", env=env)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("iot-swarm: error: "), result.stderr
-    assert f"127.0.0.1:{port}" in lines[0] and "not authorized" in lines[0].lower(), lines
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    assert password not in result.stderr
-
-
-def test_iot_swarm_without_a_password_is_refused_in_one_line(password_broker, monkeypatch, capsys):
-    monkeypatch.delenv(PASSWORD_ENV, raising=False)
-    argv = ["--source", str(REFERENCE_CSV), "--port", str(password_broker.port)]
-    assert main([*argv, "--username", "swarm"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"127.0.0.1:{password_broker.port}" in err[0], err
-
-
-def test_iot_swarm_refused_client_certificate_is_one_line_exit_2(tls_broker, tls_files):
-    result = iot_swarm(
-        "--port", str(tls_broker.port), "--ca-file", tls_files.ca,
-        "--cert-file", tls_files.rogue_cert, "--key-file", tls_files.rogue_key,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"127.0.0.1:{tls_broker.port}" in lines[0], result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
-
-
-# --- 13. secrets never reach the run's records -----------------------------------------------
 
 
 def run_records(instance: dg.DagsterInstance, run_id: str) -> list[str]:

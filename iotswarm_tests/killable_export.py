@@ -1,6 +1,6 @@
 """A real export process that stops after its Nth stored object, for the parent to SIGKILL.
 
-``python -m iotswarm_tests.reliability_export_worker SPEC`` with SPEC a JSON object: ``url``,
+``python -m iotswarm_tests.killable_export SPEC`` with SPEC a JSON object: ``url``,
 ``table``, ``state_dir``, ``stop_after`` and either ``root`` (a local folder) or ``endpoint`` and
 ``bucket`` (S3). Once ``stop_after`` objects are stored it prints ``stored <N>`` and every further
 upload blocks, so nothing else is stored and the state is not written until the parent kills it.
