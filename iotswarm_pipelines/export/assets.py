@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from iotswarm_pipelines import executors, payloads, run_loggers
+from iotswarm_pipelines import executors, run_loggers
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import bad_rows, checks, health, pipeline, scope
@@ -24,6 +24,7 @@ from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.asset_keys import HISTORY_EXPORT_KEY, LIVE_EXPORT_KEY
 from iotswarm_pipelines.export.object_store import ObjectStore
+from iotswarm_pipelines.export.options import BatchOptions, ExportOptions
 from iotswarm_pipelines.export.partitions import HISTORY_START_DATE, table_partitions
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
@@ -85,64 +86,13 @@ def _parse_time(name: str, value: str | None) -> str | None:
     return value
 
 
-def _check_sites(sites: list[str] | None) -> None:
-    """An empty list is a slip, not "all sites"; which IDs exist only the source can say
-    (``export.sites`` matches them when the run reads the table)."""
-    if sites is not None and not site_rules.clean(sites):
-        raise ValueError("sites is empty; list site IDs like ['ALIC1', 'BALRD'], or leave it out")
-
-
-def _check_batch_size(batch_size: int | None) -> None:
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be 1 or more rows per payload, got {batch_size}")
-
-
-class PayloadFormatConfig(dg.Config):
-    """The payload text's two choices, shared by both export assets (``payloads.PayloadFormat``).
-
-    Choose them once per destination: a change gives every payload a new text and so a new key.
-    """
-
-    prog_name: str = pydantic.Field(
-        default=payloads.DEFAULT_PROG_NAME,
-        description=(
-            "prog_name written in every payload (hashed into its key). The old tool's spelling "
-            "is CPU:iotswarm-<its version>.CR1X, e.g. CPU:iotswarm-1.6.10.CR1X."
-        ),
-    )
-    strict_json: bool = pydantic.Field(
-        default=False,
-        description=(
-            "Write NaN and +-Infinity as null (RFC 8259 JSON) instead of the old tool's NaN, "
-            "Infinity, -Infinity (which Python's json reads back)."
-        ),
-    )
-
-    @property
-    def payload_format(self) -> payloads.PayloadFormat:
-        return payloads.PayloadFormat(prog_name=self.prog_name, strict_json=self.strict_json)
-
-
-class LiveExportConfig(PayloadFormatConfig):
-    """Run config of one live export run (one table).
+class LiveExportConfig(dg.Config, ExportOptions):
+    """Run config of one live export run (one table): the export's options and the run's own.
 
     ``check()`` (not pydantic validators) rejects bad values, so the asset can fail the run
     with one line instead of a validation error wrapped in a step error.
     """
 
-    sites: list[str] | None = pydantic.Field(
-        default=None, description="Site IDs to export; all sites of the table when empty."
-    )
-    fallback_hours: float = pydantic.Field(
-        default=state_rules.DEFAULT_FALLBACK_HOURS,
-        description=(
-            "How far back to start for a site the state has never seen, in hours (0 or more; "
-            "anything beyond 50 years, e.g. 1000000, means from its first row)."
-        ),
-    )
-    batch_size: int | None = pydantic.Field(
-        default=None, description="Rows per payload; the table's default (1) when empty."
-    )
     since: str | None = pydantic.Field(
         default=None,
         description="Replay: re-export rows after this GMT time whatever the watermark says.",
@@ -161,22 +111,10 @@ class LiveExportConfig(PayloadFormatConfig):
         ),
     )
 
-    pushgateway: str | None = pydantic.Field(
-        default=None,
-        description=(
-            "Push the run's metrics to this Pushgateway (http://host:9091) when it ends; "
-            "default $IOTSWARM_PUSHGATEWAY, else none. A failed push is a warning only."
-        ),
-    )
-
     def check(self) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
-        _check_sites(self.sites)
-        if self.pushgateway:
-            exposition.check_pushgateway(self.pushgateway)
+        self.check_options()
         bad_rows.parse_skip_rows(self.skip_rows or ())
-        pipeline.check_fallback_hours(self.fallback_hours)
-        _check_batch_size(self.batch_size)
         _parse_time("since", self.since)
         _parse_time("until", self.until)
         since, until = self.since_time, self.until_time
@@ -199,7 +137,7 @@ def _parse_day(name: str, value: str) -> date:
         raise ValueError(f"{name}={value!r} is not a date; write it like 2024-06-01") from None
 
 
-class HistoryExportConfig(PayloadFormatConfig):
+class HistoryExportConfig(dg.Config, BatchOptions):
     """Run config of one historical re-export: a range of whole GMT days of one table.
 
     No defaults for the table and the days: a re-export of history is a choice to make, never
@@ -209,18 +147,11 @@ class HistoryExportConfig(PayloadFormatConfig):
     table: catalogue.TableName = pydantic.Field(description="The COSMOS table to re-send.")
     first_day: str = pydantic.Field(description="First GMT day to re-send, e.g. 2024-06-01.")
     last_day: str = pydantic.Field(description="Last GMT day to re-send (inclusive).")
-    sites: list[str] | None = pydantic.Field(
-        default=None, description="Site IDs to re-export; all sites of the table when empty."
-    )
-    batch_size: int | None = pydantic.Field(
-        default=None, description="Rows per payload; the table's default (1) when empty."
-    )
     dry_run: bool = pydantic.Field(default=False, description="Build and count; store nothing.")
 
     def check(self, today: date) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
-        _check_sites(self.sites)
-        _check_batch_size(self.batch_size)
+        self.check_options()
         first, last = self.days
         if last < first:
             raise ValueError(f"last_day {last} is before first_day {first}")

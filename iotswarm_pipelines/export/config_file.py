@@ -27,6 +27,7 @@ from iotswarm_pipelines.config_formats import (
 )
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import sites as site_rules
+from iotswarm_pipelines.export.options import CONFIG_FILE_OPTIONS
 from iotswarm_pipelines.export.pipeline import check_fallback_hours
 from iotswarm_pipelines.metrics.exposition import MetricsError, check_pushgateway
 
@@ -43,14 +44,10 @@ KEYS = (
     "object_dir",
     "state_dir",
     "state_prefix",
-    "fallback_hours",
-    "batch_size",
-    "sites",
-    "prog_name",
-    "strict_json",
-    "pushgateway",
+    *CONFIG_FILE_OPTIONS,
     *IOT_CORE_KEYS,
 )
+"""Where to read and write, the export's options (``export.options``) and the IoT Core keys."""
 
 
 @dataclass(frozen=True)

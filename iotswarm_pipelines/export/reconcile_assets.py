@@ -18,8 +18,9 @@ from iotswarm_pipelines import executors
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import reconcile
-from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES, KINDS, PayloadFormatConfig
+from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES, KINDS
 from iotswarm_pipelines.export.object_store import ObjectStore
+from iotswarm_pipelines.export.options import BatchOptions
 from iotswarm_pipelines.export.partitions import daily_table_partitions
 from iotswarm_pipelines.export.reconciliation import TableDay
 from iotswarm_pipelines.export.state_backend import StateBackend
@@ -33,31 +34,21 @@ SCHEDULE_CRON = "30 1 * * *"
 """01:30 UTC: yesterday's rows have had an hour and a half to arrive and be exported."""
 
 
-class ReconcileConfig(PayloadFormatConfig):
+class ReconcileConfig(dg.Config, BatchOptions):
     """Run config of one reconciliation (one day of one table). ``batch_size``, ``prog_name``
-    and ``strict_json`` must be the export's: they predict its keys and make healed payloads."""
+    and ``strict_json`` must be the export's: they predict its keys and make healed payloads;
+    ``sites`` are the sites to check."""
 
     heal: bool = pydantic.Field(
         default=False,
         description="Re-export the missing rows (same payloads and keys as the export).",
-    )
-    sites: list[str] | None = pydantic.Field(
-        default=None, description="Site IDs to check; every site when empty."
-    )
-    batch_size: int | None = pydantic.Field(
-        default=None,
-        description="The export's rows per payload (predicts keys, cuts healed payloads); "
-        "the table's default (1) when empty.",
     )
 
     def check(self) -> None:
         """Raises ``ValueError`` (one line) for the first bad value."""
         for site in self.sites or ():
             catalogue.get_site(site)
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(
-                f"batch_size must be 1 or more rows per payload, got {self.batch_size}"
-            )
+        self.check_batch_size()
 
 
 def reconcile_metadata(result: TableDay, destination: str) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""The export's options, each declared once: its name, type, default, help and check.
+
+Three typed models, each adding to the one before, because the export's runs need different
+subsets of the same options:
+
+- ``PayloadOptions``: the payload text's two choices (``payloads.PayloadFormat``).
+- ``BatchOptions``: which sites and how many rows per payload, as the history re-export and the
+  reconciliation (which must cut payloads as the export did) take them too.
+- ``ExportOptions``: the live export's, the ones its config file may set too.
+
+Derived from them: the Dagster run configs (``assets.LiveExportConfig``,
+``assets.HistoryExportConfig``, ``reconcile_assets.ReconcileConfig``), the config file's
+option keys (``config_file.KEYS``) and the docs' option table (``option_docs``). The
+``check_options`` methods raise ``ValueError`` with one line, so a run fails with that line
+rather than a validation traceback (which is also why limits are checked here and not on
+construction).
+
+Plain data and rules, no I/O.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from iotswarm_pipelines import payloads
+from iotswarm_pipelines.export import pipeline
+from iotswarm_pipelines.export import sites as site_rules
+from iotswarm_pipelines.export.state import DEFAULT_FALLBACK_HOURS
+from iotswarm_pipelines.metrics import exposition
+
+
+class PayloadOptions(BaseModel):
+    """The payload text's choices: chosen once per destination, because a change gives every
+    payload a new text and so a new key."""
+
+    prog_name: str = Field(
+        default=payloads.DEFAULT_PROG_NAME,
+        description=(
+            "prog_name written in every payload (hashed into its key). The old tool's spelling "
+            "is CPU:iotswarm-<its version>.CR1X, e.g. CPU:iotswarm-1.6.10.CR1X."
+        ),
+    )
+    strict_json: bool = Field(
+        default=False,
+        description=(
+            "Write NaN and +-Infinity as null (RFC 8259 JSON) instead of the old tool's NaN, "
+            "Infinity, -Infinity (which Python's json reads back)."
+        ),
+    )
+
+    @property
+    def payload_format(self) -> payloads.PayloadFormat:
+        return payloads.PayloadFormat(prog_name=self.prog_name, strict_json=self.strict_json)
+
+
+class BatchOptions(PayloadOptions):
+    """Which sites, and how many rows each payload carries."""
+
+    sites: list[str] | None = Field(
+        default=None, description="Site IDs to export; all sites of the table when empty."
+    )
+    batch_size: int | None = Field(
+        default=None, description="Rows per payload; the table's default (1) when empty."
+    )
+
+    def check_batch_size(self) -> None:
+        """Raises ``ValueError`` (one line) for a batch of no rows."""
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(
+                f"batch_size must be 1 or more rows per payload, got {self.batch_size}"
+            )
+
+    def check_options(self) -> None:
+        """Raises ``ValueError`` (one line) for the first bad option.
+
+        An empty site list is a slip, not "all sites"; which IDs exist only the source can say
+        (``export.sites`` matches them when the run reads the table).
+        """
+        if self.sites is not None and not site_rules.clean(self.sites):
+            raise ValueError(
+                "sites is empty; list site IDs like ['ALIC1', 'BALRD'], or leave it out"
+            )
+        self.check_batch_size()
+
+
+class ExportOptions(BatchOptions):
+    """The live export's options; its config file may set each of them too."""
+
+    fallback_hours: float = Field(
+        default=DEFAULT_FALLBACK_HOURS,
+        description=(
+            "How far back to start for a site the state has never seen, in hours (0 or more; "
+            "anything beyond 50 years, e.g. 1000000, means from its first row)."
+        ),
+    )
+    pushgateway: str | None = Field(
+        default=None,
+        description=(
+            "Push the run's metrics to this Pushgateway (http://host:9091) when it ends; "
+            "default $IOTSWARM_PUSHGATEWAY, else none. A failed push is a warning only."
+        ),
+    )
+
+    def check_options(self) -> None:
+        super().check_options()
+        if self.pushgateway:
+            exposition.check_pushgateway(self.pushgateway)
+        pipeline.check_fallback_hours(self.fallback_hours)
+
+
+CONFIG_FILE_OPTIONS = tuple(ExportOptions.model_fields)
+"""The options a ``live-cosmos`` config file may set (beside where to read and write)."""
