@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import config as config_library
 
@@ -55,6 +56,11 @@ class ConfigFileError(ValueError):
 class Setting:
     value: str  # as text, whatever the format: both formats then share one set of checks
     where: str  # "line 3" or "key oracle.user", for error messages
+
+
+def oracle_url(dsn: str, user: str, password: str) -> str:
+    """``oracle+oracledb://user:pass@dsn``, user and password URL-quoted (``@``, ``/`` ...)."""
+    return f"oracle+oracledb://{quote(user, safe='')}:{quote(password, safe='')}@{dsn}"
 
 
 def read_settings(path: Path, keys: Iterable[str]) -> dict[str, Setting]:

@@ -32,8 +32,9 @@ def main() -> int:
 
     _banner(f"2/3 live export of every table into {data_dir / 'objects'}")
     from iotswarm_pipelines.export.demo import run_demo_export
+    from iotswarm_pipelines.resources import build_resources
 
-    run_demo_export(echo=lambda text: print(text, flush=True))
+    run_demo_export(build_resources(), echo=lambda text: print(text, flush=True))
 
     _banner("3/3 device swarm against a private Mosquitto")
     from iotswarm_pipelines.local_broker import LocalMosquitto

@@ -10,9 +10,9 @@ from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.export.state_s3 import split_s3_uri
+from iotswarm_pipelines.cosmos.resource import CosmosSourceResource
 from iotswarm_pipelines.export.stores import EXPORT_PREFIX, Destination, build_stores, place
+from iotswarm_pipelines.s3 import S3_ENV, split_s3_uri
 from iotswarm_pipelines.swarm.resources import MqttResource
 
 
@@ -20,9 +20,9 @@ def build_resources() -> dict[str, Any]:
     prod = settings.deployment() == settings.PROD  # fails early on a mistyped deployment name
     return {
         "cosmos": (
-            CosmosSource(**_source_url(), schema_name=catalogue.SCHEMA)
+            CosmosSourceResource(**_source_url(), schema_name=catalogue.SCHEMA)
             if prod
-            else CosmosSource(url=settings.sample_db_url())
+            else CosmosSourceResource(url=settings.sample_db_url())
         ),
         **_export_resources(prod),
         "mqtt": _mqtt_resource(prod),
@@ -43,26 +43,9 @@ def _set_env(**names: str) -> dict[str, Any]:
     return {field: dg.EnvVar(name) for field, name in names.items() if os.environ.get(name)}
 
 
-S3_ENV = {
-    "region_name": "AWS_REGION",
-    "endpoint_url": "LIVECOSMOS_S3_ENDPOINT_URL",
-    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
-    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-    "aws_session_token": "AWS_SESSION_TOKEN",
-}
-
-
 def s3_resource() -> S3Resource:
     """The production S3 connection (payloads, state, step outputs), settings from ``S3_ENV``."""
     return S3Resource(**_set_env(**S3_ENV))
-
-
-def s3_resource_now() -> S3Resource:
-    """The same connection with the values read now, for code that runs outside a resource."""
-    values: dict[str, Any] = {
-        field: os.environ[name] for field, name in S3_ENV.items() if os.environ.get(name)
-    }
-    return S3Resource(**values)
 
 
 def _step_io(prod: bool) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from iotswarm_pipelines import __version__
+from iotswarm_pipelines.config_formats import oracle_url
 from iotswarm_pipelines.cosmos.sample import generate
-from iotswarm_pipelines.export.config_file import oracle_url
 from iotswarm_pipelines.swarm import old_commands
 from iotswarm_pipelines.swarm.cli import main
 

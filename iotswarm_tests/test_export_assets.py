@@ -165,13 +165,16 @@ def test_demo_export_sends_every_table_of_the_sample_database():
     from iotswarm_pipelines import settings
     from iotswarm_pipelines.cosmos.sample import generate
     from iotswarm_pipelines.export.demo import run_demo_export
+    from iotswarm_pipelines.resources import build_resources
 
     settings.data_dir().mkdir(parents=True)
     end = utc_now().replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(hours=3)
     written = generate(settings.sample_db_url(), start=start, end=end, sites=["ALIC1", "BALRD"])
-    text = run_demo_export()
+    resources = build_resources()
+    text = run_demo_export(resources)
     for table, rows in written.items():
         assert f"{table}: {rows} rows" in text
     assert local_store(settings.data_dir()).list_keys()
-    assert "0 rows" in run_demo_export().splitlines()[0]  # a second export finds nothing new
+    # A second export finds nothing new.
+    assert "0 rows" in run_demo_export(resources).splitlines()[0]

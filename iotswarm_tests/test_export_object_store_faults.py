@@ -14,9 +14,9 @@ from datetime import timedelta
 import boto3
 import pytest
 
-from iotswarm_pipelines.export.object_store import StoreUnavailableError
 from iotswarm_pipelines.export.pipeline import ExportError
 from iotswarm_pipelines.export.state import watermark
+from iotswarm_pipelines.export.store_errors import StoreUnavailableError
 from iotswarm_pipelines.export.watermarks import newest_time
 from iotswarm_tests.export_faults import (
     REGION,

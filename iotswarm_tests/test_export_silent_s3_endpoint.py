@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from iotswarm_pipelines.export.object_store import StoreUnavailableError
 from iotswarm_pipelines.export.pipeline import ExportError
 from iotswarm_pipelines.export.state import watermark
+from iotswarm_pipelines.export.store_errors import StoreUnavailableError
 from iotswarm_tests.export_faults import (
     ROOT,
     T0,

@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_tests.export_faults import (
     T0,

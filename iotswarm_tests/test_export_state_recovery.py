@@ -17,7 +17,7 @@ import pytest
 
 from iotswarm_pipelines.export.pipeline import StateNotSavedError
 from iotswarm_pipelines.export.state import watermark
-from iotswarm_pipelines.export.state_store import StateRecoveryError
+from iotswarm_pipelines.export.store_errors import StateRecoveryError
 from iotswarm_tests.export_faults import (
     T0,
     HookedStore,

@@ -23,9 +23,9 @@ from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
 from iotswarm_pipelines.export.object_store import S3ObjectStore
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.state import watermark
-from iotswarm_pipelines.export.state_backend import StateConflictError, StateLockedError
 from iotswarm_pipelines.export.state_s3 import S3StateStore
 from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.store_errors import StateConflictError, StateLockedError
 from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, source, sqlite_url
 from iotswarm_tests.services import wait_until
 from iotswarm_tests.state_copies import BACKUP, REGION, S3Copies, hold_lock, make_bucket
@@ -223,14 +223,14 @@ def prod(monkeypatch):
 
 def test_prod_state_uri_selects_the_s3_store(prod):
     prod.setenv("LIVECOSMOS_STATE_URI", "s3://iotswarm-test-state/fdri/cosmos_swarm_state/")
-    state = deployment.build_resources()["state"]
+    state = deployment.build_resources()["state"].build()
     assert isinstance(state, S3StateStore)
     assert (state.bucket, state.prefix) == ("iotswarm-test-state", "fdri/cosmos_swarm_state")
 
 
 def test_prod_without_a_state_uri_keeps_local_files(prod, tmp_path):
     prod.setenv("LIVECOSMOS_STATE_DIR", str(tmp_path))
-    state = deployment.build_resources()["state"]
+    state = deployment.build_resources()["state"].build()
     assert isinstance(state, StateStore)
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from iotswarm_pipelines import atomic
 from iotswarm_pipelines.export.state import empty_state, watermark
-from iotswarm_pipelines.export.state_store import StateLockedError, StateRecoveryError, StateStore
+from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.store_errors import StateLockedError, StateRecoveryError
 from iotswarm_tests.state_copies import (
     BACKUP,
     MAIN,

@@ -17,13 +17,13 @@ NOW = datetime(2024, 6, 2, 12, 0)
 
 def test_a_folder_and_state_files(tmp_path):
     stores = build_stores(Destination(object_dir=str(tmp_path / "o"), state_dir=str(tmp_path)))
-    assert isinstance(stores["object_store"], LocalObjectStore)
-    assert isinstance(stores["state"], StateStore)
+    assert isinstance(stores["object_store"].build(), LocalObjectStore)
+    assert isinstance(stores["state"].build(), StateStore)
 
 
 def test_state_objects_in_the_bucket():
     stores = build_stores(Destination(bucket="b-x", state_bucket="b-x", state_prefix="fdri/state"))
-    assert isinstance(stores["state"], S3StateStore)
+    assert isinstance(stores["state"].build(), S3StateStore)
 
 
 @pytest.mark.parametrize(

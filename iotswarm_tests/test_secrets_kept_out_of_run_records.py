@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 from dagster_aws.s3 import S3Resource
 
-from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.cosmos.resource import CosmosSourceResource
 from iotswarm_pipelines.export import cli as export_cli
 from iotswarm_pipelines.export.assets import cosmos_live_export
-from iotswarm_pipelines.export.object_store import S3ObjectStore
 from iotswarm_pipelines.export.pipeline import utc_now
+from iotswarm_pipelines.export.store_resources import S3ObjectStoreResource
 from iotswarm_pipelines.secret_files import SWARM_PASSWORD_ENV as PASSWORD_ENV
 from iotswarm_pipelines.secret_files import SWARM_SOURCE_URL_ENV
 from iotswarm_pipelines.swarm.launch import cli_swarm_job
@@ -97,7 +97,7 @@ def secret_pg_url(pg_url) -> str:
     return url
 
 
-def s3_object_store(endpoint: str, *, create: bool) -> S3ObjectStore:
+def s3_object_store(endpoint: str, *, create: bool) -> S3ObjectStoreResource:
     bucket = f"iotswarm-rel-secret-{uuid.uuid4().hex[:12]}"
     s3 = S3Resource(
         endpoint_url=endpoint,
@@ -109,7 +109,7 @@ def s3_object_store(endpoint: str, *, create: bool) -> S3ObjectStore:
         boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2").create_bucket(
             Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"}
         )
-    return S3ObjectStore(s3=s3, bucket=bucket, prefix=PREFIX, max_attempts=1)
+    return S3ObjectStoreResource(s3=s3, bucket=bucket, prefix=PREFIX, max_attempts=1)
 
 
 def test_database_and_s3_secrets_never_reach_the_export_runs_records(
@@ -124,12 +124,14 @@ def test_database_and_s3_secrets_never_reach_the_export_runs_records(
     dead_db = sa.engine.make_url(secret_pg_url).set(port=free_port())
     monkeypatch.setenv("IOTSWARM_REL_DEAD_DB_URL", dead_db.render_as_string(hide_password=False))
 
-    def export(store: S3ObjectStore, url_env: str, state_dir: Path) -> dg.ExecuteInProcessResult:
+    def export(
+        store: S3ObjectStoreResource, url_env: str, state_dir: Path
+    ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             [cosmos_live_export],
             partition_key=SOILMET,
             resources={
-                "cosmos": CosmosSource(url=dg.EnvVar(url_env), retries=0),
+                "cosmos": CosmosSourceResource(url=dg.EnvVar(url_env), retries=0),
                 "object_store": store,
                 "state": state_store(state_dir),
             },

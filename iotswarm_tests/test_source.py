@@ -16,13 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos import catalogue, schema
-from iotswarm_pipelines.cosmos.source import (
-    CosmosSource,
-    SourceError,
-    SourceTableError,
-    dispose_engines,
-    is_transient,
-)
+from iotswarm_pipelines.cosmos.errors import SourceError, SourceTableError
+from iotswarm_pipelines.cosmos.resource import CosmosSourceResource
+from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines, is_transient
 from iotswarm_tests.services import free_port, terminate_other_backends
 
 RAINE = "LEVEL1_PRECIP_RAINE_1MIN"
@@ -590,14 +586,15 @@ def test_an_asset_reads_through_the_resource_with_the_url_from_the_environment(
     monkeypatch.setenv("IOTSWARM_TEST_COSMOS_URL", raine_db)
 
     @dg.asset
-    def newest(cosmos: CosmosSource) -> dg.MaterializeResult:
+    def newest(cosmos: dg.ResourceParam[CosmosSource]) -> dg.MaterializeResult:
         times = cosmos.newest_times(RAINE)
         return dg.MaterializeResult(
             metadata={"sites": len(times), "newest": str(max(times.values()))}
         )
 
     result = dg.materialize(
-        [newest], resources={"cosmos": CosmosSource(url=dg.EnvVar("IOTSWARM_TEST_COSMOS_URL"))}
+        [newest],
+        resources={"cosmos": CosmosSourceResource(url=dg.EnvVar("IOTSWARM_TEST_COSMOS_URL"))},
     )
 
     metadata = result.asset_materializations_for_node("newest")[0].metadata

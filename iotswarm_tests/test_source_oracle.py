@@ -19,13 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 
 from iotswarm_pipelines.cosmos import catalogue, queries, schema
-from iotswarm_pipelines.cosmos.source import (
-    CosmosSource,
-    SourceError,
-    SourceTableError,
-    dispose_engines,
-    is_transient,
-)
+from iotswarm_pipelines.cosmos.errors import SourceError, SourceTableError
+from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines, is_transient
 
 AFTER = datetime(2031, 7, 9, 1, 2, 3)
 UNTIL = datetime(2031, 7, 10, 4, 5, 6)

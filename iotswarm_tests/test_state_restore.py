@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from iotswarm_pipelines.export.state import watermark
-from iotswarm_pipelines.export.state_backend import StateRecoveryError
+from iotswarm_pipelines.export.store_errors import StateRecoveryError
 from iotswarm_tests.export_fixtures import SOILMET, state_store
 
 OLD = datetime(2024, 6, 1, 1, 0)

@@ -44,12 +44,10 @@ def reconciled(tmp_path_factory) -> Iterator[tuple[DagsterServer, list[str], str
         days = [(today - timedelta(days=n)).date() for n in (3, 2, 1)]
         generate(settings.sample_db_url(), start=today - timedelta(days=3), end=today, sites=SITES)
         resources = build_resources()
-        store = resources["object_store"]
+        store, state = resources["object_store"].build(), resources["state"].build()
         source = CosmosSource(url=settings.sample_db_url())
         for table in catalogue.TABLE_NAMES:  # every row of the sample: no fallback window
-            export_table(
-                table, source=source, store=store, state=resources["state"], fallback_hours=None
-            )
+            export_table(table, source=source, store=store, state=state, fallback_hours=None)
         broken_day = days[1]
         after, until = (keys.epoch_ms(t) for t in day_window(broken_day))
         of_day = [k for k in store.list_keys() if after < (keys.key_time_ms(k) or 0) <= until]

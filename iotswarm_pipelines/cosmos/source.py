@@ -20,22 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import dagster as dg
 import sqlalchemy as sa
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from iotswarm_pipelines.cosmos import catalogue, queries, schema
+from iotswarm_pipelines.cosmos.errors import SourceError, SourceTableError
 from iotswarm_pipelines.secret_files import SecretFileError, read_secret
 
 T = TypeVar("T")
-
-
-class SourceError(Exception):
-    """The COSMOS database cannot answer; the message says what is wrong and never a password."""
-
-
-class SourceTableError(SourceError, catalogue.UnknownTableError):
-    """A table name that is not in the catalogue, or a catalogue table the database lacks."""
 
 
 # Failures a later attempt can get past: the connection dropped or the server is (re)starting.
@@ -123,7 +115,7 @@ def _redacted(url: str) -> str:
 
 
 # One engine (and its connection pool) per process and database, shared by every instance of
-# the resource: Dagster builds a new resource object for each run, sensor tick and asset.
+# the source: each run, sensor tick and asset check builds its own ``CosmosSource``.
 _ENGINES: dict[tuple[str, str | None, float], sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -164,8 +156,9 @@ def _read_url_file(path: str) -> str:
     return read_secret(path, "COSMOS source URL")
 
 
-class CosmosSource(dg.ConfigurableResource):
-    """Reads COSMOS tables by site and time from any SQLAlchemy URL, streaming large reads."""
+class CosmosSourceSettings(BaseModel):
+    """Which database and how to read it: the fields of ``CosmosSource`` and of its Dagster
+    resource (``cosmos.resource.CosmosSourceResource``), declared once for both."""
 
     url: str = Field(
         default="",
@@ -187,6 +180,10 @@ class CosmosSource(dg.ConfigurableResource):
     connect_timeout_seconds: float = Field(
         default=10, gt=0, description="Give up connecting after this long."
     )
+
+
+class CosmosSource(CosmosSourceSettings):
+    """Reads COSMOS tables by site and time from any SQLAlchemy URL, streaming large reads."""
 
     # ----------------------------------------------------------------- public reads
 

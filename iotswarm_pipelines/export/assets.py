@@ -237,9 +237,9 @@ def _batch_size(table: str, configured: int | None) -> int:
 def cosmos_live_export(
     context: dg.AssetExecutionContext,
     config: LiveExportConfig,
-    cosmos: CosmosSource,
+    cosmos: dg.ResourceParam[CosmosSource],
     object_store: dg.ResourceParam[ObjectStore],
-    state: StateBackend,
+    state: dg.ResourceParam[StateBackend],
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckEvaluation]:
     _checked(config.check)
     table = context.partition_key
@@ -341,7 +341,7 @@ def _judge(
 def cosmos_history_export(
     context: dg.AssetExecutionContext,
     config: HistoryExportConfig,
-    cosmos: CosmosSource,
+    cosmos: dg.ResourceParam[CosmosSource],
     object_store: dg.ResourceParam[ObjectStore],
 ) -> dg.MaterializeResult:
     _checked(lambda: config.check(pipeline.utc_now().date()))

@@ -22,12 +22,14 @@ from typing import Any
 import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import health, scope
 from iotswarm_pipelines.export.asset_keys import LIVE_EXPORT_KEY, health_key
 from iotswarm_pipelines.export.pipeline import ExportSummary, utc_now
 from iotswarm_pipelines.export.state import DEFAULT_FALLBACK_HOURS
-from iotswarm_pipelines.export.state_backend import StateBackend, StateRecoveryError
+from iotswarm_pipelines.export.state_backend import StateBackend
+from iotswarm_pipelines.export.store_errors import StateRecoveryError
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 
 GROUP = "cosmos_export"
@@ -198,7 +200,9 @@ def after_export(
     description="Freshness, state health and export completeness of every COSMOS table.",
 )
 def cosmos_health(
-    context: dg.AssetCheckExecutionContext, cosmos: CosmosSource, state: StateBackend
+    context: dg.AssetCheckExecutionContext,
+    cosmos: dg.ResourceParam[CosmosSource],
+    state: dg.ResourceParam[StateBackend],
 ) -> Iterator[dg.AssetCheckResult]:
     now = utc_now()
     for key in sorted(context.selected_asset_check_keys, key=_evaluation_order):

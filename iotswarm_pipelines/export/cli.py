@@ -287,7 +287,7 @@ def _export(
         return False, f"{table}: export failed: {cause}"
     [event] = result.asset_materializations_for_node(assets.cosmos_live_export.op.name)
     summary = assets.summary_from_metadata(table, event.metadata)
-    return True, format_summary(summary, resources["object_store"].describe())
+    return True, format_summary(summary, resources["object_store"].build().describe())
 
 
 def _flat(argv: Sequence[str]) -> int:

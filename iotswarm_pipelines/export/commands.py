@@ -21,7 +21,8 @@ from dagster_aws.s3 import S3Resource
 from tqdm import tqdm
 
 from iotswarm_pipelines.command_line import UsageError
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import scope
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.config_file import ConfigFileError, LiveCosmosConfig

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import sqlalchemy as sa
 
@@ -22,6 +21,7 @@ from iotswarm_pipelines.config_formats import (
     IOT_CORE_KEYS,
     ConfigFileError,
     Setting,
+    oracle_url,
     parse_bool,
     read_settings,
 )
@@ -31,7 +31,7 @@ from iotswarm_pipelines.export.options import CONFIG_FILE_OPTIONS
 from iotswarm_pipelines.export.pipeline import check_fallback_hours
 from iotswarm_pipelines.metrics.exposition import MetricsError, check_pushgateway
 
-__all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "oracle_url", "parse_config"]
+__all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "parse_config"]
 
 KEYS = (
     "dsn",
@@ -74,11 +74,6 @@ class LiveCosmosConfig:
     @property
     def safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
-
-
-def oracle_url(dsn: str, user: str, password: str) -> str:
-    """``oracle+oracledb://user:pass@dsn``, user and password URL-quoted (``@``, ``/`` ...)."""
-    return f"oracle+oracledb://{quote(user, safe='')}:{quote(password, safe='')}@{dsn}"
 
 
 def parse_config(path: str | Path) -> LiveCosmosConfig:

@@ -7,7 +7,7 @@ Runs are recorded in the instance of ``DAGSTER_HOME`` when it is set (``make dem
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -22,7 +22,6 @@ from iotswarm_pipelines.export.assets import (
 from iotswarm_pipelines.export.commands import progress_bar
 from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
-from iotswarm_pipelines.resources import build_resources
 
 DEMO_FALLBACK_HOURS = 24 * 365
 """Sites the state has never seen start a year back, so the whole sample goes out once."""
@@ -41,13 +40,14 @@ def _run_config(table: str) -> dict[str, Any]:
     }
 
 
-def run_demo_export(echo: Callable[[str], None] | None = None) -> str:
+def run_demo_export(resources: Mapping[str, Any], echo: Callable[[str], None] | None = None) -> str:
     """Export each table of the local sample database into the local object folder.
 
-    Returns the per-table summaries (rows, payloads, objects, new watermarks) as text; ``echo``
-    gets each one as soon as its table is done, while a progress bar shows the rows read.
+    ``resources`` are the deployment's (``resources.build_resources``), which the caller
+    chooses: the export side never reaches up to the code location's module. Returns the
+    per-table summaries (rows, payloads, objects, new watermarks) as text; ``echo`` gets each
+    one as soon as its table is done, while a progress bar shows the rows read.
     """
-    resources = build_resources()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     lines = []
     for table in catalogue.TABLE_NAMES:
@@ -58,7 +58,9 @@ def run_demo_export(echo: Callable[[str], None] | None = None) -> str:
             raise RuntimeError(f"the demo's export of {table} failed; see the run in `make dev`")
         [event] = result.asset_materializations_for_node(cosmos_live_export.op.name)
         summary = summary_from_metadata(table, event.metadata)
-        lines.append(format_summary(summary, resources["object_store"].describe(), max_sites=2))
+        lines.append(
+            format_summary(summary, resources["object_store"].build().describe(), max_sites=2)
+        )
         if echo is not None:
             echo(lines[-1])
     return "\n".join(lines)

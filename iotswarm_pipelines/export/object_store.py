@@ -8,7 +8,6 @@ a site's watermark may move.
 
 from __future__ import annotations
 
-import errno
 import queue
 import tempfile
 import threading
@@ -18,16 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-import boto3
-import botocore.handlers
-import dagster as dg
-from botocore import UNSIGNED
-from botocore.config import Config
 from botocore.exceptions import ClientError
-from dagster_aws.s3 import S3Resource
-from pydantic import Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr
 
 from iotswarm_pipelines.atomic import sweep_temporaries, write_atomically
+from iotswarm_pipelines.export.store_errors import StoreUnavailableError
+from iotswarm_pipelines.s3 import S3Connection, connect, describe_error
 
 T = TypeVar("T")
 
@@ -43,11 +38,6 @@ class PutResult:
     key: str
     size: int
     error: str | None  # one line, after retries are exhausted; None when stored
-
-
-class StoreUnavailableError(RuntimeError):
-    """The store cannot take objects at all (no bucket, refused credentials, unwritable folder):
-    found by one request before any upload, so the run stops before reading the source."""
 
 
 @dataclass(frozen=True)
@@ -192,26 +182,6 @@ def put_concurrently(
         raise StoreUnavailableError(down)
 
 
-def describe_error(exc: BaseException) -> str:
-    """One clean line for a failed object: the S3 error code and message, never credentials."""
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        meta = exc.response.get("ResponseMetadata", {})
-        attempts = meta.get("RetryAttempts", 0) + 1
-        text = (
-            f"{error.get('Code', 'Error')} (HTTP {meta.get('HTTPStatusCode', '?')}) after "
-            f"{attempts} attempt(s): {error.get('Message', '')}"
-        ).rstrip(": ")
-    elif isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
-        # ENOSPC, EACCES, EROFS...: the symbolic name is what an operator searches for.
-        text = f"{errno.errorcode[exc.errno]}: {exc.strerror}"
-        if exc.filename:
-            text += f": {exc.filename}"
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())
-
-
 _HINTS = {
     "NoSuchBucket": "create the bucket or fix bucket= in the configuration",
     "AccessDenied": "the credentials may not use this bucket; check them and the bucket policy",
@@ -227,57 +197,10 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
-def s3_client(
-    s3: S3Resource,
-    *,
-    max_pool_connections: int = 10,
-    retry_mode: Literal["standard", "adaptive"] = "standard",
-    max_attempts: int = 8,
-    connect_timeout: float = 5,
-    read_timeout: float = 30,
-) -> Any:
-    """A boto3 S3 client from a dagster-aws ``S3Resource``'s settings, with our pool and retries.
+class S3ObjectStoreSettings(BaseModel):
+    """The bucket and how to write to it, for ``S3ObjectStore`` and its Dagster resource."""
 
-    Built here rather than by ``S3Resource.get_client`` because that does not let us set the
-    connection pool size or botocore's "standard"/"adaptive" retries (throttling such as
-    SlowDown, 5xx and connection errors, with exponential backoff). Used by every S3 user
-    (payload objects and the watermark state), so they connect the same way.
-    """
-    config = Config(
-        max_pool_connections=max_pool_connections,
-        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        # Path-style works for every S3-compatible server behind a custom endpoint.
-        s3={"addressing_style": "path"} if s3.endpoint_url else None,
-        signature_version=UNSIGNED if s3.use_unsigned_session else None,
-    )
-    session = boto3.session.Session(profile_name=s3.profile_name)
-    client = session.client(
-        "s3",
-        region_name=s3.region_name,
-        endpoint_url=s3.endpoint_url,
-        use_ssl=s3.use_ssl,
-        verify=s3.verify,
-        aws_access_key_id=s3.aws_access_key_id,
-        aws_secret_access_key=s3.aws_secret_access_key,
-        aws_session_token=s3.aws_session_token,
-        config=config,
-    )
-    # Objects are small: waiting for "100 Continue" before each body would add a whole round
-    # trip per object, halving throughput on a distant link.
-    client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
-    return client
-
-
-class S3ObjectStore(dg.ConfigurableResource):
-    """Payload objects in an S3 bucket (AWS, MinIO, LocalStack or a test server).
-
-    Connection settings and credentials come from the nested dagster-aws ``S3Resource``; the
-    client (``s3_client``) gets a connection pool as large as the upload pool.
-    """
-
-    s3: S3Resource
+    s3: S3Connection
     bucket: str
     prefix: str = ""
     max_concurrency: int = 16
@@ -294,12 +217,19 @@ class S3ObjectStore(dg.ConfigurableResource):
         "is down, so the rest is not attempted.",
     )
 
+
+class S3ObjectStore(S3ObjectStoreSettings):
+    """Payload objects in an S3 bucket (AWS, MinIO, LocalStack or a test server).
+
+    Its client (``s3.connect``) gets a connection pool as large as the upload pool.
+    """
+
     _client: Any = PrivateAttr(default=None)
 
     def client(self) -> Any:
-        """One thread-safe boto3 client per resource instance, made on first use."""
+        """One thread-safe boto3 client per store, made on first use."""
         if self._client is None:
-            self._client = s3_client(
+            self._client = connect(
                 self.s3,
                 max_pool_connections=max(10, self.max_concurrency),
                 retry_mode=self.retry_mode,
@@ -313,7 +243,7 @@ class S3ObjectStore(dg.ConfigurableResource):
         """One HEAD of the bucket, not retried: a missing bucket, refused credentials or an
         endpoint that cannot be reached fail here, by name. A server error (5xx, throttling) is
         left to the uploads, which retry it."""
-        client = s3_client(
+        client = connect(
             self.s3,
             max_attempts=1,
             connect_timeout=self.connect_timeout_seconds,
@@ -384,7 +314,15 @@ class S3ObjectStore(dg.ConfigurableResource):
         return f"s3://{_join(self.bucket, self.prefix)}"
 
 
-class LocalObjectStore(dg.ConfigurableResource):
+class LocalObjectStoreSettings(BaseModel):
+    """The folder of ``LocalObjectStore`` and its Dagster resource."""
+
+    root: str
+    prefix: str = ""
+    max_concurrency: int = 8
+
+
+class LocalObjectStore(LocalObjectStoreSettings):
     """Payload objects as files under ``root``, one per key: the embedded default.
 
     Each file is written atomically (temporary file, fsync, rename, fsync of its folder), so a

@@ -29,8 +29,11 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import bad_rows, keys
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
-from iotswarm_pipelines.export.object_store import StoreUnavailableError, describe_error
-from iotswarm_pipelines.export.state_backend import StateLockedError, StatePartlySavedError
+from iotswarm_pipelines.export.store_errors import (
+    StateLockedError,
+    StatePartlySavedError,
+    StoreUnavailableError,
+)
 from iotswarm_pipelines.export.watermarks import (
     Row,
     SiteProgress,
@@ -39,6 +42,7 @@ from iotswarm_pipelines.export.watermarks import (
     newest_time,
     replay_may_advance,
 )
+from iotswarm_pipelines.s3 import describe_error
 
 if TYPE_CHECKING:
     from iotswarm_pipelines.cosmos.source import CosmosSource

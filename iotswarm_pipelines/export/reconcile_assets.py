@@ -84,9 +84,9 @@ def partition_of(key: str) -> tuple[catalogue.Table, date]:
 def cosmos_reconciliation(
     context: dg.AssetExecutionContext,
     config: ReconcileConfig,
-    cosmos: CosmosSource,
+    cosmos: dg.ResourceParam[CosmosSource],
     object_store: dg.ResourceParam[ObjectStore],
-    state: StateBackend,
+    state: dg.ResourceParam[StateBackend],
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     try:
         config.check()

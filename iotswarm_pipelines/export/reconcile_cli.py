@@ -29,7 +29,9 @@ from tqdm import tqdm
 from iotswarm_pipelines import help_text, payloads, settings
 from iotswarm_pipelines.command_line import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Parser
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.export.reconciliation import TableDay, days_between
+from iotswarm_pipelines.export.store_errors import StoreUnavailableError
 from iotswarm_pipelines.metrics import exposition
 from iotswarm_pipelines.metrics.export import ReconciledDay, push_reconcile
 
@@ -128,11 +130,9 @@ def _run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from iotswarm_pipelines.cosmos.source import SourceError
     from iotswarm_pipelines.export import commands
     from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES
     from iotswarm_pipelines.export.config_file import parse_config
-    from iotswarm_pipelines.export.object_store import StoreUnavailableError
     from iotswarm_pipelines.export.pipeline import utc_now
     from iotswarm_pipelines.export.reconcile import reconcile_day
 
@@ -146,7 +146,7 @@ def _run(argv: Sequence[str]) -> int:
             source, config, [t.name for t in tables], config.sites, require_rows=True
         )
         built = commands.stores(config)
-        store, state = built["object_store"], built["state"]
+        store, state = built["object_store"].build(), built["state"].build()
         payload_format = payloads.PayloadFormat(
             prog_name=config.prog_name or payloads.DEFAULT_PROG_NAME,
             strict_json=bool(config.strict_json),
@@ -221,4 +221,4 @@ def _recorder(
     resources = commands.resources(config)
     op_config = reconcile_record.op_config(config.sites, config.batch_size, payload_format)
     instance = dg.DagsterInstance.from_config(home)
-    return DayRecorder(instance, resources, op_config, resources["object_store"].describe())
+    return DayRecorder(instance, resources, op_config, resources["object_store"].build().describe())

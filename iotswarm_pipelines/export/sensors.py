@@ -53,7 +53,9 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
         description=f"Exports {table.name} when the source has rows newer than a site's watermark.",
     )
     def _sensor(
-        context: dg.SensorEvaluationContext, cosmos: CosmosSource, state: StateBackend
+        context: dg.SensorEvaluationContext,
+        cosmos: dg.ResourceParam[CosmosSource],
+        state: dg.ResourceParam[StateBackend],
     ) -> dg.SensorResult | dg.SkipReason:
         newest_times = cosmos.newest_times(table)
         current = state.load(table)

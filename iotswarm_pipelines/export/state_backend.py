@@ -29,42 +29,22 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-import dagster as dg
-
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import state as rules
-from iotswarm_pipelines.export.object_store import describe_error
 from iotswarm_pipelines.export.state import CorruptStateError, State, StateCopy
+from iotswarm_pipelines.export.store_errors import (
+    StateConflictError,
+    StateLockedError,
+    StatePartlySavedError,
+    StateRecoveryError,
+)
+from iotswarm_pipelines.s3 import describe_error
 
 MAIN_SUFFIX = ".pickle"
 BACKUP_SUFFIX = ".pickle.backup"
 CHECKSUM_SUFFIX = ".sha256"
 
 log = logging.getLogger(__name__)
-
-
-class StateRecoveryError(RuntimeError):
-    """Neither copy of the state can be trusted; a person has to decide how to continue."""
-
-
-class StateLockedError(RuntimeError):
-    """Another export holds the table's state lock (only raised when a timeout is given).
-
-    ``holder`` names it when the store knows (``PID/host since …`` for the files).
-    """
-
-    def __init__(self, message: str, holder: str | None = None) -> None:
-        super().__init__(message)
-        self.holder = holder
-
-
-class StatePartlySavedError(RuntimeError):
-    """A save that failed after main was written: the message says which files hold the new
-    state (the cause is ``__cause__``), so nobody is told the watermarks were not saved."""
-
-
-class StateConflictError(RuntimeError):
-    """Another writer changed the state since this store read it; nothing was overwritten."""
 
 
 class _ChecksumMismatch(CorruptStateError):
@@ -89,10 +69,12 @@ def _parsed(data: bytes | None) -> _Content:
         return exc
 
 
-class StateBackend(dg.ConfigurableResource):
+class StateBackend:
     """Per-table main and backup watermark state, compatible with the existing uploader.
 
-    Subclasses name a copy (``_pair``), read it (``_read``: bytes, or None when missing), write it
+    A plain base class: each store mixes it into its settings model (``state_store``,
+    ``state_s3``), and its Dagster resource builds the store (``store_resources``). Subclasses
+    name a copy (``_pair``), read it (``_read``: bytes, or None when missing), write it
     whole (``_write``), hold the table's lock (``locked``) and show a copy (``_show``).
     Assets, sensors and the pipeline take any subclass.
     """

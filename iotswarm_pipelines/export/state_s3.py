@@ -37,21 +37,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
-from dagster_aws.s3 import S3Resource
-from pydantic import Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export.object_store import describe_error, s3_client
-from iotswarm_pipelines.export.state_backend import (
-    BACKUP_SUFFIX,
-    MAIN_SUFFIX,
-    StateBackend,
-    StateConflictError,
-    StateLockedError,
-)
+from iotswarm_pipelines.export.state_backend import BACKUP_SUFFIX, MAIN_SUFFIX, StateBackend
+from iotswarm_pipelines.export.store_errors import StateConflictError, StateLockedError
+from iotswarm_pipelines.s3 import S3Connection, connect, describe_error
 
 LOCK_SUFFIX = ".lock"
 LEASE_POLL_SECONDS = 1.0
@@ -63,14 +56,6 @@ log = logging.getLogger(__name__)
 
 # Leases this process holds (bucket, key) and the thread holding each, for re-entrancy.
 _holders: dict[tuple[str, str], int] = {}
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``; ValueError otherwise."""
-    parts = urlsplit(uri.strip())
-    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError("must look like s3://bucket/prefix (for example s3://my-bucket/state)")
-    return parts.netloc, parts.path.strip("/")
 
 
 def _conflict(exc: ClientError) -> bool:
@@ -96,14 +81,10 @@ class _Lease:
         return self.age_seconds >= self.lease_seconds
 
 
-class S3StateStore(StateBackend):
-    """Per-table watermark state as S3 objects, with conditional writes and a per-table lease.
+class S3StateStoreSettings(BaseModel):
+    """The bucket and prefix of ``S3StateStore`` and its Dagster resource."""
 
-    Connection settings and credentials come from the nested dagster-aws ``S3Resource``, as for
-    ``S3ObjectStore``; usually the same bucket as the payloads, under its own prefix.
-    """
-
-    s3: S3Resource
+    s3: S3Connection
     bucket: str
     prefix: str = ""
     lease_seconds: float = Field(
@@ -112,6 +93,14 @@ class S3StateStore(StateBackend):
         description="A lease not renewed for this long (a crashed holder) may be taken over.",
     )
 
+
+class S3StateStore(S3StateStoreSettings, StateBackend):
+    """Per-table watermark state as S3 objects, with conditional writes and a per-table lease.
+
+    It connects as ``S3ObjectStore`` does; usually the same bucket as the payloads, under its
+    own prefix.
+    """
+
     _client: Any = PrivateAttr(default=None)
     # ETag of each key as this store last read or wrote it; None = it did not exist.
     _etags: dict[str, str | None] = PrivateAttr(default_factory=dict)
@@ -119,7 +108,7 @@ class S3StateStore(StateBackend):
     def client(self) -> Any:
         """One boto3 client per store instance, made on first use."""
         if self._client is None:
-            self._client = s3_client(self.s3)
+            self._client = connect(self.s3)
         return self._client
 
     def _key(self, name: str) -> str:

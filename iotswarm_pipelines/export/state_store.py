@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import platformdirs
+from pydantic import BaseModel
 
 from iotswarm_pipelines.atomic import write_atomically
 from iotswarm_pipelines.cosmos import catalogue
@@ -35,21 +36,22 @@ from iotswarm_pipelines.export.state_backend import (
     CHECKSUM_SUFFIX,
     MAIN_SUFFIX,
     StateBackend,
-    StateLockedError,
-    StateRecoveryError,
 )
-
-__all__ = ["StateLockedError", "StateRecoveryError", "StateStore"]
+from iotswarm_pipelines.export.store_errors import StateLockedError
 
 # Lock files this process holds, and the thread holding each: flock does not nest, so a second
 # flock of the same file by the holder would wait for itself.
 _holders: dict[Path, int] = {}
 
 
-class StateStore(StateBackend):
-    """Per-table watermark state files, compatible with the existing live-COSMOS uploader."""
+class StateStoreSettings(BaseModel):
+    """The folder of ``StateStore`` and its Dagster resource."""
 
     state_dir: str = platformdirs.user_state_dir("livecosmos")
+
+
+class StateStore(StateStoreSettings, StateBackend):
+    """Per-table watermark state files, compatible with the existing live-COSMOS uploader."""
 
     def _pair(self, name: str) -> tuple[Path, Path]:
         folder = Path(self.state_dir).expanduser()

@@ -14,10 +14,13 @@ from typing import Any
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from iotswarm_pipelines.export.object_store import LocalObjectStore, S3ObjectStore
-from iotswarm_pipelines.export.state_backend import StateBackend
-from iotswarm_pipelines.export.state_s3 import S3StateStore
 from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_pipelines.export.store_resources import (
+    LocalObjectStoreResource,
+    S3ObjectStoreResource,
+    S3StateStoreResource,
+    StateStoreResource,
+)
 
 EXPORT_PREFIX = "fdri/cosmos_swarm"
 
@@ -45,7 +48,10 @@ class Destination:
 
 
 def build_stores(where: Destination) -> dict[str, Any]:
-    """The ``object_store`` and ``state`` resources; ``ValueError`` (one line) on a conflict."""
+    """The ``object_store`` and ``state`` resources; ``ValueError`` (one line) on a conflict.
+
+    Dagster code gets the stores they build; other code calls their ``build()``.
+    """
     if (where.bucket is None) == (where.object_dir is None):
         raise ValueError("give exactly one destination: a bucket (S3) or an object folder")
     if where.state_dir is not None and where.state_prefix is not None:
@@ -54,20 +60,22 @@ def build_stores(where: Destination) -> dict[str, Any]:
             f"{first} and {second} are both set; unset one (local state files or S3 state)"
         )
     s3 = where.s3 or S3Resource()
-    store: LocalObjectStore | S3ObjectStore
+    store: LocalObjectStoreResource | S3ObjectStoreResource
     if where.bucket is not None:
-        store = S3ObjectStore(s3=s3, bucket=where.bucket, prefix=where.prefix)
+        store = S3ObjectStoreResource(s3=s3, bucket=where.bucket, prefix=where.prefix)
     else:
-        store = LocalObjectStore(root=str(where.object_dir), prefix=where.prefix)
+        store = LocalObjectStoreResource(root=str(where.object_dir), prefix=where.prefix)
     return {"object_store": store, "state": _state(where, s3)}
 
 
-def _state(where: Destination, s3: S3Resource) -> StateBackend:
+def _state(where: Destination, s3: S3Resource) -> StateStoreResource | S3StateStoreResource:
     if where.state_prefix is not None:
         if where.state_bucket is None:
             raise ValueError("S3 state needs a bucket: give the state's bucket with its prefix")
-        return S3StateStore(s3=s3, bucket=where.state_bucket, prefix=where.state_prefix)
-    return StateStore() if where.state_dir is None else StateStore(state_dir=where.state_dir)
+        return S3StateStoreResource(s3=s3, bucket=where.state_bucket, prefix=where.state_prefix)
+    if where.state_dir is None:
+        return StateStoreResource()
+    return StateStoreResource(state_dir=where.state_dir)
 
 
 def _value(setting: Setting | None) -> str | None:

@@ -41,7 +41,7 @@ import pandas as pd
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.catalogue import ColumnType
-from iotswarm_pipelines.cosmos.source import SourceError
+from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.swarm.devices import DevicePlan
 from iotswarm_pipelines.swarm.mqtt.types import Message
 from iotswarm_pipelines.swarm.options import COSMOS_SOURCE, DEVICE_TYPES, MODES, SwarmConfigError

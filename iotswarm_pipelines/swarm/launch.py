@@ -46,7 +46,9 @@ from iotswarm_pipelines.command_line import (
     CommandError,
 )
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource, SourceError
+from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.cosmos.resource import CosmosSourceResource
+from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.secret_files import SWARM_PASSWORD_ENV, SWARM_SOURCE_URL_ENV
 from iotswarm_pipelines.swarm import sessions
@@ -73,7 +75,7 @@ QUIET_INSTANCE = {"telemetry": {"enabled": False}, "python_logs": {"python_log_l
 cli_swarm_job = build_swarm_job(
     resource_defs={
         "mqtt": MqttResource.configure_at_launch(),
-        "cosmos": CosmosSource.configure_at_launch(),
+        "cosmos": CosmosSourceResource.configure_at_launch(),
     },
     executor_def=dg.multi_or_in_process_executor,
     logger_defs={"console": terminal_logger},

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from iotswarm_pipelines import __version__, help_text, json_logs, secret_files
 from iotswarm_pipelines.command_line import EXIT_BAD_INPUT, EXIT_OK, CommandError, Parser
-from iotswarm_pipelines.config_formats import ConfigFileError, read_settings
+from iotswarm_pipelines.config_formats import ConfigFileError, oracle_url, read_settings
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.swarm import options
 from iotswarm_pipelines.swarm.options import (
     CONTROL_OPTIONS,
@@ -323,7 +324,6 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
     """Run one old command: (exit status, text to print). Raises ``CommandError``."""
     args = parser().parse_args(argv)
     _configure_logging(args)
-    from iotswarm_pipelines.cosmos.source import SourceError
     from iotswarm_pipelines.swarm.launch import run_swarm
     from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError
 
@@ -412,8 +412,6 @@ def _test_mqtt(args: argparse.Namespace, file_settings: dict[str, str]) -> tuple
 
 def _source(args: argparse.Namespace, file_settings: dict[str, str]) -> tuple[str, str | None]:
     """(the flat form's --source, the Oracle schema) for the chosen group."""
-    from iotswarm_pipelines.export.config_file import oracle_url
-
     if args.command == "cosmos":
         dsn = args.dsn or os.environ.get("IOT_SWARM_COSMOS_DSN") or file_settings.get("dsn")
         user = args.user or os.environ.get("IOT_SWARM_COSMOS_USER") or file_settings.get("user")

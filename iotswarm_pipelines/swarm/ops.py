@@ -127,7 +127,10 @@ def _largest_first_message(swarm: SwarmPlan, rows: data.RowSource, rows_per_mess
     description="Check the options, source and broker; plan devices; one output per shard.",
 )
 def plan_swarm(
-    context: dg.OpExecutionContext, config: SwarmConfig, cosmos: CosmosSource, mqtt: MqttResource
+    context: dg.OpExecutionContext,
+    config: SwarmConfig,
+    cosmos: dg.ResourceParam[CosmosSource],
+    mqtt: MqttResource,
 ) -> Iterator[dg.Output | dg.DynamicOutput]:
     # iot-swarm ran the same checks and printed their warnings before it launched the run: in
     # its log they are kept at info level, so the terminal does not show each one twice.
@@ -184,7 +187,10 @@ def _check_shards_run_together(context: dg.OpExecutionContext, shards: int, max_
 
 @dg.op(description="Publish one shard's devices in this process and account for every message.")
 def run_shard(
-    context: dg.OpExecutionContext, cosmos: CosmosSource, mqtt: MqttResource, shard: ShardPlan
+    context: dg.OpExecutionContext,
+    cosmos: dg.ResourceParam[CosmosSource],
+    mqtt: MqttResource,
+    shard: ShardPlan,
 ) -> dg.Output[ShardResult]:
     spec, options = shard.spec, shard.spec.options
     settings = mqtt.settings(options, shard.shard)

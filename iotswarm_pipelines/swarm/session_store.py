@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 from iotswarm_pipelines import settings
 from iotswarm_pipelines.atomic import write_atomically
-from iotswarm_pipelines.export.state_s3 import split_s3_uri
 from iotswarm_pipelines.swarm.options import SwarmConfigError
 
 SESSIONS_URI = "IOTSWARM_SESSIONS_URI"
@@ -101,11 +100,10 @@ def open_store(directory: str | os.PathLike | None = None) -> DocumentStore:
     where = location(directory)
     if not where.startswith("s3://"):
         return FolderStore(Path(where))
+    from iotswarm_pipelines import s3  # boto3 only for a swarm that keeps its sessions in S3
+
     try:
-        bucket, prefix = split_s3_uri(where)
+        bucket, prefix = s3.split_s3_uri(where)
     except ValueError as exc:
         raise SwarmConfigError(f"sessions location {where!r} {exc}") from None
-    from iotswarm_pipelines.export.object_store import s3_client
-    from iotswarm_pipelines.resources import s3_resource_now
-
-    return S3Store(bucket, prefix, s3_client(s3_resource_now()))
+    return S3Store(bucket, prefix, s3.connect(s3.S3Connection.from_environment()))
