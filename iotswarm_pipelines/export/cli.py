@@ -115,10 +115,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 OLD_TOOL_TABLES = (
-    "LEVEL1_NMDB_1HOUR",
-    "LEVEL1_PRECIP_1MIN",
-    "LEVEL1_PRECIP_RAINE_1MIN",
-    "LEVEL1_SOILMET_30MIN",
+    catalogue.NMDB_1HOUR,
+    catalogue.PRECIP_1MIN,
+    catalogue.PRECIP_RAINE_1MIN,
+    catalogue.SOILMET_30MIN,
 )
 """``send-live-data --table all``: the old tool's four tables, in its order (batch sizes given
 one per table follow this order)."""
@@ -144,7 +144,7 @@ def _send_live_data_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         help="table to send (repeat for more; either spelling), or 'all' for "
-        f"{', '.join(OLD_TOOL_TABLES)}",
+        f"{', '.join(t.name for t in OLD_TOOL_TABLES)}",
     )
     parser.add_argument(
         "--site",
@@ -175,8 +175,8 @@ class _Request:
     """What one invocation asks for, whichever command line said it."""
 
     config: str
-    tables: list[str]
-    batch_sizes: dict[str, int | None]
+    tables: list[catalogue.Table]
+    batch_sizes: dict[catalogue.Table, int | None]
     sites: list[str] | None
     fallback_hours: float | None
     since: str | None
@@ -187,8 +187,9 @@ class _Request:
     strict_json: bool | None
 
 
-def _tables(name: str) -> list[str]:
-    return [table.name for table in catalogue.get_tables(name)]
+def _tables(name: str) -> list[catalogue.Table]:
+    """The tables a ``--table`` names: looked up here, once, and passed down as they are."""
+    return catalogue.get_tables(name)
 
 
 def _shared(args: argparse.Namespace) -> dict[str, Any]:
@@ -214,7 +215,7 @@ def _flat_request(args: argparse.Namespace) -> _Request:
 
 def _send_live_data_request(args: argparse.Namespace) -> _Request:
     """The old tool's rules: ``all`` means its four tables; batch sizes are one or one per table."""
-    tables: list[str] = []
+    tables: list[catalogue.Table] = []
     for name in args.table:
         chosen = list(OLD_TOOL_TABLES) if name.strip().lower() == "all" else _tables(name)
         tables += [t for t in chosen if t not in tables]
@@ -239,7 +240,9 @@ def _send_live_data_request(args: argparse.Namespace) -> _Request:
     )
 
 
-def _run_config(config: LiveCosmosConfig, request: _Request, table: str) -> dict[str, Any]:
+def _run_config(
+    config: LiveCosmosConfig, request: _Request, table: catalogue.Table
+) -> dict[str, Any]:
     """The command line's values over the config file's; what neither says keeps its default."""
     from iotswarm_pipelines.export.assets import LiveExportConfig, cosmos_live_export
 
@@ -268,7 +271,7 @@ def _run_config(config: LiveCosmosConfig, request: _Request, table: str) -> dict
 
 
 def _export(
-    table: str,
+    table: catalogue.Table,
     resources: dict[str, Any],
     run_config: dict[str, Any],
     instance: dg.DagsterInstance | None,
@@ -284,7 +287,7 @@ def _export(
         result = assets.execute_live_export(table, resources, run_config, instance, tags)
     if not result.success:
         cause = step_failure_cause(result.all_events) or FAILED_WITHOUT_CAUSE
-        return False, f"{table}: export failed: {cause}"
+        return False, f"{table.name}: export failed: {cause}"
     [event] = result.asset_materializations_for_node(assets.cosmos_live_export.op.name)
     summary = assets.summary_from_metadata(table, event.metadata)
     return True, format_summary(summary, resources["object_store"].build().describe())

@@ -21,6 +21,7 @@ from dagster_aws.s3 import S3Resource
 from tqdm import tqdm
 
 from iotswarm_pipelines.command_line import UsageError
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import scope
@@ -49,7 +50,7 @@ def source(config: LiveCosmosConfig) -> CosmosSource:
 def check_source(
     source: CosmosSource,
     config: LiveCosmosConfig,
-    tables: list[str],
+    tables: list[catalogue.Table],
     sites: list[str] | None,
     *,
     require_rows: bool = False,
@@ -116,9 +117,9 @@ class _ProgressBar(logging.Handler):
     time left; it is an upper bound (outages leave gaps), so the bar is completed at the end.
     """
 
-    def __init__(self, table: str, prog: str) -> None:
+    def __init__(self, table: catalogue.Table, prog: str) -> None:
         super().__init__(logging.DEBUG)
-        self.bar = tqdm(desc=table, unit=" rows", disable=None, leave=False, file=sys.stderr)
+        self.bar = tqdm(desc=table.name, unit=" rows", disable=None, leave=False, file=sys.stderr)
         self.payloads = 0
         self.prog = prog
 
@@ -138,7 +139,7 @@ class _ProgressBar(logging.Handler):
 
 
 @contextlib.contextmanager
-def progress_bar(table: str, prog: str = "live-cosmos") -> Iterator[None]:
+def progress_bar(table: catalogue.Table, prog: str = "live-cosmos") -> Iterator[None]:
     """A progress bar of the rows one table's export reads, on stderr when it is a terminal;
     the run's notices (a lock being waited for) print as ``prog: notice``."""
     logger = logging.getLogger(PROGRESS_LOGGER)

@@ -142,9 +142,7 @@ def _run(argv: Sequence[str]) -> int:
         until = _day("--until", args.until) if args.until else utc_now().date()
         days = days_between(_day("--since", args.since), until)
         source = commands.source(config)
-        commands.check_source(
-            source, config, [t.name for t in tables], config.sites, require_rows=True
-        )
+        commands.check_source(source, config, tables, config.sites, require_rows=True)
         built = commands.stores(config)
         store, state = built["object_store"].build(), built["state"].build()
         payload_format = payloads.PayloadFormat(

@@ -41,9 +41,8 @@ def pending_sites(
     }
 
 
-def make_table_sensor(table_name: str) -> dg.SensorDefinition:
+def make_table_sensor(table: catalogue.Table) -> dg.SensorDefinition:
     """The new-rows sensor of one table; its cursor is the newest time it already requested."""
-    table = catalogue.get_table(table_name)
 
     @dg.sensor(
         name=f"cosmos_new_rows_{table.name.lower()}",
@@ -73,7 +72,7 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
                 dg.RunRequest(
                     run_key=f"{table.name}:{newest.isoformat()}",
                     partition_key=table.name,
-                    tags={**run_tags(table.name), **trigger_tags(Trigger.SENSOR)},
+                    tags={**run_tags(table), **trigger_tags(Trigger.SENSOR)},
                 )
             ],
             cursor=json.dumps({"newest": newest.isoformat()}),
@@ -82,4 +81,4 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
     return _sensor
 
 
-table_sensors = [make_table_sensor(name) for name in catalogue.TABLE_NAMES]
+table_sensors = [make_table_sensor(table) for table in catalogue.TABLES.values()]

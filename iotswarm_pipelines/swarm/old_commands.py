@@ -445,9 +445,8 @@ def _list(args: argparse.Namespace, source: str, schema: str | None) -> list[str
 
     limit = args.max_sites or None
     if args.command == "looping-csv":
-        table = catalogue.SOILMET_30MIN.name
-        return CsvRows(source, table).sites()[:limit]
-    table = catalogue.get_table(args.table).name
+        return CsvRows(source, catalogue.SOILMET_30MIN).sites()[:limit]
+    table = catalogue.get_table(args.table)
     return CosmosSource(url=source, schema_name=schema).list_sites(table)[:limit]
 
 
