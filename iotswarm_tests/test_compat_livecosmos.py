@@ -424,7 +424,7 @@ def test_send_live_data_one_batch_size_per_table(tmp_path, capsys):
 def test_send_live_data_batch_sizes_must_match_the_tables(tmp_path, capsys):
     config = _old_cli_setup(tmp_path, ["ALIC1"])
     argv = ["send-live-data", str(config), "--table", "all"]
-    assert cli.run([*argv, "--batch-size", "1", "--batch-size", "2"]) == cli.EXIT_USAGE
+    assert cli.run([*argv, "--batch-size", "1", "--batch-size", "2"]) == cli.EXIT_BAD_INPUT
     [line] = capsys.readouterr().err.splitlines()
     assert "2 --batch-size values for 4 tables" in line
 

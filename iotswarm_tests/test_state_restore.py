@@ -20,23 +20,21 @@ import pytest
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.store_errors import StateRecoveryError
-from iotswarm_tests.export_fixtures import state_store
 
 OLD = datetime(2024, 6, 1, 1, 0)
 NEW = OLD + timedelta(days=2)
 
 
 @pytest.fixture
-def saved(tmp_path):
+def saved(tmp_path, local_state):
     """A state saved at OLD, copied aside with ``cp -p``, then advanced to NEW."""
-    state = state_store(tmp_path)
-    state.advance(catalogue.SOILMET_30MIN, {"ALIC1": OLD, "BALRD": OLD - timedelta(hours=1)})
-    main, backup = state.paths(catalogue.SOILMET_30MIN)
+    local_state.advance(catalogue.SOILMET_30MIN, {"ALIC1": OLD, "BALRD": OLD - timedelta(hours=1)})
+    main, backup = local_state.paths(catalogue.SOILMET_30MIN)
     aside = tmp_path / "aside"
     aside.mkdir()
     subprocess.run(["cp", "-p", str(main), str(backup), str(aside)], check=True)
-    state.advance(catalogue.SOILMET_30MIN, {"ALIC1": NEW, "BALRD": NEW})
-    return state, aside
+    local_state.advance(catalogue.SOILMET_30MIN, {"ALIC1": NEW, "BALRD": NEW})
+    return local_state, aside
 
 
 def restore(aside, *paths) -> None:

@@ -28,7 +28,8 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm import scenario
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
-from iotswarm_pipelines.swarm.cli import cli_swarm_job, main
+from iotswarm_pipelines.swarm.cli import main
+from iotswarm_pipelines.swarm.launch import cli_swarm_job
 from iotswarm_pipelines.swarm.mqtt.types import ShardResult
 from iotswarm_pipelines.swarm.options import SwarmOptions
 from iotswarm_pipelines.swarm.report import render_markdown, summarize

@@ -13,13 +13,13 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.export import cli as export_cli
 from iotswarm_pipelines.export.assets import TABLE_TAG, cosmos_live_export
-from iotswarm_pipelines.export.checks import health_checks_schedule
 from iotswarm_pipelines.export.definitions import defs as export_defs
+from iotswarm_pipelines.export.health_assets import health_checks_schedule
 from iotswarm_pipelines.export.schedules import make_table_schedule
 from iotswarm_pipelines.export.sensors import make_table_sensor
 from iotswarm_pipelines.labels import TRIGGER_TAG
 from iotswarm_pipelines.resources import build_resources
-from iotswarm_pipelines.swarm import cli as swarm_cli
+from iotswarm_pipelines.swarm import launch
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.definitions import defs as swarm_defs
 from iotswarm_pipelines.swarm.ops import SWARM_TAG
@@ -109,7 +109,7 @@ def test_live_cosmos_runs_are_tagged_cli(export_setup, tmp_path):
 
 
 def test_iot_swarm_runs_are_tagged_with_the_session_and_cli():
-    assert swarm_cli.run_tags("night") == {SWARM_TAG: "night", TRIGGER_TAG: "cli"}
+    assert launch.run_tags("night") == {SWARM_TAG: "night", TRIGGER_TAG: "cli"}
 
 
 def test_a_swarm_run_materializes_the_report_asset_with_numbers_to_plot():

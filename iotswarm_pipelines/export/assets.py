@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from iotswarm_pipelines import executors, json_logs
+from iotswarm_pipelines import executors, run_loggers
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import bad_rows, checks, health, pipeline, scope
@@ -429,7 +429,7 @@ def execute_live_export(
         assets=[cosmos_live_export],
         jobs=[live_export_job],
         resources=resources,
-        loggers=json_logs.LOGGERS,
+        loggers=run_loggers.LOGGERS,
     ).resolve_job_def(live_export_job.name)
     return job.execute_in_process(
         run_config=run_config,

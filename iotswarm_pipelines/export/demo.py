@@ -19,7 +19,7 @@ from iotswarm_pipelines.export.assets import (
     run_tags,
     summary_from_metadata,
 )
-from iotswarm_pipelines.export.cli import progress_bar
+from iotswarm_pipelines.export.commands import progress_bar
 from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 

@@ -55,7 +55,6 @@ PROGRESS_LOGGER = "iotswarm_pipelines.export.progress"
 _progress = logging.getLogger(PROGRESS_LOGGER)
 _module_log = logging.getLogger(__name__)
 
-DEFAULT_FALLBACK_HOURS = 3.0
 MAX_FALLBACK_HOURS = 24 * 365 * 50
 """Fifty years: more reaches before the first COSMOS row, so it means "every row" (warned)."""
 CHECKPOINT_PAYLOADS = 2000
@@ -320,7 +319,7 @@ def export_table(
     store: ObjectStore,
     state: StateBackend,
     sites: Sequence[str] | None = None,
-    fallback_hours: float | None = DEFAULT_FALLBACK_HOURS,
+    fallback_hours: float | None = state_rules.DEFAULT_FALLBACK_HOURS,
     batch_size: int = 1,
     since: datetime | None = None,
     until: datetime | None = None,

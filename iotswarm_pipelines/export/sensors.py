@@ -13,7 +13,7 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.assets import live_export_job, run_tags
-from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS, utc_now
+from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 
@@ -58,7 +58,9 @@ def make_table_sensor(table: catalogue.Table) -> dg.SensorDefinition:
     ) -> dg.SensorResult | dg.SkipReason:
         newest_times = cosmos.newest_times(table)
         current = state.load(table)
-        pending = pending_sites(newest_times, current, utc_now(), DEFAULT_FALLBACK_HOURS)
+        pending = pending_sites(
+            newest_times, current, utc_now(), state_rules.DEFAULT_FALLBACK_HOURS
+        )
         if not pending:
             return dg.SkipReason(f"{table.name}: no rows newer than the watermarks")
         newest = max(pending.values())
