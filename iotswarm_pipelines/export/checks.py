@@ -21,12 +21,13 @@ from typing import Any
 
 import dagster as dg
 
+from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import health, scope
 from iotswarm_pipelines.export.asset_keys import LIVE_EXPORT_KEY, health_key
-from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS, ExportSummary, utc_now
+from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS, ExportSummary
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.export.store_errors import StateRecoveryError
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags

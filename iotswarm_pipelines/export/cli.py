@@ -32,6 +32,7 @@ from iotswarm_pipelines import help_text, json_logs, settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.errors import first_line
 from iotswarm_pipelines.export import pipeline, scope
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.assets import (
@@ -398,8 +399,9 @@ def _check_source(
     except SourceError:
         raise
     except (OSError, sa.exc.SQLAlchemyError) as exc:  # drivers that fail below SQLAlchemy
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"cannot reach the COSMOS source {config.safe_url}: {first}") from None
+        raise SourceError(
+            f"cannot reach the COSMOS source {config.safe_url}: {first_line(exc)}"
+        ) from None
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:

@@ -29,13 +29,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
 from iotswarm_pipelines import help_text, payloads, settings
+from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.errors import first_line
 from iotswarm_pipelines.export import cli as export_cli
 from iotswarm_pipelines.export import reconcile_record
 from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES
 from iotswarm_pipelines.export.config_file import ConfigFileError, LiveCosmosConfig, parse_config
-from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.reconcile import describe, reconcile_day
 from iotswarm_pipelines.export.reconcile_record import DayRecorder
 from iotswarm_pipelines.export.reconciliation import TableDay, days_between
@@ -196,8 +197,7 @@ def _run(argv: Sequence[str]) -> int:
             push_reconcile(pushgateway, table.name, reconciled, time.time(), _warn)
     except (SourceError, ClientError, BotoCoreError, OSError) as exc:
         bar.close()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"{PROG}: error: reconciliation stopped: {first}", file=sys.stderr)
+        print(f"{PROG}: error: reconciliation stopped: {first_line(exc)}", file=sys.stderr)
         return export_cli.EXIT_FAILED
     except BaseException:  # ^C or SIGTERM: the bar's line ends before the one saying so
         bar.close()

@@ -32,6 +32,7 @@ from iotswarm_pipelines.config_formats import ConfigFileError, oracle_url, read_
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.errors import first_line
 from iotswarm_pipelines.export.config_file import KEYS
 from iotswarm_pipelines.swarm import cli, options, sessions
 from iotswarm_pipelines.swarm.config import SwarmConfig
@@ -333,7 +334,7 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
         if args.action == "list-sites":
             return cli.EXIT_OK, str(_list(args, source, schema))
     except (SwarmConfigError, ConfigFileError, SourceError, BrokerError, MqttConfigError) as exc:
-        raise cli.SwarmRunError(str(exc).splitlines()[0], cli.EXIT_BAD_INPUT) from None
+        raise cli.SwarmRunError(first_line(exc), cli.EXIT_BAD_INPUT) from None
     return cli.run_swarm(lambda: _assemble(args, file_settings, source, schema))
 
 

@@ -6,7 +6,6 @@ from iotswarm_pipelines.cosmos.sample.generator import (
     default_range,
     generate,
     summarise,
-    utc_now,
 )
 
-__all__ = ["SampleError", "default_range", "follow", "generate", "summarise", "utc_now"]
+__all__ = ["SampleError", "default_range", "follow", "generate", "summarise"]
