@@ -62,7 +62,7 @@ def child(url: str, folder: str, store: str, batch_size: int) -> None:
 
     began = time.perf_counter()
     summary = export_table(
-        TABLE.name,
+        TABLE,
         source=CosmosSource(url=url),
         store=LocalObjectStore(root=str(Path(folder) / "objects"), prefix="bench"),
         state=StateStore(state_dir=str(Path(folder) / "state")),

@@ -42,7 +42,7 @@ from iotswarm_pipelines.export.state_store import StateStore
 from iotswarm_pipelines.export.watermarks import batch_rows
 from iotswarm_tests.services import moto_server
 
-TABLE = "LEVEL1_SOILMET_30MIN"
+TABLE = catalogue.SOILMET_30MIN
 PREFIX = "fdri/cosmos_swarm"
 REGION = "eu-west-2"
 START = datetime(2024, 6, 1)
@@ -174,17 +174,15 @@ def main() -> None:
         db_url = f"sqlite:///{work / 'cosmos.sqlite'}"
         end = START + timedelta(days=args.days)
         sites = list(catalogue.SITE_IDS[: args.sites])
-        generate(db_url, start=START, end=end, sites=sites, tables=[TABLE])
+        generate(db_url, start=START, end=end, sites=sites, tables=[TABLE.name])
         rows = CosmosSource(url=db_url).rows_between(TABLE, START - timedelta(hours=1), end)
         built = [
             (key, body, max(r["DATE_TIME"] for r in batch), batch[0]["SITE_ID"])
-            for key, body, batch in build_objects(
-                catalogue.get_table(TABLE), PREFIX, batch_rows(rows, 1)
-            )
+            for key, body, batch in build_objects(TABLE, PREFIX, batch_rows(rows, 1))
         ]
         objects = [(key, body) for key, body, _, _ in built]
         print(
-            f"{len(objects)} payloads of {TABLE} ({len(sites)} sites x {args.days} days, "
+            f"{len(objects)} payloads of {TABLE.name} ({len(sites)} sites x {args.days} days, "
             f"mean {sum(len(b) for _, b in objects) / len(objects):.0f} bytes); server: moto "
             f"(python -m moto.server) on loopback, a fresh one per pair; concurrency {c}; {load()}"
         )

@@ -59,7 +59,7 @@ def measure(table: catalogue.Table, sites: int, days: float) -> None:
 
         began = time.perf_counter()
         summary = export_table(
-            table.name,
+            table,
             source=source,
             store=LocalObjectStore(root=str(Path(tmp) / "objects")),
             state=StateStore(state_dir=str(Path(tmp) / "state")),

@@ -81,7 +81,7 @@ def load(
     state = StateStore(state_dir=str(work / "state"))
     started = time.perf_counter()
     summary = export_table(
-        TABLE.name, source=source, store=store, state=state, sites=sites, fallback_hours=None
+        TABLE, source=source, store=store, state=state, sites=sites, fallback_hours=None
     )
     print(
         f"loaded {summary.objects_stored} objects ({summary.rows_read} rows) in "
@@ -96,7 +96,7 @@ def raw_listing(store: S3ObjectStore, sites: list[str]) -> int:
     until_ms = keys.epoch_ms(until)
 
     def site_keys(site: str) -> int:
-        folder = keys.site_folder(store.prefix, site, TABLE.name)
+        folder = keys.site_folder(store.prefix, site, TABLE)
         start = keys.start_after(folder, keys.epoch_ms(after))
         seen = 0
         for listed in store.list_from(folder, start):
@@ -112,7 +112,7 @@ def raw_listing(store: S3ObjectStore, sites: list[str]) -> int:
 def naive_one_site(store: S3ObjectStore, site: str) -> float:
     """Seconds to list one site's day and GET every object of it (the way not taken)."""
     after, until = day_window(DAY)
-    folder = keys.site_folder(store.prefix, site, TABLE.name)
+    folder = keys.site_folder(store.prefix, site, TABLE)
     wanted = [
         listed.key
         for listed in store.list_from(folder, keys.start_after(folder, keys.epoch_ms(after)))

@@ -33,6 +33,7 @@ from tempfile import TemporaryDirectory
 import paho.mqtt.client as paho
 
 from benchmarks.bench_swarm_mqtt import raise_open_files
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.local_broker import LocalMosquitto
 from iotswarm_pipelines.swarm import data
 from iotswarm_pipelines.swarm.devices import plan_devices
@@ -43,7 +44,7 @@ from iotswarm_pipelines.swarm.report import percentile
 
 SAMPLE = Path(__file__).parents[1] / "iotswarm_tests" / "data"
 SAMPLE_CSV = SAMPLE / "level1_soilmet_30min_alic1_sample.csv"
-TABLE = "LEVEL1_SOILMET_30MIN"
+TABLE = catalogue.SOILMET_30MIN.name
 GROUP = "cs/v2"
 STORMS = {"reboot": b'{"action": "reboot"}', "getVar": b'{"name": "BattV"}'}
 
@@ -52,7 +53,7 @@ class Rows:
     """The sample's first row every 30 minutes for a year: the clones' shared history."""
 
     def __init__(self) -> None:
-        row = data.read_csv_rows(SAMPLE_CSV, TABLE)[0]
+        row = data.read_csv_rows(SAMPLE_CSV, catalogue.SOILMET_30MIN)[0]
         start = datetime(2024, 1, 1)
         self.rows = [{**row, "DATE_TIME": start + timedelta(minutes=30 * k)} for k in range(17520)]
 

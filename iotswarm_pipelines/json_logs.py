@@ -7,7 +7,7 @@ One object a line on stderr: ``time`` (UTC, ISO 8601), ``level``, ``message``, a
 credential variable's value reaches a line.
 
 Two places log: the commands' own Python loggers (``configure``) and the Dagster runs (the
-``console`` logger every job here uses, ``LOGGERS``). Both read the same variable, and
+``console`` logger every job here uses, ``run_loggers.LOGGERS``). Both read the same variable, and
 ``configure`` sets it, so the shard processes a command starts log JSON too. The format is
 chosen when a run starts, not when the code is imported.
 """
@@ -22,9 +22,6 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
-
-import dagster as dg
-from dagster._utils.log import create_console_logger
 
 from iotswarm_pipelines.redact import first_line, redact
 
@@ -123,28 +120,6 @@ def configure(explicit: str | None = None, **fields: Any) -> str:
         handler.setLevel(root.getEffectiveLevel())
         root.addHandler(handler)
     return value
-
-
-@dg.logger(
-    {
-        "log_level": dg.Field(str, is_required=False, default_value="INFO"),
-        "name": dg.Field(str, is_required=False, default_value="dagster"),
-    },
-    description="Dagster's console logger, or JSON lines when IOTSWARM_LOG_FORMAT=json.",
-)
-def console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
-    """The same config as Dagster's default ``console`` logger, so run configs stay valid."""
-    name = init_context.logger_config["name"]
-    level = init_context.logger_config["log_level"].upper()
-    if not is_json():
-        return create_console_logger(name=name, level=level)
-    logger = logging.Logger(name, level=level)
-    logger.addHandler(json_handler())
-    return logger
-
-
-LOGGERS = {"console": console_logger}
-"""Every job's loggers (``logger_defs=`` or ``Definitions(loggers=...)``)."""
 
 
 def console_level(text_level: str) -> str:

@@ -91,7 +91,9 @@ handoff = Handoff()
 """The process's one hand-over folder: ``iot-swarm`` removes it when its run ends."""
 
 
-SWARM_SECRETS = ("IOTSWARM_MQTT_PASSWORD", "IOTSWARM_SOURCE_URL", "IOT_SWARM_COSMOS_PASSWORD")
+SWARM_PASSWORD_ENV = "IOTSWARM_MQTT_PASSWORD"
+SWARM_SOURCE_URL_ENV = "IOTSWARM_SOURCE_URL"
+SWARM_SECRETS = (SWARM_PASSWORD_ENV, SWARM_SOURCE_URL_ENV, "IOT_SWARM_COSMOS_PASSWORD")
 """The variables ``iot-swarm`` may read a secret from (the broker, a source URL, Oracle)."""
 _taken: dict[str, str] = {}
 

@@ -21,6 +21,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.payloads import PayloadFormat
 from iotswarm_pipelines.swarm import data
 from iotswarm_pipelines.swarm.devices import DevicePlan
@@ -29,7 +30,7 @@ from iotswarm_pipelines.swarm.mqtt.settings import MqttSettings
 from iotswarm_pipelines.swarm.mqtt.types import ControlSettings, Schedule, ShardResult
 
 SAMPLE = Path(__file__).parent / "data" / "level1_soilmet_30min_alic1_sample.csv"
-TABLE = "LEVEL1_SOILMET_30MIN"
+TABLE = catalogue.SOILMET_30MIN.name
 HISTORY_START = datetime(2024, 6, 1)
 HISTORY_ROWS = 600  # 30-minute rows: 12.5 days, about 700 KB of payload (several messages)
 WAIT = 30.0  # seconds a client waits for an answer (the team's client waits 20-30)
@@ -42,7 +43,7 @@ class History:
     `RowSource` like the CSV and COSMOS ones."""
 
     def __init__(self, sites: list[str]) -> None:
-        template = data.read_csv_rows(SAMPLE, TABLE)[0]
+        template = data.read_csv_rows(SAMPLE, catalogue.SOILMET_30MIN)[0]
         self.rows = {
             site: [
                 {

@@ -41,7 +41,7 @@ def seed(url: str, sites: dict[str, list[datetime]], table: str = SOILMET) -> No
 def export(url: str, store: ObjectStore, state: StateStore, **kwargs):
     kwargs.setdefault("source", CosmosSource(url=url, retry_backoff_seconds=0.01))
     kwargs.setdefault("fallback_hours", None)
-    return export_table(SOILMET, store=store, state=state, **kwargs)
+    return export_table(catalogue.SOILMET_30MIN, store=store, state=state, **kwargs)
 
 
 def expected_objects(url: str, batch_size: int = 1) -> dict[str, list[dict]]:

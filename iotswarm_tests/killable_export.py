@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.object_store import (
     LocalObjectStore,
@@ -79,7 +80,7 @@ class StopAfter:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     export_table(
-        spec["table"],
+        catalogue.get_table(spec["table"]),
         source=CosmosSource(url=spec["url"]),
         store=StopAfter(make_store(spec), spec["stop_after"]),
         state=StateStore(state_dir=spec["state_dir"]),

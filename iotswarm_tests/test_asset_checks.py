@@ -24,9 +24,9 @@ from iotswarm_tests.export_fixtures import (
     state_store,
 )
 
-FRESHNESS = check_name(Check.FRESHNESS, SOILMET)
-STATE_HEALTH = check_name(Check.STATE_HEALTH, SOILMET)
-COMPLETENESS = check_name(Check.EXPORT_COMPLETENESS, SOILMET)
+FRESHNESS = check_name(Check.FRESHNESS, catalogue.SOILMET_30MIN)
+STATE_HEALTH = check_name(Check.STATE_HEALTH, catalogue.SOILMET_30MIN)
+COMPLETENESS = check_name(Check.EXPORT_COMPLETENESS, catalogue.SOILMET_30MIN)
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def setup(tmp_path):
 
 def export(resources) -> None:
     export_table(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=resources["cosmos"],
         store=resources["object_store"],
         state=resources["state"],
@@ -60,8 +60,8 @@ def run_checks(resources, instance, *names: str) -> dict[str, dg.AssetCheckEvalu
         "cosmos_health_checks"
     )
     if names:
-        kinds = {check_name(kind, SOILMET): kind for kind in Check}
-        keys = {check_key(kinds[name], SOILMET) for name in names}
+        kinds = {check_name(kind, catalogue.SOILMET_30MIN): kind for kind in Check}
+        keys = {check_key(kinds[name], catalogue.SOILMET_30MIN) for name in names}
         job = job.get_subset(asset_check_selection=keys)
     result = job.execute_in_process(instance=instance)
     assert result.success
@@ -232,12 +232,12 @@ def test_an_export_of_another_table_leaves_a_failed_check_as_it_was(setup):
             dg.AssetKey(["cosmos", "health", other])
         }
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [check_key(Check.FRESHNESS, SOILMET)]
-        )[check_key(Check.FRESHNESS, SOILMET)]
+            [check_key(Check.FRESHNESS, catalogue.SOILMET_30MIN)]
+        )[check_key(Check.FRESHNESS, catalogue.SOILMET_30MIN)]
         assert latest.status.value == "FAILED"
 
         assert materialize(resources, instance).success  # the fix: export the stale table
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [check_key(Check.FRESHNESS, SOILMET)]
-        )[check_key(Check.FRESHNESS, SOILMET)]
+            [check_key(Check.FRESHNESS, catalogue.SOILMET_30MIN)]
+        )[check_key(Check.FRESHNESS, catalogue.SOILMET_30MIN)]
     assert latest.status.value == "SUCCEEDED"

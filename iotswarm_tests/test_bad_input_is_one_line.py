@@ -19,8 +19,8 @@ from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import cli as export_cli
 from iotswarm_pipelines.export.assets import cosmos_live_export
 from iotswarm_pipelines.export.pipeline import utc_now
-from iotswarm_pipelines.swarm.cli import cli_swarm_job
 from iotswarm_pipelines.swarm.cli import main as swarm_main
+from iotswarm_pipelines.swarm.launch import cli_swarm_job
 from iotswarm_tests.export_fixtures import (
     SOILMET,
     insert_rows,

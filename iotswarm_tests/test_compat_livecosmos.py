@@ -267,7 +267,8 @@ def test_sites_are_added_to_the_state_as_the_old_tool_added_them():
     ],
 )
 def test_key_folders_per_table_and_prefix(table, prefix, folder):
-    key = object_key(prefix, "ALIC1", table, datetime(2024, 2, 29), "Hello World!")
+    spec = catalogue.get_table(table)  # the old tool's spelling, looked up as live-cosmos does
+    key = object_key(prefix, "ALIC1", spec, datetime(2024, 2, 29), "Hello World!")
     assert key == f"{folder}1709164800000-ed076287532e86365e841e92bfc50d8c"
 
 
@@ -293,7 +294,9 @@ def test_difference_the_key_time_is_the_newest_row_not_the_upload_time():
     rows give the same key, whatever the release: this key is pinned."""
     rows = [{"SITE_ID": "ALIC1", "DATE_TIME": datetime(2024, 6, 1, 0, 30), "TA": 12.5}]
     text = payload_json(cr1000x_payload("ALIC1", rows))
-    key = object_key("fdri/cosmos_swarm", "ALIC1", SOILMET, rows[-1]["DATE_TIME"], text)
+    key = object_key(
+        "fdri/cosmos_swarm", "ALIC1", catalogue.SOILMET_30MIN, rows[-1]["DATE_TIME"], text
+    )
     assert key == "fdri/cosmos_swarm/ALIC1/LIVE_SOILMET_30MIN/1717201800000-" + (
         hashlib.md5(text.encode()).hexdigest()
     )
@@ -320,7 +323,7 @@ def test_search_starts_at_the_watermark_or_the_fallback_time(tmp_path):
     state = StateStore(state_dir=str(tmp_path / "state"))
     state.save(SOILMET, advance(empty_state(), {"ALIC1": datetime(2025, 1, 2, 12)}))
     summary = export_table(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(url),
         store=local_store(tmp_path),
         state=state,
@@ -416,7 +419,7 @@ def test_send_live_data_one_batch_size_per_table(tmp_path, capsys):
 def test_send_live_data_batch_sizes_must_match_the_tables(tmp_path, capsys):
     config = _old_cli_setup(tmp_path, ["ALIC1"])
     argv = ["send-live-data", str(config), "--table", "all"]
-    assert cli.run([*argv, "--batch-size", "1", "--batch-size", "2"]) == cli.EXIT_USAGE
+    assert cli.run([*argv, "--batch-size", "1", "--batch-size", "2"]) == cli.EXIT_BAD_INPUT
     [line] = capsys.readouterr().err.splitlines()
     assert "2 --batch-size values for 4 tables" in line
 

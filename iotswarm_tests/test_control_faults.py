@@ -9,11 +9,14 @@ import uuid
 
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.payloads import DEFAULT_FORMAT
 from iotswarm_pipelines.swarm.mqtt.types import ControlSettings, ShardResult
 from iotswarm_pipelines.swarm.options import SwarmOptions
 from iotswarm_pipelines.swarm.shard_runner import control_of
 from iotswarm_tests.control_fixtures import WAIT, TeamClient, start_swarm
+
+SOILMET = catalogue.SOILMET_30MIN
 
 pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
 
@@ -107,7 +110,7 @@ def test_reboot_is_counted_with_its_state_messages(mqtt_broker, qos):
 def test_control_is_off_with_a_shared_connection_saying_so_once():
     lines: list[str] = []
     options = SwarmOptions(connections="shared")
-    assert control_of(options, None, DEFAULT_FORMAT, lines.append) is None  # type: ignore[arg-type]
+    assert control_of(options, SOILMET, None, DEFAULT_FORMAT, lines.append) is None  # type: ignore[arg-type]
     assert lines == [
         "command and control is off: it needs per_device connections (connections=shared)"
     ]
@@ -116,11 +119,11 @@ def test_control_is_off_with_a_shared_connection_saying_so_once():
 @pytest.mark.parametrize("options", [{"control": False}, {"device_type": "basic"}, {"dry": True}])
 def test_control_is_off_when_asked_or_without_a_cr1000x(options):
     lines: list[str] = []
-    assert control_of(SwarmOptions(**options), None, DEFAULT_FORMAT, lines.append) is None  # type: ignore[arg-type]
+    assert control_of(SwarmOptions(**options), SOILMET, None, DEFAULT_FORMAT, lines.append) is None  # type: ignore[arg-type]
     assert lines == []
 
 
 def test_control_accepts_the_tables_names_and_default():
-    control = control_of(SwarmOptions(group_id="x/y"), None, DEFAULT_FORMAT, print)  # type: ignore[arg-type]
+    control = control_of(SwarmOptions(group_id="x/y"), SOILMET, None, DEFAULT_FORMAT, print)  # type: ignore[arg-type]
     assert control is not None and control.settings.group_id == "x/y"
     assert control.settings.tables == ("LEVEL1_SOILMET_30MIN", "LEVEL_1_SOILMET_30MIN", "default")

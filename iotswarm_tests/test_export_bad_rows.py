@@ -64,7 +64,7 @@ def test_freshness_flags_a_watermark_ahead_of_the_sources_newest_row(tmp_path):
     state.advance(SOILMET, {"ALIC1": datetime(2030, 1, 1), "BALRD": T0 + timedelta(hours=1.5)})
     newest = CosmosSource(url=url).newest_times(SOILMET)
 
-    outcome = health.freshness(SOILMET, newest, state.load(SOILMET), T0, 3.0)
+    outcome = health.freshness(catalogue.SOILMET_30MIN, newest, state.load(SOILMET), T0, 3.0)
     assert not outcome.passed
     assert outcome.description.startswith(
         f"{SOILMET}: the watermark of 1 site(s) is ahead of the source's newest row "

@@ -92,7 +92,7 @@ def test_bad_config_files_name_the_file_and_line(tmp_path, text, message):
 
 def test_a_malformed_password_line_is_reported_without_the_password(tmp_path, capsys):
     path = write(tmp_path / "c", "dsn='h'\nuser='u'\npass='hunter2\nbucket='b'\n")
-    assert cli.run([str(path), SOILMET]) == cli.EXIT_USAGE
+    assert cli.run([str(path), SOILMET]) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "line 3" in err and "hunter2" not in err
 
@@ -135,8 +135,8 @@ def test_runs_land_in_dagster_home_as_runs_of_the_live_export_job(
 
 def test_unknown_table_and_bad_replay_time_exit_2(tmp_path, database, capsys):
     config = str(config_for(tmp_path, database))
-    assert cli.run([config, "LEVEL1_NOPE"]) == cli.EXIT_USAGE
-    assert cli.run([config, SOILMET, "--since", "yesterday"]) == cli.EXIT_USAGE
+    assert cli.run([config, "LEVEL1_NOPE"]) == cli.EXIT_BAD_INPUT
+    assert cli.run([config, SOILMET, "--since", "yesterday"]) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "unknown COSMOS table" in err[0] and "ISO 8601" in err[1]
 

@@ -108,12 +108,13 @@ WORKER = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
+    from iotswarm_pipelines.cosmos import catalogue
     from iotswarm_pipelines.export.pipeline import export_table
     from iotswarm_tests.export_fixtures import local_store, source, state_store
     url, folder = sys.argv[1], Path(sys.argv[2])
     print("ready", flush=True)
     summary = export_table(
-        "LEVEL1_PRECIP_1MIN", source=source(url), store=local_store(folder),
+        catalogue.PRECIP_1MIN, source=source(url), store=local_store(folder),
         state=state_store(folder), fallback_hours=1,
     )
     print(json.dumps({"rows": summary.rows_read}), flush=True)

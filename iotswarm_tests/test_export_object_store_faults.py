@@ -182,7 +182,7 @@ from iotswarm_pipelines.export.pipeline import ExportError, export_table
 from iotswarm_pipelines.export.state_store import StateStore
 root, url, state_dir = sys.argv[1:4]
 try:
-    export_table("LEVEL1_SOILMET_30MIN", source=CosmosSource(url=url), fallback_hours=None,
+    export_table(catalogue.SOILMET_30MIN, source=CosmosSource(url=url), fallback_hours=None,
                  store=LocalObjectStore(root=root), state=StateStore(state_dir=state_dir))
 except ExportError as exc:
     print(exc)

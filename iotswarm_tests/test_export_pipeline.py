@@ -45,7 +45,9 @@ def seed(url: str, start: datetime, count: int, sites=("ALIC1", "BALRD")) -> Non
 
 
 def run(url, store, state, **kwargs):
-    return export_table(SOILMET, source=source(url), store=store, state=state, now=NOW, **kwargs)
+    return export_table(
+        catalogue.SOILMET_30MIN, source=source(url), store=store, state=state, now=NOW, **kwargs
+    )
 
 
 def times_of(store) -> dict[str, list[datetime]]:
@@ -93,7 +95,7 @@ def test_keys_follow_the_reference_format(tmp_path):
         payload = json.loads(body)
         newest = max(datetime.fromisoformat(r["time"]) for r in payload["data"])
         assert int(stamp) == keys.epoch_ms(newest)
-        assert key == keys.object_key(PREFIX, site, SOILMET, newest, body)
+        assert key == keys.object_key(PREFIX, site, catalogue.SOILMET_30MIN, newest, body)
         assert payload["head"]["environment"]["serial_no"] == "65-76-73-67-49"
 
 
@@ -188,7 +190,7 @@ def test_export_window_resends_one_day_without_touching_the_state(tmp_path):
     url, store = sqlite_url(tmp_path), local_store(tmp_path)
     seed(url, datetime(2024, 6, 1), 49)  # 2024-06-01 00:00 .. 2024-06-02 00:00
     day = export_window(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(url),
         store=store,
         sites=["ALIC1"],
@@ -219,10 +221,10 @@ def test_every_table_exports_and_prints_its_summary(tmp_path):
         insert_rows(url, table, make_rows(table, "ALIC1", [datetime(2020, 1, 1)]))
     summaries = [
         export_table(t, source=source(url), store=store, state=state, fallback_hours=None)
-        for t in catalogue.TABLE_NAMES
+        for t in catalogue.TABLES.values()
     ]
     assert [(s.table, s.objects_stored) for s in summaries] == [
-        (t, 1) for t in catalogue.TABLE_NAMES
+        (t, 1) for t in catalogue.TABLES.values()
     ]
     text = format_summary(summaries[0], store.describe())
     assert text.splitlines() == [
@@ -232,7 +234,9 @@ def test_every_table_exports_and_prints_its_summary(tmp_path):
         "    ALIC1  2020-01-01 00:00:00",
     ]
     # nothing new: no site listed
-    again = export_table(SOILMET, source=source(url), store=store, state=state, fallback_hours=None)
+    again = export_table(
+        catalogue.SOILMET_30MIN, source=source(url), store=store, state=state, fallback_hours=None
+    )
     assert format_summary(again).splitlines()[1:] == [
         "  no watermark moved: nothing new at 1 sites"
     ]
@@ -274,7 +278,7 @@ def test_sizes_print_for_a_person():
 
 def test_printed_summary_shows_at_most_max_sites_watermarks():
     summary = ExportSummary(
-        table=SOILMET,
+        table=catalogue.SOILMET_30MIN,
         sites=3,
         watermarks={s: datetime(2020, 1, 1) for s in ("ALIC1", "BALRD", "BICKL", "CARDT")},
         advanced=("ALIC1", "BALRD", "BICKL"),

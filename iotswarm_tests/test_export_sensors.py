@@ -33,7 +33,7 @@ def setup(tmp_path):
 
 def evaluate(instance, resources, cursor=None):
     """One tick of the SOILMET sensor as the daemon runs it (run requests resolved)."""
-    sensor = make_table_sensor(SOILMET)
+    sensor = make_table_sensor(catalogue.SOILMET_30MIN)
     repo = dg.Definitions.merge(defs, dg.Definitions(resources=resources)).get_repository_def()
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources=resources, repository_def=repo
@@ -58,7 +58,9 @@ def test_new_rows_request_one_run_for_the_table_partition(setup):
 
 def test_nothing_new_after_an_export_and_a_new_row_moves_the_cursor(setup):
     url, recent, resources, store = setup
-    export_table(SOILMET, source=resources["cosmos"], store=store, state=resources["state"])
+    export_table(
+        catalogue.SOILMET_30MIN, source=resources["cosmos"], store=store, state=resources["state"]
+    )
     with dg.instance_for_test() as instance:
         tick = evaluate(instance, resources)
         assert tick.run_requests == []
@@ -84,7 +86,9 @@ def test_rows_older_than_the_fallback_of_a_never_seen_site_do_not_trigger(tmp_pa
 
 
 def test_intervals_and_crons_follow_the_table_cadence():
-    assert make_table_sensor(SOILMET).default_status == dg.DefaultSensorStatus.RUNNING
+    assert (
+        make_table_sensor(catalogue.SOILMET_30MIN).default_status == dg.DefaultSensorStatus.RUNNING
+    )
     assert sensor_interval(catalogue.get_table(PRECIP)) == 60
     assert sensor_interval(catalogue.get_table(SOILMET)) == 300
     assert cadence_cron(timedelta(minutes=1)) == "* * * * *"
@@ -95,7 +99,7 @@ def test_intervals_and_crons_follow_the_table_cadence():
 
 
 def test_schedule_requests_its_table_with_the_tag(setup):
-    schedule = make_table_schedule(PRECIP)
+    schedule = make_table_schedule(catalogue.PRECIP_1MIN)
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     repo = dg.Definitions.merge(defs, dg.Definitions(resources=setup[2])).get_repository_def()
     with (

@@ -74,6 +74,7 @@ def test_a_store_that_falls_silent_mid_run_stops_the_run_after_failures_in_a_row
 CTRL_C_EXPORT = """
 import sys
 from dagster_aws.s3 import S3Resource
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.object_store import S3ObjectStore
 from iotswarm_pipelines.export.pipeline import export_table
@@ -81,7 +82,7 @@ from iotswarm_pipelines.export.state_store import StateStore
 endpoint, bucket, url, state_dir = sys.argv[1:5]
 store = S3ObjectStore(s3=S3Resource(endpoint_url=endpoint, region_name="eu-west-2"),
                       bucket=bucket, read_timeout_seconds=60, max_attempts=8)
-export_table("LEVEL1_SOILMET_30MIN", source=CosmosSource(url=url), store=store,
+export_table(catalogue.SOILMET_30MIN, source=CosmosSource(url=url), store=store,
              state=StateStore(state_dir=state_dir), fallback_hours=None)
 """
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
@@ -46,7 +47,7 @@ def test_a_huge_fallback_sends_every_row_with_a_warning(hours, tmp_path, caplog)
     insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", [OLD, NOW - timedelta(hours=1)]))
     with caplog.at_level(logging.WARNING):
         summary = export_table(
-            SOILMET,
+            catalogue.SOILMET_30MIN,
             source=CosmosSource(url=url),
             store=local_store(tmp_path),
             state=state_store(tmp_path),

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos import catalogue, schema
-from iotswarm_pipelines.cosmos.sample import follow, generate
+from iotswarm_pipelines.cosmos.sample import generate
+from iotswarm_pipelines.cosmos.sample.follow import follow
 
 PRECIP = catalogue.PRECIP_1MIN.name
 START = datetime(2026, 3, 10, 0, 0)

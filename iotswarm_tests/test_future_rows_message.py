@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines
 from iotswarm_pipelines.export.pipeline import ExportError, export_table
 from iotswarm_tests.export_fixtures import (
@@ -34,7 +35,7 @@ def _fresh_engines():
 
 def _export(tmp_path, url):
     return export_table(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=CosmosSource(url=url, retry_backoff_seconds=0.01),
         store=local_store(tmp_path),
         state=state_store(tmp_path),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from iotswarm_pipelines import json_logs
+from iotswarm_pipelines import json_logs, run_loggers
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_tests.test_export_cli import LIVE_COSMOS, config_for
@@ -126,4 +126,4 @@ def test_every_job_of_the_code_location_logs_through_the_switchable_logger():
 
     repo = defs.get_repository_def()
     for job in repo.get_all_jobs():
-        assert job.loggers["console"] is json_logs.console_logger, job.name
+        assert job.loggers["console"] is run_loggers.console_logger, job.name

@@ -151,7 +151,7 @@ def test_sensor_tick_and_export_run_are_recorded_in_postgres(prod_instance, samp
     with dg.execute_job(
         dg.reconstructable(code_location_live_export_job),
         prod_instance,
-        tags={**run_tags(SOILMET), "dagster/partition": SOILMET},
+        tags={**run_tags(catalogue.SOILMET_30MIN), "dagster/partition": SOILMET},
     ) as result:
         assert result.success
         [materialization] = result.asset_materializations_for_node(cosmos_live_export.op.name)

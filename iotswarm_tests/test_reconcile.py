@@ -52,7 +52,7 @@ def export_two_days(tmp_path, store, **options):
         )
     state = state_store(tmp_path)
     export_table(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(url),
         store=store,
         state=state,
@@ -144,7 +144,7 @@ def test_rows_in_two_objects_and_rows_gone_from_the_source_are_reported_never_de
     url, store, state = exported
     # A re-export in pairs holds every ALIC1 row of the morning a second time, under other keys.
     export_window(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(url),
         store=store,
         after=datetime(2024, 6, 1),
@@ -177,7 +177,9 @@ def test_a_late_row_behind_the_watermark_is_found_and_healed(exported):
     url, store, state = exported
     late = datetime(2024, 6, 1, 9, 15)  # between two half hours, long behind the watermark
     insert_rows(url, SOILMET, make_rows(SOILMET, "CHIMN", [late]))
-    export_table(SOILMET, source=source(url), store=store, state=state, now=NOW)  # sends nothing
+    export_table(
+        catalogue.SOILMET_30MIN, source=source(url), store=store, state=state, now=NOW
+    )  # sends nothing
 
     result = run(url, store, state, heal=True)
     assert [(s.site_id, s.missing) for s in result.sites if s.missing] == [("CHIMN", (late,))]
@@ -196,7 +198,9 @@ def test_a_row_hidden_by_a_future_dated_watermark_is_found_and_healed(exported, 
     hidden_day = date(2024, 6, 3)
     hidden = half_hours(datetime(2024, 6, 3, 0, 30), 4)
     insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", hidden))
-    sent = export_table(SOILMET, source=source(url), store=store, state=state, now=NOW)
+    sent = export_table(
+        catalogue.SOILMET_30MIN, source=source(url), store=store, state=state, now=NOW
+    )
     assert sent.rows_read == 0
 
     result = run(url, store, state, day=hidden_day, heal=True)
@@ -258,11 +262,16 @@ def test_with_batches_the_heal_writes_the_export_s_own_keys_exactly_once(
             url, SOILMET, make_rows(SOILMET, site, half_hours(datetime(2024, 6, 3, 0, 30), 24))
         )
     export_table(
-        SOILMET, source=source(url), store=store, state=state, batch_size=batch_size, now=NOW
+        catalogue.SOILMET_30MIN,
+        source=source(url),
+        store=store,
+        state=state,
+        batch_size=batch_size,
+        now=NOW,
     )
     # A replay of the day cut at midnight: a 7-row payload crossing it is re-sent whole.
     export_window(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(url),
         store=store,
         after=datetime(2024, 6, 1),
@@ -314,7 +323,7 @@ def test_with_batches_a_late_row_heals_as_its_whole_payload_and_the_rest_shows_d
     assert chimn.site_id == "CHIMN" and len(chimn.duplicated) == 48
     assert again.complete and again.counts()["missing"] == 0
     export_window(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(url),
         store=store,
         after=datetime(2024, 6, 1),

@@ -37,7 +37,9 @@ def resources(tmp_path):
     for site in ("ALIC1", "BALRD"):
         insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
     store, state = local_store(tmp_path), state_store(tmp_path)
-    export_table(SOILMET, source=source(url), store=store, state=state, fallback_hours=None)
+    export_table(
+        catalogue.SOILMET_30MIN, source=source(url), store=store, state=state, fallback_hours=None
+    )
     return {"cosmos": source(url), "object_store": store, "state": state}
 
 
@@ -102,7 +104,7 @@ def test_the_run_config_s_payload_format_and_batch_size_heal_onto_the_export_s_k
     store, state = local_store(tmp_path), state_store(tmp_path)
     old = {"prog_name": "CPU:iotswarm-1.6.10.CR1X", "strict_json": True, "batch_size": 48}
     export_table(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(url),
         store=store,
         state=state,

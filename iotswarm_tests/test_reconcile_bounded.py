@@ -14,11 +14,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dagster_aws.s3 import S3Resource
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export import cli
-from iotswarm_tests.export_faults import ROOT, new_bucket, s3_on
-from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, sqlite_url
+from iotswarm_pipelines.export import cli, commands
+from iotswarm_pipelines.export.store_resources import S3ObjectStoreResource
+from iotswarm_tests.export_faults import REGION, ROOT, new_bucket
+from iotswarm_tests.export_fixtures import PREFIX, SOILMET, insert_rows, make_rows, sqlite_url
 from iotswarm_tests.s3_fault_proxy import FaultPlan, fault_proxy
 
 SITES = ("ALIC1", "BALRD", "CHIMN")
@@ -52,16 +54,22 @@ def test_an_endpoint_that_never_answers_is_named_by_the_bucket_check(
     plan = FaultPlan(fail_first=0, hang=True)
     with fault_proxy(s3_endpoint, plan) as proxy:
         config = write_config(tmp_path, proxy, bucket)
-        built = cli.stores
+        built = commands.stores
 
         def quick(parsed):  # the config's stores, with a short read timeout to keep this quick
             stores = built(parsed)
             for name, value in aws_test_credentials.items():  # the stores took them (SECURITY.md)
                 monkeypatch.setenv(name, value)
-            silent = s3_on(proxy, bucket, read_timeout_seconds=1, max_attempts=2)
+            silent = S3ObjectStoreResource(
+                s3=S3Resource(endpoint_url=proxy, region_name=REGION),
+                bucket=bucket,
+                prefix=PREFIX,
+                read_timeout_seconds=1,
+                max_attempts=2,
+            )
             return {**stores, "object_store": silent}
 
-        monkeypatch.setattr(cli, "stores", quick)
+        monkeypatch.setattr(commands, "stores", quick)
         code = cli.run(["reconcile", str(config), *ARGS])
     captured = capsys.readouterr()
     assert code == 1

@@ -34,7 +34,7 @@ def config(tmp_path) -> Path:
         insert_rows(url, table, [])
     insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     export_table(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(url),
         store=local_store(tmp_path),
         state=state_store(tmp_path),
@@ -125,7 +125,7 @@ def test_the_config_file_s_payload_format_and_batch_size_predict_and_heal_the_ex
     store = local_store(tmp_path)
     old = payloads.PayloadFormat(prog_name="CPU:iotswarm-1.6.10.CR1X", strict_json=True)
     export_table(
-        SOILMET,
+        catalogue.SOILMET_30MIN,
         source=source(url),
         store=store,
         state=state_store(tmp_path),

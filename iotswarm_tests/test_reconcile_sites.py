@@ -56,7 +56,12 @@ def exported(folder: Path, stored_ids: list[str], rows: int = 96):
         insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
     store, state = local_store(folder), state_store(folder)
     export_table(
-        SOILMET, source=source(url), store=store, state=state, fallback_hours=None, now=NOW
+        catalogue.SOILMET_30MIN,
+        source=source(url),
+        store=store,
+        state=state,
+        fallback_hours=None,
+        now=NOW,
     )
     return url, store, state
 

@@ -5,6 +5,7 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from iotswarm_pipelines import payloads
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import keys, reconciliation
 from iotswarm_pipelines.export.reconciliation import (
     TableDay,
@@ -33,14 +34,14 @@ def test_a_day_is_midnight_exclusive_to_midnight_inclusive():
 
 
 def test_key_stamps_parse_and_the_listing_start_skips_exactly_the_earlier_keys():
-    folder = keys.site_folder("fdri/cosmos_swarm", "ALIC1", "LEVEL1_SOILMET_30MIN")
+    folder = keys.site_folder("fdri/cosmos_swarm", "ALIC1", catalogue.SOILMET_30MIN)
     assert folder == "fdri/cosmos_swarm/ALIC1/LIVE_SOILMET_30MIN/"
-    key = keys.object_key("fdri/cosmos_swarm", "ALIC1", "LEVEL1_SOILMET_30MIN", t(0, 30), "x")
+    key = keys.object_key("fdri/cosmos_swarm", "ALIC1", catalogue.SOILMET_30MIN, t(0, 30), "x")
     assert keys.key_time_ms(key) == keys.epoch_ms(t(0, 30))
     assert keys.key_md5(key) == key[-32:]
     assert keys.key_time_ms(folder + "README") is None
     start = keys.start_after(folder, keys.epoch_ms(t(0, 30)))
-    later = keys.object_key("fdri/cosmos_swarm", "ALIC1", "LEVEL1_SOILMET_30MIN", t(0, 31), "y")
+    later = keys.object_key("fdri/cosmos_swarm", "ALIC1", catalogue.SOILMET_30MIN, t(0, 31), "y")
     assert key < start < later
 
 
@@ -77,7 +78,7 @@ def test_rows_outside_the_day_are_not_counted():
 def test_the_day_counts_add_up_and_heal_decides_completeness():
     a = compare_site("ALIC1", AFTER, UNTIL, [t(1), t(2)], {"k": (t(1), t(5))}, None)
     b = compare_site("BALRD", AFTER, UNTIL, [t(1)], {"x": (t(1),), "y": (t(1),)}, None)
-    day = TableDay(table="LEVEL1_SOILMET_30MIN", day=AFTER.date(), sites=[a, b])
+    day = TableDay(table=catalogue.SOILMET_30MIN, day=AFTER.date(), sites=[a, b])
     counts = day.counts()
     assert {k: counts[k] for k in ("rows", "found", "missing", "duplicated", "orphaned")} == {
         "rows": 3,

@@ -11,8 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos import catalogue, schema
-from iotswarm_pipelines.cosmos.sample import SampleError, follow, generate, summarise
+from iotswarm_pipelines.cosmos.sample import SampleError, generate, summarise
 from iotswarm_pipelines.cosmos.sample.cli import main
+from iotswarm_pipelines.cosmos.sample.follow import follow
 from iotswarm_pipelines.cosmos.sample.profiles import RAINE_SITES, SENSOR_GROUPS, profile
 from iotswarm_pipelines.cosmos.sample.tables import WM_SENTINEL, clear_caches
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from iotswarm_pipelines.export.config_file import parse_config
-from iotswarm_pipelines.swarm import cli as swarm_cli
+from iotswarm_pipelines.swarm import launch
 
 OLD_TOOL_CONFIG = "dsn='db.example:1521/cosmos'\nuser='cosmos'\npass='hunter2'\nbucket='b'\n"
 NESTED_CONFIG = (
@@ -46,7 +46,7 @@ def test_a_password_file_others_can_read_is_named_with_its_fix(tmp_path, capsys,
     secret = tmp_path / "password"
     secret.write_text("s3cret\n")
     secret.chmod(0o640)
-    swarm_cli.assemble({}, {"username": "swarm"}, source=None, password_file=str(secret))
+    launch.assemble({}, {"username": "swarm"}, source=None, password_file=str(secret))
     err = capsys.readouterr().err
     assert f"{secret} holds a password and is readable by others (mode 0640)" in err
     assert f"chmod 600 {secret}" in err and "s3cret" not in err

@@ -23,7 +23,9 @@ from iotswarm_pipelines.export import cli as export_cli
 from iotswarm_pipelines.export.assets import cosmos_live_export
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.store_resources import S3ObjectStoreResource
-from iotswarm_pipelines.swarm.cli import PASSWORD_ENV, cli_swarm_job
+from iotswarm_pipelines.secret_files import SWARM_PASSWORD_ENV as PASSWORD_ENV
+from iotswarm_pipelines.secret_files import SWARM_SOURCE_URL_ENV
+from iotswarm_pipelines.swarm.launch import cli_swarm_job
 from iotswarm_tests.export_fixtures import PREFIX, SOILMET, insert_rows, make_rows, state_store
 from iotswarm_tests.services import free_port
 from iotswarm_tests.swarm_runs import swarm_config, swarm_run_config
@@ -188,7 +190,7 @@ def test_iot_swarm_keeps_the_source_urls_password_out_of_its_runs_records(
     from iotswarm_pipelines.swarm import cli as swarm_cli
 
     secret = sa.engine.make_url(secret_pg_url).password
-    monkeypatch.setenv(swarm_cli.SOURCE_URL_ENV, "restored-after-the-test")
+    monkeypatch.setenv(SWARM_SOURCE_URL_ENV, "restored-after-the-test")
     argv = ["--source", secret_pg_url, "--dry", "--sessions-dir", str(tmp_path)]
     _, run_config, _ = swarm_cli.build(swarm_cli._parser().parse_args(argv))
     with dg.instance_for_test() as instance:

@@ -18,6 +18,7 @@ from iotswarm_tests.small_disk import run_on_small_disk
 
 SAVE_AND_REPORT = """
 import sys
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.object_store import LocalObjectStore
 from iotswarm_pipelines.export.pipeline import ExportError, export_table
@@ -26,7 +27,7 @@ from iotswarm_pipelines.export.state_store import StateStore
 state_dir, root, url = sys.argv[1:4]
 state = StateStore(state_dir=state_dir)
 try:
-    export_table("LEVEL1_SOILMET_30MIN", source=CosmosSource(url=url), fallback_hours=None,
+    export_table(catalogue.SOILMET_30MIN, source=CosmosSource(url=url), fallback_hours=None,
                  store=LocalObjectStore(root=root), state=state)
 except ExportError as exc:
     print(exc)

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import uuid
 
-from iotswarm_pipelines.swarm.cli import PASSWORD_ENV, main
+from iotswarm_pipelines.secret_files import SWARM_PASSWORD_ENV as PASSWORD_ENV
+from iotswarm_pipelines.swarm.cli import main
 from iotswarm_tests.swarm_runs import REFERENCE_CSV
 
 pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)

@@ -6,7 +6,7 @@ import threading
 import uuid
 
 from iotswarm_pipelines.swarm import sessions
-from iotswarm_pipelines.swarm.cli import cli_swarm_job
+from iotswarm_pipelines.swarm.launch import cli_swarm_job
 from iotswarm_tests.services import wait_until
 from iotswarm_tests.swarm_runs import swarm_config, swarm_run_config
 

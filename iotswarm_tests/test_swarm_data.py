@@ -56,7 +56,7 @@ def times(messages) -> list[list[str]]:
 
 
 def test_reference_csv_rows_follow_the_catalogue():
-    rows = read_csv_rows(REFERENCE_CSV, SOILMET)
+    rows = read_csv_rows(REFERENCE_CSV, catalogue.SOILMET_30MIN)
     assert len(rows) == 4
     first = rows[0]
     assert list(first) == [c for c in catalogue.SOILMET_30MIN.column_names if c in first]
@@ -72,7 +72,7 @@ def test_reference_csv_rows_follow_the_catalogue():
 
 
 def test_csv_dates_sentinels_and_integers(history_csv):
-    rows = read_csv_rows(history_csv, SOILMET)
+    rows = read_csv_rows(history_csv, catalogue.SOILMET_30MIN)
     assert [r["DATE_TIME"] for r in rows[:2]] == [T0, T0 + timedelta(minutes=30)]
     assert rows[1] == {
         "SITE_ID": "ALIC1",
@@ -91,16 +91,16 @@ def test_csv_with_a_bad_date_names_the_line(tmp_path):
         [("ALIC1", "01-JUN-24 00.30.00", "1", "1"), ("ALIC1", "yesterday", "1", "2")],
     )
     with pytest.raises(SwarmConfigError, match=r"line 3: DATE_TIME 'yesterday'"):
-        read_csv_rows(path, SOILMET)
+        read_csv_rows(path, catalogue.SOILMET_30MIN)
 
 
 def test_csv_of_another_table_is_refused(history_csv):
     with pytest.raises(SwarmConfigError, match="not in LEVEL1_PRECIP_1MIN"):
-        read_csv_rows(history_csv, "LEVEL1_PRECIP_1MIN")
+        read_csv_rows(history_csv, catalogue.PRECIP_1MIN)
 
 
 def test_loop_walks_history_in_order_and_wraps(history_csv):
-    source = CsvRows(history_csv, SOILMET)
+    source = CsvRows(history_csv, catalogue.SOILMET_30MIN)
     (stream,) = build_streams(
         plan_devices(["ALIC1"]), source, mode="loop", device_type="cr1000x", sleep_time=7
     )
@@ -119,7 +119,7 @@ def test_loop_walks_history_in_order_and_wraps(history_csv):
 
 
 def test_loop_batches_never_span_the_wrap(history_csv):
-    source = CsvRows(history_csv, SOILMET)
+    source = CsvRows(history_csv, catalogue.SOILMET_30MIN)
     (stream,) = build_streams(
         plan_devices(["ALIC1"]), source, mode="loop", device_type="cr1000x", rows_per_message=2
     )
@@ -128,7 +128,7 @@ def test_loop_batches_never_span_the_wrap(history_csv):
 
 
 def test_loop_reads_chunks_once_for_clones_across_chunk_boundaries(history_csv):
-    source = CsvRows(history_csv, SOILMET)
+    source = CsvRows(history_csv, catalogue.SOILMET_30MIN)
     streams = build_streams(
         plan_devices(["ALIC1"], per_site=20), source, mode="loop", device_type="basic", chunk_rows=2
     )
@@ -139,7 +139,7 @@ def test_loop_reads_chunks_once_for_clones_across_chunk_boundaries(history_csv):
 
 
 def test_clones_and_laps_reuse_a_payload_built_once(history_csv):
-    source = CsvRows(history_csv, SOILMET)
+    source = CsvRows(history_csv, catalogue.SOILMET_30MIN)
     built = []
 
     def encode(station, rows):
@@ -159,7 +159,7 @@ def test_clones_and_laps_reuse_a_payload_built_once(history_csv):
 
 
 def test_payload_memo_stays_within_its_budget(history_csv):
-    rows = CsvRows(history_csv, SOILMET).rows_after("ALIC1", None, 5)
+    rows = CsvRows(history_csv, catalogue.SOILMET_30MIN).rows_after("ALIC1", None, 5)
     size = len(encoder("cr1000x")("ALIC1", [rows[0]]))
     built = []
 
@@ -174,7 +174,7 @@ def test_payload_memo_stays_within_its_budget(history_csv):
 
 
 def test_replay_waits_follow_the_timestamps_divided_by_speed(history_csv):
-    source = CsvRows(history_csv, SOILMET)
+    source = CsvRows(history_csv, catalogue.SOILMET_30MIN)
     (stream,) = build_streams(
         plan_devices(["ALIC1"]), source, mode="replay", device_type="cr1000x", speed=48
     )
@@ -186,7 +186,7 @@ def test_replay_waits_follow_the_timestamps_divided_by_speed(history_csv):
 
 
 def test_replay_resumes_after_the_saved_position(history_csv):
-    source = CsvRows(history_csv, SOILMET)
+    source = CsvRows(history_csv, catalogue.SOILMET_30MIN)
     position = DevicePosition(last_time=T0 + timedelta(minutes=30), cycles=2)
     (stream,) = build_streams(
         plan_devices(["ALIC1"]),
@@ -203,7 +203,7 @@ def test_replay_resumes_after_the_saved_position(history_csv):
 
 
 def test_cr1000x_station_is_the_site_also_for_clones(history_csv):
-    source = CsvRows(history_csv, SOILMET)
+    source = CsvRows(history_csv, catalogue.SOILMET_30MIN)
     streams = build_streams(
         plan_devices(["ALIC1"], per_site=2), source, mode="loop", device_type="cr1000x"
     )
@@ -215,7 +215,7 @@ def test_cr1000x_station_is_the_site_also_for_clones(history_csv):
 
 
 def test_basic_payload_is_the_row(history_csv):
-    source = CsvRows(history_csv, SOILMET)
+    source = CsvRows(history_csv, catalogue.SOILMET_30MIN)
     (stream,) = build_streams(
         plan_devices(["BALRD"]), source, mode="latest", device_type="basic", sleep_time=3
     )
@@ -246,7 +246,7 @@ def sample_db(tmp_path_factory) -> str:
 
 def test_latest_mode_queries_the_database_once_per_shard_cycle(sample_db):
     source = CosmosSource(url=sample_db)
-    rows = CosmosRows(source, SOILMET)
+    rows = CosmosRows(source, catalogue.SOILMET_30MIN)
     streams = build_streams(
         plan_devices(rows.sites(), per_site=30),
         rows,
@@ -265,7 +265,7 @@ def test_latest_mode_queries_the_database_once_per_shard_cycle(sample_db):
 
 def test_loop_over_the_database_matches_its_history(sample_db):
     source = CosmosSource(url=sample_db)
-    rows = CosmosRows(source, SOILMET)
+    rows = CosmosRows(source, catalogue.SOILMET_30MIN)
     history = [r["DATE_TIME"] for r in source.rows_after(SOILMET, "BALRD", None)]
     (stream,) = build_streams(
         plan_devices(["BALRD"]), rows, mode="loop", device_type="cr1000x", chunk_rows=5

@@ -14,7 +14,7 @@ from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.labels import TRIGGER_TAG
 from iotswarm_pipelines.swarm import sessions
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
-from iotswarm_pipelines.swarm.cli import multiprocess_config
+from iotswarm_pipelines.swarm.launch import multiprocess_config
 from iotswarm_pipelines.swarm.ops import SWARM_TAG, concurrent_steps
 
 T0 = datetime(2024, 6, 1)

@@ -24,10 +24,12 @@ import dagster as dg
 import paho.mqtt.client as paho
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm import scenario
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
-from iotswarm_pipelines.swarm.cli import cli_swarm_job, main
+from iotswarm_pipelines.swarm.cli import main
+from iotswarm_pipelines.swarm.launch import cli_swarm_job
 from iotswarm_pipelines.swarm.mqtt.types import ShardResult
 from iotswarm_pipelines.swarm.options import SwarmOptions
 from iotswarm_pipelines.swarm.report import render_markdown, summarize
@@ -36,7 +38,8 @@ from iotswarm_tests.services import wait_until
 pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
 
 T0 = datetime(2024, 6, 1)
-PRECIP = "LEVEL1_PRECIP_1MIN"
+PRECIP_TABLE = catalogue.PRECIP_1MIN
+PRECIP = PRECIP_TABLE.name
 
 
 @pytest.fixture(scope="module")
@@ -257,13 +260,17 @@ def test_phase_rules_pick_devices_and_join_times_by_profile():
     assert chosen == scenario.outage_devices(SwarmOptions(**base, outage_share=30), ids[::-1])
     # 20 simulated minutes of a 1-minute table at 0.5 s per row: 10 real seconds.
     step = scenario.join_after(
-        SwarmOptions(**base, ramp="step", ramp_minutes=20, ramp_steps=2), ids
+        SwarmOptions(**base, ramp="step", ramp_minutes=20, ramp_steps=2), PRECIP_TABLE, ids
     )
     assert [step[d] for d in ids] == [0.0] * 5 + [5.0] * 5
-    linear = scenario.join_after(SwarmOptions(**base, ramp="linear", ramp_minutes=20), ids)
+    linear = scenario.join_after(
+        SwarmOptions(**base, ramp="linear", ramp_minutes=20), PRECIP_TABLE, ids
+    )
     assert [linear[d] for d in ids] == [float(k) for k in range(10)]
     shards = scenario.for_shards(
-        SwarmOptions(**base, outage_share=30, outage_start=5, outage_minutes=30), [ids[:5], ids[5:]]
+        SwarmOptions(**base, outage_share=30, outage_start=5, outage_minutes=30),
+        PRECIP_TABLE,
+        [ids[:5], ids[5:]],
     )
     assert shards[0].outage_devices | shards[1].outage_devices == chosen
     assert (shards[0].outage_start_cycle, shards[0].outage_cycles) == (5, 30)

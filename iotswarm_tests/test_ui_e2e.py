@@ -23,8 +23,8 @@ from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.cosmos.sample.generator import default_range
 from iotswarm_pipelines.export import assets as export_assets
 from iotswarm_pipelines.export.assets import TABLE_TAG
-from iotswarm_pipelines.swarm.cli import multiprocess_config
 from iotswarm_pipelines.swarm.demo import run_demo_swarm
+from iotswarm_pipelines.swarm.launch import multiprocess_config
 from iotswarm_tests.dagster_server import (
     LOCATION,
     PROJECT,

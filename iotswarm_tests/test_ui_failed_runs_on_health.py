@@ -11,19 +11,24 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import export_runs, scope
 from iotswarm_pipelines.export.assets import cosmos_live_export, execute_live_export, run_tags
 from iotswarm_tests import test_asset_checks
 from iotswarm_tests.export_fixtures import SOILMET
 
 setup = test_asset_checks.setup  # two sites of SOILMET, six recent rows each
-CHECK = export_runs.check_key(SOILMET)
+CHECK = export_runs.check_key(catalogue.SOILMET_30MIN)
 
 
 def export(resources, instance, tags=None, **config) -> dg.DagsterRun:
     run_config = {"ops": {cosmos_live_export.op.name: {"config": config}}}
     result = execute_live_export(
-        SOILMET, resources, run_config, instance, {**run_tags(SOILMET), **(tags or {})}
+        catalogue.SOILMET_30MIN,
+        resources,
+        run_config,
+        instance,
+        {**run_tags(catalogue.SOILMET_30MIN), **(tags or {})},
     )
     return instance.get_run_by_id(result.run_id)
 

@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 
 from iotswarm_pipelines import settings
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import checks, cli, health, scope
 from iotswarm_tests import test_export_cli
 from iotswarm_tests.dagster_server import local_deployment
@@ -43,7 +44,7 @@ def config(tmp_path: Path, url: str, objects: Path, state: Path) -> str:
 
 def judged_checks(home: Path) -> set[str]:
     """The names of the table's health checks that have a result in the instance."""
-    keys = [checks.check_key(kind, SOILMET) for kind in health.Check]
+    keys = [checks.check_key(kind, catalogue.SOILMET_30MIN) for kind in health.Check]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     return {key.name for key in latest}
@@ -73,11 +74,13 @@ def test_a_run_to_the_deployments_destination_is_judged(tmp_path, database, depl
     assert cli.run([own, SOILMET, "--dagster-home", str(deployment)]) == cli.EXIT_OK
 
     assert only_run(deployment).tags[scope.SCOPE_TAG] == scope.DEPLOYMENT
-    assert judged_checks(deployment) == {health.check_name(kind, SOILMET) for kind in health.Check}
+    assert judged_checks(deployment) == {
+        health.check_name(kind, catalogue.SOILMET_30MIN) for kind in health.Check
+    }
 
 
 def test_the_completeness_check_skips_one_off_exports(tmp_path, database, deployment):
     other = config(tmp_path, database, tmp_path / "elsewhere", tmp_path / "other_state")
     assert cli.run([other, SOILMET, "--dagster-home", str(deployment)]) == cli.EXIT_OK
     with dg.DagsterInstance.from_config(str(deployment)) as instance:
-        assert checks.last_export(instance, SOILMET) is None
+        assert checks.last_export(instance, catalogue.SOILMET_30MIN) is None

@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from iotswarm_pipelines import settings
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.export import cli as export_cli
 from iotswarm_pipelines.export.assets import TABLE_TAG, cosmos_live_export
@@ -18,7 +19,7 @@ from iotswarm_pipelines.export.schedules import make_table_schedule
 from iotswarm_pipelines.export.sensors import make_table_sensor
 from iotswarm_pipelines.labels import TRIGGER_TAG
 from iotswarm_pipelines.resources import build_resources
-from iotswarm_pipelines.swarm import cli as swarm_cli
+from iotswarm_pipelines.swarm import launch
 from iotswarm_pipelines.swarm.assets import swarm_report_asset
 from iotswarm_pipelines.swarm.definitions import defs as swarm_defs
 from iotswarm_pipelines.swarm.ops import SWARM_TAG
@@ -74,7 +75,7 @@ def test_sensor_runs_carry_the_table_and_trigger_sensor(export_setup):
             instance=instance, resources=resources, repository_def=repository(resources)
         ) as context,
     ):
-        [request] = make_table_sensor(SOILMET).evaluate_tick(context).run_requests
+        [request] = make_table_sensor(catalogue.SOILMET_30MIN).evaluate_tick(context).run_requests
     assert request.tags[TABLE_TAG] == SOILMET and request.tags[TRIGGER_TAG] == "sensor"
 
 
@@ -83,7 +84,9 @@ def test_schedule_runs_carry_the_table_and_trigger_schedule(export_setup):
     with dg.instance_for_test() as instance:
         repo = repository(resources)
         with dg.build_schedule_context(instance=instance, repository_def=repo) as context:
-            [export] = make_table_schedule(SOILMET).evaluate_tick(context).run_requests
+            [export] = (
+                make_table_schedule(catalogue.SOILMET_30MIN).evaluate_tick(context).run_requests
+            )
             [checks] = health_checks_schedule.evaluate_tick(context).run_requests
     assert export.tags[TABLE_TAG] == SOILMET and export.tags[TRIGGER_TAG] == "schedule"
     assert checks.tags[TRIGGER_TAG] == "schedule"
@@ -106,7 +109,7 @@ def test_live_cosmos_runs_are_tagged_cli(export_setup, tmp_path):
 
 
 def test_iot_swarm_runs_are_tagged_with_the_session_and_cli():
-    assert swarm_cli.run_tags("night") == {SWARM_TAG: "night", TRIGGER_TAG: "cli"}
+    assert launch.run_tags("night") == {SWARM_TAG: "night", TRIGGER_TAG: "cli"}
 
 
 def test_a_swarm_run_materializes_the_report_asset_with_numbers_to_plot():

@@ -46,7 +46,7 @@ def reconciled(tmp_path_factory) -> Iterator[tuple[DagsterServer, list[str], str
         resources = build_resources()
         store, state = resources["object_store"].build(), resources["state"].build()
         source = CosmosSource(url=settings.sample_db_url())
-        for table in catalogue.TABLE_NAMES:  # every row of the sample: no fallback window
+        for table in catalogue.TABLES.values():  # every row of the sample: no fallback window
             export_table(table, source=source, store=store, state=state, fallback_hours=None)
         broken_day = days[1]
         after, until = (keys.epoch_ms(t) for t in day_window(broken_day))

@@ -44,7 +44,11 @@ def two_days(tmp_path) -> tuple[Path, Path, list[date]]:
     insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     store = local_store(tmp_path)
     export_table(
-        SOILMET, source=source(url), store=store, state=state_store(tmp_path), fallback_hours=None
+        catalogue.SOILMET_30MIN,
+        source=source(url),
+        store=store,
+        state=state_store(tmp_path),
+        fallback_hours=None,
     )
     after, until = (keys.epoch_ms(t) for t in day_window(days[1]))
     for key in [k for k in store.list_keys() if after < (keys.key_time_ms(k) or 0) <= until][:4]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
+from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import cli, export_runs
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_tests import test_ui_e2e as ui
@@ -92,7 +93,7 @@ def test_a_failed_backfill_run_shows_on_its_tables_health(dagster, page):
     backfill_id = dagster.launch_backfill("cosmos_live_export_job_partition_set", [BROKEN_TABLE])
     [run] = dagster.wait_for_backfill(backfill_id, RUN_TIMEOUT)["runs"]
     assert run["status"] == "FAILURE"
-    check = export_runs.check_name(BROKEN_TABLE)
+    check = export_runs.check_name(catalogue.STATUS_1HOUR)
     wait_until(
         lambda: ui.check_statuses(dagster, BROKEN_TABLE).get(check) == "FAILED",
         SENSOR_TIMEOUT,

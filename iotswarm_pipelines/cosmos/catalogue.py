@@ -369,6 +369,16 @@ def get_table(name: TableRef) -> Table:
     )
 
 
+def get_tables(name: str) -> list[Table]:
+    """One table (either spelling), or every table for ``all``, as the commands accept them."""
+    if name.strip().lower() == "all":
+        return list(TABLES.values())
+    try:
+        return [get_table(name)]
+    except UnknownTableError as exc:
+        raise UnknownTableError(f"{exc} (or 'all')") from None
+
+
 def _utc(text: str) -> datetime:
     """COSMOS times are naive datetimes in GMT (Oracle DATE), and so are all of this project's."""
     return datetime.fromisoformat(text)

@@ -13,6 +13,6 @@ LIVE_EXPORT_KEY = dg.AssetKey(["cosmos", "live_export"])
 HISTORY_EXPORT_KEY = dg.AssetKey(["cosmos", "history_export"])
 
 
-def health_key(table: str) -> dg.AssetKey:
+def health_key(table: catalogue.Table) -> dg.AssetKey:
     """``cosmos/health/LEVEL1_SOILMET_30MIN``: the table in the database's spelling."""
-    return dg.AssetKey(["cosmos", "health", catalogue.get_table(table).name])
+    return dg.AssetKey(["cosmos", "health", table.name])

@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from iotswarm_pipelines import executors, json_logs
+from iotswarm_pipelines import executors, run_loggers
 from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
@@ -26,7 +26,11 @@ from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.asset_keys import HISTORY_EXPORT_KEY, LIVE_EXPORT_KEY
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.options import BatchOptions, ExportOptions
-from iotswarm_pipelines.export.partitions import HISTORY_START_DATE, table_partitions
+from iotswarm_pipelines.export.partitions import (
+    HISTORY_START_DATE,
+    partition_table,
+    table_partitions,
+)
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 from iotswarm_pipelines.metrics import exposition
@@ -50,12 +54,12 @@ KINDS = {"oracle", "sqlite", "s3"}
 (prod; a local folder by default)."""
 
 
-def run_tags(table: str) -> dict[str, str]:
+def run_tags(table: catalogue.Table) -> dict[str, str]:
     """The tag every export run of ``table`` carries (the run queue limits on it)."""
-    return {TABLE_TAG: catalogue.get_table(table).name}
+    return {TABLE_TAG: table.name}
 
 
-def _tag_run(context: dg.AssetExecutionContext, table: str) -> None:
+def _tag_run(context: dg.AssetExecutionContext, table: catalogue.Table) -> None:
     """Give a run launched from the asset graph the tags a job launch has, for filtering.
 
     The graph launches through Dagster's implicit asset job, whose runs carry only
@@ -198,7 +202,9 @@ def summary_metadata(summary: pipeline.ExportSummary, destination: str) -> dict[
     return metadata
 
 
-def summary_from_metadata(table: str, metadata: Mapping[str, Any]) -> pipeline.ExportSummary:
+def summary_from_metadata(
+    table: catalogue.Table, metadata: Mapping[str, Any]
+) -> pipeline.ExportSummary:
     """The run's ``ExportSummary`` back from its materialization (for the command line)."""
     values = {name: getattr(value, "value", value) for name, value in metadata.items()}
     return pipeline.ExportSummary(
@@ -217,8 +223,8 @@ def summary_from_metadata(table: str, metadata: Mapping[str, Any]) -> pipeline.E
     )
 
 
-def _batch_size(table: str, configured: int | None) -> int:
-    return configured or DEFAULT_BATCH_SIZES[catalogue.get_table(table).name]
+def _batch_size(table: catalogue.Table, configured: int | None) -> int:
+    return configured or DEFAULT_BATCH_SIZES[table.name]
 
 
 @dg.asset(
@@ -243,7 +249,7 @@ def cosmos_live_export(
     state: dg.ResourceParam[StateBackend],
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckEvaluation]:
     _checked(config.check)
-    table = context.partition_key
+    table = partition_table(context.partition_key)
     _tag_run(context, table)
     started = time.time()
 
@@ -252,14 +258,14 @@ def cosmos_live_export(
         if config.dry_run:
             return
         run = ExportRun(
-            table=table,
+            table=table.name,
             started=started,
             ended=time.time(),
             succeeded=succeeded,
             rows=summary.rows_read if summary else 0,
             objects=summary.objects_stored if summary else 0,
             site_lags=summary.site_lags if summary else {},
-            freshness_threshold=health.FRESHNESS_THRESHOLDS[table].total_seconds(),
+            freshness_threshold=health.FRESHNESS_THRESHOLDS[table.name].total_seconds(),
         )
         push_export(exposition.pushgateway_url(config.pushgateway), run, warn)
 
@@ -290,7 +296,7 @@ def cosmos_live_export(
         push(exc.summary)
         # Not a materialization, but its counts are recorded for the completeness check.
         metadata = _run_metadata(context, exc.summary, object_store)
-        yield dg.AssetObservation(context.asset_key, partition=table, metadata=metadata)
+        yield dg.AssetObservation(context.asset_key, partition=table.name, metadata=metadata)
         yield from _judge(context, exc.summary, cosmos, state)
         raise dg.Failure(description=str(exc)) from None
     except BaseException:  # the source or the state store failed: still a failed run to report
@@ -320,8 +326,8 @@ def _judge(
     """The table's health checks, unless the run wrote elsewhere than the deployment does."""
     if scope.is_one_off(context.run.tags):
         context.log.info(
-            f"{summary.table}: a one-off run to {context.run.tags[scope.DESTINATION_TAG]}, not "
-            "the deployment's destination: its health checks are not evaluated"
+            f"{summary.table.name}: a one-off run to {context.run.tags[scope.DESTINATION_TAG]}, "
+            "not the deployment's destination: its health checks are not evaluated"
         )
         return
     yield from checks.after_export(summary, context.run.run_id, cosmos, state)
@@ -346,7 +352,7 @@ def cosmos_history_export(
     object_store: dg.ResourceParam[ObjectStore],
 ) -> dg.MaterializeResult:
     _checked(lambda: config.check(utc_now().date()))
-    table = catalogue.get_table(config.table.value).name
+    table = catalogue.get_table(config.table)
     _tag_run(context, table)
     first, last = config.days
     # DATE_TIME ends its period, so a day holds (00:00, 24:00]: midnight is the day before.
@@ -373,12 +379,12 @@ def cosmos_history_export(
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _empty_window(cosmos: CosmosSource, table: str, first: date, last: date) -> str:
+def _empty_window(cosmos: CosmosSource, table: catalogue.Table, first: date, last: date) -> str:
     """Why a history re-export read nothing: the days asked for, and the days the source holds
     (a DATE_TIME ends its period, so midnight belongs to the day before)."""
-    asked = f"the source holds no {table} rows from {first} to {last} (GMT days)"
+    asked = f"the source holds no {table.name} rows from {first} to {last} (GMT days)"
     sites = cosmos.list_sites(table)
-    oldest = cosmos.first_times_after(table, dict.fromkeys(sites, state_rules.OLDEST_ROW_TIME))
+    oldest = cosmos.first_times_after(table.name, dict.fromkeys(sites, state_rules.OLDEST_ROW_TIME))
     newest = cosmos.newest_times(table, sites)
     if not oldest or not newest:
         return f"{asked}; it holds none at all"
@@ -395,7 +401,7 @@ live_export_job = dg.define_asset_job(
     config=dg.PartitionedConfig(
         partitions_def=table_partitions,
         run_config_for_partition_key_fn=lambda key: {},
-        tags_for_partition_key_fn=run_tags,
+        tags_for_partition_key_fn=lambda key: run_tags(partition_table(key)),
     ),
     executor_def=executors.export_executor(),
     description="The live export of one COSMOS table (partition); one run per table at a time.",
@@ -411,7 +417,7 @@ history_export_job = dg.define_asset_job(
 
 
 def execute_live_export(
-    table: str,
+    table: catalogue.Table,
     resources: Mapping[str, Any],
     run_config: Mapping[str, Any],
     instance: dg.DagsterInstance | None,
@@ -424,12 +430,12 @@ def execute_live_export(
         assets=[cosmos_live_export],
         jobs=[live_export_job],
         resources=resources,
-        loggers=json_logs.LOGGERS,
+        loggers=run_loggers.LOGGERS,
     ).resolve_job_def(live_export_job.name)
     return job.execute_in_process(
         run_config=run_config,
         instance=instance,
-        partition_key=table,
+        partition_key=table.name,
         tags=tags,
         raise_on_error=False,
     )

@@ -27,7 +27,8 @@ from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import health, scope
 from iotswarm_pipelines.export.asset_keys import LIVE_EXPORT_KEY, health_key
-from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS, ExportSummary
+from iotswarm_pipelines.export.pipeline import ExportSummary
+from iotswarm_pipelines.export.state import DEFAULT_FALLBACK_HOURS
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.export.store_errors import StateRecoveryError
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
@@ -59,18 +60,18 @@ HEALTH_ASSETS = [
         owners=OWNERS,
         kinds={"health"},
         description=(
-            f"Health of the live export of {table}: its checks say whether it is fresh, whether "
-            "its state files are healthy and whether its last export stored everything. Never "
-            "materialized, so a result stays until the table's checks run again (every 15 "
+            f"Health of the live export of {table.name}: its checks say whether it is fresh, "
+            "whether its state files are healthy and whether its last export stored everything. "
+            "Never materialized, so a result stays until the table's checks run again (every 15 "
             "minutes, after each export of the table, or Execute on a check)."
         ),
     )
-    for table in catalogue.TABLE_NAMES
+    for table in catalogue.TABLES.values()
 ]
 
-_CHECKS: dict[dg.AssetCheckKey, tuple[health.Check, str]] = {
+_CHECKS: dict[dg.AssetCheckKey, tuple[health.Check, catalogue.Table]] = {
     dg.AssetCheckKey(health_key(table), health.check_name(kind, table)): (kind, table)
-    for table in catalogue.TABLE_NAMES
+    for table in catalogue.TABLES.values()
     for kind in health.Check
 }
 """Every check's key, and the kind and table it stands for."""
@@ -80,25 +81,27 @@ CHECK_SPECS = [
         name=key.name,
         asset=key.asset_key,
         description=_DESCRIPTIONS[kind].format(
-            table=table, limit=health.FRESHNESS_THRESHOLDS[table]
+            table=table.name, limit=health.FRESHNESS_THRESHOLDS[table.name]
         ),
     )
     for key, (kind, table) in _CHECKS.items()
 ]
 
 
-def check_key(kind: health.Check, table: str) -> dg.AssetCheckKey:
+def check_key(kind: health.Check, table: catalogue.Table) -> dg.AssetCheckKey:
     return dg.AssetCheckKey(health_key(table), health.check_name(kind, table))
 
 
-def last_export(instance: dg.DagsterInstance, table: str) -> tuple[Mapping[str, Any], str] | None:
+def last_export(
+    instance: dg.DagsterInstance, table: catalogue.Table
+) -> tuple[Mapping[str, Any], str] | None:
     """The counts (metadata) and run id of the table's newest export that was not a dry run
     nor a one-off run to another destination (``scope``).
 
     Successful runs materialize the partition; runs that failed to store some payloads record
     the same counts as an observation, so both are read and the newer one wins.
     """
-    records_filter = dg.AssetRecordsFilter(asset_key=LIVE_EXPORT_KEY, asset_partitions=[table])
+    records_filter = dg.AssetRecordsFilter(asset_key=LIVE_EXPORT_KEY, asset_partitions=[table.name])
     records = [
         *instance.fetch_materializations(records_filter, limit=RECORDS_SCANNED).records,
         *instance.fetch_observations(records_filter, limit=RECORDS_SCANNED).records,
@@ -115,27 +118,27 @@ def last_export(instance: dg.DagsterInstance, table: str) -> tuple[Mapping[str, 
     return None
 
 
-def _completeness(instance: dg.DagsterInstance, table: str) -> health.Outcome:
+def _completeness(instance: dg.DagsterInstance, table: catalogue.Table) -> health.Outcome:
     last = last_export(instance, table)
     if last is None:
-        return health.Outcome(True, f"{table}: no live export has stored anything yet")
+        return health.Outcome(True, f"{table.name}: no live export has stored anything yet")
     counts, run_id = last
     return health.completeness(
         table, counts["payloads"], counts["objects"], counts["failed"], run_id
     )
 
 
-def _freshness(table: str, cosmos: CosmosSource, state: StateBackend, now: datetime):
+def _freshness(table: catalogue.Table, cosmos: CosmosSource, state: StateBackend, now: datetime):
     try:
         newest, current = cosmos.newest_times(table), state.load(table)
     except (SourceError, StateRecoveryError) as exc:
-        return health.Outcome(False, f"{table}: cannot measure freshness: {exc}")
+        return health.Outcome(False, f"{table.name}: cannot measure freshness: {exc}")
     return health.freshness(table, newest, current, now, DEFAULT_FALLBACK_HOURS)
 
 
 def evaluate(
     kind: health.Check,
-    table: str,
+    table: catalogue.Table,
     cosmos: CosmosSource,
     state: StateBackend,
     instance: dg.DagsterInstance,
@@ -214,7 +217,7 @@ def _evaluation_order(key: dg.AssetCheckKey) -> tuple[bool, str, str]:
     """State health first: freshness loads the state, and a load rewrites a missing or corrupt
     main file from the backup, which would hide the damage from a later state health check."""
     kind, table = _CHECKS[key]
-    return kind is not health.Check.STATE_HEALTH, table, key.name
+    return kind is not health.Check.STATE_HEALTH, table.name, key.name
 
 
 health_checks_job = dg.define_asset_job(

@@ -19,18 +19,18 @@ from iotswarm_pipelines.export.assets import (
     run_tags,
     summary_from_metadata,
 )
-from iotswarm_pipelines.export.cli import progress_bar
+from iotswarm_pipelines.export.commands import progress_bar
 from iotswarm_pipelines.export.summary_text import format_summary
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 
 DEMO_FALLBACK_HOURS = 24 * 365
 """Sites the state has never seen start a year back, so the whole sample goes out once."""
 
-DEMO_BATCH_SIZES = {"LEVEL1_PRECIP_1MIN": 60, "LEVEL1_PRECIP_RAINE_1MIN": 60}
+DEMO_BATCH_SIZES = {catalogue.PRECIP_1MIN: 60, catalogue.PRECIP_RAINE_1MIN: 60}
 """Hourly payloads for the 1-minute tables: the demo writes thousands of files, not 100,000s."""
 
 
-def _run_config(table: str) -> dict[str, Any]:
+def _run_config(table: catalogue.Table) -> dict[str, Any]:
     config: dict[str, Any] = {"fallback_hours": DEMO_FALLBACK_HOURS}
     if table in DEMO_BATCH_SIZES:
         config["batch_size"] = DEMO_BATCH_SIZES[table]
@@ -50,12 +50,14 @@ def run_demo_export(resources: Mapping[str, Any], echo: Callable[[str], None] | 
     """
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     lines = []
-    for table in catalogue.TABLE_NAMES:
+    for table in catalogue.TABLES.values():
         tags = {**run_tags(table), **trigger_tags(Trigger.CLI)}
         with progress_bar(table):
             result = execute_live_export(table, resources, _run_config(table), instance, tags)
         if not result.success:
-            raise RuntimeError(f"the demo's export of {table} failed; see the run in `make dev`")
+            raise RuntimeError(
+                f"the demo's export of {table.name} failed; see the run in `make dev`"
+            )
         [event] = result.asset_materializations_for_node(cosmos_live_export.op.name)
         summary = summary_from_metadata(table, event.metadata)
         lines.append(

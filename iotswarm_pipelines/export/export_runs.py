@@ -24,11 +24,11 @@ BACKFILL_TAG = "dagster/backfill"
 RUNS_SCANNED = 20
 
 
-def check_name(table: str) -> str:
-    return f"{catalogue.get_table(table).name.lower()}_last_run"
+def check_name(table: catalogue.Table) -> str:
+    return f"{table.name.lower()}_last_run"
 
 
-def check_key(table: str) -> dg.AssetCheckKey:
+def check_key(table: catalogue.Table) -> dg.AssetCheckKey:
     return dg.AssetCheckKey(health_key(table), check_name(table))
 
 
@@ -36,20 +36,22 @@ CHECK_SPECS = [
     dg.AssetCheckSpec(
         name=check_name(table),
         asset=health_key(table),
-        description=f"The newest live export run of {table} (a backfill's too) succeeded; "
+        description=f"The newest live export run of {table.name} (a backfill's too) succeeded; "
         "when it failed, the run, its backfill and its cause.",
     )
-    for table in catalogue.TABLE_NAMES
+    for table in catalogue.TABLES.values()
 ]
 
 
-def export_table(run: dg.DagsterRun) -> str | None:
+def export_table(run: dg.DagsterRun) -> catalogue.Table | None:
     """The table a finished run exported for the deployment, or None (not a live export run
-    of one table: a reconciliation day, a history re-send, a one-off to another destination)."""
-    table = run.tags.get(TABLE_TAG)
-    if table is None or run.tags.get(PARTITION_TAG) != table or scope.is_one_off(run.tags):
+    of one table: a reconciliation day, a history re-send, a one-off to another destination).
+
+    The run's table tag is a name: it is looked up here, where the run is read."""
+    name = run.tags.get(TABLE_TAG)
+    if name is None or run.tags.get(PARTITION_TAG) != name or scope.is_one_off(run.tags):
         return None
-    return table
+    return catalogue.get_table(name)
 
 
 def step_failure_cause(events: Iterable[dg.DagsterEvent]) -> str | None:
@@ -69,7 +71,9 @@ def step_failure_cause(events: Iterable[dg.DagsterEvent]) -> str | None:
     return None
 
 
-def evaluation(table: str, run: dg.DagsterRun, cause: str | None) -> dg.AssetCheckEvaluation:
+def evaluation(
+    table: catalogue.Table, run: dg.DagsterRun, cause: str | None
+) -> dg.AssetCheckEvaluation:
     """Passed for a successful run; failed, with the run and ``cause``, otherwise."""
     metadata: dict[str, Any] = {
         "run_id": run.run_id,
@@ -81,12 +85,13 @@ def evaluation(table: str, run: dg.DagsterRun, cause: str | None) -> dg.AssetChe
         metadata["backfill"] = backfill
     passed = run.status is dg.DagsterRunStatus.SUCCESS
     if passed:
-        description = f"{table}: the last export run {run.run_id[:8]} succeeded"
+        description = f"{table.name}: the last export run {run.run_id[:8]} succeeded"
     else:
         metadata["cause"] = cause or "see the run's log"
         of_backfill = f" (backfill {backfill})" if backfill else ""
         description = (
-            f"{table}: the last export run {run.run_id[:8]}{of_backfill} {run.status.value.lower()}"
+            f"{table.name}: the last export run {run.run_id[:8]}{of_backfill} "
+            f"{run.status.value.lower()}"
             f": {metadata['cause']}; fix the cause and export the table again"
         )
     return dg.AssetCheckEvaluation(
@@ -146,10 +151,11 @@ SENSORS = {
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
-def newest_run(instance: dg.DagsterInstance, table: str) -> dg.DagsterRun | None:
+def newest_run(instance: dg.DagsterInstance, table: catalogue.Table) -> dg.DagsterRun | None:
     """The table's newest finished live export run for the deployment."""
+    tags = {TABLE_TAG: table.name, PARTITION_TAG: table.name}
     runs = instance.get_runs(
-        filters=dg.RunsFilter(tags={TABLE_TAG: table, PARTITION_TAG: table}, statuses=FINISHED),
+        filters=dg.RunsFilter(tags=tags, statuses=FINISHED),
         limit=RUNS_SCANNED,
     )
     return next((run for run in runs if export_table(run) == table), None)
@@ -165,7 +171,7 @@ def newest_run(instance: dg.DagsterInstance, table: str) -> dg.DagsterRun | None
 def cosmos_last_export_runs(
     context: dg.AssetCheckExecutionContext,
 ) -> Iterator[dg.AssetCheckResult]:
-    for table in catalogue.TABLE_NAMES:
+    for table in catalogue.TABLES.values():
         if check_key(table) not in context.selected_asset_check_keys:
             continue
         run = newest_run(context.instance, table)
@@ -174,7 +180,7 @@ def cosmos_last_export_runs(
                 asset_key=health_key(table),
                 check_name=check_name(table),
                 passed=True,
-                description=f"{table}: no live export run yet",
+                description=f"{table.name}: no live export run yet",
             )
             continue
         result = evaluation(table, run, _cause(context.instance, run) if run.is_failure else None)

@@ -28,10 +28,10 @@ class Check(StrEnum):
     EXPORT_COMPLETENESS = "export_completeness"
 
 
-def check_name(kind: Check, table: str) -> str:
+def check_name(kind: Check, table: catalogue.Table) -> str:
     """``level1_soilmet_30min_freshness``: the table (lower case) first, so a list of checks cut
     off at the UI's sidebar width still says which table each one is about."""
-    return f"{catalogue.get_table(table).name.lower()}_{kind.value}"
+    return f"{table.name.lower()}_{kind.value}"
 
 
 MIN_FRESHNESS_THRESHOLD = timedelta(minutes=15)
@@ -49,7 +49,7 @@ def freshness_threshold(table: catalogue.Table) -> timedelta:
 
 
 FRESHNESS_THRESHOLDS: dict[str, timedelta] = {
-    name: freshness_threshold(catalogue.get_table(name)) for name in catalogue.TABLE_NAMES
+    table.name: freshness_threshold(table) for table in catalogue.TABLES.values()
 }
 """The one place to read (or override) each table's freshness threshold."""
 
@@ -93,7 +93,7 @@ def watermarks_ahead(
 
 
 def freshness(
-    table: str,
+    table: catalogue.Table,
     newest: Mapping[str, datetime],
     state: State,
     now: datetime,
@@ -103,14 +103,14 @@ def freshness(
     """Passes while no site's watermark trails its newest source row by more than the threshold,
     and none is ahead of it (a row dated in the future moved it, and was corrected or deleted:
     the rows the source gets below that watermark would never be exported)."""
-    limit = threshold if threshold is not None else FRESHNESS_THRESHOLDS[table]
+    limit = threshold if threshold is not None else FRESHNESS_THRESHOLDS[table.name]
     ahead = watermarks_ahead(newest, state)
     if ahead:
         site, (mark, last) = next(iter(sorted(ahead.items())))
         return Outcome(
             False,
-            f"{table}: the watermark of {len(ahead)} site(s) is ahead of the source's newest row "
-            f"({site}: {mark} > {last}); rows below it are never exported: set it back in the "
+            f"{table.name}: the watermark of {len(ahead)} site(s) is ahead of the source's newest "
+            f"row ({site}: {mark} > {last}); rows below it are never exported: set it back in the "
             "state (or replay the window with since)",
             {"sites_ahead": len(ahead), "ahead_site": site},
         )
@@ -127,11 +127,11 @@ def freshness(
     if worst is not None:
         metadata["slowest_site"] = worst
     if not behind:
-        return Outcome(True, f"{table}: every site within {limit} of the source", metadata)
+        return Outcome(True, f"{table.name}: every site within {limit} of the source", metadata)
     return Outcome(
         False,
-        f"{table}: {len(behind)} site(s) more than {limit} behind the source (slowest {worst}, "
-        f"{lag}); check that its sensor is running and its last runs succeeded",
+        f"{table.name}: {len(behind)} site(s) more than {limit} behind the source (slowest "
+        f"{worst}, {lag}); check that its sensor is running and its last runs succeeded",
         metadata,
     )
 
@@ -144,7 +144,7 @@ def _describe(copy: StateCopy) -> str:
     return f"{len(copy.content['sites'])} sites"
 
 
-def state_health(table: str, main: StateCopy, backup: StateCopy) -> Outcome:
+def state_health(table: catalogue.Table, main: StateCopy, backup: StateCopy) -> Outcome:
     """Passes when both state files are readable and equal (or neither exists yet).
 
     Unequal but readable copies are a warning: an export stopped between its two writes (or
@@ -157,28 +157,28 @@ def state_health(table: str, main: StateCopy, backup: StateCopy) -> Outcome:
         "readable_copies": sum(readable),
     }
     if main.content is None and backup.content is None:
-        return Outcome(True, f"{table}: no state files yet (never exported)", metadata)
+        return Outcome(True, f"{table.name}: no state files yet (never exported)", metadata)
     if not all(readable):
         return Outcome(
             False,
-            f"{table}: state main {main.location} is {_describe(main)}, backup {backup.location} "
-            f"is {_describe(backup)}; the next export rewrites both from the readable one, or "
-            f"restore a copy if neither is",
+            f"{table.name}: state main {main.location} is {_describe(main)}, backup "
+            f"{backup.location} is {_describe(backup)}; the next export rewrites both from the "
+            f"readable one, or restore a copy if neither is",
             metadata,
         )
     if main.content != backup.content:
         return Outcome(
             False,
-            f"{table}: the main and backup state files differ ({main.location}); an export was "
-            f"stopped between its two writes or is running now; its next save rewrites both",
+            f"{table.name}: the main and backup state files differ ({main.location}); an export "
+            "was stopped between its two writes or is running now; its next save rewrites both",
             metadata,
             warn_only=True,
         )
-    return Outcome(True, f"{table}: main and backup state readable and equal", metadata)
+    return Outcome(True, f"{table.name}: main and backup state readable and equal", metadata)
 
 
 def completeness(
-    table: str, payloads: int, objects: int, failed: int, run_id: str | None = None
+    table: catalogue.Table, payloads: int, objects: int, failed: int, run_id: str | None = None
 ) -> Outcome:
     """Passes when the export stored as many objects as it built payloads, and none failed."""
     metadata: dict[str, int | float | str | bool] = {
@@ -190,10 +190,10 @@ def completeness(
     if run_id is not None:
         metadata["run_id"] = run_id
     if failed == 0 and objects == payloads:
-        return Outcome(True, f"{table}: all {payloads} payloads stored", metadata)
+        return Outcome(True, f"{table.name}: all {payloads} payloads stored", metadata)
     return Outcome(
         False,
-        f"{table}: the last export stored {objects} of {payloads} payloads ({failed} failed); "
+        f"{table.name}: the last export stored {objects} of {payloads} payloads ({failed} failed); "
         f"its watermarks cover only what was stored, so the next run re-sends the rest",
         metadata,
     )

@@ -23,18 +23,18 @@ def epoch_ms(when: datetime) -> int:
 
 
 def object_key(
-    prefix: str, site_id: str, table: catalogue.TableRef, newest: datetime, body: str | bytes
+    prefix: str, site_id: str, table: catalogue.Table, newest: datetime, body: str | bytes
 ) -> str:
     """``{prefix}/{SITE_ID}/LIVE_{table without LEVEL1_}/{13-digit epoch ms}-{md5 of body}``.
 
-    ``table`` may use either spelling the catalogue knows; an empty prefix gives no leading slash.
+    An empty prefix gives no leading slash.
     """
     data = body.encode("utf-8") if isinstance(body, str) else body
     return object_key_for_md5(prefix, site_id, table, newest, md5_of(data).hexdigest())
 
 
 def object_key_for_md5(
-    prefix: str, site_id: str, table: catalogue.TableRef, newest: datetime, md5: str
+    prefix: str, site_id: str, table: catalogue.Table, newest: datetime, md5: str
 ) -> str:
     """The same key from a body's MD5 already computed (``payloads.payload_json_md5``)."""
     stamp = epoch_ms(newest)
@@ -43,10 +43,10 @@ def object_key_for_md5(
     return f"{site_folder(prefix, site_id, table)}{stamp:013d}-{md5}"
 
 
-def site_folder(prefix: str, site_id: str, table: catalogue.TableRef) -> str:
+def site_folder(prefix: str, site_id: str, table: catalogue.Table) -> str:
     """``{prefix}/{SITE_ID}/LIVE_{table without LEVEL1_}/``: where one site's objects of a table
     live, so a listing of one site and table never meets another's keys."""
-    name = f"{site_id}/LIVE_{catalogue.get_table(table).key_name}/"
+    name = f"{site_id}/LIVE_{table.key_name}/"
     prefix = prefix.strip("/")
     return f"{prefix}/{name}" if prefix else name
 

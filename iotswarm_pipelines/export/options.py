@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.export import pipeline
 from iotswarm_pipelines.export import sites as site_rules
+from iotswarm_pipelines.export.state import DEFAULT_FALLBACK_HOURS
 from iotswarm_pipelines.metrics import exposition
 
 
@@ -86,7 +87,7 @@ class ExportOptions(BatchOptions):
     """The live export's options; its config file may set each of them too."""
 
     fallback_hours: float = Field(
-        default=pipeline.DEFAULT_FALLBACK_HOURS,
+        default=DEFAULT_FALLBACK_HOURS,
         description=(
             "How far back to start for a site the state has never seen, in hours (0 or more; "
             "anything beyond 50 years, e.g. 1000000, means from its first row)."

@@ -11,6 +11,13 @@ HISTORY_START_DATE = date(2013, 10, 1)
 
 table_partitions = dg.StaticPartitionsDefinition(list(catalogue.TABLE_NAMES))
 
+
+def partition_table(key: str) -> catalogue.Table:
+    """The table a partition key (of ``table_partitions``, or a ``table`` dimension) names: a
+    key is a name, looked up once where a run reads it."""
+    return catalogue.get_table(key)
+
+
 RECONCILE_DAYS = 92
 """How many past days the reconciliation's partitions hold (about three months): its partitions
 page opens on the days an operator reconciles, not on 24,000 cells since 2013. Older days are

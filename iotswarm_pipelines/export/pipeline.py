@@ -56,7 +56,6 @@ PROGRESS_LOGGER = "iotswarm_pipelines.export.progress"
 _progress = logging.getLogger(PROGRESS_LOGGER)
 _module_log = logging.getLogger(__name__)
 
-DEFAULT_FALLBACK_HOURS = 3.0
 MAX_FALLBACK_HOURS = 24 * 365 * 50
 """Fifty years: more reaches before the first COSMOS row, so it means "every row" (warned)."""
 CHECKPOINT_PAYLOADS = 2000
@@ -77,7 +76,7 @@ class ExportError(RuntimeError):
 
 @dataclass
 class ExportSummary:
-    table: str
+    table: catalogue.Table
     sites: int
     rows_read: int = 0
     payloads_built: int = 0
@@ -153,7 +152,7 @@ def build_object(
     site_id = rows[0][catalogue.SITE_ID]
     payload = payloads.cr1000x_payload(site_id, rows, payload_format)
     text, md5 = payloads.payload_json_md5(payload)
-    key = keys.object_key_for_md5(prefix, site_id, table.name, newest_time(rows), md5)
+    key = keys.object_key_for_md5(prefix, site_id, table, newest_time(rows), md5)
     return key, text.encode()
 
 
@@ -285,7 +284,7 @@ class _Run:
         """One site's rows; a row the database cannot hand over stops this site only."""
         last = after
         try:
-            for row in source.rows_after(self.table.name, site_id, after, until):
+            for row in source.rows_after(self.table, site_id, after, until):
                 if site_id in self.stopped:
                     return
                 last = row[catalogue.DATE_TIME]
@@ -310,13 +309,13 @@ class _Run:
 
 
 def export_table(
-    table: str,
+    table: catalogue.Table,
     *,
     source: CosmosSource,
     store: ObjectStore,
     state: StateBackend,
     sites: Sequence[str] | None = None,
-    fallback_hours: float | None = DEFAULT_FALLBACK_HOURS,
+    fallback_hours: float | None = state_rules.DEFAULT_FALLBACK_HOURS,
     batch_size: int = 1,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -334,7 +333,6 @@ def export_table(
     when a site stopped before a bad row or a row dated after ``now + future_tolerance`` (the
     other sites are exported); ``skip_rows`` (``SITE@time``) names bad rows to leave out.
     """
-    spec = catalogue.get_table(table)
     log = log or _module_log
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -346,13 +344,13 @@ def export_table(
     now = now or utc_now()
     if warning := fallback_warning(fallback_hours, now):
         log.warning(warning)
-    selected = select_sites(spec, source, sites, log)
+    selected = select_sites(table, source, sites, log)
     if not dry_run:
         store.check()  # a missing bucket or refused credentials: one line before any upload
     # A dry run writes nothing, so it need not wait for a running export of the table.
-    with nullcontext() if dry_run else _table_lock(state, spec, log):
+    with nullcontext() if dry_run else _table_lock(state, table, log):
         return _export(
-            spec,
+            table,
             source,
             store,
             state,
@@ -420,7 +418,7 @@ def _export(
         s: since if since is not None else state_rules.export_start(current, s, fallback)
         for s in selected
     }
-    summary = ExportSummary(table=spec.name, sites=len(selected), dry_run=dry_run)
+    summary = ExportSummary(table=spec, sites=len(selected), dry_run=dry_run)
 
     def checkpoint(updates: dict[str, datetime]) -> None:
         nonlocal current
@@ -485,7 +483,7 @@ def _export(
 
 
 def export_window(
-    table: str,
+    table: catalogue.Table,
     *,
     source: CosmosSource,
     store: ObjectStore,
@@ -505,16 +503,15 @@ def export_window(
     and the window is widened to whole batches (``batch_window``): a batch that crosses its
     edges (7 half-hours across midnight) is re-sent whole, never cut into a new key.
     """
-    spec = catalogue.get_table(table)
     log = log or _module_log
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    summary = ExportSummary(table=spec.name, sites=0, dry_run=dry_run)
-    run = _Run(spec, summary, log, lambda updates: None, payload_format)
+    summary = ExportSummary(table=table, sites=0, dry_run=dry_run)
+    run = _Run(table, summary, log, lambda updates: None, payload_format)
     site_ids: set[str] = set()
-    selected = select_sites(spec, source, sites, log)
+    selected = select_sites(table, source, sites, log)
 
-    first, last = batch_window(after, until, batch_size, spec.cadence)
+    first, last = batch_window(after, until, batch_size, table.cadence)
 
     def rows() -> Iterator[dict]:
         for site_id in selected:
@@ -522,9 +519,9 @@ def export_window(
                 site_ids.add(site_id)
                 yield row
 
-    log.info(f"{spec.name}: re-exporting {after} .. {until}" + (", dry run" if dry_run else ""))
-    newest = source.newest_times(spec.name, selected)
-    _ship(run, store, aligned_batches(rows(), batch_size, spec.cadence, newest), dry_run)
+    log.info(f"{table.name}: re-exporting {after} .. {until}" + (", dry run" if dry_run else ""))
+    newest = source.newest_times(table, selected)
+    _ship(run, store, aligned_batches(rows(), batch_size, table.cadence, newest), dry_run)
     run.report()
     summary.sites = len(site_ids)
     _raise_if_failed(run, store, "run it again to re-send them")
@@ -565,9 +562,7 @@ def select_sites(
     require_rows: bool = False,
 ) -> list[str]:
     """The table's stored site IDs the run reads (``sites.select``), its warnings logged."""
-    selection = site_rules.select(
-        spec.name, sites, source.list_sites(spec.name), require_rows=require_rows
-    )
+    selection = site_rules.select(spec, sites, source.list_sites(spec), require_rows=require_rows)
     for warning in selection.warnings:
         log.warning(warning)
     return selection.site_ids
@@ -613,7 +608,7 @@ def _raise_if_failed(run: _Run, store: ObjectStore, consequence: str) -> None:
     summary = run.summary
     if summary.failed:
         raise ExportError(
-            f"{summary.table}: {summary.failed} of {summary.payloads_built} payloads were not "
+            f"{summary.table.name}: {summary.failed} of {summary.payloads_built} payloads were not "
             f"stored after retries (to {store.describe()}): {run.cause()}; "
             + (f"{run.store_down}; " if run.store_down else "")
             + consequence,

@@ -138,12 +138,10 @@ def _scan_site(
     after, until = reconciliation.day_window(day)
     # The rows of every payload that holds rows of the day, cut as the export cuts them.
     rows = list(
-        source.rows_after(
-            table.name, site_id, *batch_window(after, until, batch_size, table.cadence)
-        )
+        source.rows_after(table, site_id, *batch_window(after, until, batch_size, table.cadence))
     )
     batches = list(aligned_batches(rows, batch_size, table.cadence, newest))
-    folder = keys.site_folder(store.prefix, site_id, table.name)
+    folder = keys.site_folder(store.prefix, site_id, table)
     held = scan_folder(
         store,
         folder,
@@ -220,15 +218,15 @@ def reconcile_day(
     healed payloads.
     """
     log = log or _log
-    current = state.load(table.name) if state is not None else state_rules.empty_state()
+    current = state.load(table) if state is not None else state_rules.empty_state()
     if sites is None:
-        sites = sorted(set(catalogue.SITE_IDS) | set(source.list_sites(table.name)))
+        sites = sorted(set(catalogue.SITE_IDS) | set(source.list_sites(table)))
     else:  # as the export matches them: the IDs as stored, every one required to have rows
         sites = select_sites(table, source, sites, log, require_rows=True)
-    result = TableDay(table=table.name, day=day)
+    result = TableDay(table=table, day=day)
     to_heal: list[tuple[list[Row], int]] = []
     # Whether a site's last payload is closed (sent by the export yet) depends on its newest row.
-    newest = source.newest_times(table.name, sites) if batch_size > 1 else {}
+    newest = source.newest_times(table, sites) if batch_size > 1 else {}
 
     def scan(site_id: str) -> _SiteScan:
         watermark = state_rules.watermark(current, site_id)
@@ -261,7 +259,7 @@ def describe(result: TableDay) -> str:
     """One line for a log or a terminal."""
     c = result.counts()
     text = (
-        f"{result.table} {result.day}: {c['rows']} rows, {c['found']} found, "
+        f"{result.table.name} {result.day}: {c['rows']} rows, {c['found']} found, "
         f"{c['missing']} missing, {c['duplicated']} duplicated, {c['orphaned']} orphaned"
     )
     if c["pending"]:

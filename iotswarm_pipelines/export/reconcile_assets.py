@@ -21,7 +21,7 @@ from iotswarm_pipelines.export import reconcile
 from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES, KINDS
 from iotswarm_pipelines.export.object_store import ObjectStore
 from iotswarm_pipelines.export.options import BatchOptions
-from iotswarm_pipelines.export.partitions import daily_table_partitions
+from iotswarm_pipelines.export.partitions import daily_table_partitions, partition_table
 from iotswarm_pipelines.export.reconciliation import TableDay
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
@@ -65,7 +65,7 @@ def reconcile_metadata(result: TableDay, destination: str) -> dict[str, Any]:
 def partition_of(key: str) -> tuple[catalogue.Table, date]:
     """The table and day of a ``date|table`` partition key (a UI launch hands over the string)."""
     keys = daily_table_partitions.get_partition_key_from_str(key).keys_by_dimension
-    return catalogue.get_table(keys["table"]), date.fromisoformat(keys["date"])
+    return partition_table(keys["table"]), date.fromisoformat(keys["date"])
 
 
 @dg.asset(

@@ -4,7 +4,8 @@ Checks that the object store holds every source row of each UTC day, with the sa
 as the export, and with ``--heal`` re-exports what is missing. It calls the reconciliation runner
 directly (not through a Dagster run per day: a month of five tables would be 150 runs). Exit
 codes: 0 complete, 1 rows missing and not healed (or the store failed), 2 bad input, 130/143
-stopped by SIGINT/SIGTERM.
+stopped by SIGINT/SIGTERM. Dagster, the source and the stores are imported by the functions that
+run, so ``--help`` and bad arguments answer at once.
 
 Like the export, it first checks the bucket with one request (``ObjectStore.check``), so an
 endpoint that never answers is named after one read timeout, and its reads keep the store's
@@ -21,42 +22,29 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import date
-from typing import NoReturn
+from typing import TYPE_CHECKING
 
-import dagster as dg
-import pydantic
-from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
 from iotswarm_pipelines import help_text, payloads, settings
-from iotswarm_pipelines.clock import utc_now
+from iotswarm_pipelines.command_line import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Parser
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.errors import first_line
-from iotswarm_pipelines.export import cli as export_cli
-from iotswarm_pipelines.export import reconcile_record
-from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES
-from iotswarm_pipelines.export.config_file import ConfigFileError, LiveCosmosConfig, parse_config
-from iotswarm_pipelines.export.reconcile import describe, reconcile_day
-from iotswarm_pipelines.export.reconcile_record import DayRecorder
 from iotswarm_pipelines.export.reconciliation import TableDay, days_between
 from iotswarm_pipelines.export.store_errors import StoreUnavailableError
 from iotswarm_pipelines.metrics import exposition
 from iotswarm_pipelines.metrics.export import ReconciledDay, push_reconcile
-from iotswarm_pipelines.terminal_text import one_line
 
-PROG = f"{export_cli.PROG} reconcile"
+if TYPE_CHECKING:
+    from iotswarm_pipelines.export.config_file import LiveCosmosConfig
+    from iotswarm_pipelines.export.reconcile_record import DayRecorder
 
-
-class _Parser(export_cli._Parser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(
-            export_cli.EXIT_USAGE, f"{PROG}: error: {one_line(message)} (see {PROG} --help)\n"
-        )
+PROG = "live-cosmos reconcile"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="Check that every COSMOS row of each UTC day is in the object store "
         "(S3 or a folder); with --heal, re-export the missing rows.",
@@ -92,6 +80,8 @@ def _day(option: str, value: str) -> date:
 
 def _report(result: TableDay) -> None:
     """Days with anything to say get a line; incomplete ones also their first missing rows."""
+    from iotswarm_pipelines.export.reconcile import describe
+
     counts = result.counts()
     if result.complete and not (counts["duplicated"] or counts["orphaned"] or counts["healed"]):
         return
@@ -139,33 +129,35 @@ def _stopped(by: signal.Signals) -> int:
 
 def _run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from iotswarm_pipelines.clock import utc_now
+    from iotswarm_pipelines.export import commands
+    from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES
+    from iotswarm_pipelines.export.config_file import parse_config
+    from iotswarm_pipelines.export.reconcile import reconcile_day
+
     try:
         config = parse_config(args.config)
-        tables = [catalogue.get_table(name) for name in export_cli._tables(args.table)]
+        tables = catalogue.get_tables(args.table)
         until = _day("--until", args.until) if args.until else utc_now().date()
         days = days_between(_day("--since", args.since), until)
-        source = export_cli._source(config)
-        export_cli._check_source(
-            source, config, [t.name for t in tables], config.sites, require_rows=True
-        )
-        built = export_cli.stores(config)
+        source = commands.source(config)
+        commands.check_source(source, config, tables, config.sites, require_rows=True)
+        built = commands.stores(config)
         store, state = built["object_store"].build(), built["state"].build()
         payload_format = payloads.PayloadFormat(
             prog_name=config.prog_name or payloads.DEFAULT_PROG_NAME,
             strict_json=bool(config.strict_json),
         )
-    except pydantic.ValidationError as exc:
-        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return export_cli.EXIT_USAGE
-    except (ConfigFileError, export_cli._UsageError, SourceError, ValueError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return export_cli.EXIT_USAGE
+    except commands.BAD_INPUT as exc:
+        print(f"{PROG}: error: {commands.bad_input_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         store.check()  # a missing bucket or a silent endpoint: one line before any listing
     except StoreUnavailableError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return export_cli.EXIT_FAILED
+        return EXIT_FAILED
     recorder = _recorder(args.dagster_home, config, payload_format)
     incomplete = missing = 0
     pushgateway = exposition.pushgateway_url(config.pushgateway)
@@ -198,7 +190,7 @@ def _run(argv: Sequence[str]) -> int:
     except (SourceError, ClientError, BotoCoreError, OSError) as exc:
         bar.close()
         print(f"{PROG}: error: reconciliation stopped: {first_line(exc)}", file=sys.stderr)
-        return export_cli.EXIT_FAILED
+        return EXIT_FAILED
     except BaseException:  # ^C or SIGTERM: the bar's line ends before the one saying so
         bar.close()
         raise
@@ -207,19 +199,24 @@ def _run(argv: Sequence[str]) -> int:
     if incomplete:
         advice = "" if args.heal else "; run again with --heal to re-export them"
         print(f"{missing} rows missing on {incomplete} of {checked}{advice}")
-        return export_cli.EXIT_FAILED
+        return EXIT_FAILED
     print(f"complete: {checked}")
-    return export_cli.EXIT_OK
+    return EXIT_OK
 
 
 def _recorder(
     dagster_home: str | None, config: LiveCosmosConfig, payload_format: payloads.PayloadFormat
 ) -> DayRecorder | None:
     """Records the days in the UI's instance (``reconcile_record``), when there is one."""
+    import dagster as dg
+
+    from iotswarm_pipelines.export import commands, reconcile_record
+    from iotswarm_pipelines.export.reconcile_record import DayRecorder
+
     home = settings.dagster_home(dagster_home)
     if home is None:
         return None
-    resources = export_cli._resources(config)
+    resources = commands.resources(config)
     op_config = reconcile_record.op_config(config.sites, config.batch_size, payload_format)
     instance = dg.DagsterInstance.from_config(home)
     return DayRecorder(instance, resources, op_config, resources["object_store"].build().describe())

@@ -16,7 +16,6 @@ from typing import Any
 import dagster as dg
 
 from iotswarm_pipelines import payloads
-from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export.partitions import daily_table_partitions
 from iotswarm_pipelines.export.reconcile_assets import (
     cosmos_reconciliation,
@@ -30,9 +29,7 @@ RECORDED_BY = "live-cosmos reconcile"
 
 
 def partition_key(result: TableDay) -> dg.MultiPartitionKey:
-    return dg.MultiPartitionKey(
-        {"date": result.day.isoformat(), "table": catalogue.get_table(result.table).name}
-    )
+    return dg.MultiPartitionKey({"date": result.day.isoformat(), "table": result.table.name})
 
 
 class DayRecorder:

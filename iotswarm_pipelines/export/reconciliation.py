@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from iotswarm_pipelines.cosmos import catalogue
+
 
 class UnreadablePayloadError(ValueError):
     """An object that is not a CR1000X payload (not JSON, or no station or times)."""
@@ -115,7 +117,7 @@ def compare_site(
 class TableDay:
     """One table on one day, every site, and what a heal did about its missing rows."""
 
-    table: str
+    table: catalogue.Table
     day: date
     sites: list[SiteDay] = field(default_factory=list)
     objects_listed: int = 0

@@ -26,9 +26,7 @@ def cadence_cron(cadence: timedelta) -> str:
     return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
 
 
-def make_table_schedule(table_name: str) -> dg.ScheduleDefinition:
-    table = catalogue.get_table(table_name)
-
+def make_table_schedule(table: catalogue.Table) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=f"cosmos_every_{table.name.lower()}",
         cron_schedule=cadence_cron(table.cadence),
@@ -40,10 +38,10 @@ def make_table_schedule(table_name: str) -> dg.ScheduleDefinition:
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         return dg.RunRequest(
             partition_key=table.name,
-            tags={**run_tags(table.name), **trigger_tags(Trigger.SCHEDULE)},
+            tags={**run_tags(table), **trigger_tags(Trigger.SCHEDULE)},
         )
 
     return _schedule
 
 
-table_schedules = [make_table_schedule(name) for name in catalogue.TABLE_NAMES]
+table_schedules = [make_table_schedule(table) for table in catalogue.TABLES.values()]

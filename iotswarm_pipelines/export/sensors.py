@@ -14,7 +14,6 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.assets import live_export_job, run_tags
-from iotswarm_pipelines.export.pipeline import DEFAULT_FALLBACK_HOURS
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 
@@ -42,9 +41,8 @@ def pending_sites(
     }
 
 
-def make_table_sensor(table_name: str) -> dg.SensorDefinition:
+def make_table_sensor(table: catalogue.Table) -> dg.SensorDefinition:
     """The new-rows sensor of one table; its cursor is the newest time it already requested."""
-    table = catalogue.get_table(table_name)
 
     @dg.sensor(
         name=f"cosmos_new_rows_{table.name.lower()}",
@@ -60,7 +58,9 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
     ) -> dg.SensorResult | dg.SkipReason:
         newest_times = cosmos.newest_times(table)
         current = state.load(table)
-        pending = pending_sites(newest_times, current, utc_now(), DEFAULT_FALLBACK_HOURS)
+        pending = pending_sites(
+            newest_times, current, utc_now(), state_rules.DEFAULT_FALLBACK_HOURS
+        )
         if not pending:
             return dg.SkipReason(f"{table.name}: no rows newer than the watermarks")
         newest = max(pending.values())
@@ -72,7 +72,7 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
                 dg.RunRequest(
                     run_key=f"{table.name}:{newest.isoformat()}",
                     partition_key=table.name,
-                    tags={**run_tags(table.name), **trigger_tags(Trigger.SENSOR)},
+                    tags={**run_tags(table), **trigger_tags(Trigger.SENSOR)},
                 )
             ],
             cursor=json.dumps({"newest": newest.isoformat()}),
@@ -81,4 +81,4 @@ def make_table_sensor(table_name: str) -> dg.SensorDefinition:
     return _sensor
 
 
-table_sensors = [make_table_sensor(name) for name in catalogue.TABLE_NAMES]
+table_sensors = [make_table_sensor(table) for table in catalogue.TABLES.values()]

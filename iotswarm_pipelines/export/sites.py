@@ -37,7 +37,7 @@ def clean(sites: Iterable[str]) -> list[str]:
 
 
 def select(
-    table: str,
+    table: catalogue.Table,
     requested: Sequence[str] | None,
     stored: Sequence[str],
     *,
@@ -66,18 +66,20 @@ def select(
                 chosen.update(matches)
             elif site.upper() not in catalogue.SITES_BY_ID:
                 raise UnknownSiteError(
-                    f"unknown COSMOS site {site!r}: neither {table} (in any case) nor the "
+                    f"unknown COSMOS site {site!r}: neither {table.name} (in any case) nor the "
                     f"catalogue holds it; sites with rows there: {known}"
                 )
             elif require_rows:
                 raise UnknownSiteError(
-                    f"COSMOS site {site!r} has no rows in {table} (in any case), so there is "
+                    f"COSMOS site {site!r} has no rows in {table.name} (in any case), so there is "
                     f"nothing to check it against; sites with rows there: {known}"
                 )
             else:
-                warnings.append(f"{table}: site {site} has no rows in this table; nothing to send")
+                warnings.append(
+                    f"{table.name}: site {site} has no rows in this table; nothing to send"
+                )
     warnings += [
-        f"{table}: site {site_id} is in the source but not in the catalogue; exported anyway "
+        f"{table.name}: site {site_id} is in the source but not in the catalogue; exported anyway "
         "(the source is the truth)"
         for site_id in sorted(chosen)
         if site_id.strip().upper() not in catalogue.SITES_BY_ID

@@ -19,7 +19,7 @@ def format_summary(
 ) -> str:
     """A few lines for a terminal: the stage counts, then the watermarks this run moved."""
     head = (
-        f"{summary.table}: {summary.rows_read} rows, {summary.payloads_built} payloads, "
+        f"{summary.table.name}: {summary.rows_read} rows, {summary.payloads_built} payloads, "
         f"{summary.objects_stored} objects ({format_size(summary.bytes_stored)})"
     )
     if summary.failed:

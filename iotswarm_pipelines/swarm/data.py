@@ -71,9 +71,9 @@ class RowSource(Protocol):
 class CosmosRows:
     """A ``CosmosSource`` narrowed to one table."""
 
-    def __init__(self, source: Any, table: str) -> None:
+    def __init__(self, source: Any, table: catalogue.Table) -> None:
         self.source = source
-        self.table = catalogue.get_table(table).name
+        self.table = table
 
     def sites(self) -> list[str]:
         return self.source.list_sites(self.table)
@@ -117,29 +117,28 @@ def _convert(value: Any, kind: ColumnType) -> Any:
     return int(number) if kind is ColumnType.INTEGER else number
 
 
-def read_csv_rows(path: str | Path, table: str) -> list[dict[str, Any]]:
+def read_csv_rows(path: str | Path, table: catalogue.Table) -> list[dict[str, Any]]:
     """A CSV export of ``table`` as rows: NaN and -9999 become None, integer columns ints.
 
     Rows come sorted by site then time (stable, so rows sharing a time keep the file's order).
     """
     path = Path(path)
-    spec = catalogue.get_table(table)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (OSError, ValueError) as exc:
         raise SwarmConfigError(f"cannot read CSV source {path}: {exc}") from None
     frame.columns = [str(c).strip().upper() for c in frame.columns]
-    unknown = [c for c in frame.columns if c not in spec.column_names]
+    unknown = [c for c in frame.columns if c not in table.column_names]
     missing = [c for c in (SITE_ID, DATE_TIME) if c not in frame.columns]
     if unknown or missing:
-        problem = f"columns {unknown[:5]} are not in {spec.name}" if unknown else ""
+        problem = f"columns {unknown[:5]} are not in {table.name}" if unknown else ""
         problem = problem or f"it has no {' or '.join(missing)} column"
         raise SwarmConfigError(
-            f"CSV source {path} does not fit table {spec.name}: {problem}; pick the table the "
+            f"CSV source {path} does not fit table {table.name}: {problem}; pick the table the "
             "file was exported from"
         )
     times = _parse_times(frame[DATE_TIME], path)
-    columns = [c for c in spec.columns if c.name in frame.columns]
+    columns = [c for c in table.columns if c.name in frame.columns]
     values = {c.name: frame[c.name].tolist() for c in columns if c.name != DATE_TIME}
     rows = []
     for k, when in enumerate(times.dt.to_pydatetime()):
@@ -156,7 +155,7 @@ def read_csv_rows(path: str | Path, table: str) -> list[dict[str, Any]]:
 class CsvRows:
     """A CSV export held in memory (exports are small next to the database)."""
 
-    def __init__(self, path: str | Path, table: str) -> None:
+    def __init__(self, path: str | Path, table: catalogue.Table) -> None:
         self.path = Path(path)
         self._rows: dict[str, list[dict[str, Any]]] = {}
         for row in read_csv_rows(path, table):
@@ -455,14 +454,14 @@ def rows_between(
     return rows
 
 
-def open_rows(source: str, table: str, cosmos: Any) -> RowSource:
+def open_rows(source: str, table: catalogue.Table, cosmos: Any) -> RowSource:
     """The rows the devices send: the COSMOS source resource or a CSV export."""
     if source == COSMOS_SOURCE:
         return CosmosRows(cosmos, table)
     return CsvRows(source, table)
 
 
-def check_source(source: str, table: str, cosmos: Any) -> RowSource:
+def check_source(source: str, table: catalogue.Table, cosmos: Any) -> RowSource:
     """Open and probe the data source, turning its errors into one ``SwarmConfigError`` line."""
     if source != COSMOS_SOURCE and not Path(source).is_file():
         raise SwarmConfigError(f"source {source!r} is neither 'cosmos' nor a readable CSV file")

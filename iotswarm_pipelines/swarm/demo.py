@@ -8,7 +8,7 @@ from iotswarm_pipelines.swarm.cli import run
 def run_demo_swarm(source_url: str, host: str = "127.0.0.1", port: int = 1883) -> str:
     """36 devices cloned from the sample sites, 3 cycles each, QoS 1 with the verifier.
 
-    Returns the report as ``iot-swarm`` prints it; raises ``SwarmRunError`` if it cannot run.
+    Returns the report as ``iot-swarm`` prints it; raises ``CommandError`` if it cannot run.
     """
     _, text = run(
         [

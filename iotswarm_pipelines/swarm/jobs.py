@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from iotswarm_pipelines import executors, json_logs
+from iotswarm_pipelines import executors, run_loggers
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.swarm.ops import plan_swarm, run_shard, swarm_report
 
@@ -27,7 +27,7 @@ def build_swarm_job(
         description="Simulate COSMOS dataloggers over MQTT in shards; report delivery and latency.",
         resource_defs=resource_defs,
         executor_def=executor_def or executors.swarm_executor(),
-        logger_defs=logger_defs or json_logs.LOGGERS,
+        logger_defs=logger_defs or run_loggers.LOGGERS,
         tags={"iotswarm/area": "swarm", **trigger_tags(Trigger.MANUAL)},
     )
     def swarm_job() -> None:

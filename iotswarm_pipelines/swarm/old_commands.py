@@ -4,7 +4,7 @@
 ``get-version``, ``test-mqtt``, ``cosmos … list-sites|mqtt``, ``looping-csv … list-sites|mqtt``,
 ``looping-sqlite3 … list-sites|mqtt`` and ``sessions ls|init|rm``. Every option is the options
 model's (``swarm.options``), spelled the old way through ``options.Arg``; ``mqtt`` ends in
-``cli.assemble`` and ``cli.run_swarm`` like the flat form, so both run the same job with the
+``launch.assemble`` and ``launch.run_swarm`` like the flat form, so both run the same job with the
 same checks. Where the old tool's defaults differ from the flat form's, the old ones apply here
 (``OLD_DEFAULTS``): basic payloads, devices that send until stopped, one mutual-TLS connection
 named CLIENT_ID on port 443 with ALPN, keep-alive 1200 s, persistent session.
@@ -13,6 +13,10 @@ The IoT Core and Oracle settings come from the options, else the old tool's envi
 variables (``IOT_SWARM_MQTT_ENDPOINT`` …), else the ``iot_core``/``oracle`` blocks of the
 config file in ``--config`` (or ``IOT_SWARM_CONFIG``), the file the old tool's docs and tests
 read them from.
+
+Like ``cli``, this module imports only what parses the command line at first; the functions
+that run import the source, the stores and ``swarm.launch``, so ``--help`` and bad arguments
+answer at once.
 """
 
 from __future__ import annotations
@@ -25,19 +29,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iotswarm_pipelines import __version__, help_text, json_logs, secret_files
+from iotswarm_pipelines.command_line import EXIT_BAD_INPUT, EXIT_OK, CommandError, Parser
 from iotswarm_pipelines.config_formats import ConfigFileError, oracle_url, read_settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
-from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.errors import first_line
-from iotswarm_pipelines.export.config_file import KEYS
-from iotswarm_pipelines.swarm import cli, options, sessions
-from iotswarm_pipelines.swarm.config import SwarmConfig
-from iotswarm_pipelines.swarm.data import CsvRows
-from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError, check_broker
+from iotswarm_pipelines.swarm import options
 from iotswarm_pipelines.swarm.options import (
     CONTROL_OPTIONS,
     Arg,
@@ -45,7 +45,10 @@ from iotswarm_pipelines.swarm.options import (
     SwarmConfigError,
     SwarmOptions,
 )
-from iotswarm_pipelines.swarm.resources import MqttResource
+
+if TYPE_CHECKING:
+    from iotswarm_pipelines.swarm.config import SwarmConfig
+    from iotswarm_pipelines.swarm.resources import MqttResource
 
 COMMANDS = ("get-version", "test-mqtt", "cosmos", "looping-csv", "looping-sqlite3", "sessions")
 TOP_OPTIONS = ("--log-config", "--log-level", "--log-format", "--config")
@@ -199,7 +202,7 @@ def _mqtt(subparsers: Any, example: str, *, with_table: bool, resume: bool) -> N
 
 
 def parser() -> argparse.ArgumentParser:
-    top = cli._Parser(
+    top = Parser(
         prog="iot-swarm",
         description="NERC-CEH/iot-swarm's commands (the flat options: iot-swarm --help).",
         epilog=help_text.epilog(
@@ -319,31 +322,32 @@ def _config_anywhere(subparsers: Any) -> None:
 
 
 def run(argv: Sequence[str]) -> tuple[int, str]:
-    """Run one old command: (exit status, text to print). Raises ``cli.SwarmRunError``."""
+    """Run one old command: (exit status, text to print). Raises ``CommandError``."""
     args = parser().parse_args(argv)
     _configure_logging(args)
+    from iotswarm_pipelines.swarm.launch import run_swarm
+    from iotswarm_pipelines.swarm.mqtt.settings import BrokerError, MqttConfigError
+
     try:
         file_settings = _file_settings(args.config)
         if args.command == "get-version":
-            return cli.EXIT_OK, __version__
+            return EXIT_OK, __version__
         if args.command == "sessions":
-            return cli.EXIT_OK, _sessions(args)
+            return EXIT_OK, _sessions(args)
         if args.command == "test-mqtt":
             return _test_mqtt(args, file_settings)
         source, schema = _source(args, file_settings)
         if args.action == "list-sites":
-            return cli.EXIT_OK, str(_list(args, source, schema))
+            return EXIT_OK, str(_list(args, source, schema))
     except (SwarmConfigError, ConfigFileError, SourceError, BrokerError, MqttConfigError) as exc:
-        raise cli.SwarmRunError(first_line(exc), cli.EXIT_BAD_INPUT) from None
-    return cli.run_swarm(lambda: _assemble(args, file_settings, source, schema))
+        raise CommandError(first_line(exc), EXIT_BAD_INPUT) from None
+    return run_swarm(lambda: _assemble(args, file_settings, source, schema))
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
     if args.log_config:
         if not Path(args.log_config).is_file():
-            raise cli.SwarmRunError(
-                f"--log-config {args.log_config}: no such file", cli.EXIT_BAD_INPUT
-            )
+            raise CommandError(f"--log-config {args.log_config}: no such file", EXIT_BAD_INPUT)
         logging.config.fileConfig(args.log_config, disable_existing_loggers=False)
     if args.log_level:
         logging.getLogger().setLevel(args.log_level)
@@ -351,10 +355,12 @@ def _configure_logging(args: argparse.Namespace) -> None:
     try:  # after the level: its handler takes the root's
         json_logs.configure(args.log_format)
     except ValueError as exc:
-        raise cli.SwarmRunError(str(exc), cli.EXIT_BAD_INPUT) from None
+        raise CommandError(str(exc), EXIT_BAD_INPUT) from None
 
 
 def _file_settings(path: str | None) -> dict[str, str]:
+    from iotswarm_pipelines.export.config_file import KEYS
+
     if not path:
         return {}
     return {key: s.value for key, s in read_settings(Path(path), KEYS).items()}
@@ -362,6 +368,8 @@ def _file_settings(path: str | None) -> dict[str, str]:
 
 def _sessions(args: argparse.Namespace) -> str:
     """The old tool's outputs: a Python list for ``ls``, its sentences for ``rm``."""
+    from iotswarm_pipelines.swarm import sessions
+
     if args.action == "ls":
         return str(sessions.list_sessions(args.sessions_dir))
     if args.action == "init":
@@ -394,10 +402,13 @@ def _broker_values(args: argparse.Namespace, file_settings: dict[str, str]) -> d
 
 
 def _test_mqtt(args: argparse.Namespace, file_settings: dict[str, str]) -> tuple[int, str]:
+    from iotswarm_pipelines.swarm.mqtt.settings import check_broker
+    from iotswarm_pipelines.swarm.resources import MqttResource
+
     broker = MqttResource(**_broker_values(args, file_settings))
     settings = broker.settings()
     check_broker(settings, client_id=args.client_id)
-    return cli.EXIT_OK, f"connected to {settings.address} as {args.client_id}"
+    return EXIT_OK, f"connected to {settings.address} as {args.client_id}"
 
 
 def _source(args: argparse.Namespace, file_settings: dict[str, str]) -> tuple[str, str | None]:
@@ -430,11 +441,13 @@ def _source(args: argparse.Namespace, file_settings: dict[str, str]) -> tuple[st
 
 
 def _list(args: argparse.Namespace, source: str, schema: str | None) -> list[str]:
+    from iotswarm_pipelines.cosmos.source import CosmosSource
+    from iotswarm_pipelines.swarm.data import CsvRows
+
     limit = args.max_sites or None
     if args.command == "looping-csv":
-        table = catalogue.SOILMET_30MIN.name
-        return CsvRows(source, table).sites()[:limit]
-    table = catalogue.get_table(args.table).name
+        return CsvRows(source, catalogue.SOILMET_30MIN).sites()[:limit]
+    table = catalogue.get_table(args.table)
     return CosmosSource(url=source, schema_name=schema).list_sites(table)[:limit]
 
 
@@ -447,7 +460,9 @@ def _assemble(
         run_values["sites"] = list(args.site)
     if not run_values.get("max_sites"):
         run_values.pop("max_sites", None)  # the old tool's 0: no limit
-    return cli.assemble(
+    from iotswarm_pipelines.swarm.launch import assemble
+
+    return assemble(
         run_values,
         _broker_values(args, file_settings),
         source=source,

@@ -11,7 +11,6 @@ from typing import Any
 
 import dagster as dg
 
-from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.labels import TRIGGER_TAG, Trigger
 from iotswarm_pipelines.metrics.exposition import MetricsError
@@ -54,7 +53,7 @@ def prepare(
     ``SwarmConfigError``, ``MqttConfigError`` (bad certificate files) or ``BrokerError``.
     AWS IoT Core's limits are errors against IoT Core, and lines passed to ``warn`` otherwise.
     """
-    planning.check_config(config)
+    spec = planning.make_spec(config, config.swarm_name or name)
     options.check(mqtt, BrokerOptions, ("brokers", "source_addresses"), MqttConfigError)
     # each broker and source address the shards use, checked once
     endpoints: dict[tuple[str, int, str | None], MqttSettings] = {}
@@ -63,10 +62,13 @@ def prepare(
         endpoints.setdefault((settings.host, settings.port, settings.source_address), settings)
     for settings in endpoints.values():
         settings.validate()
-    rows = data.check_source(config.source, catalogue.get_table(config.table).name, cosmos)
-    name = config.swarm_name or name
-    saved = sessions.load_session(name, config.sessions_dir) if config.resume_session else None
-    swarm = planning.plan(config, name, rows.sites(), saved)
+    rows = data.check_source(config.source, spec.table, cosmos)
+    saved = (
+        sessions.load_session(spec.swarm_name, config.sessions_dir)
+        if config.resume_session
+        else None
+    )
+    swarm = planning.plan(spec, rows.sites(), saved)
     _check_iot_core_limits(config, swarm, rows, list(endpoints.values()), warn)
     if not config.dry:
         # Here, not only in the shard: a limit too low for the largest shard is bad input.

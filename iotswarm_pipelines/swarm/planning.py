@@ -31,7 +31,7 @@ class SwarmSpec:
 
     options: SwarmOptions
     swarm_name: str
-    table: str  # the catalogue's spelling
+    table: catalogue.Table
     history_start: datetime | None
     schedule: Schedule
 
@@ -57,8 +57,13 @@ class SwarmPlan:
         return sum(len(s.devices) for s in self.shards)
 
 
-def check_config(config: SwarmOptions) -> None:
-    """Raise ``SwarmConfigError`` (one line naming the option) for options that cannot work."""
+def check_config(config: SwarmOptions) -> catalogue.Table:
+    """Raise ``SwarmConfigError`` (one line naming the option) for options that cannot work.
+
+    Returns the run's table, the one the options name (the model accepts only the catalogue's
+    names; command lines look the older spellings up before they build it): everything below
+    is given this ``Table``.
+    """
     options.check(config, SwarmOptions)
     if config.mode == "latest" and config.rows_per_message != 1:
         raise SwarmConfigError(
@@ -73,10 +78,7 @@ def check_config(config: SwarmOptions) -> None:
         raise SwarmConfigError("resume_session needs swarm_name: the session to continue")
     if config.swarm_name:
         sessions.check_name(config.swarm_name)
-    try:
-        catalogue.get_table(config.table)
-    except catalogue.UnknownTableError as exc:
-        raise SwarmConfigError(str(exc)) from None
+    table = catalogue.TABLES[config.table]
     for site in config.sites:
         try:
             catalogue.get_site(site)
@@ -84,8 +86,9 @@ def check_config(config: SwarmOptions) -> None:
             raise SwarmConfigError(str(exc)) from None
     history_start(config)
     _check_metrics(config)
-    scenario.check(config)
+    scenario.check(config, table)
     dv.clone_counts(["ALIC1"], config.devices, config.per_site)  # devices/per_site rules
+    return table
 
 
 def _check_metrics(config: SwarmOptions) -> None:
@@ -116,10 +119,10 @@ def history_start(config: SwarmOptions) -> datetime | None:
     return naive_utc(start)
 
 
-def resolve_sites(config: SwarmOptions, available: Sequence[str]) -> list[str]:
+def resolve_sites(spec: SwarmSpec, available: Sequence[str]) -> list[str]:
     """The sites the swarm uses, of those ``available`` in the source (a bad choice: one line)."""
+    config, table = spec.options, spec.table.name
     where = "the COSMOS source" if config.source == COSMOS_SOURCE else config.source
-    table = catalogue.get_table(config.table).name
     if config.sites:
         wanted = [s.strip().upper() for s in config.sites]
         missing = [s for s in wanted if s not in available]
@@ -138,10 +141,12 @@ def resolve_sites(config: SwarmOptions, available: Sequence[str]) -> list[str]:
 
 
 def make_spec(config: SwarmOptions, swarm_name: str) -> SwarmSpec:
+    """The checked options with the table they name (``SwarmConfigError`` on bad input)."""
+    table = check_config(config)
     return SwarmSpec(
         options=SwarmOptions.model_validate(config.model_dump()),
         swarm_name=swarm_name,
-        table=catalogue.get_table(config.table).name,
+        table=table,
         history_start=history_start(config),
         schedule=Schedule(
             max_cycles=config.max_cycles,
@@ -153,19 +158,16 @@ def make_spec(config: SwarmOptions, swarm_name: str) -> SwarmSpec:
 
 
 def plan(
-    config: SwarmOptions,
-    swarm_name: str,
-    available_sites: Sequence[str],
-    saved: sessions.Session | None = None,
+    spec: SwarmSpec, available_sites: Sequence[str], saved: sessions.Session | None = None
 ) -> SwarmPlan:
     """Sites, devices, shards and the positions of a ``saved`` session to resume.
 
-    Raises ``SwarmConfigError`` on bad input. The caller reads the source's sites and the saved
-    session (``resume_session``), so planning itself does no I/O.
+    Raises ``SwarmConfigError`` on bad input. The caller makes the spec (``make_spec``, which
+    checks the options) and reads the source's sites and the saved session
+    (``resume_session``), so planning itself does no I/O.
     """
-    check_config(config)
-    spec = make_spec(config, swarm_name)
-    sites = resolve_sites(config, available_sites)
+    config = spec.options
+    sites = resolve_sites(spec, available_sites)
     planned = dv.plan_devices(
         sites,
         devices=config.devices,
@@ -177,15 +179,15 @@ def plan(
     positions: dict[str, DevicePosition] = {}
     if config.resume_session and saved is not None:
         # An empty session (``iot-swarm sessions init``) has no table yet: any run may start it.
-        if saved.table and (saved.table, saved.mode) != (spec.table, config.mode):
+        if saved.table and (saved.table, saved.mode) != (spec.table.name, config.mode):
             raise SwarmConfigError(
                 f"session {spec.swarm_name!r} was saved for {saved.table} in {saved.mode} "
-                f"mode, not {spec.table} in {config.mode} mode: use the same table and mode "
+                f"mode, not {spec.table.name} in {config.mode} mode: use the same table and mode "
                 "or another swarm_name"
             )
         positions = saved.positions
     groups = dv.split_shards(planned, config.shards)
-    scenarios = scenario.for_shards(config, [[d.device_id for d in g] for g in groups])
+    scenarios = scenario.for_shards(config, spec.table, [[d.device_id for d in g] for g in groups])
     shards = [
         ShardPlan(
             shard=k,

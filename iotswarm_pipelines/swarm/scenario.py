@@ -31,23 +31,20 @@ from iotswarm_pipelines.swarm.mqtt.types import Scenario
 from iotswarm_pipelines.swarm.options import SwarmConfigError, SwarmOptions
 
 
-def minute_seconds(config: SwarmOptions) -> float:
+def minute_seconds(config: SwarmOptions, table: catalogue.Table) -> float:
     """Real seconds of one simulated minute in the run's time model."""
     if config.mode == "replay":
         return 60.0 / config.speed
-    cadence = catalogue.get_table(config.table).cadence.total_seconds()
-    return config.sleep_time * 60.0 / cadence
+    return config.sleep_time * 60.0 / table.cadence.total_seconds()
 
 
-def rows_in(config: SwarmOptions, minutes: float) -> int:
+def rows_in(table: catalogue.Table, minutes: float) -> int:
     """Rows of the table logged in ``minutes`` simulated minutes."""
-    cadence = catalogue.get_table(config.table).cadence.total_seconds()
-    return round(minutes * 60.0 / cadence)
+    return round(minutes * 60.0 / table.cadence.total_seconds())
 
 
-def check(config: SwarmOptions) -> None:
+def check(config: SwarmOptions, table: catalogue.Table) -> None:
     """One ``SwarmConfigError`` line for scenario options that cannot work together."""
-    table = catalogue.get_table(config.table)
     cadence = f"{table.cadence.total_seconds() / 60:g} min"
     if config.outage_share or config.outage_minutes:
         if not config.outage_share:
@@ -64,12 +61,12 @@ def check(config: SwarmOptions) -> None:
                 "outage needs connections per_device: a shared connection carries every "
                 "device of its shard, so one device cannot go offline alone"
             )
-        if rows_in(config, config.outage_minutes) < 1:
+        if rows_in(table, config.outage_minutes) < 1:
             raise SwarmConfigError(
                 f"outage_minutes {config.outage_minutes:g} is shorter than one row of "
                 f"{table.name} ({cadence}): give at least {cadence}"
             )
-        end = rows_in(config, config.outage_start) + rows_in(config, config.outage_minutes)
+        end = rows_in(table, config.outage_start) + rows_in(table, config.outage_minutes)
         if config.max_cycles and end >= config.max_cycles:
             raise SwarmConfigError(
                 f"outage ends after row {end} of each device but max_cycles is "
@@ -94,11 +91,13 @@ def outage_devices(config: SwarmOptions, device_ids: Sequence[str]) -> frozenset
     return frozenset(sorted(device_ids, key=order)[:count])
 
 
-def join_after(config: SwarmOptions, device_ids: Sequence[str]) -> dict[str, float]:
+def join_after(
+    config: SwarmOptions, table: catalogue.Table, device_ids: Sequence[str]
+) -> dict[str, float]:
     """Real seconds after the start at which each device joins; empty without a ramp."""
     if config.ramp == "none":
         return {}
-    span = config.ramp_minutes * minute_seconds(config)
+    span = config.ramp_minutes * minute_seconds(config, table)
     total = len(device_ids)
     if config.ramp == "linear":
         return {d: span * i / total for i, d in enumerate(device_ids)}
@@ -106,12 +105,14 @@ def join_after(config: SwarmOptions, device_ids: Sequence[str]) -> dict[str, flo
     return {d: span * math.floor(i * steps / total) / steps for i, d in enumerate(device_ids)}
 
 
-def for_shards(config: SwarmOptions, shards: Sequence[Sequence[str]]) -> list[Scenario]:
+def for_shards(
+    config: SwarmOptions, table: catalogue.Table, shards: Sequence[Sequence[str]]
+) -> list[Scenario]:
     """Each shard's ``Scenario`` from the whole swarm's device IDs, shard by shard."""
     everyone = [d for shard in shards for d in shard]
     offline = outage_devices(config, everyone) if config.outage_share else frozenset()
-    joins = join_after(config, everyone)
-    start, cycles = rows_in(config, config.outage_start), rows_in(config, config.outage_minutes)
+    joins = join_after(config, table, everyone)
+    start, cycles = rows_in(table, config.outage_start), rows_in(table, config.outage_minutes)
     return [
         Scenario(
             outage_devices=offline & set(shard),

@@ -142,7 +142,7 @@ class _PositionSaver:
         spec, options = self.shard.spec, self.shard.spec.options
         obsolete = self.journal.rotate()  # on the engine's thread, as its journal writes
         positions = {s.device_id: s.position for s in self.streams}
-        args = (spec.swarm_name, self.shard.shard, spec.table, options.mode, positions)
+        args = (spec.swarm_name, self.shard.shard, spec.table.name, options.mode, positions)
         self.saving = self.writer.submit(sessions.save_shard, *args, options.sessions_dir)
         self.saving.add_done_callback(lambda saved: self._saved(saved, obsolete))
         if not background:
@@ -212,6 +212,7 @@ class _LiveMetrics:
 
 def control_of(
     options: SwarmOptions,
+    table: catalogue.Table,
     rows: RowSource,
     payload_format: PayloadFormat,
     log: Callable[[str], None],
@@ -224,7 +225,6 @@ def control_of(
     if options.connections != "per_device":
         log("command and control is off: it needs per_device connections (connections=shared)")
         return None
-    table = catalogue.get_table(options.table)
     settings = ControlSettings(
         group_id=options.group_id,
         reboot_seconds=options.reboot_seconds,
@@ -273,7 +273,9 @@ def run_planned_shard(
     )
     live = _LiveMetrics(shard, log) if _LiveMetrics.wanted(shard) else None
     quiet: Callable[[str], None] = lambda _line: None  # noqa: E731 (one line per swarm)
-    control = control_of(options, rows, payload_format, log if shard.shard == 0 else quiet)
+    control = control_of(
+        options, spec.table, rows, payload_format, log if shard.shard == 0 else quiet
+    )
     journal = _AckJournal(shard, log)
     saver = _PositionSaver(shard, streams, journal)
     stop = threading.Event()

@@ -1,7 +1,8 @@
 """``cosmos-sample``: write (and optionally keep growing) the sample COSMOS database.
 
 Bad input ends with one line on stderr and exit status 2; a database failure while writing
-with one line and status 1.
+with one line and status 1. The generator, SQLAlchemy and the drivers are imported once the
+arguments parsed, so ``--help`` and bad arguments answer at once.
 """
 
 from __future__ import annotations
@@ -11,29 +12,14 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import NoReturn
-
-import psycopg
-import sqlalchemy as sa
 
 from iotswarm_pipelines import help_text, settings
 from iotswarm_pipelines.clock import naive_utc
-from iotswarm_pipelines.cosmos.sample.follow import follow
-from iotswarm_pipelines.cosmos.sample.generator import (
-    SampleError,
-    default_range,
-    generate,
-)
+from iotswarm_pipelines.command_line import Parser
 from iotswarm_pipelines.errors import first_line
-from iotswarm_pipelines.terminal_text import one_line
 
 PROG = "cosmos-sample"
 DEFAULT_DAYS = 2.0
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{PROG}: error: {one_line(message)} (see {PROG} --help)\n")
 
 
 def _when(text: str) -> datetime:
@@ -51,7 +37,7 @@ def _names(text: str) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=PROG,
         description="Write a realistic synthetic COSMOS-UK database (all times naive UTC). "
         "Rows already in the database are kept; only newer rows are added.",
@@ -85,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _range(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[datetime, datetime]:
+    from iotswarm_pipelines.cosmos.sample.generator import default_range
+
     given = [x is not None for x in (args.start, args.end, args.days)]
     if all(given):
         parser.error("give at most two of --start, --end and --days")
@@ -109,6 +97,12 @@ def _on_step(when: datetime, counts: dict[str, int]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    import psycopg
+    import sqlalchemy as sa
+
+    from iotswarm_pipelines.cosmos.sample.follow import follow
+    from iotswarm_pipelines.cosmos.sample.generator import SampleError, generate
+
     start, end = _range(args, parser)
     url = args.url or settings.sample_db_url()
     if args.follow and not args.speed > 0:
@@ -154,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _safe(url: str) -> str:
+    import sqlalchemy as sa
+
     return sa.make_url(url).render_as_string(hide_password=True)
 
 
