@@ -11,12 +11,18 @@ import sqlalchemy as sa
 
 from iotswarm_tests.services import moto_server, require_tcp
 
-# Fixture and helper modules that tests import from (Mosquitto, the Prometheus servers, the
-# export's exactly-once oracle): rewritten before any test module imports them, so their asserts
-# explain themselves and no "already imported" warning comes whatever the order.
+# Fixture plugins: the export's database and folders, private Mosquitto brokers, Prometheus
+# servers, the swarm's marked processes; any test may ask for their fixtures by name.
+pytest_plugins = (
+    "iotswarm_tests.export_fixtures",
+    "iotswarm_tests.mosquitto_fixtures",
+    "iotswarm_tests.prometheus_fixtures",
+    "iotswarm_tests.swarm_runs",
+)
+
+# Plugins' asserts are rewritten by pytest; a helper module's must be asked for before any test
+# module imports it (the export's exactly-once oracle), so its failures explain themselves.
 pytest.register_assert_rewrite("iotswarm_tests.export_faults")
-pytest.register_assert_rewrite("iotswarm_tests.mosquitto_fixtures")
-pytest.register_assert_rewrite("iotswarm_tests.prometheus_fixtures")
 
 PG_ADMIN_URL = os.environ.get(
     "IOTSWARM_TEST_PG_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"

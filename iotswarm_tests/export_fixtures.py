@@ -1,4 +1,10 @@
-"""COSMOS rows written straight into a real database, for the export tests."""
+"""COSMOS rows written straight into a real database, and the export's files, for the tests.
+
+A pytest plugin (registered in conftest.py): ``cosmos_url``, ``local_objects`` and
+``local_state`` are one test's database, object folder and state folder, all under its
+``tmp_path``; the plain builders make the same for another folder (a second store, a
+Hypothesis example's own folder).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from iotswarm_pipelines.cosmos import catalogue, schema
@@ -63,6 +70,24 @@ def local_store(tmp_path) -> LocalObjectStore:
 
 def state_store(tmp_path) -> StateStore:
     return StateStore(state_dir=str(tmp_path / "state"))
+
+
+@pytest.fixture
+def cosmos_url(tmp_path) -> str:
+    """This test's COSMOS database: an SQLite file its first insert creates."""
+    return sqlite_url(tmp_path)
+
+
+@pytest.fixture
+def local_objects(tmp_path) -> LocalObjectStore:
+    """This test's object folder (``objects/``), the local store the export writes to."""
+    return local_store(tmp_path)
+
+
+@pytest.fixture
+def local_state(tmp_path) -> StateStore:
+    """This test's state folder (``state/``), where the export keeps its watermarks."""
+    return state_store(tmp_path)
 
 
 def source(url: str) -> CosmosSource:

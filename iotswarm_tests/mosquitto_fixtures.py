@@ -89,6 +89,15 @@ def persistent_broker(tmp_path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
+def private_broker(tmp_path_factory) -> Iterator[Mosquitto]:
+    """A plain broker of the test's own, which it may stop for good."""
+    config = "listener {port} 127.0.0.1\nallow_anonymous true\n"
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto-gone"), config).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
 def broker_pair(tmp_path) -> Iterator[list[Mosquitto]]:
     """Two anonymous brokers; each one's log (`log_path`) names the address clients came from."""
     config = "listener {port} 127.0.0.1\nallow_anonymous true\n"

@@ -22,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from iotswarm_pipelines.export.pipeline import utc_now
-from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, sqlite_url
+from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows
 from iotswarm_tests.mosquitto_fixtures import Mosquitto
 from iotswarm_tests.prometheus_fixtures import (
     alertmanager_server,
@@ -75,16 +75,17 @@ def alerting(tmp_path):
             yield pushgateway, functools.partial(wait_for_alert, manager, iotswarm_test=test_id)
 
 
-def test_a_table_behind_its_source_fires_table_behind(tmp_path, alerting):
+def test_a_table_behind_its_source_fires_table_behind(tmp_path, cosmos_url, alerting):
     """4.5 hours of rows, exported only up to three hours ago (``--until``): the table's one
     site trails its source by 3 h, twice its freshness threshold (1.5 h)."""
     pushgateway, alert_of = alerting
-    url = sqlite_url(tmp_path)
     newest = utc_now().replace(minute=0, second=0, microsecond=0)
     insert_rows(
-        url, SOILMET, make_rows(SOILMET, "ALIC1", [newest - i * HALF_HOUR for i in range(10)])
+        cosmos_url,
+        SOILMET,
+        make_rows(SOILMET, "ALIC1", [newest - i * HALF_HOUR for i in range(10)]),
     )
-    config = config_for(tmp_path, url, pushgateway=pushgateway.url, fallback_hours="24")
+    config = config_for(tmp_path, cosmos_url, pushgateway=pushgateway.url, fallback_hours="24")
     until = (newest - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M")
     done = run(str(config), SOILMET, "--until", until)
     assert done.returncode == 0, done.stderr

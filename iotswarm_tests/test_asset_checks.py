@@ -20,7 +20,6 @@ from iotswarm_tests.export_fixtures import (
     local_store,
     make_rows,
     source,
-    sqlite_url,
     state_store,
 )
 
@@ -30,15 +29,14 @@ COMPLETENESS = check_name(Check.EXPORT_COMPLETENESS, catalogue.SOILMET_30MIN)
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, cosmos_url):
     """Two sites of SOILMET with six rows each, all within the export's fallback window."""
-    url = sqlite_url(tmp_path)
     newest = utc_now().replace(second=0, microsecond=0) - timedelta(minutes=10)
     times = [newest - timedelta(minutes=30 * i) for i in range(6)]
     for site in ("ALIC1", "BALRD"):
-        insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
+        insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, site, times))
     resources = {
-        "cosmos": source(url),
+        "cosmos": source(cosmos_url),
         "object_store": local_store(tmp_path),
         "state": state_store(tmp_path),
     }

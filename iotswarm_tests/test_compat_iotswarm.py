@@ -20,8 +20,6 @@ from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm import old_commands
 from iotswarm_pipelines.swarm.cli import main
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
 T0 = datetime(2024, 6, 1)
 REFERENCE_CSV = Path(__file__).parent / "data" / "level1_soilmet_30min_alic1_sample.csv"
 TABLE = "LEVEL_1_SOILMET_30MIN"

@@ -20,8 +20,6 @@ from iotswarm_tests.control_fixtures import (
     swarm,  # noqa: F401 (fixture)
 )
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
 DEVICE = "ALIC1"
 
 

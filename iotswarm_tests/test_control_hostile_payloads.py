@@ -30,8 +30,6 @@ from iotswarm_pipelines.swarm.control.topics import Topics
 from iotswarm_pipelines.swarm.mqtt.types import ControlSettings
 from iotswarm_tests.control_fixtures import TABLE, TeamClient, start_swarm
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
 KNOWN_ANSWERS = {
     "Reboot complete",
     "Directory '{}' does not exist",

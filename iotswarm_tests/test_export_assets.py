@@ -106,11 +106,10 @@ def history_config(**config) -> dict:
     return {"ops": {cosmos_history_export.op.name: {"config": config}}}
 
 
-def test_history_resends_the_picked_days_and_leaves_the_watermarks(tmp_path):
-    url = sqlite_url(tmp_path)
+def test_history_resends_the_picked_days_and_leaves_the_watermarks(tmp_path, cosmos_url):
     times = [datetime(2024, 6, 1) + timedelta(minutes=30 * i) for i in range(150)]
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
-    resources = {"cosmos": source(url), "object_store": local_store(tmp_path)}
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", times))
+    resources = {"cosmos": source(cosmos_url), "object_store": local_store(tmp_path)}
     result = dg.materialize(
         [cosmos_history_export],
         resources=resources,

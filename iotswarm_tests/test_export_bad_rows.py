@@ -21,50 +21,52 @@ from iotswarm_pipelines.export.assets import cosmos_live_export
 from iotswarm_pipelines.export.pipeline import ExportError
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_tests.export_faults import T0, export, half_hours, seed, stored_rows
-from iotswarm_tests.export_fixtures import SOILMET, local_store, sqlite_url, state_store
+from iotswarm_tests.export_fixtures import SOILMET
 
 pytestmark = pytest.mark.usefixtures("fresh_engines")
 
 
-def test_a_future_dated_row_holds_its_site_loudly_and_loses_no_later_row(tmp_path):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4), "BALRD": half_hours(T0, 4)})
-    seed(url, {"ALIC1": [datetime(2030, 1, 1)]})  # a logger whose clock jumped
+def test_a_future_dated_row_holds_its_site_loudly_and_loses_no_later_row(
+    cosmos_url, local_objects, local_state
+):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4), "BALRD": half_hours(T0, 4)})
+    seed(cosmos_url, {"ALIC1": [datetime(2030, 1, 1)]})  # a logger whose clock jumped
 
     with pytest.raises(ExportError) as caught:
-        export(url, store, state)
+        export(cosmos_url, local_objects, local_state)
     assert "1 site(s) stopped before rows they cannot send (the other sites were exported)" in (
         str(caught.value)
     )
     assert "ALIC1 has rows dated up to 2030-01-01 00:00:00, later than now plus the tolerance" in (
         str(caught.value)
     )
-    marks = state.load(SOILMET)
+    marks = local_state.load(SOILMET)
     assert watermark(marks, "ALIC1") == watermark(marks, "BALRD") == T0 + timedelta(hours=1.5)
-    assert len(store.list_keys()) == 8
+    assert len(local_objects.list_keys()) == 8
 
     # The row is corrected; the real rows that follow it are exported, each once.
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(cosmos_url)
     with engine.begin() as conn:
         conn.execute(
             sa.text(f"DELETE FROM {SOILMET} WHERE DATE_TIME >= '2030-01-01'"),
         )
     engine.dispose()
-    seed(url, {"ALIC1": half_hours(T0 + timedelta(hours=2), 3)})
-    summary = export(url, store, state)
+    seed(cosmos_url, {"ALIC1": half_hours(T0 + timedelta(hours=2), 3)})
+    summary = export(cosmos_url, local_objects, local_state)
     assert summary.rows_read == 3
     assert summary.watermarks["ALIC1"] == T0 + timedelta(hours=3)
-    assert set(stored_rows(store).values()) == {1}
+    assert set(stored_rows(local_objects).values()) == {1}
 
 
-def test_freshness_flags_a_watermark_ahead_of_the_sources_newest_row(tmp_path):
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4), "BALRD": half_hours(T0, 4)})
+def test_freshness_flags_a_watermark_ahead_of_the_sources_newest_row(cosmos_url, local_state):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4), "BALRD": half_hours(T0, 4)})
     # The state an earlier release left: a 2030 row moved the watermark, then was corrected.
-    state.advance(SOILMET, {"ALIC1": datetime(2030, 1, 1), "BALRD": T0 + timedelta(hours=1.5)})
-    newest = CosmosSource(url=url).newest_times(SOILMET)
+    local_state.advance(
+        SOILMET, {"ALIC1": datetime(2030, 1, 1), "BALRD": T0 + timedelta(hours=1.5)}
+    )
+    newest = CosmosSource(url=cosmos_url).newest_times(SOILMET)
 
-    outcome = health.freshness(catalogue.SOILMET_30MIN, newest, state.load(SOILMET), T0, 3.0)
+    outcome = health.freshness(catalogue.SOILMET_30MIN, newest, local_state.load(SOILMET), T0, 3.0)
     assert not outcome.passed
     assert outcome.description.startswith(
         f"{SOILMET}: the watermark of 1 site(s) is ahead of the source's newest row "
@@ -90,15 +92,16 @@ VALUE_COLUMN = next(  # a float column: SQLite hands a BLOB stored there over as
 )
 
 
-def test_a_value_no_payload_carries_stops_its_site_only_until_skipped_on_record(tmp_path, caplog):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4), "BALRD": half_hours(T0, 4)})
+def test_a_value_no_payload_carries_stops_its_site_only_until_skipped_on_record(
+    cosmos_url, local_objects, local_state, caplog
+):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4), "BALRD": half_hours(T0, 4)})
     bad_time = T0 + timedelta(hours=1)
-    _poison(url, "ALIC1", bad_time, VALUE_COLUMN, b"\x00secret-bytes")
+    _poison(cosmos_url, "ALIC1", bad_time, VALUE_COLUMN, b"\x00secret-bytes")
 
     for _ in range(2):  # every rerun: the same one line, the other site unharmed
         with pytest.raises(ExportError) as caught:
-            export(url, store, state)
+            export(cosmos_url, local_objects, local_state)
         message = str(caught.value)
         assert (
             f"ALIC1 at 2024-06-01 01:00:00: column {VALUE_COLUMN} holds a bytes value, which no "
@@ -106,22 +109,27 @@ def test_a_value_no_payload_carries_stops_its_site_only_until_skipped_on_record(
             "['ALIC1@2024-06-01T01:00:00']"
         ) in message
         assert "secret" not in message
-        marks = state.load(SOILMET)
+        marks = local_state.load(SOILMET)
         assert watermark(marks, "ALIC1") == T0 + timedelta(minutes=30)
         assert watermark(marks, "BALRD") == T0 + timedelta(hours=1.5)
 
     with caplog.at_level(logging.WARNING):
-        summary = export(url, store, state, skip_rows=["ALIC1@2024-06-01T01:00"])
+        summary = export(
+            cosmos_url, local_objects, local_state, skip_rows=["ALIC1@2024-06-01T01:00"]
+        )
     assert summary.skipped_rows == ["ALIC1@2024-06-01T01:00:00"]
     assert "skipped ALIC1@2024-06-01T01:00:00 as skip_rows asks" in caplog.text
     assert summary.watermarks["ALIC1"] == T0 + timedelta(hours=1.5)
-    assert (("ALIC1", bad_time) not in stored_rows(store)) and len(store.list_keys()) == 7
+    assert (("ALIC1", bad_time) not in stored_rows(local_objects)) and len(
+        local_objects.list_keys()
+    ) == 7
 
 
-def test_an_unreadable_date_time_stops_its_site_only_named_without_its_value(tmp_path):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4), "BALRD": half_hours(T0, 4)})
-    engine = sa.create_engine(url)
+def test_an_unreadable_date_time_stops_its_site_only_named_without_its_value(
+    cosmos_url, local_objects, local_state
+):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4), "BALRD": half_hours(T0, 4)})
+    engine = sa.create_engine(cosmos_url)
     with engine.begin() as conn:  # sorts between 00:30 and 01:00, cannot be a datetime
         conn.execute(
             sa.text(
@@ -132,27 +140,30 @@ def test_an_unreadable_date_time_stops_its_site_only_named_without_its_value(tmp
     engine.dispose()
 
     with pytest.raises(ExportError) as caught:
-        export(url, store, state)
+        export(cosmos_url, local_objects, local_state)
     message = str(caught.value)
     assert (  # the bad row fails its whole fetch: the site stops where it started
         "ALIC1 has a row that the database cannot hand over (ValueError, e.g. an unparseable "
         "DATE_TIME); correct it in the source"
     ) in message
     assert "00:45:99" not in message
-    marks = state.load(SOILMET)
+    marks = local_state.load(SOILMET)
     assert watermark(marks, "ALIC1") is None
     assert watermark(marks, "BALRD") == T0 + timedelta(hours=1.5)
-    assert {site for site, _ in stored_rows(store)} == {"BALRD"}
+    assert {site for site, _ in stored_rows(local_objects)} == {"BALRD"}
 
 
-def test_skipped_rows_are_recorded_in_the_runs_metadata(tmp_path):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 3)})
-    _poison(url, "ALIC1", T0 + timedelta(minutes=30), VALUE_COLUMN, b"\x01")
+def test_skipped_rows_are_recorded_in_the_runs_metadata(cosmos_url, local_objects, local_state):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 3)})
+    _poison(cosmos_url, "ALIC1", T0 + timedelta(minutes=30), VALUE_COLUMN, b"\x01")
     result = dg.materialize(
         [cosmos_live_export],
         partition_key=SOILMET,
-        resources={"cosmos": CosmosSource(url=url), "object_store": store, "state": state},
+        resources={
+            "cosmos": CosmosSource(url=cosmos_url),
+            "object_store": local_objects,
+            "state": local_state,
+        },
         run_config={
             "ops": {
                 cosmos_live_export.op.name: {

@@ -11,9 +11,7 @@ import dagster as dg
 import yaml
 from dagster._core.test_utils import create_test_daemon_workspace_context, poll_for_finished_run
 from dagster._core.workspace.load_target import ModuleTarget
-from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
-    QueuedRunCoordinatorDaemon,
-)
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster_graphql.client.query import LAUNCH_PIPELINE_EXECUTION_MUTATION
 from dagster_graphql.test.utils import execute_dagster_graphql
 
@@ -26,7 +24,6 @@ from iotswarm_tests.export_fixtures import (
     insert_rows,
     local_store,
     make_rows,
-    sqlite_url,
     state_store,
 )
 from iotswarm_tests.services import wait_until
@@ -122,14 +119,13 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_the_state_lock_serialises_two_export_processes(tmp_path):
-    url = sqlite_url(tmp_path)
-    recent_rows(url, PRECIP, 30, timedelta(minutes=1))
+def test_the_state_lock_serialises_two_export_processes(tmp_path, cosmos_url):
+    recent_rows(cosmos_url, PRECIP, 30, timedelta(minutes=1))
     state = state_store(tmp_path)
     with state.locked(PRECIP):  # both workers start while the table is locked
         workers = [
             subprocess.Popen(
-                [sys.executable, "-c", WORKER, url, str(tmp_path)],
+                [sys.executable, "-c", WORKER, cosmos_url, str(tmp_path)],
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
                 text=True,

@@ -62,10 +62,14 @@ pytestmark = pytest.mark.usefixtures("fresh_engines")
     ids=["local", "s3", "local-after-an-earlier-run"],
 )
 def test_sigkill_after_nth_object_then_rerun_stores_each_key_once(
-    request, tmp_path, backend, earlier_run
+    request, tmp_path, cosmos_url, local_state, backend, earlier_run
 ):
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    spec = {"url": url, "table": SOILMET, "state_dir": state.state_dir, "stop_after": 5}
+    spec = {
+        "url": cosmos_url,
+        "table": SOILMET,
+        "state_dir": local_state.state_dir,
+        "stop_after": 5,
+    }
     if backend == "local":
         store = local_store(tmp_path)
         spec["root"] = str(tmp_path / "objects")
@@ -75,10 +79,13 @@ def test_sigkill_after_nth_object_then_rerun_stores_each_key_once(
         store = new_bucket(endpoint)
         spec |= {"endpoint": endpoint, "bucket": store.bucket}
     if earlier_run:
-        seed(url, {site: half_hours(T0 - timedelta(hours=2), 4) for site in ("ALIC1", "BALRD")})
-        export(url, store, state)
-    before = {p: p.read_bytes() for p in state.paths(SOILMET) if p.exists()}
-    seed(url, {site: half_hours(T0, 8) for site in ("ALIC1", "BALRD")})
+        seed(
+            cosmos_url,
+            {site: half_hours(T0 - timedelta(hours=2), 4) for site in ("ALIC1", "BALRD")},
+        )
+        export(cosmos_url, store, local_state)
+    before = {p: p.read_bytes() for p in local_state.paths(SOILMET) if p.exists()}
+    seed(cosmos_url, {site: half_hours(T0, 8) for site in ("ALIC1", "BALRD")})
     stored_before = len(store.list_keys())
 
     worker = subprocess.Popen(
@@ -93,13 +100,13 @@ def test_sigkill_after_nth_object_then_rerun_stores_each_key_once(
         worker.send_signal(signal.SIGKILL)
         worker.communicate(timeout=60)
     assert worker.returncode == -signal.SIGKILL
-    assert {p: p.read_bytes() for p in state.paths(SOILMET) if p.exists()} == before
+    assert {p: p.read_bytes() for p in local_state.paths(SOILMET) if p.exists()} == before
     assert len(store.list_keys()) == stored_before + 5
 
-    summary = export(url, store, state)
+    summary = export(cosmos_url, store, local_state)
     assert summary.failed == 0 and summary.rows_read == 16  # the watermarks had not moved
-    assert_exactly_the_expected_objects(url, store)
-    assert export(url, store, state).rows_read == 0
+    assert_exactly_the_expected_objects(cosmos_url, store)
+    assert export(cosmos_url, store, local_state).rows_read == 0
 
 
 class FailingStore(HookedStore):
@@ -222,31 +229,31 @@ def _export_and_die_at(url: str, root: str, state_dir: str, call: str, nth: int)
     ("call", "nth"), [s[:2] for s in SAVE_STEPS], ids=[s[2] for s in SAVE_STEPS]
 )
 def test_killed_during_the_state_save_leaves_old_or_new_state_and_the_next_run_loads(
-    tmp_path, call, nth
+    tmp_path, cosmos_url, local_objects, local_state, call, nth
 ):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4)})
-    export(url, store, state)
-    old = state.load(SOILMET)
-    seed(url, {"ALIC1": half_hours(T0 + timedelta(hours=2), 3)})
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4)})
+    export(cosmos_url, local_objects, local_state)
+    old = local_state.load(SOILMET)
+    seed(cosmos_url, {"ALIC1": half_hours(T0 + timedelta(hours=2), 3)})
 
     child = FORK.Process(
-        target=_export_and_die_at, args=(url, str(tmp_path), state.state_dir, call, nth)
+        target=_export_and_die_at,
+        args=(cosmos_url, str(tmp_path), local_state.state_dir, call, nth),
     )
     child.start()
     child.join()
     assert child.exitcode == 9
     new_mark = T0 + timedelta(hours=3)
-    files = [pickle.loads(p.read_bytes()) for p in state.paths(SOILMET)]
+    files = [pickle.loads(p.read_bytes()) for p in local_state.paths(SOILMET)]
     assert all(
         watermark(f, "ALIC1") in (old["sites"]["ALIC1"]["last_data"], new_mark) for f in files
     )
-    assert len(store.list_keys()) == 7  # the objects were stored before the save began
+    assert len(local_objects.list_keys()) == 7  # the objects were stored before the save began
 
-    summary = export(url, store, state)
+    summary = export(cosmos_url, local_objects, local_state)
     assert summary.rows_read == (0 if watermark(files[0], "ALIC1") == new_mark else 3)
-    assert watermark(state.load(SOILMET), "ALIC1") == new_mark
-    assert_exactly_the_expected_objects(url, store)
+    assert watermark(local_state.load(SOILMET), "ALIC1") == new_mark
+    assert_exactly_the_expected_objects(cosmos_url, local_objects)
 
 
 def _export_and_die_mid_write(url: str, root: str, state_dir: str, nth_fsync: int) -> None:
@@ -267,14 +274,15 @@ def _export_and_die_mid_write(url: str, root: str, state_dir: str, nth_fsync: in
     export(url, store, StateStore(state_dir=state_dir))
 
 
-def test_a_write_killed_midway_leaves_nothing_a_reader_of_the_object_tree_sees(tmp_path):
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 6)})
+def test_a_write_killed_midway_leaves_nothing_a_reader_of_the_object_tree_sees(
+    tmp_path, cosmos_url, local_state
+):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 6)})
     root = tmp_path / "objects"
     # Each object takes two fsyncs (file, folder), one at a time: the 5th is the third
     # object's, before its rename.
     child = FORK.Process(
-        target=_export_and_die_mid_write, args=(url, str(root), state.state_dir, 5)
+        target=_export_and_die_mid_write, args=(cosmos_url, str(root), local_state.state_dir, 5)
     )
     child.start()
     child.join()
@@ -287,6 +295,6 @@ def test_a_write_killed_midway_leaves_nothing_a_reader_of_the_object_tree_sees(t
     store = LocalObjectStore(root=str(root), prefix=PREFIX)
     assert store.list_keys() == sorted(in_tree)
 
-    assert export(url, store, state).rows_read == 6
+    assert export(cosmos_url, store, local_state).rows_read == 6
     assert list((root / ".partial").iterdir()) == []  # swept: its writer is dead
     assert set(stored_rows(store).values()) == {1} and len(store.list_keys()) == 6

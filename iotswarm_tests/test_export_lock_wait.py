@@ -20,30 +20,22 @@ import pytest
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_tests.export_faults import ROOT, T0, export, half_hours, seed
-from iotswarm_tests.export_fixtures import (
-    SOILMET,
-    insert_rows,
-    local_store,
-    make_rows,
-    sqlite_url,
-    state_store,
-)
+from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows
 
 LIVE_COSMOS = Path(sys.executable).with_name("live-cosmos")
 
 
 def test_a_command_line_export_waiting_for_the_lock_says_who_holds_it_and_how_long_it_waited(
-    tmp_path,
+    tmp_path, cosmos_url
 ):
-    url = sqlite_url(tmp_path)
     for table in catalogue.TABLE_NAMES:
-        insert_rows(url, table, [])
+        insert_rows(cosmos_url, table, [])
     times = [datetime(2024, 6, 1) + timedelta(minutes=30 * i) for i in range(2)]
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     state_dir = tmp_path / "state"
     config = tmp_path / "livecosmos.cfg"
     config.write_text(
-        f"url='{url}'\nobject_dir='{tmp_path / 'objects'}'\nstate_dir='{state_dir}'\n"
+        f"url='{cosmos_url}'\nobject_dir='{tmp_path / 'objects'}'\nstate_dir='{state_dir}'\n"
     )
     holder = subprocess.Popen(
         [sys.executable, "-c", LOCK_HOLDER, str(state_dir)],
@@ -110,11 +102,12 @@ class _Heard(logging.Handler):
 
 
 @pytest.mark.usefixtures("fresh_engines")
-def test_an_export_waiting_for_the_table_lock_says_who_holds_it(tmp_path):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 2)})
+def test_an_export_waiting_for_the_table_lock_says_who_holds_it(
+    cosmos_url, local_objects, local_state
+):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 2)})
     holder = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, state.state_dir],
+        [sys.executable, "-c", LOCK_HOLDER, local_state.state_dir],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -125,7 +118,9 @@ def test_an_export_waiting_for_the_table_lock_says_who_holds_it(tmp_path):
     log.addHandler(heard)
     try:
         assert holder.stdout.readline() == "held\n"
-        waiting = threading.Thread(target=lambda: export(url, store, state, log=log))
+        waiting = threading.Thread(
+            target=lambda: export(cosmos_url, local_objects, local_state, log=log)
+        )
         waiting.start()
         assert heard.event.wait(timeout=60)
         assert waiting.is_alive()  # it waits; it has not exported around the lock
@@ -139,4 +134,4 @@ def test_an_export_waiting_for_the_table_lock_says_who_holds_it(tmp_path):
         f"waiting for the lock of {SOILMET} held by {holder.pid}/{socket.gethostname()} since "
     )
     assert line.endswith(" UTC")
-    assert len(store.list_keys()) == 2
+    assert len(local_objects.list_keys()) == 2

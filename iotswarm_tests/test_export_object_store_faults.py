@@ -31,7 +31,7 @@ from iotswarm_tests.export_faults import (
     s3_on,
     seed,
 )
-from iotswarm_tests.export_fixtures import SOILMET, sqlite_url, state_store
+from iotswarm_tests.export_fixtures import SOILMET, state_store
 from iotswarm_tests.s3_fault_proxy import FaultPlan, fault_proxy
 from iotswarm_tests.small_disk import run_on_small_disk
 
@@ -50,10 +50,9 @@ class CountingState(CrashingState):
 
 @pytest.mark.parametrize("after_forwarding", [False, True], ids=["503-slowdown", "500-after-store"])
 def test_s3_faults_that_recover_store_one_object_per_payload_and_advance_once(
-    tmp_path, s3_endpoint, aws_test_credentials, after_forwarding
+    tmp_path, cosmos_url, s3_endpoint, aws_test_credentials, after_forwarding
 ):
-    url = sqlite_url(tmp_path)
-    seed(url, {site: half_hours(T0, 6) for site in ("ALIC1", "BALRD")})
+    seed(cosmos_url, {site: half_hours(T0, 6) for site in ("ALIC1", "BALRD")})
     healthy = new_bucket(s3_endpoint)
     boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION).put_bucket_versioning(
         Bucket=healthy.bucket, VersioningConfiguration={"Status": "Enabled"}
@@ -66,13 +65,13 @@ def test_s3_faults_that_recover_store_one_object_per_payload_and_advance_once(
     )
     state = CountingState(state_store(tmp_path))
     with fault_proxy(s3_endpoint, plan) as proxy:
-        summary = export(url, s3_on(proxy, healthy.bucket, max_concurrency=3), state)
+        summary = export(cosmos_url, s3_on(proxy, healthy.bucket, max_concurrency=3), state)
     assert plan.failures == 8 and summary.failed == 0  # the bucket check met the first one
     assert state.saves == 1
     assert summary.watermarks == dict.fromkeys(
         ("ALIC1", "BALRD"), T0 + timedelta(hours=2, minutes=30)
     )
-    assert_exactly_the_expected_objects(url, healthy)
+    assert_exactly_the_expected_objects(cosmos_url, healthy)
     pages = (
         boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
         .get_paginator("list_object_versions")
@@ -85,10 +84,9 @@ def test_s3_faults_that_recover_store_one_object_per_payload_and_advance_once(
 
 
 def test_s3_that_never_recovers_fails_the_run_and_the_rerun_completes(
-    tmp_path, s3_endpoint, aws_test_credentials
+    cosmos_url, local_state, s3_endpoint, aws_test_credentials
 ):
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 12)})
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 12)})
     healthy = new_bucket(s3_endpoint)
     plan = FaultPlan(fail_first=0, status=503, code="SlowDown")
 
@@ -99,48 +97,46 @@ def test_s3_that_never_recovers_fails_the_run_and_the_rerun_completes(
     with fault_proxy(s3_endpoint, plan) as proxy:
         failing = s3_on(proxy, healthy.bucket, max_concurrency=1, max_attempts=2)
         with pytest.raises(ExportError, match=r"of 12 payloads were not stored after retries"):
-            export(url, HookedStore(failing, break_for_good), state)
+            export(cosmos_url, HookedStore(failing, break_for_good), local_state)
     assert plan.failures > 0
     stored = healthy.list_keys()
-    mark = watermark(state.load(SOILMET), "ALIC1")
+    mark = watermark(local_state.load(SOILMET), "ALIC1")
     assert mark is not None and 4 <= len(stored) < 12
     # The watermark is the newest row of the last stored payload, with every earlier one stored.
-    expected = expected_objects(url)
+    expected = expected_objects(cosmos_url)
     assert set(stored) == {k for k, rows in expected.items() if newest_time(rows) <= mark}
 
-    summary = export(url, healthy, state)
+    summary = export(cosmos_url, healthy, local_state)
     assert summary.rows_read == 12 - len(stored)
-    assert_exactly_the_expected_objects(url, healthy)
+    assert_exactly_the_expected_objects(cosmos_url, healthy)
 
 
 def test_a_missing_bucket_is_named_by_one_request_before_any_upload(
-    tmp_path, s3_endpoint, aws_test_credentials
+    cosmos_url, local_state, s3_endpoint, aws_test_credentials
 ):
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4)})
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4)})
     plan = FaultPlan(fail_first=0)  # forwards everything, counting requests
     with fault_proxy(s3_endpoint, plan) as proxy:
         store = s3_on(proxy, "iotswarm-no-such-bucket")
         with pytest.raises(StoreUnavailableError) as caught:
-            export(url, store, state)
+            export(cosmos_url, store, local_state)
     assert "NoSuchBucket (HTTP 404) for bucket iotswarm-no-such-bucket" in str(caught.value)
     assert "create the bucket" in str(caught.value)
     assert plan.requests == 1  # one HEAD, no upload attempted
-    assert not any(p.exists() for p in state.paths(SOILMET))
+    assert not any(p.exists() for p in local_state.paths(SOILMET))
 
 
 def test_refused_credentials_are_named_before_any_upload(
-    tmp_path, s3_endpoint, aws_test_credentials
+    cosmos_url, local_state, s3_endpoint, aws_test_credentials
 ):
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4)})
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4)})
     bucket = new_bucket(s3_endpoint).bucket
     plan = FaultPlan(fail_first=None, status=403, code="AccessDenied", message="Access Denied")
     with (
         fault_proxy(s3_endpoint, plan) as proxy,
         pytest.raises(StoreUnavailableError, match=r"AccessDenied \(HTTP 403\)"),
     ):
-        export(url, s3_on(proxy, bucket), state)
+        export(cosmos_url, s3_on(proxy, bucket), local_state)
     assert plan.requests == 1
 
 
@@ -157,16 +153,15 @@ class BreaksAfterCheck(HookedStore):
 
 
 def test_failed_uploads_name_their_cause_in_the_one_line(
-    tmp_path, s3_endpoint, aws_test_credentials
+    cosmos_url, local_state, s3_endpoint, aws_test_credentials
 ):
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 3)})
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 3)})
     bucket = new_bucket(s3_endpoint).bucket
     plan = FaultPlan(fail_first=0, status=403, code="AccessDenied", message="Access Denied")
     with fault_proxy(s3_endpoint, plan) as proxy:
         store = BreaksAfterCheck(s3_on(proxy, bucket, max_concurrency=1), plan)
         with pytest.raises(ExportError) as caught:
-            export(url, store, state)
+            export(cosmos_url, store, local_state)
     assert "3 of 3 payloads were not stored after retries" in str(caught.value)
     assert "AccessDenied (HTTP 403) after 1 attempt(s): Access Denied" in str(caught.value)
 
@@ -189,13 +184,12 @@ except ExportError as exc:
 """
 
 
-def test_a_full_disk_is_named_enospc(tmp_path):
+def test_a_full_disk_is_named_enospc(tmp_path, cosmos_url, local_state):
     """The object folder is a 8 KiB tmpfs, mounted in a private mount namespace."""
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 24)})
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 24)})
     root = tmp_path / "objects"
     root.mkdir()
-    result = run_on_small_disk(root, "8k", ENOSPC_EXPORT, url, state.state_dir)
+    result = run_on_small_disk(root, "8k", ENOSPC_EXPORT, cosmos_url, local_state.state_dir)
     assert result.returncode == 0, result.stderr
     assert "payloads were not stored after retries" in result.stdout
     assert "ENOSPC: No space left on device" in result.stdout

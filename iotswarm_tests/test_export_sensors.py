@@ -20,7 +20,6 @@ from iotswarm_tests.export_fixtures import (
     make_rows,
     recent_rows,
     source,
-    sqlite_url,
     state_store,
 )
 
@@ -72,12 +71,11 @@ def test_nothing_new_after_an_export_and_a_new_row_moves_the_cursor(setup):
         assert json.loads(tick.cursor)["newest"] == (recent + timedelta(minutes=60)).isoformat()
 
 
-def test_rows_older_than_the_fallback_of_a_never_seen_site_do_not_trigger(tmp_path):
-    url = sqlite_url(tmp_path)
+def test_rows_older_than_the_fallback_of_a_never_seen_site_do_not_trigger(tmp_path, cosmos_url):
     old = utc_now() - timedelta(days=30)
-    insert_rows(url, SOILMET, make_rows(SOILMET, "WYTH1", [old]))
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "WYTH1", [old]))
     resources = {
-        "cosmos": source(url),
+        "cosmos": source(cosmos_url),
         "state": state_store(tmp_path),
         "object_store": local_store(tmp_path),
     }

@@ -26,7 +26,7 @@ from iotswarm_tests.export_faults import (
     seed,
     stored_rows,
 )
-from iotswarm_tests.export_fixtures import SOILMET, sqlite_url, state_store
+from iotswarm_tests.export_fixtures import SOILMET
 from iotswarm_tests.s3_fault_proxy import FaultPlan, fault_proxy
 
 pytestmark = pytest.mark.usefixtures("fresh_engines")
@@ -37,37 +37,35 @@ def silent_s3(proxy: str, bucket: str, **options):
 
 
 def test_an_endpoint_that_never_answers_is_named_by_the_bucket_check(
-    tmp_path, s3_endpoint, aws_test_credentials
+    cosmos_url, local_state, s3_endpoint, aws_test_credentials
 ):
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4)})
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4)})
     bucket = new_bucket(s3_endpoint).bucket
     plan = FaultPlan(fail_first=0, hang=True)
     with fault_proxy(s3_endpoint, plan) as proxy, pytest.raises(StoreUnavailableError) as caught:
-        export(url, silent_s3(proxy, bucket), state)
+        export(cosmos_url, silent_s3(proxy, bucket), local_state)
     assert "ReadTimeoutError: Read timeout on endpoint URL" in str(caught.value)
-    assert not any(p.exists() for p in state.paths(SOILMET))
+    assert not any(p.exists() for p in local_state.paths(SOILMET))
 
 
 def test_a_store_that_falls_silent_mid_run_stops_the_run_after_failures_in_a_row(
-    tmp_path, s3_endpoint, aws_test_credentials
+    cosmos_url, local_state, s3_endpoint, aws_test_credentials
 ):
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 40)})
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 40)})
     healthy = new_bucket(s3_endpoint)
     plan = FaultPlan(fail_first=0, hang_after=1)  # the bucket check is answered, then silence
     with fault_proxy(s3_endpoint, plan) as proxy:
         store = silent_s3(proxy, healthy.bucket, max_concurrency=2, stop_after_failures=2)
         with pytest.raises(ExportError) as caught:
-            export(url, store, state)
+            export(cosmos_url, store, local_state)
     message = str(caught.value)
     assert "ReadTimeoutError" in message
     assert "2 uploads failed in a row (last: ReadTimeoutError" in message
     assert "stopped sending" in message
     assert caught.value.summary.payloads_built < 40  # the rest was not even read
-    assert watermark(state.load(SOILMET), "ALIC1") is None
+    assert watermark(local_state.load(SOILMET), "ALIC1") is None
 
-    assert export(url, healthy, state).rows_read == 40
+    assert export(cosmos_url, healthy, local_state).rows_read == 40
     assert set(stored_rows(healthy).values()) == {1}
 
 
@@ -88,15 +86,14 @@ export_table(catalogue.SOILMET_30MIN, source=CosmosSource(url=url), store=store,
 
 
 def test_ctrl_c_stops_an_export_stuck_on_a_silent_endpoint_at_once(
-    tmp_path, s3_endpoint, aws_test_credentials
+    cosmos_url, local_state, s3_endpoint, aws_test_credentials
 ):
-    url, state = sqlite_url(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 8)})
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 8)})
     bucket = new_bucket(s3_endpoint).bucket
     plan = FaultPlan(fail_first=0, hang_after=1)
     with fault_proxy(s3_endpoint, plan) as proxy:
         export_process = subprocess.Popen(
-            [sys.executable, "-c", CTRL_C_EXPORT, proxy, bucket, url, state.state_dir],
+            [sys.executable, "-c", CTRL_C_EXPORT, proxy, bucket, cosmos_url, local_state.state_dir],
             cwd=ROOT,
             stderr=subprocess.PIPE,
             text=True,
@@ -109,4 +106,4 @@ def test_ctrl_c_stops_an_export_stuck_on_a_silent_endpoint_at_once(
         finally:
             export_process.kill()
     assert export_process.returncode != 0 and "KeyboardInterrupt" in stderr
-    assert watermark(state.load(SOILMET), "ALIC1") is None
+    assert watermark(local_state.load(SOILMET), "ALIC1") is None

@@ -21,16 +21,15 @@ from iotswarm_tests.export_faults import (
     half_hours,
     seed,
 )
-from iotswarm_tests.export_fixtures import SOILMET, local_store, sqlite_url, state_store
+from iotswarm_tests.export_fixtures import SOILMET
 from iotswarm_tests.services import terminate_other_backends
 
 pytestmark = pytest.mark.usefixtures("fresh_engines")
 
 
 @pytest.mark.parametrize("retries", [3, 0], ids=["retried", "no-retries-left"])
-def test_killed_database_connection_mid_export(tmp_path, pg_url, retries):
+def test_killed_database_connection_mid_export(local_objects, local_state, pg_url, retries):
     seed(pg_url, {site: half_hours(T0, 20) for site in ("ALIC1", "BALRD")})
-    store, state = local_store(tmp_path), state_store(tmp_path)
     killed = []
 
     def kill_connection(n: int) -> None:
@@ -38,58 +37,65 @@ def test_killed_database_connection_mid_export(tmp_path, pg_url, retries):
             killed.append(terminate_other_backends(pg_url))
 
     source = CosmosSource(url=pg_url, chunk_rows=3, retries=retries, retry_backoff_seconds=0.01)
-    hooked = HookedStore(store, kill_connection)
+    hooked = HookedStore(local_objects, kill_connection)
     if retries:
-        summary = export(pg_url, hooked, state, source=source)
+        summary = export(pg_url, hooked, local_state, source=source)
         assert summary.rows_read == 40 and summary.failed == 0
     else:
         with pytest.raises(SourceError, match="terminating connection"):
-            export(pg_url, hooked, state, source=source)
-        assert_watermarks_not_ahead(pg_url, store, state)
-        assert watermark(state.load(SOILMET), "ALIC1") == T0 + timedelta(hours=9, minutes=30)
-        assert watermark(state.load(SOILMET), "BALRD") < T0 + timedelta(hours=9, minutes=30)
-        export(pg_url, store, state)
+            export(pg_url, hooked, local_state, source=source)
+        assert_watermarks_not_ahead(pg_url, local_objects, local_state)
+        assert watermark(local_state.load(SOILMET), "ALIC1") == T0 + timedelta(hours=9, minutes=30)
+        assert watermark(local_state.load(SOILMET), "BALRD") < T0 + timedelta(hours=9, minutes=30)
+        export(pg_url, local_objects, local_state)
     assert killed and killed[0] >= 1
-    assert_exactly_the_expected_objects(pg_url, store)
+    assert_exactly_the_expected_objects(pg_url, local_objects)
 
 
-def test_late_backlog_of_one_site_is_exported_by_the_next_run(tmp_path):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
+def test_late_backlog_of_one_site_is_exported_by_the_next_run(
+    cosmos_url, local_objects, local_state
+):
     seed(
-        url, {"ALIC1": half_hours(T0, 10), "BALRD": half_hours(T0, 10), "CHIMN": half_hours(T0, 3)}
+        cosmos_url,
+        {"ALIC1": half_hours(T0, 10), "BALRD": half_hours(T0, 10), "CHIMN": half_hours(T0, 3)},
     )
-    export(url, store, state)
+    export(cosmos_url, local_objects, local_state)
     # CHIMN's logger catches up: rows older than the other sites' watermarks, newer than its own.
     backlog = half_hours(T0 + timedelta(hours=1, minutes=30), 4)
-    assert backlog[-1] < watermark(state.load(SOILMET), "ALIC1")
-    seed(url, {"CHIMN": backlog})
+    assert backlog[-1] < watermark(local_state.load(SOILMET), "ALIC1")
+    seed(cosmos_url, {"CHIMN": backlog})
 
-    summary = export(url, store, state)
+    summary = export(cosmos_url, local_objects, local_state)
     assert summary.rows_read == 4
     assert summary.watermarks["CHIMN"] == backlog[-1]
-    assert_exactly_the_expected_objects(url, store)
+    assert_exactly_the_expected_objects(cosmos_url, local_objects)
 
 
-def test_iso_t_date_times_on_sqlite_are_refused_with_the_fix_then_export_once(tmp_path):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4)})
-    engine = sa.create_engine(url)
+def test_iso_t_date_times_on_sqlite_are_refused_with_the_fix_then_export_once(
+    cosmos_url, local_objects, local_state
+):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4)})
+    engine = sa.create_engine(cosmos_url)
     rewrite = f"UPDATE {SOILMET} SET DATE_TIME = replace(DATE_TIME, ' ', 'T')"
     with engine.begin() as conn:
         conn.execute(sa.text(rewrite))  # as a tool writing isoformat() would have stored them
 
     with pytest.raises(SourceError) as caught:
-        export(url, store, state)
+        export(cosmos_url, local_objects, local_state)
     assert (
         f"{SOILMET} stores DATE_TIME of site ALIC1 as ISO text with a 'T' "
         "(2024-06-01T01:30:00.000000), which SQLite compares wrongly; rewrite it: "
         f"UPDATE {SOILMET} SET DATE_TIME = replace(DATE_TIME, 'T', ' ')"
     ) in str(caught.value)
-    assert store.list_keys() == [] and not any(p.exists() for p in state.paths(SOILMET))
+    assert local_objects.list_keys() == [] and not any(
+        p.exists() for p in local_state.paths(SOILMET)
+    )
 
     with engine.begin() as conn:  # the fix the line gives
         conn.execute(sa.text(f"UPDATE {SOILMET} SET DATE_TIME = replace(DATE_TIME, 'T', ' ')"))
     engine.dispose()
-    assert export(url, store, state).rows_read == 4
-    seed(url, {"ALIC1": [T0 + timedelta(hours=2)]})
-    assert export(url, store, state).rows_read == 1  # not the watermark's day again
+    assert export(cosmos_url, local_objects, local_state).rows_read == 4
+    seed(cosmos_url, {"ALIC1": [T0 + timedelta(hours=2)]})
+    assert (
+        export(cosmos_url, local_objects, local_state).rows_read == 1
+    )  # not the watermark's day again

@@ -63,21 +63,22 @@ def corruptions(good: bytes, marker: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     "kind", ["truncated", "zero-length", "bit-flipped", "wrong-structure", "os-system-pickle"]
 )
-def test_corrupt_main_state_export_uses_the_backup(tmp_path, kind):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4)})
-    export(url, store, state)
-    main, backup = state.paths(SOILMET)
+def test_corrupt_main_state_export_uses_the_backup(
+    tmp_path, cosmos_url, local_objects, local_state, kind
+):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4)})
+    export(cosmos_url, local_objects, local_state)
+    main, backup = local_state.paths(SOILMET)
     marker = tmp_path / "os-system-ran"
     main.write_bytes(corruptions(main.read_bytes(), marker)[kind])
-    seed(url, {"ALIC1": half_hours(T0 + timedelta(hours=2), 3)})
+    seed(cosmos_url, {"ALIC1": half_hours(T0 + timedelta(hours=2), 3)})
 
-    summary = export(url, store, state)
+    summary = export(cosmos_url, local_objects, local_state)
     assert summary.rows_read == 3  # from the backup's watermark, not from scratch
     assert not marker.exists()
     assert pickle.loads(main.read_bytes()) == pickle.loads(backup.read_bytes())
-    assert watermark(state.load(SOILMET), "ALIC1") == T0 + timedelta(hours=3)
-    assert_exactly_the_expected_objects(url, store)
+    assert watermark(local_state.load(SOILMET), "ALIC1") == T0 + timedelta(hours=3)
+    assert_exactly_the_expected_objects(cosmos_url, local_objects)
 
 
 @pytest.mark.parametrize(
@@ -124,12 +125,11 @@ def _rot(path, data: bytes) -> None:
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
-def test_every_single_bit_flip_of_the_main_state_is_detected_and_the_backup_used(tmp_path):
-    state = state_store(tmp_path)
+def test_every_single_bit_flip_of_the_main_state_is_detected_and_the_backup_used(local_state):
     good = {site: T0 + timedelta(hours=i, minutes=7 * i) for i, site in enumerate(SITES3)}
-    state.advance(SOILMET, good)
-    main, backup = state.paths(SOILMET)
-    expected, original = state.load(SOILMET), main.read_bytes()
+    local_state.advance(SOILMET, good)
+    main, backup = local_state.paths(SOILMET)
+    expected, original = local_state.load(SOILMET), main.read_bytes()
     assert main.with_name(main.name + ".sha256").exists()
 
     def flipped(bit: int) -> bytes:
@@ -140,19 +140,18 @@ def test_every_single_bit_flip_of_the_main_state_is_detected_and_the_backup_used
     different = 0
     for bit in range(len(original) * 8):
         _rot(main, flipped(bit))
-        content = state.copies(SOILMET)[0].content  # main as read, nothing rewritten
+        content = local_state.copies(SOILMET)[0].content  # main as read, nothing rewritten
         different += isinstance(content, dict) and content != expected
     assert different == 0  # before the checksum: 405 of 1672 flips loaded as another state
 
     _rot(main, flipped(len(original) * 4))
-    assert state.load(SOILMET) == expected  # from the backup, which then rewrites main
+    assert local_state.load(SOILMET) == expected  # from the backup, which then rewrites main
     assert main.read_bytes() == original == backup.read_bytes()
 
 
-def test_both_tools_still_read_each_others_state_files(tmp_path):
-    state = state_store(tmp_path)
-    state.advance(SOILMET, {"ALIC1": T0})
-    main, backup = state.paths(SOILMET)
+def test_both_tools_still_read_each_others_state_files(tmp_path, local_state):
+    local_state.advance(SOILMET, {"ALIC1": T0})
+    main, backup = local_state.paths(SOILMET)
     # The older tool reads ours: a plain pickle of the same dict, the sidecar beside it ignored.
     assert (
         pickle.loads(main.read_bytes())
@@ -168,7 +167,7 @@ def test_both_tools_still_read_each_others_state_files(tmp_path):
     }
     main.write_bytes(pickle.dumps(later))
     os.utime(main, ns=(stamp + 1_000_000_000, stamp + 1_000_000_000))
-    assert watermark(state.load(SOILMET), "ALIC1") == T0 + timedelta(hours=1)
+    assert watermark(local_state.load(SOILMET), "ALIC1") == T0 + timedelta(hours=1)
     # A state written only by the older tool (no sidecar at all) loads as before.
     fresh = state_store(tmp_path / "old-tool")
     old_main, _ = fresh.paths(SOILMET)
@@ -177,25 +176,24 @@ def test_both_tools_still_read_each_others_state_files(tmp_path):
     assert watermark(fresh.load(SOILMET), "ALIC1") == T0 + timedelta(hours=1)
 
 
-def test_state_that_cannot_be_saved_after_storing_says_so(tmp_path):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 4)})
-    main, _ = state.paths(SOILMET)
+def test_state_that_cannot_be_saved_after_storing_says_so(cosmos_url, local_objects, local_state):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 4)})
+    main, _ = local_state.paths(SOILMET)
 
     def block_the_state_file(n: int) -> None:
         if n == 1:  # a folder where the main state file goes: its save must fail
             (main / "in-the-way").mkdir(parents=True)
 
     with pytest.raises(StateNotSavedError) as caught:
-        export(url, HookedStore(store, block_the_state_file), state)
+        export(cosmos_url, HookedStore(local_objects, block_the_state_file), local_state)
     message = str(caught.value)
     assert message.startswith(f"{SOILMET}: 4 objects stored, watermark not saved (")
     assert "the next run re-sends them to the same keys" in message
-    keys = store.list_keys()
+    keys = local_objects.list_keys()
     assert len(keys) == 4
 
     (main / "in-the-way").rmdir()
     main.rmdir()
-    assert export(url, store, state).rows_read == 4
-    assert store.list_keys() == keys  # re-sent onto the same keys
-    assert set(stored_rows(store).values()) == {1}
+    assert export(cosmos_url, local_objects, local_state).rows_read == 4
+    assert local_objects.list_keys() == keys  # re-sent onto the same keys
+    assert set(stored_rows(local_objects).values()) == {1}

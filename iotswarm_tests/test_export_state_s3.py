@@ -26,7 +26,7 @@ from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.state_s3 import S3StateStore
 from iotswarm_pipelines.export.state_store import StateStore
 from iotswarm_pipelines.export.store_errors import StateConflictError, StateLockedError
-from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, source, sqlite_url
+from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, source
 from iotswarm_tests.services import wait_until
 from iotswarm_tests.state_copies import BACKUP, REGION, S3Copies, hold_lock, make_bucket
 
@@ -133,14 +133,13 @@ def test_a_holder_whose_lease_was_taken_over_leaves_the_new_lease_alone(copies):
 
 
 @pytest.fixture
-def newest_rows(tmp_path) -> tuple[str, datetime]:
+def newest_rows(cosmos_url) -> tuple[str, datetime]:
     """A database with two sites of two rows each; its URL and the newest row's time."""
-    url = sqlite_url(tmp_path)
     recent = utc_now().replace(second=0, microsecond=0) - timedelta(minutes=40)
     times = [recent, recent + timedelta(minutes=30)]
     for site in ("ALIC1", "BALRD"):
-        insert_rows(url, TABLE, make_rows(TABLE, site, times))
-    return url, times[-1]
+        insert_rows(cosmos_url, TABLE, make_rows(TABLE, site, times))
+    return cosmos_url, times[-1]
 
 
 def test_live_export_asset_with_s3_objects_and_s3_state(copies, newest_rows):

@@ -16,39 +16,28 @@ from pathlib import Path
 import pytest
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines
+from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
 from iotswarm_pipelines.export.pipeline import export_table
 from iotswarm_tests.export_faults import T0, export, half_hours, seed
-from iotswarm_tests.export_fixtures import (
-    SOILMET,
-    insert_rows,
-    local_store,
-    make_rows,
-    sqlite_url,
-    state_store,
-)
+from iotswarm_tests.export_fixtures import SOILMET, insert_rows, local_store, make_rows, state_store
 
 NOW = datetime(2026, 12, 1, 12, 0)
 OLD = datetime(2013, 5, 1, 0, 30)  # a site's first row, years before any fallback window
 LIVE_COSMOS = Path(sys.executable).with_name("live-cosmos")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_engines():
-    yield
-    dispose_engines()
+pytestmark = pytest.mark.usefixtures("fresh_engines")
 
 
 @pytest.mark.parametrize("hours", [1e6, 1e9, float("inf")])
-def test_a_huge_fallback_sends_every_row_with_a_warning(hours, tmp_path, caplog):
-    url = sqlite_url(tmp_path)
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", [OLD, NOW - timedelta(hours=1)]))
+def test_a_huge_fallback_sends_every_row_with_a_warning(hours, tmp_path, cosmos_url, caplog):
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", [OLD, NOW - timedelta(hours=1)]))
     with caplog.at_level(logging.WARNING):
         summary = export_table(
             catalogue.SOILMET_30MIN,
-            source=CosmosSource(url=url),
+            source=CosmosSource(url=cosmos_url),
             store=local_store(tmp_path),
             state=state_store(tmp_path),
             fallback_hours=hours,
@@ -74,12 +63,12 @@ def test_the_config_file_takes_the_old_tools_million(tmp_path):
         parse_config(path)
 
 
-def test_live_cosmos_prints_what_a_million_hours_means(tmp_path):
-    url = sqlite_url(tmp_path)
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", [OLD]))
+def test_live_cosmos_prints_what_a_million_hours_means(tmp_path, cosmos_url):
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", [OLD]))
     config = tmp_path / "livecosmos.cfg"
     config.write_text(
-        f"url='{url}'\nobject_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
+        f"url='{cosmos_url}'\n"
+        f"object_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
         "fallback_hours='1000000'\n"
     )
     run = subprocess.run(
@@ -96,9 +85,10 @@ def test_live_cosmos_prints_what_a_million_hours_means(tmp_path):
 
 
 @pytest.mark.parametrize("hours", [float("nan"), -1])  # any size from 0 up is accepted
-def test_absurd_fallback_hours_are_refused_before_anything_runs(tmp_path, hours):
-    url, store, state = sqlite_url(tmp_path), local_store(tmp_path), state_store(tmp_path)
-    seed(url, {"ALIC1": half_hours(T0, 2)})
+def test_absurd_fallback_hours_are_refused_before_anything_runs(
+    tmp_path, cosmos_url, local_objects, local_state, hours
+):
+    seed(cosmos_url, {"ALIC1": half_hours(T0, 2)})
     with pytest.raises(ValueError, match="fallback_hours must be a number of hours, 0 or more"):
-        export(url, store, state, fallback_hours=hours)
-    assert not (tmp_path / "state").exists() and store.list_keys() == []
+        export(cosmos_url, local_objects, local_state, fallback_hours=hours)
+    assert not (tmp_path / "state").exists() and local_objects.list_keys() == []

@@ -12,25 +12,15 @@ from datetime import datetime, timedelta
 import pytest
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines
+from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export.pipeline import ExportError, export_table
-from iotswarm_tests.export_fixtures import (
-    SOILMET,
-    insert_rows,
-    local_store,
-    make_rows,
-    sqlite_url,
-    state_store,
-)
+from iotswarm_tests.export_fixtures import SOILMET, insert_rows, local_store, make_rows, state_store
 
 NOW = datetime(2026, 12, 1, 12, 0)
 SITES = ("ALIC1", "BALRD", "BUNNY", "CARDT", "CHIMN", "CHOBH", "COCLP")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_engines():
-    yield
-    dispose_engines()
+pytestmark = pytest.mark.usefixtures("fresh_engines")
 
 
 def _export(tmp_path, url):
@@ -51,11 +41,10 @@ def _seed(url, sites, future_at, *, past=True):
         insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
 
 
-def test_future_rows_at_every_site_say_so_once_and_that_nothing_was_exported(tmp_path):
-    url = sqlite_url(tmp_path)
-    _seed(url, SITES, timedelta(hours=3), past=False)
+def test_future_rows_at_every_site_say_so_once_and_that_nothing_was_exported(tmp_path, cosmos_url):
+    _seed(cosmos_url, SITES, timedelta(hours=3), past=False)
     with pytest.raises(ExportError) as caught:
-        _export(tmp_path, url)
+        _export(tmp_path, cosmos_url)
     text = str(caught.value)
     assert text.count("later than now plus the tolerance") == 1, text
     assert "7 site(s)" in text and "no site was exported" in text
@@ -66,21 +55,19 @@ def test_future_rows_at_every_site_say_so_once_and_that_nothing_was_exported(tmp
     assert len(text) < 600, text
 
 
-def test_future_rows_at_some_sites_say_the_others_were_exported(tmp_path):
-    url = sqlite_url(tmp_path)
-    _seed(url, SITES[:2], timedelta(hours=3))
-    insert_rows(url, SOILMET, make_rows(SOILMET, "HOLLN", [NOW - timedelta(hours=1)]))
+def test_future_rows_at_some_sites_say_the_others_were_exported(tmp_path, cosmos_url):
+    _seed(cosmos_url, SITES[:2], timedelta(hours=3))
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "HOLLN", [NOW - timedelta(hours=1)]))
     with pytest.raises(ExportError) as caught:
-        _export(tmp_path, url)
+        _export(tmp_path, cosmos_url)
     text = str(caught.value)
     assert "2 site(s)" in text and "the other sites were exported" in text
     assert text.count("later than now plus the tolerance") == 1, text
 
 
-def test_future_rows_at_every_site_after_some_rows_say_what_was_sent(tmp_path):
-    url = sqlite_url(tmp_path)
-    _seed(url, SITES[:3], timedelta(hours=3))
+def test_future_rows_at_every_site_after_some_rows_say_what_was_sent(tmp_path, cosmos_url):
+    _seed(cosmos_url, SITES[:3], timedelta(hours=3))
     with pytest.raises(ExportError) as caught:
-        _export(tmp_path, url)
+        _export(tmp_path, cosmos_url)
     text = str(caught.value)
     assert "every site stopped" in text and "rows before them were exported" in text

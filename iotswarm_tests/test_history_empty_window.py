@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pytest
 
-from iotswarm_pipelines.cosmos.source import dispose_engines
 from iotswarm_pipelines.export.assets import cosmos_history_export
 from iotswarm_tests.export_fixtures import (
     SOILMET,
@@ -22,11 +21,7 @@ from iotswarm_tests.export_fixtures import (
     sqlite_url,
 )
 
-
-@pytest.fixture(autouse=True)
-def _fresh_engines():
-    yield
-    dispose_engines()
+pytestmark = pytest.mark.usefixtures("fresh_engines")
 
 
 def _history(tmp_path, first_day: str, last_day: str) -> dg.ExecuteInProcessResult:

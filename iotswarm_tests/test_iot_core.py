@@ -21,8 +21,6 @@ from iotswarm_pipelines.swarm import iot_core
 from iotswarm_tests.alpn_proxy import IOT_CORE_ALPN, AlpnProxy
 from iotswarm_tests.mosquitto_fixtures import Mosquitto
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
 REFERENCE_CSV = Path(__file__).parent / "data" / "level1_soilmet_30min_alic1_sample.csv"
 IOT_CORE_HOST = "a1b2c3-ats.iot.eu-west-2.amazonaws.com"  # never contacted: the runs are dry
 

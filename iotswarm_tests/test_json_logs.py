@@ -20,8 +20,6 @@ from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_tests.test_export_cli import LIVE_COSMOS, config_for
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = "LEVEL1_SOILMET_30MIN"
 CANARY = "canary-Pa55-91c2"

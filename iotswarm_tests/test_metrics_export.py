@@ -17,10 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from iotswarm_pipelines.export.health import FRESHNESS_THRESHOLDS
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.metrics.exposition import PUSHGATEWAY_ENV
-from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, sqlite_url
+from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows
 from iotswarm_tests.test_export_cli import LIVE_COSMOS, ROOT, config_for, run
-
-pytest_plugins = ("iotswarm_tests.prometheus_fixtures",)
 
 
 def pushed(text: str, job: str) -> dict[str, float]:
@@ -46,11 +44,10 @@ def soilmet_rows(url: str) -> int:
 
 
 def test_a_live_export_pushes_its_figures_and_prometheus_scrapes_them(
-    tmp_path, pushgateway, start_prometheus
+    tmp_path, cosmos_url, pushgateway, start_prometheus
 ):
-    url = sqlite_url(tmp_path)
-    rows = soilmet_rows(url)
-    config = config_for(tmp_path, url, pushgateway=pushgateway.url, fallback_hours="24")
+    rows = soilmet_rows(cosmos_url)
+    config = config_for(tmp_path, cosmos_url, pushgateway=pushgateway.url, fallback_hours="24")
     before = time.time()
     done = run(str(config), SOILMET)
     assert done.returncode == 0, done.stderr
@@ -72,10 +69,11 @@ def test_a_live_export_pushes_its_figures_and_prometheus_scrapes_them(
     assert prometheus.wait_for(expr, lambda v: v is not None) == rows
 
 
-def test_a_failed_export_keeps_the_last_success_time_and_counts_one_failure(tmp_path, pushgateway):
-    url = sqlite_url(tmp_path)
-    soilmet_rows(url)
-    config = config_for(tmp_path, url, fallback_hours="24")
+def test_a_failed_export_keeps_the_last_success_time_and_counts_one_failure(
+    tmp_path, cosmos_url, pushgateway
+):
+    soilmet_rows(cosmos_url)
+    config = config_for(tmp_path, cosmos_url, fallback_hours="24")
     env = {**os.environ, PUSHGATEWAY_ENV: pushgateway.url}  # the variable, not the file
     assert run_env(env, str(config), SOILMET).returncode == 0
     table = f'table="{SOILMET}"'
@@ -85,7 +83,7 @@ def test_a_failed_export_keeps_the_last_success_time_and_counts_one_failure(tmp_
     (tmp_path / "objects").rename(tmp_path / "gone")  # the next run cannot store: it fails
     (tmp_path / "objects").write_text("a file where the folder was")
     newest = utc_now().replace(minute=0, second=0, microsecond=0)
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", [newest]))
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", [newest]))
     failed = run_env(env, str(config), SOILMET)
     assert failed.returncode == 1
     figures = pushed(pushgateway.text(), "iotswarm_export")
@@ -100,13 +98,12 @@ def run_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_pushgateway_that_is_down_is_one_warning_and_the_export_succeeds(tmp_path):
-    url = sqlite_url(tmp_path)
-    rows = soilmet_rows(url)
+def test_a_pushgateway_that_is_down_is_one_warning_and_the_export_succeeds(tmp_path, cosmos_url):
+    rows = soilmet_rows(cosmos_url)
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         nobody = f"127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening: refused
-        config = config_for(tmp_path, url, pushgateway=nobody, fallback_hours="24")
+        config = config_for(tmp_path, cosmos_url, pushgateway=nobody, fallback_hours="24")
         done = run(str(config), SOILMET)
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if "could not push" in line]
@@ -114,16 +111,15 @@ def test_a_pushgateway_that_is_down_is_one_warning_and_the_export_succeeds(tmp_p
     assert str(rows) in done.stdout
 
 
-def test_reconciliation_pushes_missing_rows_per_table_and_day(tmp_path, pushgateway):
-    url = sqlite_url(tmp_path)
-    soilmet_rows(url)
-    config = config_for(tmp_path, url, pushgateway=pushgateway.url, fallback_hours="24")
+def test_reconciliation_pushes_missing_rows_per_table_and_day(tmp_path, cosmos_url, pushgateway):
+    soilmet_rows(cosmos_url)
+    config = config_for(tmp_path, cosmos_url, pushgateway=pushgateway.url, fallback_hours="24")
     assert run(str(config), SOILMET).returncode == 0
     # A row older than the watermark that never reached the store: missing.
     day = utc_now().date() - timedelta(days=3)
     missed = utc_now().replace(year=day.year, month=day.month, day=day.day, hour=12, minute=0)
     insert_rows(
-        url, SOILMET, make_rows(SOILMET, "ALIC1", [missed.replace(second=0, microsecond=0)])
+        cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", [missed.replace(second=0, microsecond=0)])
     )
     since = day.isoformat()
     done = run("reconcile", str(config), SOILMET, "--since", since, "--until", since)

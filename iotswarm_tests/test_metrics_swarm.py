@@ -23,8 +23,6 @@ from iotswarm_pipelines.metrics.swarm import ShardMetrics
 from iotswarm_pipelines.swarm.mqtt.types import LiveCounts, ShardResult
 from iotswarm_tests.test_swarm_cli import REFERENCE_CSV
 
-pytest_plugins = ("iotswarm_tests.prometheus_fixtures",)
-
 
 def two_free_ports() -> int:
     """A port whose successor is free too (shard 0 and shard 1), below the kernel's ephemeral

@@ -26,8 +26,6 @@ from iotswarm_pipelines.swarm.mqtt.types import Message, Schedule, ShardResult
 from iotswarm_pipelines.swarm.options import host_and_port
 from iotswarm_tests.services import free_port
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
 FAST = {"connect_rate": 0.0, "max_publish_rate": 0.0, "connect_timeout": 5.0}
 
 

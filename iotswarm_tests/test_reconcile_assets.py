@@ -13,15 +13,7 @@ from iotswarm_pipelines.export.reconcile_assets import (
     reconcile_job,
     reconcile_yesterday,
 )
-from iotswarm_tests.export_fixtures import (
-    SOILMET,
-    insert_rows,
-    local_store,
-    make_rows,
-    source,
-    sqlite_url,
-    state_store,
-)
+from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, source
 
 FIRST_DAY = utc_now().date() - timedelta(days=3)
 """Recent days: the partitions hold only the last ``RECONCILE_DAYS``."""
@@ -30,17 +22,19 @@ DAYS = (FIRST_DAY.isoformat(), (FIRST_DAY + timedelta(days=1)).isoformat())
 
 
 @pytest.fixture
-def resources(tmp_path):
+def resources(local_objects, local_state, cosmos_url):
     """Two days of ALIC1 and BALRD, exported completely to a local folder."""
-    url = sqlite_url(tmp_path)
     times = [START + timedelta(minutes=30 * (i + 1)) for i in range(96)]
     for site in ("ALIC1", "BALRD"):
-        insert_rows(url, SOILMET, make_rows(SOILMET, site, times))
-    store, state = local_store(tmp_path), state_store(tmp_path)
+        insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, site, times))
     export_table(
-        catalogue.SOILMET_30MIN, source=source(url), store=store, state=state, fallback_hours=None
+        catalogue.SOILMET_30MIN,
+        source=source(cosmos_url),
+        store=local_objects,
+        state=local_state,
+        fallback_hours=None,
     )
-    return {"cosmos": source(url), "object_store": store, "state": state}
+    return {"cosmos": source(cosmos_url), "object_store": local_objects, "state": local_state}
 
 
 def key(day: str, table: str = SOILMET) -> dg.MultiPartitionKey:
@@ -97,30 +91,30 @@ def test_missing_rows_fail_the_partition_then_a_heal_completes_it(resources):
     assert gone in store.list_keys()
 
 
-def test_the_run_config_s_payload_format_and_batch_size_heal_onto_the_export_s_keys(tmp_path):
-    url = sqlite_url(tmp_path)
+def test_the_run_config_s_payload_format_and_batch_size_heal_onto_the_export_s_keys(
+    local_objects, local_state, cosmos_url
+):
     times = [START + timedelta(minutes=30 * (i + 1)) for i in range(96)]
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
-    store, state = local_store(tmp_path), state_store(tmp_path)
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     old = {"prog_name": "CPU:iotswarm-1.6.10.CR1X", "strict_json": True, "batch_size": 48}
     export_table(
         catalogue.SOILMET_30MIN,
-        source=source(url),
-        store=store,
-        state=state,
+        source=source(cosmos_url),
+        store=local_objects,
+        state=local_state,
         fallback_hours=None,
         batch_size=48,
         payload_format=payloads.PayloadFormat(old["prog_name"], old["strict_json"]),
     )
-    exported = sorted(store.list_keys())
-    store._path(exported[0]).unlink()
-    resources = {"cosmos": source(url), "object_store": store, "state": state}
+    exported = sorted(local_objects.list_keys())
+    local_objects._path(exported[0]).unlink()
+    resources = {"cosmos": source(cosmos_url), "object_store": local_objects, "state": local_state}
     with dg.instance_for_test() as instance:
         healed = materialize(resources, instance, DAYS[0], heal=True, **old)
         assert healed.success
         [event] = healed.asset_materializations_for_node(cosmos_reconciliation.op.name)
     assert (numbers(event)["missing"], numbers(event)["healed"]) == (48, 48)
-    assert sorted(store.list_keys()) == exported  # the export's key, and no other
+    assert sorted(local_objects.list_keys()) == exported  # the export's key, and no other
 
 
 def test_the_job_reconciles_a_range_of_days_partition_by_partition(resources):

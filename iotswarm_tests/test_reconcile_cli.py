@@ -17,7 +17,6 @@ from iotswarm_tests.export_fixtures import (
     local_store,
     make_rows,
     source,
-    sqlite_url,
     state_store,
 )
 
@@ -26,23 +25,23 @@ LIVE_COSMOS = Path(sys.executable).with_name("live-cosmos")
 
 
 @pytest.fixture
-def config(tmp_path) -> Path:
+def config(tmp_path, cosmos_url) -> Path:
     """Two days of ALIC1 SOILMET exported to a folder, and the config file that points at it."""
-    url = sqlite_url(tmp_path)
     times = [datetime(2024, 6, 1, 0, 30) + timedelta(minutes=30 * i) for i in range(96)]
     for table in catalogue.TABLE_NAMES:  # the other tables exist, empty
-        insert_rows(url, table, [])
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
+        insert_rows(cosmos_url, table, [])
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     export_table(
         catalogue.SOILMET_30MIN,
-        source=source(url),
+        source=source(cosmos_url),
         store=local_store(tmp_path),
         state=state_store(tmp_path),
         fallback_hours=None,
     )
     path = tmp_path / "livecosmos.cfg"
     path.write_text(
-        f"url='{url}'\nobject_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
+        f"url='{cosmos_url}'\n"
+        f"object_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
         "bucket_prefix='fdri/cosmos_swarm'\n"
     )
     return path
@@ -61,10 +60,9 @@ def test_a_complete_store_exits_0(config, capsys):
     assert capsys.readouterr().out.startswith("complete: 2 day(s) x 1 table(s)")
 
 
-def test_missing_rows_exit_1_until_healed(config, tmp_path, capsys):
-    store = local_store(tmp_path)
-    gone = store.list_keys()[5]
-    store._path(gone).unlink()
+def test_missing_rows_exit_1_until_healed(local_objects, config, capsys):
+    gone = local_objects.list_keys()[5]
+    local_objects._path(gone).unlink()
     args = ("all", "--since", "2024-06-01", "--until", "2024-06-02")
 
     assert reconcile(config, *args) == 1
@@ -74,7 +72,7 @@ def test_missing_rows_exit_1_until_healed(config, tmp_path, capsys):
     assert "run again with --heal" in out
 
     assert reconcile(config, *args, "--heal") == 0
-    assert gone in store.list_keys()
+    assert gone in local_objects.list_keys()
     assert reconcile(config, *args) == 0
 
 
@@ -116,18 +114,16 @@ def test_the_installed_command_reconciles(config):
 
 
 def test_the_config_file_s_payload_format_and_batch_size_predict_and_heal_the_export_s_keys(
-    tmp_path, capsys
+    tmp_path, local_objects, cosmos_url, capsys
 ):
     """An export in the old tool's text, 48 rows a payload: the heal restores its exact key."""
-    url = sqlite_url(tmp_path)
     times = [datetime(2024, 6, 1, 0, 30) + timedelta(minutes=30 * i) for i in range(96)]
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
-    store = local_store(tmp_path)
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     old = payloads.PayloadFormat(prog_name="CPU:iotswarm-1.6.10.CR1X", strict_json=True)
     export_table(
         catalogue.SOILMET_30MIN,
-        source=source(url),
-        store=store,
+        source=source(cosmos_url),
+        store=local_objects,
         state=state_store(tmp_path),
         fallback_hours=None,
         batch_size=48,
@@ -135,17 +131,18 @@ def test_the_config_file_s_payload_format_and_batch_size_predict_and_heal_the_ex
     )
     path = tmp_path / "livecosmos.cfg"
     path.write_text(
-        f"url='{url}'\nobject_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
+        f"url='{cosmos_url}'\n"
+        f"object_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
         "bucket_prefix='fdri/cosmos_swarm'\nbatch_size=48\n"
         "prog_name='CPU:iotswarm-1.6.10.CR1X'\nstrict_json=true\n"
     )
-    exported = sorted(store.list_keys())
+    exported = sorted(local_objects.list_keys())
     gone = exported[0]
-    store._path(gone).unlink()
+    local_objects._path(gone).unlink()
     args = (SOILMET, "--since", "2024-06-01", "--until", "2024-06-02")
 
     assert reconcile(path, *args) == 1
     assert "48 missing" in capsys.readouterr().out
     assert reconcile(path, *args, "--heal") == 0
-    assert sorted(store.list_keys()) == exported  # the export's key, and no other
+    assert sorted(local_objects.list_keys()) == exported  # the export's key, and no other
     assert reconcile(path, *args) == 0

@@ -30,9 +30,6 @@ from iotswarm_tests.export_fixtures import PREFIX, SOILMET, insert_rows, make_ro
 from iotswarm_tests.services import free_port
 from iotswarm_tests.swarm_runs import swarm_config, swarm_run_config
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
-
 BROKER_PASSWORD = "s3cret-pass"  # the password_broker fixture's user `swarm`
 
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from iotswarm_pipelines.cosmos import catalogue, schema
 from iotswarm_pipelines.cosmos.errors import SourceError, SourceTableError
 from iotswarm_pipelines.cosmos.resource import CosmosSourceResource
-from iotswarm_pipelines.cosmos.source import CosmosSource, dispose_engines, is_transient
+from iotswarm_pipelines.cosmos.source import CosmosSource, is_transient
 from iotswarm_tests.services import free_port, terminate_other_backends
 
 RAINE = "LEVEL1_PRECIP_RAINE_1MIN"
@@ -26,11 +26,7 @@ SOILMET = "LEVEL1_SOILMET_30MIN"
 T0 = datetime(2024, 6, 1)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_engines() -> Iterator[None]:
-    """Each test's databases are new, so their pooled connections must not outlive the test."""
-    yield
-    dispose_engines()
+pytestmark = pytest.mark.usefixtures("fresh_engines")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

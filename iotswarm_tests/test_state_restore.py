@@ -19,23 +19,22 @@ import pytest
 
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.store_errors import StateRecoveryError
-from iotswarm_tests.export_fixtures import SOILMET, state_store
+from iotswarm_tests.export_fixtures import SOILMET
 
 OLD = datetime(2024, 6, 1, 1, 0)
 NEW = OLD + timedelta(days=2)
 
 
 @pytest.fixture
-def saved(tmp_path):
+def saved(tmp_path, local_state):
     """A state saved at OLD, copied aside with ``cp -p``, then advanced to NEW."""
-    state = state_store(tmp_path)
-    state.advance(SOILMET, {"ALIC1": OLD, "BALRD": OLD - timedelta(hours=1)})
-    main, backup = state.paths(SOILMET)
+    local_state.advance(SOILMET, {"ALIC1": OLD, "BALRD": OLD - timedelta(hours=1)})
+    main, backup = local_state.paths(SOILMET)
     aside = tmp_path / "aside"
     aside.mkdir()
     subprocess.run(["cp", "-p", str(main), str(backup), str(aside)], check=True)
-    state.advance(SOILMET, {"ALIC1": NEW, "BALRD": NEW})
-    return state, aside
+    local_state.advance(SOILMET, {"ALIC1": NEW, "BALRD": NEW})
+    return local_state, aside
 
 
 def restore(aside, *paths) -> None:

@@ -13,8 +13,6 @@ from iotswarm_pipelines.secret_files import SWARM_PASSWORD_ENV as PASSWORD_ENV
 from iotswarm_pipelines.swarm.cli import main
 from iotswarm_tests.swarm_runs import REFERENCE_CSV
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
 
 def iot_swarm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(

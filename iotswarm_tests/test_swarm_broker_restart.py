@@ -10,8 +10,6 @@ from iotswarm_pipelines.swarm.launch import cli_swarm_job
 from iotswarm_tests.services import wait_until
 from iotswarm_tests.swarm_runs import swarm_config, swarm_run_config
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
 
 def test_swarm_job_survives_a_broker_restart_and_reports_what_the_verifier_saw(
     persistent_broker, tmp_path

@@ -18,8 +18,6 @@ from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm.cli import main
 from iotswarm_tests.services import free_port, wait_until
 
-pytest_plugins = ("iotswarm_tests.mosquitto_fixtures",)
-
 T0 = datetime(2024, 6, 1)
 REFERENCE_CSV = Path(__file__).parent / "data" / "level1_soilmet_30min_alic1_sample.csv"
 

@@ -9,32 +9,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 
-import pytest
-
-from iotswarm_tests.mosquitto_fixtures import Mosquitto
 from iotswarm_tests.services import wait_until
-from iotswarm_tests.swarm_runs import (  # the marker fixture kills leftovers
-    REFERENCE_CSV,
-    iot_swarm,
-    mark,  # noqa: F401
-    marked_processes,
-)
-
-
-@pytest.fixture
-def private_broker(tmp_path_factory) -> Iterator[Mosquitto]:
-    """A plain broker of the test's own, which it may stop for good."""
-    config = "listener {port} 127.0.0.1\nallow_anonymous true\n"
-    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto-gone"), config).start()
-    yield broker
-    broker.stop()
+from iotswarm_tests.swarm_runs import REFERENCE_CSV, iot_swarm, marked_processes
 
 
 def test_giving_up_on_a_dead_broker_is_one_line_and_counts_connect_failures(
     tmp_path,
-    mark,  # noqa: F811
+    mark,
     private_broker,
 ):
     name = f"iotswarm-dead-{uuid.uuid4().hex[:8]}"
@@ -60,7 +42,7 @@ def test_giving_up_on_a_dead_broker_is_one_line_and_counts_connect_failures(
 
 def test_broker_gone_for_good_ends_the_run_non_zero_counting_the_unsent(
     tmp_path,
-    mark,  # noqa: F811
+    mark,
     private_broker,
 ):
     """The broker stops once both shards publish and never comes back: after give_up_after

@@ -19,11 +19,7 @@ import dagster as dg
 import pytest
 
 from iotswarm_tests.services import wait_until
-from iotswarm_tests.swarm_runs import (  # the marker fixture kills leftovers
-    REFERENCE_CSV,
-    iot_swarm,
-    mark,  # noqa: F401
-)
+from iotswarm_tests.swarm_runs import REFERENCE_CSV, iot_swarm
 
 PROJECT_INSTANCE = Path(__file__).parents[1] / "dagster.yaml"
 
@@ -35,7 +31,7 @@ PROJECT_INSTANCE = Path(__file__).parents[1] / "dagster.yaml"
 def test_an_interrupted_swarm_exits_130_or_143_and_its_run_is_canceled(
     mqtt_broker,
     tmp_path,
-    mark,  # noqa: F811
+    mark,
     shards,
     signum,
     status,

@@ -22,11 +22,7 @@ from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.swarm import sessions
 from iotswarm_pipelines.swarm.mqtt.window import QOS1_WINDOW
 from iotswarm_tests.services import wait_until
-from iotswarm_tests.swarm_runs import (  # the marker fixture kills leftovers
-    iot_swarm,
-    mark,  # noqa: F401
-    marked_processes,
-)
+from iotswarm_tests.swarm_runs import iot_swarm, marked_processes
 from iotswarm_tests.test_swarm_scenarios import (
     PRECIP,
     T0,
@@ -67,7 +63,7 @@ def test_a_killed_shard_is_summarised_and_its_devices_resume_from_the_last_ackno
     precip_6h,
     mqtt_broker,
     tmp_path,
-    mark,  # noqa: F811
+    mark,
     subscriber: Subscriber,  # noqa: F811
 ):
     host, port = mqtt_broker

@@ -15,12 +15,7 @@ import uuid
 import pytest
 
 from iotswarm_tests.services import wait_until
-from iotswarm_tests.swarm_runs import (  # the marker fixture kills leftovers
-    REFERENCE_CSV,
-    iot_swarm,
-    mark,  # noqa: F401
-    marked_processes,
-)
+from iotswarm_tests.swarm_runs import REFERENCE_CSV, iot_swarm, marked_processes
 
 
 @pytest.mark.parametrize("target", ["parent", "every process"])  # timeout/Docker; systemd
@@ -28,7 +23,7 @@ def test_sigterm_stops_every_shard_saves_the_session_and_reports(
     mqtt_broker,
     tmp_path,
     target,
-    mark,  # noqa: F811
+    mark,
 ):
     host, port = mqtt_broker
     name = f"iotswarm-term-{uuid.uuid4().hex[:8]}"
@@ -57,7 +52,7 @@ def test_sigterm_stops_every_shard_saves_the_session_and_reports(
     wait_until(lambda: not marked_processes(mark), 30, "every swarm process gone")
 
 
-def test_a_killed_parent_leaves_no_publishing_shard(mqtt_broker, tmp_path, mark):  # noqa: F811
+def test_a_killed_parent_leaves_no_publishing_shard(mqtt_broker, tmp_path, mark):
     """SIGKILL cannot be handled; the detached run notices its parent is gone and stops."""
     host, port = mqtt_broker
     name = f"iotswarm-kill-{uuid.uuid4().hex[:8]}"

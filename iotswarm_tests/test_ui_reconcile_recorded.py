@@ -19,43 +19,36 @@ from iotswarm_pipelines.export import cli, keys
 from iotswarm_pipelines.export.partitions import RECONCILE_DAYS, daily_table_partitions
 from iotswarm_pipelines.export.pipeline import export_table, utc_now
 from iotswarm_pipelines.export.reconciliation import day_window
-from iotswarm_tests.export_fixtures import (
-    SOILMET,
-    insert_rows,
-    local_store,
-    make_rows,
-    source,
-    sqlite_url,
-    state_store,
-)
+from iotswarm_tests.export_fixtures import SOILMET, insert_rows, make_rows, source, state_store
 
 RECONCILIATION = dg.AssetKey(["cosmos", "reconciliation"])
 
 
 @pytest.fixture
-def two_days(tmp_path) -> tuple[Path, Path, list[date]]:
+def two_days(tmp_path, local_objects, cosmos_url) -> tuple[Path, Path, list[date]]:
     """The two days before today of ALIC1 SOILMET exported; the second day's 4 objects gone."""
-    url = sqlite_url(tmp_path)
     today = datetime.combine(utc_now().date(), datetime.min.time())
     days = [(today - timedelta(days=n)).date() for n in (2, 1)]
     times = [today - timedelta(days=2) + timedelta(minutes=30 * i) for i in range(1, 97)]
     for table in catalogue.TABLE_NAMES:
-        insert_rows(url, table, [])
-    insert_rows(url, SOILMET, make_rows(SOILMET, "ALIC1", times))
-    store = local_store(tmp_path)
+        insert_rows(cosmos_url, table, [])
+    insert_rows(cosmos_url, SOILMET, make_rows(SOILMET, "ALIC1", times))
     export_table(
         catalogue.SOILMET_30MIN,
-        source=source(url),
-        store=store,
+        source=source(cosmos_url),
+        store=local_objects,
         state=state_store(tmp_path),
         fallback_hours=None,
     )
     after, until = (keys.epoch_ms(t) for t in day_window(days[1]))
-    for key in [k for k in store.list_keys() if after < (keys.key_time_ms(k) or 0) <= until][:4]:
-        store._path(key).unlink()
+    for key in [
+        k for k in local_objects.list_keys() if after < (keys.key_time_ms(k) or 0) <= until
+    ][:4]:
+        local_objects._path(key).unlink()
     config = tmp_path / "livecosmos.cfg"
     config.write_text(
-        f"url='{url}'\nobject_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
+        f"url='{cosmos_url}'\n"
+        f"object_dir='{tmp_path / 'objects'}'\nstate_dir='{tmp_path / 'state'}'\n"
         "bucket_prefix='fdri/cosmos_swarm'\n"
     )
     home = tmp_path / "dagster_home"
