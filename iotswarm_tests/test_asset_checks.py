@@ -186,7 +186,7 @@ def test_each_export_run_evaluates_its_own_tables_checks(setup):
     assert (value(evaluation, "payloads"), value(evaluation, "objects")) == (12, 12)
     assert value(evaluation, "run_id") == result.run_id
     assert scheduled[COMPLETENESS].passed and value(scheduled[COMPLETENESS], "objects") == 12
-    assert len(scheduled) == 3 * len(catalogue.TABLE_NAMES)
+    assert len(scheduled) == 4 * len(catalogue.TABLE_NAMES)  # with each table's last run
 
 
 def test_a_run_with_failed_objects_fails_completeness_until_a_full_run(setup, tmp_path):
@@ -239,3 +239,60 @@ def test_an_export_of_another_table_leaves_a_failed_check_as_it_was(setup):
             [check_key(Check.FRESHNESS, catalogue.SOILMET_30MIN)]
         )[check_key(Check.FRESHNESS, catalogue.SOILMET_30MIN)]
     assert latest.status.value == "SUCCEEDED"
+
+
+# --- the verdict the Catalog shows (issue 22, item 6) ----------------------------------------
+
+
+def test_the_verdict_is_healthy_only_when_every_check_passed():
+    passed = health.Outcome(True, "SOILMET: fine")
+    behind = health.Outcome(False, "SOILMET: 2 site(s) more than 1:30:00 behind the source")
+    healthy = health.verdict(
+        catalogue.get_table(SOILMET), {FRESHNESS: passed, STATE_HEALTH: passed}
+    )
+    assert healthy.passed and healthy.metadata["checks_passed"] == "2 / 2"
+    assert healthy.metadata["failed_checks"] == "none"
+
+    stale = health.verdict(catalogue.get_table(SOILMET), {FRESHNESS: behind, STATE_HEALTH: passed})
+    assert not stale.passed and stale.metadata["healthy"] is False
+    assert stale.metadata["failed_checks"] == FRESHNESS
+    assert stale.metadata["checks_passed"] == "1 / 2"
+    assert stale.metadata["verdict"] == behind.description == stale.description
+
+
+def test_the_health_job_materializes_each_health_asset_with_its_verdict(setup):
+    """The Catalog lists the health asset by this materialization: it must say what its checks
+    say, and the checks of the same run target it (the graph keeps showing them)."""
+    resources, newest = setup
+    export(resources)
+    stale = state_rules.advance(state_rules.empty_state(), {"ALIC1": newest})
+    stale["sites"]["BALRD"] = {"site_id": "BALRD", "last_data": newest - timedelta(hours=3)}
+    resources["state"].save(SOILMET, stale)
+    with dg.instance_for_test() as instance:
+        evaluations = run_checks(resources, instance)
+        event = instance.get_latest_materialization_event(
+            dg.AssetKey(["cosmos", "health", SOILMET])
+        )
+        materialized = {
+            key.path[-1]
+            for key in instance.get_asset_keys()
+            if instance.get_latest_materialization_event(key) and key.path[1] == "health"
+        }
+    assert materialized == set(catalogue.TABLE_NAMES)
+    assert event is not None and event.asset_materialization is not None
+    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert metadata["healthy"] is False and metadata["failed_checks"] == FRESHNESS
+    assert metadata["verdict"] == evaluations[FRESHNESS].description
+    assert "behind the source" in metadata["verdict"]
+    assert metadata["checks_passed"] == "3 / 4"
+    assert {e.target_materialization_data for e in evaluations.values()} != {None}
+
+
+def test_executing_one_check_records_no_health_materialization(setup):
+    resources, _ = setup
+    with dg.instance_for_test() as instance:
+        run_checks(resources, instance, FRESHNESS)
+        assert (
+            instance.get_latest_materialization_event(dg.AssetKey(["cosmos", "health", SOILMET]))
+            is None
+        )

@@ -13,8 +13,8 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.sample import generate
 from iotswarm_pipelines.export import cli as export_cli
 from iotswarm_pipelines.export.assets import TABLE_TAG, cosmos_live_export
-from iotswarm_pipelines.export.checks import health_checks_schedule
 from iotswarm_pipelines.export.definitions import defs as export_defs
+from iotswarm_pipelines.export.health_assets import health_checks_schedule
 from iotswarm_pipelines.export.schedules import make_table_schedule
 from iotswarm_pipelines.export.sensors import make_table_sensor
 from iotswarm_pipelines.labels import TRIGGER_TAG

@@ -1,5 +1,4 @@
-"""The export's health: one asset per table carrying its three checks, as thin Dagster shells
-around the rules in ``health.py``.
+"""The export's health checks, as thin Dagster shells around the rules in ``health.py``.
 
 Why separate health assets (``cosmos/health/<TABLE>``), decided from Dagster 1.13's documented
 behaviour: the UI shows a check's result only while it targets the asset's latest
@@ -7,12 +6,12 @@ materialization, so 15 checks on ``cosmos/live_export`` were reset to "not evalu
 export of any table, and a failed freshness check of one table vanished when another table was
 exported. Partitioned checks (``AssetCheckSpec(partitions_def=...)``) are a preview API in 1.13,
 and even they are reset by the next materialization of their own partition, which would hide
-"this table is behind" as soon as a run of it started. Nothing materializes a health asset, so
-its checks show their latest result until that table's checks run again: the asset graph and the
-catalog show, per table, whether it is fresh, its state healthy and its last export complete.
+"this table is behind" as soon as a run of it started. Only the health job materializes a health
+asset, and it evaluates every check of that table in the same run (``health_assets.py``); an
+evaluation after it (an export's, a run-status sensor's) targets that materialization, so each
+result stays until that table's checks run again.
 
-The checks run in one op (the health job, every 15 minutes, or "Execute" on any check in the
-UI); every live export also evaluates its own table's checks as it finishes (assets.py).
+Every live export also evaluates its own table's checks as it finishes (assets.py).
 """
 
 from collections.abc import Iterator, Mapping
@@ -31,10 +30,8 @@ from iotswarm_pipelines.export.pipeline import ExportSummary
 from iotswarm_pipelines.export.state import DEFAULT_FALLBACK_HOURS
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.export.store_errors import StateRecoveryError
-from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 
 GROUP = "cosmos_export"
-HEALTH_CRON = "*/15 * * * *"
 RECORDS_SCANNED = 20
 """How many of a table's latest export records the completeness check looks through for the
 newest one that was not a dry run."""
@@ -52,24 +49,7 @@ _DESCRIPTIONS = {
     ),
 }
 
-HEALTH_ASSETS = [
-    dg.AssetSpec(
-        key=health_key(table),
-        group_name=GROUP,
-        deps=[LIVE_EXPORT_KEY],
-        owners=OWNERS,
-        kinds={"health"},
-        description=(
-            f"Health of the live export of {table.name}: its checks say whether it is fresh, "
-            "whether its state files are healthy and whether its last export stored everything. "
-            "Never materialized, so a result stays until the table's checks run again (every 15 "
-            "minutes, after each export of the table, or Execute on a check)."
-        ),
-    )
-    for table in catalogue.TABLES.values()
-]
-
-_CHECKS: dict[dg.AssetCheckKey, tuple[health.Check, catalogue.Table]] = {
+CHECKS: dict[dg.AssetCheckKey, tuple[health.Check, catalogue.Table]] = {
     dg.AssetCheckKey(health_key(table), health.check_name(kind, table)): (kind, table)
     for table in catalogue.TABLES.values()
     for kind in health.Check
@@ -84,7 +64,7 @@ CHECK_SPECS = [
             table=table.name, limit=health.FRESHNESS_THRESHOLDS[table.name]
         ),
     )
-    for key, (kind, table) in _CHECKS.items()
+    for key, (kind, table) in CHECKS.items()
 ]
 
 
@@ -194,47 +174,3 @@ def after_export(
         yield evaluation(
             check_key(health.Check.FRESHNESS, table), _freshness(table, cosmos, state, utc_now())
         )
-
-
-@dg.multi_asset_check(
-    name="cosmos_health",
-    specs=CHECK_SPECS,
-    can_subset=True,
-    description="Freshness, state health and export completeness of every COSMOS table.",
-)
-def cosmos_health(
-    context: dg.AssetCheckExecutionContext,
-    cosmos: dg.ResourceParam[CosmosSource],
-    state: dg.ResourceParam[StateBackend],
-) -> Iterator[dg.AssetCheckResult]:
-    now = utc_now()
-    for key in sorted(context.selected_asset_check_keys, key=_evaluation_order):
-        kind, table = _CHECKS[key]
-        yield check_result(key, evaluate(kind, table, cosmos, state, context.instance, now))
-
-
-def _evaluation_order(key: dg.AssetCheckKey) -> tuple[bool, str, str]:
-    """State health first: freshness loads the state, and a load rewrites a missing or corrupt
-    main file from the backup, which would hide the damage from a later state health check."""
-    kind, table = _CHECKS[key]
-    return kind is not health.Check.STATE_HEALTH, table.name, key.name
-
-
-health_checks_job = dg.define_asset_job(
-    "cosmos_health_checks",
-    selection=dg.AssetSelection.checks(cosmos_health),
-    # One quick step: a process of its own would cost more than the checks.
-    executor_def=dg.in_process_executor,
-    tags=trigger_tags(Trigger.MANUAL),
-    description="Evaluates every COSMOS table's freshness, state health and export completeness.",
-)
-
-health_checks_schedule = dg.ScheduleDefinition(
-    name="cosmos_health_checks_every_15_minutes",
-    cron_schedule=HEALTH_CRON,
-    job=health_checks_job,
-    execution_timezone="UTC",
-    tags=trigger_tags(Trigger.SCHEDULE),
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Evaluates the export's asset checks every 15 minutes.",
-)

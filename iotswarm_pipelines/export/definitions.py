@@ -8,16 +8,12 @@ from iotswarm_pipelines.export.assets import (
     history_export_job,
     live_export_job,
 )
-from iotswarm_pipelines.export.checks import (
-    HEALTH_ASSETS,
+from iotswarm_pipelines.export.export_runs import record_failed_export, record_succeeded_export
+from iotswarm_pipelines.export.health_assets import (
+    HEALTH_SPECS,
     cosmos_health,
     health_checks_job,
     health_checks_schedule,
-)
-from iotswarm_pipelines.export.export_runs import (
-    cosmos_last_export_runs,
-    record_failed_export,
-    record_succeeded_export,
 )
 from iotswarm_pipelines.export.reconcile_assets import (
     cosmos_reconciliation,
@@ -28,8 +24,8 @@ from iotswarm_pipelines.export.schedules import table_schedules
 from iotswarm_pipelines.export.sensors import table_sensors
 
 defs = dg.Definitions(
-    assets=[cosmos_live_export, *HEALTH_ASSETS, cosmos_history_export, cosmos_reconciliation],
-    asset_checks=[cosmos_health, cosmos_last_export_runs],
+    assets=[cosmos_live_export, *HEALTH_SPECS, cosmos_history_export, cosmos_reconciliation],
+    asset_checks=[cosmos_health],
     jobs=[live_export_job, history_export_job, health_checks_job, reconcile_job],
     sensors=[*table_sensors, record_failed_export, record_succeeded_export],
     schedules=[*table_schedules, health_checks_schedule, reconcile_yesterday],

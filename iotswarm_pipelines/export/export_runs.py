@@ -8,14 +8,14 @@ table succeeds. One-off runs to another destination (``scope``) are not the depl
 Separate from any notification sensor: this one only records, where the operator looks.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.errors import first_line
-from iotswarm_pipelines.export import scope
+from iotswarm_pipelines.export import checks, health, scope
 from iotswarm_pipelines.export.asset_keys import health_key
 from iotswarm_pipelines.export.assets import TABLE_TAG
 
@@ -71,9 +71,7 @@ def step_failure_cause(events: Iterable[dg.DagsterEvent]) -> str | None:
     return None
 
 
-def evaluation(
-    table: catalogue.Table, run: dg.DagsterRun, cause: str | None
-) -> dg.AssetCheckEvaluation:
+def outcome(table: catalogue.Table, run: dg.DagsterRun, cause: str | None) -> health.Outcome:
     """Passed for a successful run; failed, with the run and ``cause``, otherwise."""
     metadata: dict[str, Any] = {
         "run_id": run.run_id,
@@ -83,24 +81,25 @@ def evaluation(
     backfill = run.tags.get(BACKFILL_TAG)
     if backfill:
         metadata["backfill"] = backfill
-    passed = run.status is dg.DagsterRunStatus.SUCCESS
-    if passed:
-        description = f"{table.name}: the last export run {run.run_id[:8]} succeeded"
-    else:
-        metadata["cause"] = cause or "see the run's log"
-        of_backfill = f" (backfill {backfill})" if backfill else ""
-        description = (
-            f"{table.name}: the last export run {run.run_id[:8]}{of_backfill} "
-            f"{run.status.value.lower()}"
-            f": {metadata['cause']}; fix the cause and export the table again"
+    if run.status is dg.DagsterRunStatus.SUCCESS:
+        return health.Outcome(
+            True, f"{table.name}: the last export run {run.run_id[:8]} succeeded", metadata
         )
-    return dg.AssetCheckEvaluation(
-        asset_key=health_key(table),
-        check_name=check_name(table),
-        passed=passed,
-        description=description,
-        metadata=metadata,
+    metadata["cause"] = cause or "see the run's log"
+    of_backfill = f" (backfill {backfill})" if backfill else ""
+    return health.Outcome(
+        False,
+        f"{table.name}: the last export run {run.run_id[:8]}{of_backfill} "
+        f"{run.status.value.lower()}"
+        f": {metadata['cause']}; fix the cause and export the table again",
+        metadata,
     )
+
+
+def evaluation(
+    table: catalogue.Table, run: dg.DagsterRun, cause: str | None
+) -> dg.AssetCheckEvaluation:
+    return checks.evaluation(check_key(table), outcome(table, run, cause))
 
 
 def _cause(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
@@ -161,33 +160,9 @@ def newest_run(instance: dg.DagsterInstance, table: catalogue.Table) -> dg.Dagst
     return next((run for run in runs if export_table(run) == table), None)
 
 
-@dg.multi_asset_check(
-    name="cosmos_last_export_runs",
-    specs=CHECK_SPECS,
-    can_subset=True,
-    description="Whether each COSMOS table's newest live export run succeeded (Execute reads "
-    "the runs; the sensors record each run as it ends).",
-)
-def cosmos_last_export_runs(
-    context: dg.AssetCheckExecutionContext,
-) -> Iterator[dg.AssetCheckResult]:
-    for table in catalogue.TABLES.values():
-        if check_key(table) not in context.selected_asset_check_keys:
-            continue
-        run = newest_run(context.instance, table)
-        if run is None:
-            yield dg.AssetCheckResult(
-                asset_key=health_key(table),
-                check_name=check_name(table),
-                passed=True,
-                description=f"{table.name}: no live export run yet",
-            )
-            continue
-        result = evaluation(table, run, _cause(context.instance, run) if run.is_failure else None)
-        yield dg.AssetCheckResult(
-            asset_key=result.asset_key,
-            check_name=result.check_name,
-            passed=result.passed,
-            description=result.description,
-            metadata=result.metadata,
-        )
+def last_run(instance: dg.DagsterInstance, table: catalogue.Table) -> health.Outcome:
+    """The check's result read from the instance: the table's newest finished run."""
+    run = newest_run(instance, table)
+    if run is None:
+        return health.Outcome(True, f"{table.name}: no live export run yet")
+    return outcome(table, run, _cause(instance, run) if run.is_failure else None)

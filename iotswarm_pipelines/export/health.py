@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import state as state_rules
@@ -60,7 +61,8 @@ class Outcome:
 
     passed: bool
     description: str
-    metadata: dict[str, int | float | str | bool] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Numbers and text; a shell may add Dagster's own values (a run link)."""
     warn_only: bool = False
     """A failure that heals itself (severity WARN rather than ERROR)."""
 
@@ -197,3 +199,21 @@ def completeness(
         f"its watermarks cover only what was stored, so the next run re-sends the rest",
         metadata,
     )
+
+
+def verdict(table: catalogue.Table, results: Mapping[str, Outcome]) -> Outcome:
+    """One table's health in one line, from its checks' results (check name -> outcome): what
+    the Catalog shows on the health asset's materialization, so it says what the graph's checks
+    say. Healthy only when every check passed; otherwise each failed check's own words."""
+    failed = {name: outcome for name, outcome in sorted(results.items()) if not outcome.passed}
+    metadata: dict[str, int | float | str | bool] = {
+        "healthy": not failed,
+        "checks_passed": f"{len(results) - len(failed)} / {len(results)}",
+        "failed_checks": ", ".join(failed) or "none",
+    }
+    if not failed:
+        description = f"{table.name}: healthy, all {len(results)} checks passed"
+    else:
+        description = "; ".join(outcome.description for outcome in failed.values())
+    metadata["verdict"] = description
+    return Outcome(not failed, description, metadata)
