@@ -9,9 +9,10 @@ them afterwards.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from iotswarm_pipelines import settings
+from iotswarm_pipelines.clock import utc_now
 
 
 def _banner(text: str) -> None:
@@ -26,7 +27,7 @@ def main() -> int:
     _banner(f"1/3 sample COSMOS database: {settings.sample_db_path()}")
     from iotswarm_pipelines.cosmos.sample import generate, summarise
 
-    end = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    end = utc_now().replace(minute=0, second=0, microsecond=0)
     generate(url, start=end - timedelta(days=2), end=end, progress=True)
     print(summarise(url))
 

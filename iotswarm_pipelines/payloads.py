@@ -19,12 +19,13 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
+from iotswarm_pipelines.clock import naive_utc
 from iotswarm_pipelines.digest import md5_of, md5_update
 
 DATE_TIME_COLUMN = "DATE_TIME"
@@ -162,9 +163,7 @@ def format_time(value: datetime | date | str) -> str:
         value = datetime.fromisoformat(value)
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="microseconds")
+    return naive_utc(value).isoformat(timespec="microseconds")
 
 
 def _json_value(value: Any, strict_json: bool = False) -> Any:

@@ -9,6 +9,8 @@ import os
 import re
 from collections.abc import Mapping
 
+from iotswarm_pipelines import errors
+
 MASK = "***"
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY")
 URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?=@)")
@@ -37,5 +39,4 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
 
 def first_line(text: str) -> str:
     """The first non-blank line, redacted: a cause for one line of an alert, no stack trace."""
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return redact(line)
+    return redact(errors.first_line(text))

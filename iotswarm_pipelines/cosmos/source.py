@@ -433,26 +433,18 @@ class CosmosSource(CosmosSourceSettings):
             "check the host name and port in the URL"
         )
 
-    def _backoff(self, attempt: int) -> None:
-        time.sleep(self.retry_backoff_seconds * 2 ** (attempt - 1))
-
     def _run(
         self, work: Callable[[sa.Connection], T], table: str | None = None, retry: bool = True
     ) -> T:
         """``work`` in one connection, re-run from scratch after a transient failure."""
         engine = self._engine()
-        attempt = 0
+        retries = _Retries(self, table, self.retries if retry else 0)
         while True:
             try:
                 with engine.connect() as conn:
                     return work(conn)
-            except sa.exc.SQLAlchemyError as exc:
-                attempt += 1
-                if not retry or not is_transient(exc) or attempt > self.retries:
-                    raise self._fail(exc, table) from None
-                self._backoff(attempt)
-            except OSError as exc:
-                raise self._unreachable(exc) from None
+            except (sa.exc.SQLAlchemyError, OSError) as exc:
+                retries.after(exc)
 
     def _stream(
         self,
@@ -471,7 +463,7 @@ class CosmosSource(CosmosSourceSettings):
         names = tuple(table.c.keys())
         lower = after
         at_lower: list[sa.Row] = []  # rows delivered whose DATE_TIME is ``lower``
-        attempt = 0
+        retries = _Retries(self, table.name, self.retries)
         while True:
             statement = queries.site_rows(
                 table, site_id, lower, until, include_after=bool(at_lower)
@@ -483,7 +475,7 @@ class CosmosSource(CosmosSourceSettings):
                         stream_results=True, yield_per=self.chunk_rows
                     ).execute(statement)
                     for chunk in result.partitions():
-                        attempt = 0
+                        retries.made_progress()
                         for row in chunk:
                             when = row[1]
                             if when == lower:
@@ -495,10 +487,28 @@ class CosmosSource(CosmosSourceSettings):
                                 lower, at_lower = when, [row]
                             yield dict(zip(names, row))  # noqa: B905 - a row has every column
                     return
-            except sa.exc.SQLAlchemyError as exc:
-                attempt += 1
-                if not is_transient(exc) or attempt > self.retries:
-                    raise self._fail(exc, table.name) from None
-                self._backoff(attempt)
-            except OSError as exc:
-                raise self._unreachable(exc) from None
+            except (sa.exc.SQLAlchemyError, OSError) as exc:
+                retries.after(exc)
+
+
+class _Retries:
+    """The retry rule of one read, for ``_run`` and ``_stream`` alike: after a transient failure
+    wait (``retry_backoff_seconds``, doubling) and let the caller try again, at most ``allowed``
+    times in a row; anything else, or one failure too many, ends the read as a ``SourceError``."""
+
+    def __init__(self, source: CosmosSource, table: str | None, allowed: int) -> None:
+        self.source, self.table, self.allowed = source, table, allowed
+        self.failures = 0
+
+    def after(self, exc: sa.exc.SQLAlchemyError | OSError) -> None:
+        """Wait before the next attempt, or raise the error that ends the read."""
+        if isinstance(exc, OSError):
+            raise self.source._unreachable(exc) from None
+        self.failures += 1
+        if not is_transient(exc) or self.failures > self.allowed:
+            raise self.source._fail(exc, self.table) from None
+        time.sleep(self.source.retry_backoff_seconds * 2 ** (self.failures - 1))
+
+    def made_progress(self) -> None:
+        """Rows arrived: the next failure is the first of its run again."""
+        self.failures = 0

@@ -17,6 +17,7 @@ import dagster as dg
 import pydantic
 
 from iotswarm_pipelines import executors, run_loggers
+from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import bad_rows, checks, health, pipeline, scope
@@ -350,7 +351,7 @@ def cosmos_history_export(
     cosmos: dg.ResourceParam[CosmosSource],
     object_store: dg.ResourceParam[ObjectStore],
 ) -> dg.MaterializeResult:
-    _checked(lambda: config.check(pipeline.utc_now().date()))
+    _checked(lambda: config.check(utc_now().date()))
     table = catalogue.get_table(config.table)
     _tag_run(context, table)
     first, last = config.days

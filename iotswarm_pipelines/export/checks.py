@@ -20,12 +20,13 @@ from typing import Any
 
 import dagster as dg
 
+from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import health, scope
 from iotswarm_pipelines.export.asset_keys import LIVE_EXPORT_KEY, health_key
-from iotswarm_pipelines.export.pipeline import ExportSummary, utc_now
+from iotswarm_pipelines.export.pipeline import ExportSummary
 from iotswarm_pipelines.export.state import DEFAULT_FALLBACK_HOURS
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.export.store_errors import StateRecoveryError

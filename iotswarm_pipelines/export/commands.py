@@ -24,6 +24,7 @@ from iotswarm_pipelines.command_line import UsageError
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.errors import first_line
 from iotswarm_pipelines.export import scope
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.config_file import ConfigFileError, LiveCosmosConfig
@@ -63,8 +64,9 @@ def check_source(
     except SourceError:
         raise
     except (OSError, sa.exc.SQLAlchemyError) as exc:  # drivers that fail below SQLAlchemy
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"cannot reach the COSMOS source {config.safe_url}: {first}") from None
+        raise SourceError(
+            f"cannot reach the COSMOS source {config.safe_url}: {first_line(exc)}"
+        ) from None
 
 
 def _s3(config: LiveCosmosConfig) -> S3Resource:

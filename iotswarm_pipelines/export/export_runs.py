@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.errors import first_line
 from iotswarm_pipelines.export import checks, health, scope
 from iotswarm_pipelines.export.asset_keys import health_key
 from iotswarm_pipelines.export.assets import TABLE_TAG
@@ -65,7 +66,7 @@ def step_failure_cause(events: Iterable[dg.DagsterEvent]) -> str | None:
             ):
                 error = error.cause
             if error is not None:
-                first = error.message.strip().splitlines()[0]
+                first = first_line(error.message)
                 return first.removeprefix(f"{error.cls_name}: ").split(f".{error.cls_name}: ")[-1]
     return None
 

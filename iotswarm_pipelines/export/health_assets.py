@@ -17,11 +17,11 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import checks, export_runs, health
 from iotswarm_pipelines.export.asset_keys import LIVE_EXPORT_KEY, health_key
-from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 

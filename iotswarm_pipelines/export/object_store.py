@@ -8,9 +8,7 @@ a site's watermark may move.
 
 from __future__ import annotations
 
-import queue
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, PrivateAttr
 
 from iotswarm_pipelines.atomic import sweep_temporaries, write_atomically
+from iotswarm_pipelines.daemon_pool import DaemonPool
 from iotswarm_pipelines.export.store_errors import StoreUnavailableError
 from iotswarm_pipelines.s3 import S3Connection, connect, describe_error
 
@@ -63,46 +62,6 @@ class ObjectStore(Protocol):
     def get(self, key: str) -> bytes: ...
 
     def describe(self) -> str: ...
-
-
-class DaemonPool:
-    """A fixed set of daemon worker threads (the uploads here, reconciliation's site scans).
-
-    ``ThreadPoolExecutor`` joins its workers when the interpreter exits, so after Ctrl-C a
-    process would still wait for every request stuck on a silent endpoint (up to the timeouts
-    times the attempts); daemon workers let an interrupted export exit at once. An upload cut
-    short that way is simply not stored, and the watermark never covered it.
-    """
-
-    def __init__(self, workers: int, name: str) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            future, fn, args = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:
-                    future.set_exception(exc)
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        future: Future[T] = Future()
-        self._jobs.put((future, fn, args))
-        return future
-
-    def shutdown(self, wait: bool) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
 
 
 def put_concurrently(

@@ -21,10 +21,11 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from iotswarm_pipelines import payloads
+from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import bad_rows, keys
 from iotswarm_pipelines.export import sites as site_rules
@@ -139,11 +140,6 @@ def expected_rows(
         if end >= start:
             total += int((end - start) / cadence) + 1
     return total
-
-
-def utc_now() -> datetime:
-    """Now as a naive GMT datetime, the project's convention (like Oracle DATE)."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def build_object(

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.daemon_pool import DaemonPool
 from iotswarm_pipelines.export import keys, reconciliation
 from iotswarm_pipelines.export import state as state_rules
-from iotswarm_pipelines.export.object_store import DaemonPool
 from iotswarm_pipelines.export.pipeline import build_object, build_objects, select_sites
 from iotswarm_pipelines.export.reconciliation import SiteDay, TableDay, UnreadablePayloadError
 from iotswarm_pipelines.export.watermarks import Row, aligned_batches, batch_window

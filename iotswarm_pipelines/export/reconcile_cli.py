@@ -30,6 +30,7 @@ from iotswarm_pipelines import help_text, payloads, settings
 from iotswarm_pipelines.command_line import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Parser
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.errors import first_line
 from iotswarm_pipelines.export.reconciliation import TableDay, days_between
 from iotswarm_pipelines.export.store_errors import StoreUnavailableError
 from iotswarm_pipelines.metrics import exposition
@@ -130,10 +131,10 @@ def _run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from iotswarm_pipelines.clock import utc_now
     from iotswarm_pipelines.export import commands
     from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES
     from iotswarm_pipelines.export.config_file import parse_config
-    from iotswarm_pipelines.export.pipeline import utc_now
     from iotswarm_pipelines.export.reconcile import reconcile_day
 
     try:
@@ -188,8 +189,7 @@ def _run(argv: Sequence[str]) -> int:
             push_reconcile(pushgateway, table.name, reconciled, time.time(), _warn)
     except (SourceError, ClientError, BotoCoreError, OSError) as exc:
         bar.close()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"{PROG}: error: reconciliation stopped: {first}", file=sys.stderr)
+        print(f"{PROG}: error: reconciliation stopped: {first_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except BaseException:  # ^C or SIGTERM: the bar's line ends before the one saying so
         bar.close()

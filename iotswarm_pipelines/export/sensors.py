@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
+from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.assets import live_export_job, run_tags
-from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 

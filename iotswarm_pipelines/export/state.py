@@ -17,8 +17,10 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, overload
+
+from iotswarm_pipelines.clock import naive_utc
 
 State = dict[str, Any]
 
@@ -67,12 +69,6 @@ def empty_state() -> State:
     return {"last_run": None, "sites": {}}
 
 
-def _naive_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
-
-
 def _validated(obj: Any) -> State:
     """A fresh, checked copy of an unpickled object; raises CorruptStateError on a wrong shape."""
     if not isinstance(obj, dict) or set(obj) != {"last_run", "sites"}:
@@ -96,8 +92,8 @@ def _validated(obj: Any) -> State:
                 f"site entry {site_id!r} must be {{'site_id': {site_id!r}, 'last_data': datetime}}"
                 f", not {entry!r}"
             )
-        checked[site_id] = {"site_id": site_id, "last_data": _naive_utc(entry["last_data"])}
-    return {"last_run": None if last_run is None else _naive_utc(last_run), "sites": checked}
+        checked[site_id] = {"site_id": site_id, "last_data": naive_utc(entry["last_data"])}
+    return {"last_run": None if last_run is None else naive_utc(last_run), "sites": checked}
 
 
 def loads_state(data: bytes) -> State:

@@ -8,25 +8,25 @@ Each file is written through a temporary file in the same folder (fsync, ``os.re
 the folder): a crash leaves every file either old or new, never torn. A crash between main and
 backup leaves a new main and an old, still valid backup.
 
-``locked(table)`` holds ``<TABLE>.lock`` (fcntl) so that one process (or thread) at a time runs
-an export of a table; it is re-entrant within the thread that holds it. Loading takes no lock,
-but the rewrite of a missing or corrupt main file from the backup happens only under it: done
-beside a running export it could put an older state over that export's newer main file.
+``locked(table)`` holds ``<TABLE>.lock`` (``filelock``: an fcntl lock) so that one process (or
+thread) at a time runs an export of a table; it is re-entrant within the thread that holds it.
+Loading takes no lock, but the rewrite of a missing or corrupt main file from the backup happens
+only under it: done beside a running export it could put an older state over that export's newer
+main file.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import platformdirs
+from filelock import FileLock, Timeout
 from pydantic import BaseModel
 
 from iotswarm_pipelines.atomic import write_atomically
@@ -81,7 +81,7 @@ class StateStore(StateStoreSettings, StateBackend):
 
     @contextmanager
     def locked(self, table: catalogue.Table, timeout: float | None = None) -> Iterator[None]:
-        """Hold the table's inter-process lock (``<TABLE>.lock``, fcntl).
+        """Hold the table's inter-process lock (``<TABLE>.lock``).
 
         Waits for as long as another process or thread holds it; with ``timeout`` (seconds, 0 =
         do not wait) it raises StateLockedError instead.
@@ -92,35 +92,29 @@ class StateStore(StateStoreSettings, StateBackend):
             yield  # this thread holds it already
             return
         main.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a+b") as handle:
-            _acquire(handle.fileno(), lock_path, timeout)
-            # Who holds it, for an export that has to wait (the file is append-only: empty it).
-            os.ftruncate(handle.fileno(), 0)
-            since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            os.write(
-                handle.fileno(), f"{os.getpid()}/{socket.gethostname()} since {since}".encode()
-            )
-            _holders[lock_path] = threading.get_ident()
-            try:
-                yield
-            finally:
-                del _holders[lock_path]
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _acquire(fd: int, lock_path: Path, timeout: float | None) -> None:
-    if timeout is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    deadline = time.monotonic() + timeout
-    while True:
+        lock = FileLock(
+            lock_path,
+            timeout=-1 if timeout is None else timeout,
+            fallback_to_soft=False,  # an fcntl lock or an error, as the older uploader's
+            on_acquired=_write_holder,
+        )
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                holder = lock_path.read_text(errors="replace").strip() or "another export"
-                raise StateLockedError(
-                    f"{lock_path} is held by {holder}; wait for it to finish", holder=holder
-                ) from None
-            time.sleep(0.05)
+            lock.acquire()
+        except Timeout:
+            holder = lock_path.read_text(errors="replace").strip() or "another export"
+            raise StateLockedError(
+                f"{lock_path} is held by {holder}; wait for it to finish", holder=holder
+            ) from None
+        _holders[lock_path] = threading.get_ident()
+        try:
+            yield
+        finally:
+            del _holders[lock_path]
+            lock.release()
+
+
+def _write_holder(fd: int) -> None:
+    """Who holds the lock, for an export that has to wait: the lock file's only line."""
+    since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}/{socket.gethostname()} since {since}".encode(), 0)

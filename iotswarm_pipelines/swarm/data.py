@@ -42,6 +42,7 @@ from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.catalogue import ColumnType
 from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.errors import first_line
 from iotswarm_pipelines.swarm.devices import DevicePlan
 from iotswarm_pipelines.swarm.mqtt.types import Message
 from iotswarm_pipelines.swarm.options import COSMOS_SOURCE, DEVICE_TYPES, MODES, SwarmConfigError
@@ -469,4 +470,4 @@ def check_source(source: str, table: catalogue.Table, cosmos: Any) -> RowSource:
             cosmos.check([table])
         return open_rows(source, table, cosmos)
     except SourceError as exc:
-        raise SwarmConfigError(str(exc).splitlines()[0]) from None
+        raise SwarmConfigError(first_line(exc)) from None

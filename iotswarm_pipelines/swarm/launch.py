@@ -49,6 +49,7 @@ from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
 from iotswarm_pipelines.cosmos.resource import CosmosSourceResource
 from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.errors import first_line
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 from iotswarm_pipelines.secret_files import SWARM_PASSWORD_ENV, SWARM_SOURCE_URL_ENV
 from iotswarm_pipelines.swarm import sessions
@@ -229,9 +230,9 @@ def _outcome(result: Any) -> Outcome:
                 return False, None, why
             line = (why or (data.error.message if data.error else "") or "failed").strip()
             if shard:
-                dead.setdefault(int(shard[1]), f"failed ({line.splitlines()[0]})")
+                dead.setdefault(int(shard[1]), f"failed ({first_line(line)})")
             else:
-                causes.append(f"step {event.step_key} failed: {line.splitlines()[0]}")
+                causes.append(f"step {event.step_key} failed: {first_line(line)}")
     if dead:
         finished = result.output_for_node("run_shard") if len(dead) < _shards(result) else {}
         report = summarize(sorted(finished.values(), key=lambda r: r.shard))
@@ -405,7 +406,7 @@ def run_swarm(
     except (SwarmConfigError, MqttConfigError, BrokerError, SourceError, ValueError) as exc:
         # ValueError covers pydantic's complaint about a value of the wrong kind.
         secret_files.handoff.remove()
-        raise CommandError(str(exc).splitlines()[0], EXIT_BAD_INPUT) from None
+        raise CommandError(first_line(exc), EXIT_BAD_INPUT) from None
     total = swarm.devices * config.max_cycles if config.max_cycles else None
     resumed_cycles = sum(p.cycles for s in swarm.shards for p in s.positions.values())
     try:

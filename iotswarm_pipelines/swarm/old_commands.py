@@ -36,6 +36,7 @@ from iotswarm_pipelines.command_line import EXIT_BAD_INPUT, EXIT_OK, CommandErro
 from iotswarm_pipelines.config_formats import ConfigFileError, oracle_url, read_settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.errors import SourceError
+from iotswarm_pipelines.errors import first_line
 from iotswarm_pipelines.swarm import options
 from iotswarm_pipelines.swarm.options import (
     CONTROL_OPTIONS,
@@ -339,7 +340,7 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
         if args.action == "list-sites":
             return EXIT_OK, str(_list(args, source, schema))
     except (SwarmConfigError, ConfigFileError, SourceError, BrokerError, MqttConfigError) as exc:
-        raise CommandError(str(exc).splitlines()[0], EXIT_BAD_INPUT) from None
+        raise CommandError(first_line(exc), EXIT_BAD_INPUT) from None
     return run_swarm(lambda: _assemble(args, file_settings, source, schema))
 
 

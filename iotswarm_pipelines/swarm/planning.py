@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from iotswarm_pipelines.clock import naive_utc
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.metrics.exposition import MetricsError, check_pushgateway
 from iotswarm_pipelines.swarm import devices as dv
@@ -115,7 +116,7 @@ def history_start(config: SwarmOptions) -> datetime | None:
         raise SwarmConfigError(
             f"history_start {config.history_start!r} is not an ISO time such as 2024-06-01T00:00"
         ) from None
-    return start if start.tzinfo is None else start.astimezone(UTC).replace(tzinfo=None)
+    return naive_utc(start)
 
 
 def resolve_sites(spec: SwarmSpec, available: Sequence[str]) -> list[str]:

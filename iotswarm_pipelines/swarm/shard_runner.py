@@ -1,7 +1,7 @@
 """One planned shard, run to its end in this process, without Dagster.
 
 The ``run_shard`` op is a thin shell over ``run_planned_shard``: the runner builds the device
-streams, runs the MQTT engine in a worker thread, saves the devices' positions (periodically in
+streams, runs the MQTT engine on a worker thread, saves the devices' positions (periodically in
 the background, finally in the foreground) and turns every way of being told to stop into the
 engine's clean stop: an interruption of the calling thread (^C, or Dagster's termination, which
 the op names in ``interrupts``), SIGTERM to this process, or the swarm's stop file appearing.
@@ -17,13 +17,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.daemon_pool import DaemonPool
 from iotswarm_pipelines.metrics import exposition
 from iotswarm_pipelines.metrics.swarm import SWARM_JOB, ShardMetrics
 from iotswarm_pipelines.payloads import PayloadFormat
@@ -292,56 +293,49 @@ def run_planned_shard(
         log(progress_line(result))
         saver.save(background=True)
 
-    outcome: dict[str, ShardResult | BaseException] = {}
-    done = threading.Event()
+    def work() -> ShardResult:
+        return run_engine(
+            shard.shard,
+            streams,
+            settings,
+            spec.schedule,
+            connections=options.connections,
+            client_id=options.client_id,
+            dry=options.dry,
+            verify=options.verify,
+            should_stop=should_stop,
+            on_progress=on_progress,
+            progress_interval=options.progress_interval,
+            scenario=shard.scenario,
+            observe=live.metrics.observe if live is not None else None,
+            observe_interval=min(OBSERVE_SECONDS, options.metrics_interval),
+            control=control,
+            on_acknowledged=journal.record,
+        )
 
-    def work() -> None:
-        try:
-            outcome["result"] = run_engine(
-                shard.shard,
-                streams,
-                settings,
-                spec.schedule,
-                connections=options.connections,
-                client_id=options.client_id,
-                dry=options.dry,
-                verify=options.verify,
-                should_stop=should_stop,
-                on_progress=on_progress,
-                progress_interval=options.progress_interval,
-                scenario=shard.scenario,
-                observe=live.metrics.observe if live is not None else None,
-                observe_interval=min(OBSERVE_SECONDS, options.metrics_interval),
-                control=control,
-                on_acknowledged=journal.record,
-            )
-        except BaseException as exc:  # handed to the calling thread, which raises it
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    # The engine runs in a worker thread so that an interruption of this thread can ask it to
-    # stop and still collect its partial result. An Event, not Thread.join: a join interrupted
-    # by a signal can leave is_alive() wrong.
+    # The engine runs on a daemon worker so that an interruption of this thread can ask it to
+    # stop and still collect its partial result; this thread waits on its future in short
+    # slices, so a signal lands here rather than in a join.
     interrupted = False
     with _sigterm_stops(ask_stop):
-        worker = threading.Thread(target=work, name=f"swarm-shard-{shard.shard}", daemon=True)
-        worker.start()
-        while not done.is_set():
+        worker = DaemonPool(1, f"swarm-shard-{shard.shard}")
+        engine = worker.submit(work)
+        worker.shutdown(wait=False)  # its one thread ends with the engine
+        while not engine.done():
             try:
-                done.wait(WAKE_SECONDS)
+                wait([engine], timeout=WAKE_SECONDS)
             except interrupts:
                 ask_stop("SIGINT")
             if stop.is_set() and not interrupted:
                 interrupted = True
                 log(f"shard {shard.shard}: asked to stop, stopping the devices")
     saver.close()
-    result = outcome.get("result")
+    error = engine.exception()
     if live is not None:
-        live.close(result if isinstance(result, ShardResult) else None)
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    assert isinstance(result, ShardResult)
+        live.close(None if error is not None else engine.result())
+    if error is not None:
+        raise error
+    result = engine.result()
     if stop_file is not None and stop_file.exists():
         stopped_by.append(_stop_file_reason(stop_file))
     result.interrupted = stopped_by[0] if stopped_by else ""

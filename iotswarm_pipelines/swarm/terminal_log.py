@@ -16,6 +16,7 @@ import sys
 import dagster as dg
 
 from iotswarm_pipelines import json_logs
+from iotswarm_pipelines.errors import first_line
 
 META = "dagster_meta"  # where Dagster's log manager puts a record's step and event
 
@@ -24,7 +25,7 @@ class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         meta = getattr(record, META, None) or {}
         message = str(meta.get("orig_message") or record.getMessage())
-        first = message.strip().splitlines()[0] if message.strip() else ""
+        first = first_line(message)
         step = f"{meta['step_key']}: " if meta.get("step_key") else ""
         return f"iot-swarm: {record.levelname.lower()}: {step}{first}"
 

@@ -16,10 +16,9 @@ if TYPE_CHECKING:
         default_range,
         generate,
         summarise,
-        utc_now,
     )
 
-__all__ = ["SampleError", "default_range", "generate", "summarise", "utc_now"]
+__all__ = ["SampleError", "default_range", "generate", "summarise"]
 
 
 def __getattr__(name: str) -> Any:

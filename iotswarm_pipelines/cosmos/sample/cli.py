@@ -11,10 +11,12 @@ import argparse
 import sqlite3
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from iotswarm_pipelines import help_text, settings
+from iotswarm_pipelines.clock import naive_utc
 from iotswarm_pipelines.command_line import Parser
+from iotswarm_pipelines.errors import first_line
 
 PROG = "cosmos-sample"
 DEFAULT_DAYS = 2.0
@@ -27,9 +29,7 @@ def _when(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a date/time: use ISO format such as 2026-11-27 or 2026-11-27T14:00"
         ) from None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
+    return naive_utc(value)
 
 
 def _names(text: str) -> list[str]:
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SampleError as exc:
         parser.error(str(exc))
     except (sa.exc.SQLAlchemyError, sqlite3.Error, psycopg.Error, OSError) as exc:
-        print(f"{PROG}: database error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"{PROG}: database error: {first_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun to continue where the data ends", file=sys.stderr)

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos.sample import physics as ph
 from iotswarm_pipelines.cosmos.sample.generator import (
     SampleDatabase,
     SampleError,
     Selection,
-    utc_now,
     write_rows,
 )
 

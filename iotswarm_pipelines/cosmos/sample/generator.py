@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,11 @@ import numpy as np
 import sqlalchemy as sa
 from tqdm import tqdm
 
+from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos import catalogue, schema
 from iotswarm_pipelines.cosmos.sample import physics as ph
 from iotswarm_pipelines.cosmos.sample.tables import Block, block, column_values, has_table
+from iotswarm_pipelines.errors import first_line
 
 FLUSH_ROWS = 50_000
 DAYS_PER_TASK = 16  # one task per site for most ranges, so a worker computes each look-back once
@@ -205,8 +207,8 @@ class SampleDatabase:
 
 
 def _first_line(exc: sa.exc.DBAPIError) -> str:
-    text = str(exc.orig) if exc.orig is not None else str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    """The driver's own line, without SQLAlchemy's wrapping."""
+    return first_line(exc.orig if exc.orig is not None else exc)
 
 
 @dataclass(frozen=True)
@@ -400,8 +402,3 @@ def default_range(days: float = 2.0, *, now: datetime | None = None) -> tuple[da
     """The last ``days`` up to the current hour (UTC): the CLI's default range."""
     end = floor_to_hour(now or utc_now())
     return end - timedelta(days=days), end
-
-
-def utc_now() -> datetime:
-    """Naive UTC now, like every datetime in this project."""
-    return datetime.now(UTC).replace(tzinfo=None)

@@ -17,9 +17,10 @@ import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from iotswarm_pipelines.clock import naive_utc
 from iotswarm_pipelines.payloads import PayloadFormat
 from iotswarm_pipelines.swarm.control import historic
 from iotswarm_pipelines.swarm.control.logger import CPU, LoggerState, split_path
@@ -140,9 +141,7 @@ def parse_time(value: object) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
+    return naive_utc(moment)
 
 
 def valid_mqtt_config(body: bytes) -> bool:
