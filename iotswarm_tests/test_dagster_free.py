@@ -16,6 +16,7 @@ import pytest
 DAGSTER_FREE = (
     # rules and value types
     "iotswarm_pipelines.payloads",
+    "iotswarm_pipelines.payload_options",
     "iotswarm_pipelines.cosmos.catalogue",
     "iotswarm_pipelines.cosmos.errors",
     "iotswarm_pipelines.cosmos.queries",

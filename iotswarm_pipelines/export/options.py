@@ -3,7 +3,8 @@
 Three typed models, each adding to the one before, because the export's runs need different
 subsets of the same options:
 
-- ``PayloadOptions``: the payload text's two choices (``payloads.PayloadFormat``).
+- ``PayloadOptions``: the payload text's two choices (``payloads.PayloadFormat``), declared in
+  ``payload_options`` because the swarm writes payloads too.
 - ``BatchOptions``: which sites and how many rows per payload, as the history re-export and the
   reconciliation (which must cut payloads as the export did) take them too.
 - ``ExportOptions``: the live export's, the ones its config file may set too.
@@ -20,37 +21,13 @@ Plain data and rules, no I/O.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from iotswarm_pipelines import payloads
 from iotswarm_pipelines.export import pipeline
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export.state import DEFAULT_FALLBACK_HOURS
 from iotswarm_pipelines.metrics import exposition
-
-
-class PayloadOptions(BaseModel):
-    """The payload text's choices: chosen once per destination, because a change gives every
-    payload a new text and so a new key."""
-
-    prog_name: str = Field(
-        default=payloads.DEFAULT_PROG_NAME,
-        description=(
-            "prog_name written in every payload (hashed into its key). The old tool's spelling "
-            "is CPU:iotswarm-<its version>.CR1X, e.g. CPU:iotswarm-1.6.10.CR1X."
-        ),
-    )
-    strict_json: bool = Field(
-        default=False,
-        description=(
-            "Write NaN and +-Infinity as null (RFC 8259 JSON) instead of the old tool's NaN, "
-            "Infinity, -Infinity (which Python's json reads back)."
-        ),
-    )
-
-    @property
-    def payload_format(self) -> payloads.PayloadFormat:
-        return payloads.PayloadFormat(prog_name=self.prog_name, strict_json=self.strict_json)
+from iotswarm_pipelines.payload_options import PayloadOptions
 
 
 class BatchOptions(PayloadOptions):

@@ -43,7 +43,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.payloads import DEFAULT_PROG_NAME
+from iotswarm_pipelines.payload_options import DEFAULTS as PAYLOAD_DEFAULTS
 
 DATA, SCHEDULE, MQTT = "devices and data", "schedule", "MQTT"
 SCENARIO = "scenario phases (loop mode: one cycle of sleep_time is one row of the table)"
@@ -229,14 +229,14 @@ class SwarmOptions(BaseModel):
     rows_per_message: int = option(1, "loop/replay: rows per message.", group=DATA, ge=1)
     device_type: str = option("cr1000x", "cr1000x | basic", group=DATA, choices=DeviceType)
     prog_name: str = option(
-        DEFAULT_PROG_NAME,
+        PAYLOAD_DEFAULTS.prog_name,
         "cr1000x: prog_name in every payload; the old tool's is CPU:iotswarm-<version>.CR1X.",
         group=DATA,
         min_length=1,
         message="prog_name is empty: e.g. CPU:iotswarm-1.6.10.CR1X",
     )
     strict_json: bool = option(
-        False,
+        PAYLOAD_DEFAULTS.strict_json,
         "Write NaN and +-Infinity as null instead of the old tool's NaN/Infinity.",
         group=DATA,
     )
