@@ -8,7 +8,7 @@
 so a default, a help text, a flag or a variable is written once, in code; ``--check`` only says
 which pages differ (a test runs it, so drift fails CI). Names, defaults and help come from the
 options models, command-line flags from the commands' own parsers, config-file keys from
-``export.config_file.KEYS`` and variables from ``environment``.
+``file_options.KEYS`` and variables from ``environment``.
 """
 
 from __future__ import annotations
@@ -103,14 +103,14 @@ def swarm_broker_options() -> str:
 
 
 def export_options() -> str:
+    from iotswarm_pipelines import file_options
     from iotswarm_pipelines.export import cli
     from iotswarm_pipelines.export.assets import LiveExportConfig
-    from iotswarm_pipelines.export.config_file import KEYS
 
     flags = _flags([cli._parser(), cli._send_live_data_parser()])
     flags["sites"] = flags.pop("site", [])  # send-live-data's repeated --site
     flags["dry_run"] += flags.pop("dry", [])
-    return _model_table(LiveExportConfig, flags, keys=KEYS)
+    return _model_table(LiveExportConfig, flags, keys=file_options.KEYS)
 
 
 def environment_variables() -> str:

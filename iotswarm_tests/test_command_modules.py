@@ -93,3 +93,16 @@ def test_the_command_modules_import_each_other_without_a_cycle():
 
     for module in COMMAND_MODULES:
         visit(module, ())
+
+
+SWARM_MODULES = sorted(
+    ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    for path in (PACKAGE / "swarm").rglob("*.py")
+)
+
+
+@pytest.mark.parametrize("module", SWARM_MODULES)
+def test_the_swarm_never_imports_the_export(module):
+    """What both need (the config file's keys, the payload options) lives beside both."""
+    imported = _imports(module)[0]
+    assert [m for m in imported if m.split(".")[:2] == ["iotswarm_pipelines", "export"]] == []

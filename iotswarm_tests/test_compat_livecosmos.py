@@ -24,12 +24,13 @@ import pytest
 from iotswarm_pipelines.config_formats import oracle_url, read_settings
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.export import cli
-from iotswarm_pipelines.export.config_file import KEYS, ConfigFileError, parse_config
+from iotswarm_pipelines.export.config_file import ConfigFileError, parse_config
 from iotswarm_pipelines.export.keys import epoch_ms, object_key
 from iotswarm_pipelines.export.pipeline import export_table
 from iotswarm_pipelines.export.state import advance, empty_state
 from iotswarm_pipelines.export.state_store import StateStore
 from iotswarm_pipelines.export.store_errors import StateRecoveryError
+from iotswarm_pipelines.file_options import KEYS
 from iotswarm_pipelines.payloads import cr1000x_payload, payload_json
 from iotswarm_tests.export_fixtures import (
     PRECIP,

@@ -17,6 +17,7 @@ DAGSTER_FREE = (
     # rules and value types
     "iotswarm_pipelines.payloads",
     "iotswarm_pipelines.payload_options",
+    "iotswarm_pipelines.file_options",
     "iotswarm_pipelines.cosmos.catalogue",
     "iotswarm_pipelines.cosmos.errors",
     "iotswarm_pipelines.cosmos.queries",

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from iotswarm_pipelines.config_formats import ConfigFileError, read_settings
 from iotswarm_pipelines.export import cli as export_cli
-from iotswarm_pipelines.export.config_file import KEYS, parse_config
+from iotswarm_pipelines.export.config_file import parse_config
+from iotswarm_pipelines.file_options import KEYS
 from iotswarm_pipelines.swarm import cli as swarm_cli
 from iotswarm_pipelines.swarm import old_commands
 from iotswarm_pipelines.swarm.mqtt.settings import MqttConfigError

@@ -25,13 +25,13 @@ from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.asset_keys import HISTORY_EXPORT_KEY, LIVE_EXPORT_KEY
 from iotswarm_pipelines.export.object_store import ObjectStore
-from iotswarm_pipelines.export.options import BatchOptions, ExportOptions
 from iotswarm_pipelines.export.partitions import (
     HISTORY_START_DATE,
     partition_table,
     table_partitions,
 )
 from iotswarm_pipelines.export.state_backend import StateBackend
+from iotswarm_pipelines.file_options import BatchOptions, ExportOptions
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 from iotswarm_pipelines.metrics import exposition
 from iotswarm_pipelines.metrics.export import ExportRun, push_export

@@ -27,9 +27,9 @@ from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import health, scope
 from iotswarm_pipelines.export.asset_keys import LIVE_EXPORT_KEY, health_key
 from iotswarm_pipelines.export.pipeline import ExportSummary
-from iotswarm_pipelines.export.state import DEFAULT_FALLBACK_HOURS
 from iotswarm_pipelines.export.state_backend import StateBackend
 from iotswarm_pipelines.export.store_errors import StateRecoveryError
+from iotswarm_pipelines.file_options import DEFAULT_FALLBACK_HOURS
 
 GROUP = "cosmos_export"
 RECORDS_SCANNED = 20

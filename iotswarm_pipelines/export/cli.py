@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from iotswarm_pipelines import help_text, json_logs, settings
 from iotswarm_pipelines.command_line import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Parser, UsageError
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export.state import DEFAULT_FALLBACK_HOURS
+from iotswarm_pipelines.file_options import DEFAULT_FALLBACK_HOURS
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 
 if TYPE_CHECKING:

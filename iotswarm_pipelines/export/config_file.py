@@ -18,7 +18,6 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from iotswarm_pipelines.config_formats import (
-    IOT_CORE_KEYS,
     ConfigFileError,
     Setting,
     oracle_url,
@@ -26,28 +25,10 @@ from iotswarm_pipelines.config_formats import (
     read_settings,
 )
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export import sites as site_rules
-from iotswarm_pipelines.export.options import CONFIG_FILE_OPTIONS
-from iotswarm_pipelines.export.pipeline import check_fallback_hours
+from iotswarm_pipelines.file_options import KEYS, check_fallback_hours, clean_sites
 from iotswarm_pipelines.metrics.exposition import MetricsError, check_pushgateway
 
 __all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "parse_config"]
-
-KEYS = (
-    "dsn",
-    "user",
-    "pass",
-    "url",
-    "bucket",
-    "bucket_prefix",
-    "endpoint_url",
-    "object_dir",
-    "state_dir",
-    "state_prefix",
-    *CONFIG_FILE_OPTIONS,
-    *IOT_CORE_KEYS,
-)
-"""Where to read and write, the export's options (``export.options``) and the IoT Core keys."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +106,7 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
     sites = None
     if "sites" in values:
         # Matched against the source's IDs (``export.sites``) before any run, not upper-cased.
-        sites = site_rules.clean(values["sites"].split(","))
+        sites = clean_sites(values["sites"].split(","))
         if not sites:
             raise fail("sites", "sites is empty; list site IDs like sites='ALIC1,BALRD'")
     strict_json = None

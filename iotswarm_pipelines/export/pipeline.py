@@ -43,6 +43,7 @@ from iotswarm_pipelines.export.watermarks import (
     newest_time,
     replay_may_advance,
 )
+from iotswarm_pipelines.file_options import DEFAULT_FALLBACK_HOURS, check_fallback_hours
 from iotswarm_pipelines.s3 import describe_error
 
 if TYPE_CHECKING:
@@ -100,15 +101,6 @@ class _Payload:
     site_id: str
     seq: int
     newest: datetime
-
-
-def check_fallback_hours(hours: float) -> None:
-    """Raises ``ValueError`` (one line) unless ``hours`` is 0 or more (infinity too)."""
-    if not hours >= 0:  # also false for NaN
-        raise ValueError(
-            f"fallback_hours must be a number of hours, 0 or more, got {hours:g} (a huge value "
-            "such as 1000000 means every row)"
-        )
 
 
 def fallback_warning(hours: float | None, now: datetime | None = None) -> str | None:
@@ -315,7 +307,7 @@ def export_table(
     store: ObjectStore,
     state: StateBackend,
     sites: Sequence[str] | None = None,
-    fallback_hours: float | None = state_rules.DEFAULT_FALLBACK_HOURS,
+    fallback_hours: float | None = DEFAULT_FALLBACK_HOURS,
     batch_size: int = 1,
     since: datetime | None = None,
     until: datetime | None = None,

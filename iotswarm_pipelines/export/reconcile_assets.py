@@ -20,10 +20,10 @@ from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import reconcile
 from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES, KINDS
 from iotswarm_pipelines.export.object_store import ObjectStore
-from iotswarm_pipelines.export.options import BatchOptions
 from iotswarm_pipelines.export.partitions import daily_table_partitions, partition_table
 from iotswarm_pipelines.export.reconciliation import TableDay
 from iotswarm_pipelines.export.state_backend import StateBackend
+from iotswarm_pipelines.file_options import BatchOptions
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 from iotswarm_pipelines.metrics import exposition
 from iotswarm_pipelines.metrics.export import ReconciledDay, push_reconcile

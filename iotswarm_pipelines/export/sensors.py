@@ -15,6 +15,7 @@ from iotswarm_pipelines.cosmos.source import CosmosSource
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.assets import live_export_job, run_tags
 from iotswarm_pipelines.export.state_backend import StateBackend
+from iotswarm_pipelines.file_options import DEFAULT_FALLBACK_HOURS
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 
 MAX_INTERVAL = timedelta(minutes=5)
@@ -58,9 +59,7 @@ def make_table_sensor(table: catalogue.Table) -> dg.SensorDefinition:
     ) -> dg.SensorResult | dg.SkipReason:
         newest_times = cosmos.newest_times(table)
         current = state.load(table)
-        pending = pending_sites(
-            newest_times, current, utc_now(), state_rules.DEFAULT_FALLBACK_HOURS
-        )
+        pending = pending_sites(newest_times, current, utc_now(), DEFAULT_FALLBACK_HOURS)
         if not pending:
             return dg.SkipReason(f"{table.name}: no rows newer than the watermarks")
         newest = max(pending.values())

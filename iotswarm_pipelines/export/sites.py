@@ -8,10 +8,11 @@ catalogue does not know yet (a new station) is exported like any other, with a w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.file_options import clean_sites
 
 
 class UnknownSiteError(ValueError):
@@ -24,16 +25,6 @@ class Selection:
 
     site_ids: list[str]
     warnings: list[str] = field(default_factory=list)
-
-
-def clean(sites: Iterable[str]) -> list[str]:
-    """Configured site IDs trimmed, blanks dropped, duplicates (in any case) kept once."""
-    seen: dict[str, str] = {}
-    for site in sites:
-        trimmed = site.strip()
-        if trimmed:
-            seen.setdefault(trimmed.casefold(), trimmed)
-    return list(seen.values())
 
 
 def select(
@@ -59,7 +50,7 @@ def select(
         chosen = set(stored)
     else:
         chosen = set()
-        for site in clean(requested):
+        for site in clean_sites(requested):
             matches = by_key.get(site.casefold())
             known = ", ".join(sorted(stored)) or "none"
             if matches:

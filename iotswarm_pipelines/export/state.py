@@ -117,9 +117,6 @@ def watermark(state: State, site_id: str) -> datetime | None:
     return None if entry is None else entry["last_data"]
 
 
-DEFAULT_FALLBACK_HOURS = 3.0
-"""How far back a site the state has never seen starts, unless a run says otherwise."""
-
 OLDEST_ROW_TIME = datetime(1, 1, 1)
 """The oldest DATE_TIME a source row can hold as read (a Python datetime): a fallback start
 further back is clamped to it."""

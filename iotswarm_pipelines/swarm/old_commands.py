@@ -359,11 +359,11 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 
 def _file_settings(path: str | None) -> dict[str, str]:
-    from iotswarm_pipelines.export.config_file import KEYS
+    from iotswarm_pipelines import file_options
 
     if not path:
         return {}
-    return {key: s.value for key, s in read_settings(Path(path), KEYS).items()}
+    return {key: s.value for key, s in read_settings(Path(path), file_options.KEYS).items()}
 
 
 def _sessions(args: argparse.Namespace) -> str:

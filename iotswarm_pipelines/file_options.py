@@ -1,4 +1,10 @@
-"""The export's options, each declared once: its name, type, default, help and check.
+"""The options the one config file may set, each declared once: name, type, default, help, check.
+
+They are the export's options, but the old tool's config file is shared by both command trees
+(``iot-swarm`` accepts every key ``live-cosmos`` does), and export and swarm must never import
+each other: so they live here, beside neither, with the file's whole key list (``KEYS``) and
+the two rules the export applies to the same values elsewhere too (``check_fallback_hours``,
+``clean_sites``).
 
 Three typed models, each adding to the one before, because the export's runs need different
 subsets of the same options:
@@ -11,7 +17,7 @@ subsets of the same options:
 
 Derived from them: the Dagster run configs (``assets.LiveExportConfig``,
 ``assets.HistoryExportConfig``, ``reconcile_assets.ReconcileConfig``), the config file's
-option keys (``config_file.KEYS``) and the docs' option table (``option_docs``). The
+keys (``KEYS``) and the docs' option table (``option_docs``). The
 ``check_options`` methods raise ``ValueError`` with one line, so a run fails with that line
 rather than a validation traceback (which is also why limits are checked here and not on
 construction).
@@ -21,13 +27,35 @@ Plain data and rules, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import Field
 
-from iotswarm_pipelines.export import pipeline
-from iotswarm_pipelines.export import sites as site_rules
-from iotswarm_pipelines.export.state import DEFAULT_FALLBACK_HOURS
+from iotswarm_pipelines.config_formats import IOT_CORE_KEYS
 from iotswarm_pipelines.metrics import exposition
 from iotswarm_pipelines.payload_options import PayloadOptions
+
+DEFAULT_FALLBACK_HOURS = 3.0
+"""How far back a site the state has never seen starts, unless a run says otherwise."""
+
+
+def check_fallback_hours(hours: float) -> None:
+    """Raises ``ValueError`` (one line) unless ``hours`` is 0 or more (infinity too)."""
+    if not hours >= 0:  # also false for NaN
+        raise ValueError(
+            f"fallback_hours must be a number of hours, 0 or more, got {hours:g} (a huge value "
+            "such as 1000000 means every row)"
+        )
+
+
+def clean_sites(sites: Iterable[str]) -> list[str]:
+    """Configured site IDs trimmed, blanks dropped, duplicates (in any case) kept once."""
+    seen: dict[str, str] = {}
+    for site in sites:
+        trimmed = site.strip()
+        if trimmed:
+            seen.setdefault(trimmed.casefold(), trimmed)
+    return list(seen.values())
 
 
 class BatchOptions(PayloadOptions):
@@ -53,7 +81,7 @@ class BatchOptions(PayloadOptions):
         An empty site list is a slip, not "all sites"; which IDs exist only the source can say
         (``export.sites`` matches them when the run reads the table).
         """
-        if self.sites is not None and not site_rules.clean(self.sites):
+        if self.sites is not None and not clean_sites(self.sites):
             raise ValueError(
                 "sites is empty; list site IDs like ['ALIC1', 'BALRD'], or leave it out"
             )
@@ -82,8 +110,22 @@ class ExportOptions(BatchOptions):
         super().check_options()
         if self.pushgateway:
             exposition.check_pushgateway(self.pushgateway)
-        pipeline.check_fallback_hours(self.fallback_hours)
+        check_fallback_hours(self.fallback_hours)
 
 
-CONFIG_FILE_OPTIONS = tuple(ExportOptions.model_fields)
-"""The options a ``live-cosmos`` config file may set (beside where to read and write)."""
+KEYS = (
+    "dsn",
+    "user",
+    "pass",
+    "url",
+    "bucket",
+    "bucket_prefix",
+    "endpoint_url",
+    "object_dir",
+    "state_dir",
+    "state_prefix",
+    *ExportOptions.model_fields,
+    *IOT_CORE_KEYS,
+)
+"""The config file's keys: where to read and write, the export's options and the IoT Core keys
+(the swarm's; ``live-cosmos`` ignores them)."""
