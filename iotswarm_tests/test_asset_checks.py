@@ -179,9 +179,7 @@ def test_each_export_run_evaluates_its_own_tables_checks(setup):
         scheduled = run_checks(resources, instance)
     assert set(evaluations) == {COMPLETENESS, STATE_HEALTH, FRESHNESS}
     assert all(e.passed for e in evaluations.values())
-    assert {e.asset_key for e in evaluations.values()} == {
-        dg.AssetKey(["cosmos", "health", SOILMET])
-    }
+    assert {e.asset_key for e in evaluations.values()} == {dg.AssetKey(f"health_{SOILMET}")}
     evaluation = evaluations[COMPLETENESS]
     assert (value(evaluation, "payloads"), value(evaluation, "objects")) == (12, 12)
     assert value(evaluation, "run_id") == result.run_id
@@ -227,7 +225,7 @@ def test_an_export_of_another_table_leaves_a_failed_check_as_it_was(setup):
         )
         assert other_run.success
         assert {e.asset_key for e in other_run.get_asset_check_evaluations()} == {
-            dg.AssetKey(["cosmos", "health", other])
+            dg.AssetKey(f"health_{other}")
         }
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [check_key(Check.FRESHNESS, catalogue.SOILMET_30MIN)]
@@ -270,13 +268,11 @@ def test_the_health_job_materializes_each_health_asset_with_its_verdict(setup):
     resources["state"].save(catalogue.SOILMET_30MIN, stale)
     with dg.instance_for_test() as instance:
         evaluations = run_checks(resources, instance)
-        event = instance.get_latest_materialization_event(
-            dg.AssetKey(["cosmos", "health", SOILMET])
-        )
+        event = instance.get_latest_materialization_event(dg.AssetKey(f"health_{SOILMET}"))
         materialized = {
-            key.path[-1]
+            key.path[0].removeprefix("health_")
             for key in instance.get_asset_keys()
-            if instance.get_latest_materialization_event(key) and key.path[1] == "health"
+            if instance.get_latest_materialization_event(key) and key.path[0].startswith("health_")
         }
     assert materialized == set(catalogue.TABLE_NAMES)
     assert event is not None and event.asset_materialization is not None
@@ -292,7 +288,4 @@ def test_executing_one_check_records_no_health_materialization(setup):
     resources, _ = setup
     with dg.instance_for_test() as instance:
         run_checks(resources, instance, FRESHNESS)
-        assert (
-            instance.get_latest_materialization_event(dg.AssetKey(["cosmos", "health", SOILMET]))
-            is None
-        )
+        assert instance.get_latest_materialization_event(dg.AssetKey(f"health_{SOILMET}")) is None

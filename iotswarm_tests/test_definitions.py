@@ -33,7 +33,7 @@ def test_assets_have_groups_kinds_owners_and_the_export_checks(monkeypatch):
     expected = {
         "cosmos/live_export": ("cosmos_export", {"oracle", "sqlite", "s3"}),
         "cosmos/history_export": ("cosmos_history", {"oracle", "sqlite", "s3"}),
-        "cosmos/health/LEVEL1_SOILMET_30MIN": ("cosmos_export", {"health"}),
+        "health_LEVEL1_SOILMET_30MIN": ("cosmos_export", set()),
         "swarm/report": ("device_swarm", {"mqtt", "report"}),
     }
     for key, (group, kinds) in expected.items():
@@ -47,7 +47,7 @@ def test_assets_have_groups_kinds_owners_and_the_export_checks(monkeypatch):
     for table in catalogue.TABLE_NAMES:
         for kind in ("freshness", "state_health", "export_completeness", "last_run"):
             # The table first: the UI's sidebar cuts long names off at the end.
-            assert f"cosmos/health/{table}:{table.lower()}_{kind}" in checks
+            assert f"health_{table}:{table.lower()}_{kind}" in checks
     assert "swarm/report:delivery" in checks
 
 

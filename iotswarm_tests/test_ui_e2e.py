@@ -224,7 +224,7 @@ query Checks($key: AssetKeyInput!) {
 
 def check_statuses(dagster: DagsterServer, table: str) -> dict[str, str | None]:
     """Each health check of ``table`` and the status the asset graph shows for it."""
-    key = {"path": ["cosmos", "health", table]}
+    key = {"path": [f"health_{table}"]}
     node = dagster.answer(CHECKS, {"key": key}, "assetNodeOrError")
     return {
         check["name"]: (check["executionForLatestMaterialization"] or {}).get("status")
@@ -261,7 +261,7 @@ def test_a_stale_table_shows_failed_on_its_health_asset_until_it_is_exported(dag
     # Loaded: three passed of four (the last run's check waits for the sensors, off here).
     expect(page.get_by_text(re.compile(r"3 / 4 Passed")).first).to_be_visible()
     screenshot(page, "health")
-    page.goto(f"{dagster.url}/assets/cosmos/health/{STALE_TABLE}?view=checks")
+    page.goto(f"{dagster.url}/assets/health_{STALE_TABLE}?view=checks")
     page.get_by_text(freshness).first.click()
     expect(page.get_by_text("Failed").first).to_be_visible()
     expect(page.get_by_text("behind the source").first).to_be_visible()

@@ -75,7 +75,7 @@ def test_a_failed_export_run_fails_its_tables_last_run_check_with_the_cause(setu
 
     result = last_result(instance)
     assert result is not None and not result.passed
-    assert result.asset_key == dg.AssetKey(["cosmos", "health", SOILMET])
+    assert result.asset_key == dg.AssetKey(f"health_{SOILMET}")
     assert result.metadata["run_id"].value == failed.run_id
     assert "batch_size must be 1 or more" in result.metadata["cause"].value
     assert failed.run_id[:8] in result.description

@@ -102,9 +102,7 @@ def test_read_only_webserver_still_shows_runs_assets_and_checks(recorded):
     export_key = {"path": ["cosmos", "live_export"]}
     asset = server.answer(LIVE_EXPORT, {"key": export_key}, "assetOrError")
     assert [m["partition"] for m in asset["assetMaterializations"]] == [TABLE]
-    node = server.answer(
-        HEALTH_CHECKS, {"key": {"path": ["cosmos", "health", TABLE]}}, "assetNodeOrError"
-    )
+    node = server.answer(HEALTH_CHECKS, {"key": {"path": [f"health_{TABLE}"]}}, "assetNodeOrError")
     statuses = {
         c["name"]: (c["executionForLatestMaterialization"] or {}).get("status")
         for c in node["assetChecksOrError"]["checks"]

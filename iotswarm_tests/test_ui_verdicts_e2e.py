@@ -4,7 +4,8 @@ A real webserver and daemon (``test_ui_e2e``'s server over two hours of sample r
 off), headless Chromium and GraphQL: a one-off ``live-cosmos`` run to another destination leaves
 the deployment's health as it was; a backfill whose run failed turns its table's
 ``<table>_last_run`` red with the cause (the run-status sensors switched on); ``live-cosmos
-reconcile`` turns its days' cells green without a backfill, on a partitions page of recent days.
+reconcile`` turns its days' cells green without a backfill, on a partitions page of recent days;
+the Catalog lists each health asset by its whole name, with the graph's verdict.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 from playwright.sync_api import expect
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export import cli, export_runs
+from iotswarm_pipelines.export import checks, cli, export_runs
+from iotswarm_pipelines.export.asset_keys import health_key
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_tests import test_ui_e2e as ui
-from iotswarm_tests.dagster_server import DagsterServer, tags_of
+from iotswarm_tests.dagster_server import LOCATION, DagsterServer, tags_of
 from iotswarm_tests.services import wait_until
 from iotswarm_tests.test_ui_e2e import RUN_TIMEOUT, screenshot
 
@@ -29,6 +31,7 @@ dagster, browser, page = ui.dagster, ui.browser, ui.page
 FRESH_TABLE = "LEVEL1_NMDB_1HOUR"
 BROKEN_TABLE = "COSMOS_STATUS_1HOUR"
 SENSOR_TIMEOUT = 180
+CATALOG_WIDTHS = (1400, 1280)  # the issue's window, and a laptop's
 
 START_SENSOR = """
 mutation Start($selector: SensorSelector!) {
@@ -45,6 +48,11 @@ def start_sensor(server: DagsterServer, name: str) -> None:
     selector = {**server.repository_selector, "sensorName": name}
     result = server.answer(START_SENSOR, {"selector": selector}, "startSensor")
     assert result["sensorState"]["status"] == "RUNNING", name
+
+
+def group_list(server: DagsterServer) -> str:
+    """The export group's List tab: its assets in the Catalog's list."""
+    return f"{server.url}/locations/{LOCATION}/asset-groups/{checks.GROUP}/list"
 
 
 def server_data(server: DagsterServer) -> Path:
@@ -101,7 +109,7 @@ def test_a_failed_backfill_run_shows_on_its_tables_health(dagster, page):
         1,
     )
 
-    page.goto(f"{dagster.url}/assets/cosmos/health/{BROKEN_TABLE}?view=checks")
+    page.goto(f"{dagster.url}/assets/health_{BROKEN_TABLE}?view=checks")
     page.get_by_text(check).first.click()
     expect(page.get_by_text("Failed").first).to_be_visible()
     expect(page.get_by_text(re.compile(rf"backfill {backfill_id}")).first).to_be_visible()
@@ -129,17 +137,32 @@ def test_the_catalog_shows_each_health_asset_with_the_graphs_verdict(dagster, pa
     freshness = f"{stale.lower()}_freshness"
     assert ui.check_statuses(dagster, stale)[freshness] == "FAILED"  # not reset by it
 
-    # The Catalog's folder of health assets: each row materialized by that run, none "Never
+    # The group's List tab: each health asset materialized by that run, none "Never
     # materialized"; the status icon is red where a check failed, as on the graph.
-    page.set_viewport_size({"width": 1600, "height": 1000})
-    page.goto(f"{dagster.url}/assets/cosmos/health")
-    for table in catalogue.TABLE_NAMES:
-        expect(page.get_by_text(table, exact=True).first).to_be_visible()
+    page.goto(group_list(dagster))
+    for table in catalogue.TABLES.values():
+        expect(page.get_by_text(health_key(table).path[-1], exact=True).first).to_be_visible()
     expect(page.get_by_text("Materialized", exact=True)).to_have_count(len(catalogue.TABLE_NAMES))
     expect(page.get_by_text("Never materialized")).to_have_count(0)
     screenshot(page, "catalog-health")
 
-    page.goto(f"{dagster.url}/assets/cosmos/health/{stale}")
+    page.goto(f"{dagster.url}/assets/health_{stale}")
     expect(page.get_by_text("behind the source").first).to_be_visible()
     expect(page.get_by_text(freshness).first).to_be_visible()
     screenshot(page, "health-verdict")
+
+
+def test_the_catalog_lists_each_health_asset_by_its_whole_name(dagster, page):
+    """The Catalog's list cut ``cosmos / health / LEVEL1_PRECIP_RAINE_1MIN`` in the middle in a
+    window 1400 px wide, and every health asset's name in one 1280 px wide: each name must read
+    whole, in the list of all assets and in the group's List tab."""
+    names = [" / ".join(health_key(table).path) for table in catalogue.TABLES.values()]
+    for width in CATALOG_WIDTHS:
+        page.set_viewport_size({"width": width, "height": 1200})  # tall: every row rendered
+        for view in (f"{dagster.url}/assets?view=list", group_list(dagster)):
+            page.goto(view)
+            for name in names:
+                # The list keeps a copy of no height of the whole name, to measure it; the copy
+                # on screen is the one cut in the middle ("cosmos / heal…SOILMET_30MIN").
+                expect(page.get_by_text(name, exact=True).filter(visible=True)).to_have_count(1)
+    screenshot(page, "catalog-health-names")

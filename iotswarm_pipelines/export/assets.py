@@ -238,7 +238,7 @@ def _batch_size(table: catalogue.Table, configured: int | None) -> int:
         "sample locally) as CR1000X JSON payloads: one object per payload under "
         "<bucket_prefix>/<SITE_ID>/LIVE_<table>/ in the object store (S3 in prod, a local folder "
         "by default). Watermarks per site live in the state files. Each table's freshness, state "
-        "health and export completeness are checks on its asset cosmos/health/<TABLE>."
+        "health and export completeness are checks on its asset health_<TABLE>."
     ),
 )
 def cosmos_live_export(

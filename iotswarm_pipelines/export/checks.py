@@ -1,6 +1,6 @@
 """The export's health checks, as thin Dagster shells around the rules in ``health.py``.
 
-Why separate health assets (``cosmos/health/<TABLE>``), decided from Dagster 1.13's documented
+Why separate health assets (``health_<TABLE>``), decided from Dagster 1.13's documented
 behaviour: the UI shows a check's result only while it targets the asset's latest
 materialization, so 15 checks on ``cosmos/live_export`` were reset to "not evaluated" by every
 export of any table, and a failed freshness check of one table vanished when another table was

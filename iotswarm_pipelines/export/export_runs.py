@@ -2,7 +2,7 @@
 
 A backfill over tables whose runs failed completes, and the runs list reads it as done; the
 graph's health assets did not change. Two run-status sensors record each finished live export
-run of a table as the result of ``<table>_last_run`` on ``cosmos/health/<TABLE>``:
+run of a table as the result of ``<table>_last_run`` on ``health_<TABLE>``:
 failed, naming the run (a link), its backfill and its one-line cause, until a later run of that
 table succeeds. One-off runs to another destination (``scope``) are not the deployment's.
 Separate from any notification sensor: this one only records, where the operator looks.

@@ -1,6 +1,6 @@
 """The export's health rules, one pure function per asset check (Dagster shells in checks.py).
 
-Three checks per COSMOS table, on that table's health asset ``cosmos/health/<TABLE>``:
+Three checks per COSMOS table, on that table's health asset ``health_<TABLE>``:
 
 - freshness: how far the slowest site's watermark trails the source's newest row, against a
   threshold that follows the table's cadence (``FRESHNESS_THRESHOLDS``);
