@@ -21,6 +21,7 @@ while one table waits), and a runless event (Dagster cannot mark a partition fai
 import json
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
 from iotswarm_pipelines.cosmos import catalogue
@@ -41,9 +42,9 @@ def _freshness_failed(instance: dg.DagsterInstance, table: catalogue.Table) -> t
     or one being evaluated now)."""
     key = checks.check_key(health.Check.FRESHNESS, table)
     record = instance.get_latest_asset_check_evaluation_record(key)
-    if record is None or record.status.value == "PLANNED":
+    if record is None or record.status is AssetCheckExecutionRecordStatus.PLANNED:
         return False, 0
-    return record.status.value == "FAILED", record.id
+    return record.status is AssetCheckExecutionRecordStatus.FAILED, record.id
 
 
 def _latest_materialization(instance: dg.DagsterInstance, table: catalogue.Table) -> int:
