@@ -17,7 +17,8 @@ subsets of the same options:
 
 Derived from them: the Dagster run configs (``assets.LiveExportConfig``,
 ``assets.HistoryExportConfig``, ``reconcile_assets.ReconcileConfig``), the config file's
-keys (``KEYS``) and the docs' option table (``option_docs``). The
+keys (``KEYS``) and values (``config_file``, by ``option_kind``), ``live-cosmos``'s flags
+(``export.cli``) and the docs' option table (``option_docs``). The
 ``check_options`` methods raise ``ValueError`` with one line, so a run fails with that line
 rather than a validation traceback (which is also why limits are checked here and not on
 construction).
