@@ -27,7 +27,9 @@ Plain data and rules, no I/O.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterable
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import Field
 
@@ -62,10 +64,12 @@ class BatchOptions(PayloadOptions):
     """Which sites, and how many rows each payload carries."""
 
     sites: list[str] | None = Field(
-        default=None, description="Site IDs to export; all sites of the table when empty."
+        default=None,
+        description="Site IDs to export; when not set, every site with rows in the table.",
     )
     batch_size: int | None = Field(
-        default=None, description="Rows per payload; the table's default (1) when empty."
+        default=None,
+        description="Rows per payload, 1 or more; when not set, the table's default (1).",
     )
 
     def check_batch_size(self) -> None:
@@ -111,6 +115,15 @@ class ExportOptions(BatchOptions):
         if self.pushgateway:
             exposition.check_pushgateway(self.pushgateway)
         check_fallback_hours(self.fallback_hours)
+
+
+def option_kind(name: str) -> Any:
+    """An export option's value type without ``None``, ``list`` for a list: what decides how a
+    command line or the config file spells its value."""
+    kind = ExportOptions.model_fields[name].annotation
+    if get_origin(kind) in (Union, types.UnionType):
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    return get_origin(kind) or kind
 
 
 KEYS = (
