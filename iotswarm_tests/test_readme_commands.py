@@ -59,6 +59,9 @@ RUN = {
     # docs/sample-database.md
     "cosmos-sample",
     "cosmos-sample --start 2024-06-01 --days 7 --sites ALIC1,BALRD --tables LEVEL1_SOILMET_30MIN",
+    # docs/operating-in-the-ui.md: the health assets' keys before issue 22, wiped
+    "dagster asset wipe --noprompt cosmos/health/{COSMOS_STATUS_1HOUR,LEVEL1_NMDB_1HOUR,"
+    "LEVEL1_PRECIP_1MIN,LEVEL1_PRECIP_RAINE_1MIN,LEVEL1_SOILMET_30MIN}",
     # docs/reconciliation.md
     "live-cosmos reconcile livecosmos.cfg all --since 2024-06-01 --until 2024-06-30",
     # README and docs/mqtt-swarm.md: an outage scenario
