@@ -257,7 +257,7 @@ def test_a_stale_table_shows_failed_on_its_health_asset_until_it_is_exported(dag
     assert set(health_job_statuses(dagster, OTHER_TABLE).values()) == {"SUCCEEDED"}
 
     page.goto(f"{dagster.url}/locations/{LOCATION}/asset-groups/{export_assets.GROUP}/lineage")
-    expect(page.get_by_text(STALE_TABLE, exact=True).first).to_be_visible()
+    expect(page.get_by_text(f"health_{STALE_TABLE}", exact=True).first).to_be_visible()
     # Loaded: three passed of four (the last run's check waits for the sensors, off here).
     expect(page.get_by_text(re.compile(r"3 / 4 Passed")).first).to_be_visible()
     screenshot(page, "health")
