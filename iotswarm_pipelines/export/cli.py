@@ -45,7 +45,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if (
             "(default" in text
-            or action.default in (None, argparse.SUPPRESS)
+            or action.default in (None, argparse.SUPPRESS, False)  # False: a flag left off
             or not action.option_strings
         ):
             return text
@@ -91,8 +91,9 @@ def _export_option(
         kwargs["metavar"] = flag.removeprefix("--").replace("-", "_").upper()
         if kind is list or repeat:
             kwargs["action"] = "append"
-    otherwise = "not set" if field.default is None else _shown(field.default)
-    help = f"{field.description}{more} (default: the config file's {name}, else {otherwise})"
+    # An option with no default says in its description what leaving it out means.
+    otherwise = "" if field.default is None else f", else {_shown(field.default)}"
+    help = f"{field.description}{more} (default: the config file's {name}{otherwise})"
     parser.add_argument(flag, help=help.replace("%", "%%"), **kwargs)
 
 
