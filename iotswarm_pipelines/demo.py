@@ -20,6 +20,15 @@ def _banner(text: str) -> None:
 
 
 def main() -> int:
+    """Exit 1 with one line when a step fails (its run is in ``make dev``), 0 otherwise."""
+    try:
+        return _run()
+    except RuntimeError as exc:
+        print(f"make demo: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run() -> int:
     data_dir = settings.data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.sample_db_url()
@@ -32,10 +41,12 @@ def main() -> int:
     print(summarise(url))
 
     _banner(f"2/3 live export of every table into {data_dir / 'objects'}")
-    from iotswarm_pipelines.export.demo import run_demo_export
+    from iotswarm_pipelines.export.demo import run_demo_export, run_demo_health
     from iotswarm_pipelines.resources import build_resources
 
-    run_demo_export(build_resources(), echo=lambda text: print(text, flush=True))
+    resources = build_resources()
+    run_demo_export(resources, echo=lambda text: print(text, flush=True))
+    print(run_demo_health(resources), flush=True)
 
     _banner("3/3 device swarm against a private Mosquitto")
     from iotswarm_pipelines.local_broker import LocalMosquitto

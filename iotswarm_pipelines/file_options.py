@@ -17,7 +17,8 @@ subsets of the same options:
 
 Derived from them: the Dagster run configs (``assets.LiveExportConfig``,
 ``assets.HistoryExportConfig``, ``reconcile_assets.ReconcileConfig``), the config file's
-keys (``KEYS``) and the docs' option table (``option_docs``). The
+keys (``KEYS``) and values (``config_file``, by ``option_kind``), ``live-cosmos``'s flags
+(``export.cli``) and the docs' option table (``option_docs``). The
 ``check_options`` methods raise ``ValueError`` with one line, so a run fails with that line
 rather than a validation traceback (which is also why limits are checked here and not on
 construction).
@@ -27,7 +28,9 @@ Plain data and rules, no I/O.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterable
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import Field
 
@@ -62,10 +65,12 @@ class BatchOptions(PayloadOptions):
     """Which sites, and how many rows each payload carries."""
 
     sites: list[str] | None = Field(
-        default=None, description="Site IDs to export; all sites of the table when empty."
+        default=None,
+        description="Site IDs to export; when not set, every site with rows in the table.",
     )
     batch_size: int | None = Field(
-        default=None, description="Rows per payload; the table's default (1) when empty."
+        default=None,
+        description="Rows per payload, 1 or more; when not set, the table's default (1).",
     )
 
     def check_batch_size(self) -> None:
@@ -111,6 +116,15 @@ class ExportOptions(BatchOptions):
         if self.pushgateway:
             exposition.check_pushgateway(self.pushgateway)
         check_fallback_hours(self.fallback_hours)
+
+
+def option_kind(name: str) -> Any:
+    """An export option's value type without ``None``, ``list`` for a list: what decides how a
+    command line or the config file spells its value."""
+    kind = ExportOptions.model_fields[name].annotation
+    if get_origin(kind) in (Union, types.UnionType):
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    return get_origin(kind) or kind
 
 
 KEYS = (

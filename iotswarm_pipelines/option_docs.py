@@ -108,7 +108,6 @@ def export_options() -> str:
     from iotswarm_pipelines.export.assets import LiveExportConfig
 
     flags = _flags([cli._parser(), cli._send_live_data_parser()])
-    flags["sites"] = flags.pop("site", [])  # send-live-data's repeated --site
     flags["dry_run"] += flags.pop("dry", [])
     return _model_table(LiveExportConfig, flags, keys=file_options.KEYS)
 

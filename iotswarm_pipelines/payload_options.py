@@ -2,9 +2,9 @@
 
 The export and the swarm both write CR1000X payloads and must never import each other, so what
 ``prog_name`` and ``strict_json`` are (type, default, meaning) lives here, beside neither. The
-export's option models extend ``PayloadOptions``; the swarm's model takes each default from it
-and keeps its own shorter help (its ``--help`` lists some seventy options). Plain data, no
-Dagster.
+export's option models extend ``PayloadOptions``; the swarm's model takes each default and
+description from it, so both ``--help``s and the docs' tables say the same. Plain
+data, no Dagster.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ class PayloadOptions(BaseModel):
     prog_name: str = Field(
         default=payloads.DEFAULT_PROG_NAME,
         description=(
-            "prog_name written in every payload (hashed into its key). The old tool's spelling "
-            "is CPU:iotswarm-<its version>.CR1X, e.g. CPU:iotswarm-1.6.10.CR1X."
+            "prog_name written in every payload; the old tool's spelling is "
+            "CPU:iotswarm-<its version>.CR1X, e.g. CPU:iotswarm-1.6.10.CR1X."
         ),
     )
     strict_json: bool = Field(
@@ -39,4 +39,4 @@ class PayloadOptions(BaseModel):
 
 
 DEFAULTS = PayloadOptions()
-"""Each option's default, for models that declare the same options with their own help."""
+"""Each option's default, for models that declare the same options in their own way."""

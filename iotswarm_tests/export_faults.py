@@ -22,6 +22,7 @@ from iotswarm_pipelines.export.pipeline import build_objects, export_table
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.state_store import StateStore
 from iotswarm_pipelines.export.watermarks import aligned_batches, newest_time
+from iotswarm_tests.delegating_store import DelegatingStore
 from iotswarm_tests.export_fixtures import PREFIX, SOILMET, insert_rows, make_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,12 +108,11 @@ def s3_on(endpoint: str, bucket: str, **options) -> S3ObjectStore:
     )
 
 
-class HookedStore:
+class HookedStore(DelegatingStore):
     """Runs ``hook(n)`` in the export's thread after it hands over its nth object."""
 
     def __init__(self, inner: ObjectStore, hook) -> None:
-        self.inner = inner
-        self.prefix = inner.prefix
+        super().__init__(inner)
         self.hook = hook
 
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]:
@@ -122,18 +122,6 @@ class HookedStore:
                 self.hook(n)
 
         return self.inner.put_many(counted())
-
-    def list_keys(self, prefix: str = "") -> list[str]:
-        return self.inner.list_keys(prefix)
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def check(self) -> None:
-        self.inner.check()
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
 
 class Crash(BaseException):

@@ -24,6 +24,7 @@ from iotswarm_pipelines.export.object_store import (
 )
 from iotswarm_pipelines.export.pipeline import export_table
 from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_tests.delegating_store import DelegatingStore
 
 PREFIX = "fdri/cosmos_swarm"
 
@@ -40,12 +41,11 @@ def make_store(spec: dict) -> ObjectStore:
     )
 
 
-class StopAfter:
+class StopAfter(DelegatingStore):
     """Stores through ``inner`` until ``limit`` objects are stored, then blocks every upload."""
 
     def __init__(self, inner: ObjectStore, limit: int) -> None:
-        self.inner = inner
-        self.prefix = inner.prefix
+        super().__init__(inner)
         self.limit = limit
         self.stored = 0
         self.lock = threading.Lock()
@@ -63,18 +63,6 @@ class StopAfter:
 
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]:
         return put_concurrently(self._put, objects, 4)
-
-    def list_keys(self, prefix: str = "") -> list[str]:
-        return self.inner.list_keys(prefix)
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def check(self) -> None:
-        self.inner.check()
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
 
 def main() -> None:

@@ -123,7 +123,12 @@ def test_flat_and_nested_files_mean_the_same(tmp_path):
     )
     a, b = parse_config(flat), parse_config(nested)
     assert {**vars(a), "path": None} == {**vars(b), "path": None}
-    assert a.strict_json is True and a.batch_size == 4 and a.fallback_hours == 6
+    assert a.options == {
+        "strict_json": True,
+        "sites": ["ALIC1", "BALRD"],
+        "batch_size": 4,
+        "fallback_hours": 6,
+    }
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def test_old_tool_config_becomes_an_oracle_url_with_quoted_credentials(tmp_path)
     config = parse_config(path)
     assert config.url == "oracle+oracledb://uploader:p%40ss%2Fw%3Ard@dbhost:1521/COSMOS"
     assert config.schema_name == "COSMOS"
-    assert (config.bucket, config.sites, config.batch_size) == (
+    assert (config.bucket, config.options["sites"], config.options["batch_size"]) == (
         "ukceh-fdri",
         ["alic1", "BALRD"],  # matched against the source's IDs when the run starts
         10,

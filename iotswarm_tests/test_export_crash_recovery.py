@@ -31,12 +31,12 @@ from iotswarm_pipelines.export.object_store import LocalObjectStore, ObjectStore
 from iotswarm_pipelines.export.pipeline import ExportError
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.state_store import StateStore
+from iotswarm_tests.delegating_store import DelegatingStore
 from iotswarm_tests.export_faults import (
     ROOT,
     T0,
     Crash,
     CrashingState,
-    HookedStore,
     assert_exactly_the_expected_objects,
     assert_watermarks_not_ahead,
     export,
@@ -112,11 +112,11 @@ def test_sigkill_after_nth_object_then_rerun_stores_each_key_once(
     assert export(cosmos_url, store, local_state).rows_read == 0
 
 
-class FailingStore(HookedStore):
+class FailingStore(DelegatingStore):
     """Stores ``ok`` objects, then either crashes the run or fails every later upload."""
 
     def __init__(self, inner: ObjectStore, ok: int, mode: str, state: CrashingState) -> None:
-        super().__init__(inner, hook=lambda n: None)
+        super().__init__(inner)
         self.ok, self.mode, self.state = ok, mode, state
 
     def put_many(self, objects: Iterable[tuple[str, bytes]]) -> Iterator[PutResult]:

@@ -19,6 +19,7 @@ from iotswarm_pipelines.export.pipeline import ExportError
 from iotswarm_pipelines.export.state import watermark
 from iotswarm_pipelines.export.store_errors import StoreUnavailableError
 from iotswarm_pipelines.export.watermarks import newest_time
+from iotswarm_tests.delegating_store import DelegatingStore
 from iotswarm_tests.export_faults import (
     REGION,
     T0,
@@ -141,11 +142,11 @@ def test_refused_credentials_are_named_before_any_upload(
     assert plan.requests == 1
 
 
-class BreaksAfterCheck(HookedStore):
+class BreaksAfterCheck(DelegatingStore):
     """The bucket answers its check, then refuses every upload (a policy changed mid-run)."""
 
     def __init__(self, inner, plan: FaultPlan) -> None:
-        super().__init__(inner, hook=lambda n: None)
+        super().__init__(inner)
         self.plan = plan
 
     def check(self) -> None:

@@ -57,7 +57,7 @@ def test_the_start_is_clamped_to_the_oldest_time_a_row_can_hold():
 def test_the_config_file_takes_the_old_tools_million(tmp_path):
     path = tmp_path / "livecosmos.cfg"
     path.write_text("url='sqlite:///x.sqlite'\nobject_dir='o'\nfallback_hours='1000000'\n")
-    assert parse_config(path).fallback_hours == 1e6
+    assert parse_config(path).options["fallback_hours"] == 1e6
     path.write_text("url='sqlite:///x.sqlite'\nobject_dir='o'\nfallback_hours='-1'\n")
     with pytest.raises(ConfigFileError, match="0 or more"):
         parse_config(path)

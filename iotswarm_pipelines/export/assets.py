@@ -20,7 +20,7 @@ from iotswarm_pipelines import executors, run_loggers
 from iotswarm_pipelines.clock import utc_now
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
-from iotswarm_pipelines.export import bad_rows, checks, health, pipeline, scope
+from iotswarm_pipelines.export import bad_rows, checks, health, pipeline, scope, verify
 from iotswarm_pipelines.export import sites as site_rules
 from iotswarm_pipelines.export import state as state_rules
 from iotswarm_pipelines.export.asset_keys import HISTORY_EXPORT_KEY, LIVE_EXPORT_KEY
@@ -113,6 +113,14 @@ class LiveExportConfig(dg.Config, ExportOptions):
         description=(
             "Rows a payload cannot carry that the run may leave out, as SITE@GMT time (e.g. "
             "ALIC1@2024-06-01T10:30), named by a failed run; each skip is recorded in the run."
+        ),
+    )
+    verify_only: bool = pydantic.Field(
+        default=False,
+        description=(
+            "Export nothing: measure the table's freshness as the health job does and fail the "
+            "run when it is behind (its partition then reads failed until the next export); "
+            "the other options are ignored."
         ),
     )
 
@@ -231,6 +239,8 @@ def _batch_size(table: catalogue.Table, configured: int | None) -> int:
     key=LIVE_EXPORT_KEY,
     group_name=GROUP,
     partitions_def=table_partitions,
+    # A verify-only run of a fresh table ends without materializing (verify.py).
+    output_required=False,
     kinds=KINDS,
     owners=OWNERS,
     description=(
@@ -251,6 +261,9 @@ def cosmos_live_export(
     _checked(config.check)
     table = partition_table(context.partition_key)
     _tag_run(context, table)
+    if config.verify_only:
+        _verify(context, table, cosmos, state)
+        return
     started = time.time()
 
     def push(summary: pipeline.ExportSummary | None, succeeded: bool = False) -> None:
@@ -306,6 +319,20 @@ def cosmos_live_export(
     yield dg.MaterializeResult(metadata=_run_metadata(context, summary, object_store))
     if not summary.dry_run:
         yield from _judge(context, summary, cosmos, state)
+
+
+def _verify(
+    context: dg.AssetExecutionContext,
+    table: catalogue.Table,
+    cosmos: CosmosSource,
+    state: StateBackend,
+) -> None:
+    """Fails the run when the table is behind; a fresh table's run materializes nothing."""
+    context.instance.add_run_tags(context.run.run_id, {verify.VERIFY_TAG: "true"})
+    outcome = verify.verify(table, cosmos, state, context.instance)
+    if not outcome.passed:
+        raise dg.Failure(description=outcome.description, metadata=outcome.metadata)
+    context.log.info(f"{outcome.description}; verify only: nothing exported, nothing materialized")
 
 
 def _run_metadata(

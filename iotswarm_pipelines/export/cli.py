@@ -28,13 +28,11 @@ from typing import TYPE_CHECKING, Any
 from iotswarm_pipelines import help_text, json_logs, settings
 from iotswarm_pipelines.command_line import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Parser, UsageError
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.file_options import DEFAULT_FALLBACK_HOURS
+from iotswarm_pipelines.file_options import ExportOptions, option_kind
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 
 if TYPE_CHECKING:
     import dagster as dg
-
-    from iotswarm_pipelines.export.config_file import LiveCosmosConfig
 
 PROG = "live-cosmos"
 FAILED_WITHOUT_CAUSE = "the export run failed; see the Dagster run log"
@@ -47,7 +45,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if (
             "(default" in text
-            or action.default in (None, argparse.SUPPRESS)
+            or action.default in (None, argparse.SUPPRESS, False)  # False: a flag left off
             or not action.option_strings
         ):
             return text
@@ -60,24 +58,53 @@ CONFIG_HELP = (
 )
 
 
+def _shown(default: Any) -> str:
+    """An option's default as ``--help`` says it (a float as written, a flag as on or off)."""
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def _export_option(
+    parser: argparse.ArgumentParser,
+    name: str,
+    flag: str | None = None,
+    *,
+    repeat: bool = False,
+    more: str = "",
+) -> None:
+    """The flag of one of the export's options, from its field in ``ExportOptions``.
+
+    Its type and help are the model's, so ``--help``, the launchpad and the docs' table say the
+    same; ``more`` adds what only this command line means. A flag left out is None, so the
+    config file's value applies, else the model's default (the help says both). ``repeat``
+    keeps the old tool's repeated flag where it took one value per table.
+    """
+    field = ExportOptions.model_fields[name]
+    kind = option_kind(name)
+    flag = flag or "--" + name.replace("_", "-")
+    kwargs: dict[str, Any] = {"dest": name, "default": None}
+    if kind is bool:
+        kwargs["action"] = "store_true"
+    else:
+        kwargs["type"] = str if kind is list else kind
+        kwargs["metavar"] = flag.removeprefix("--").replace("-", "_").upper()
+        if kind is list or repeat:
+            kwargs["action"] = "append"
+    # An option with no default says in its description what leaving it out means.
+    otherwise = "" if field.default is None else f", else {_shown(field.default)}"
+    help = f"{field.description}{more} (default: the config file's {name}{otherwise})"
+    parser.add_argument(flag, help=help.replace("%", "%%"), **kwargs)
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dagster-home",
         help="record the runs in this Dagster instance (default: $DAGSTER_HOME if set, else a "
         "temporary one)",
     )
-    parser.add_argument(
-        "--prog-name",
-        help="prog_name in every payload (default: the config file's, else CPU:iotswarm.CR1X); "
-        "the old tool's spelling is CPU:iotswarm-<its version>.CR1X",
-    )
-    parser.add_argument(
-        "--strict-json",
-        action="store_true",
-        default=None,
-        help="write NaN and +-Infinity as null instead of the old tool's NaN/Infinity "
-        "(default: the config file's strict_json, else off)",
-    )
+    _export_option(parser, "prog_name")
+    _export_option(parser, "strict_json")
     json_logs.add_argument(parser)
 
 
@@ -146,24 +173,13 @@ def _send_live_data_parser() -> argparse.ArgumentParser:
         help="table to send (repeat for more; either spelling), or 'all' for "
         f"{', '.join(t.name for t in OLD_TOOL_TABLES)}",
     )
-    parser.add_argument(
-        "--site",
-        action="append",
-        help="site to send (repeat for more) (default: the config file's sites, else all sites "
-        "with rows in the table)",
-    )
-    parser.add_argument(
-        "--fallback-hours",
-        type=float,
-        help="hours back to start a site the state has never seen (default: the config "
-        f"file's, else {DEFAULT_FALLBACK_HOURS:g})",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        action="append",
-        help="rows per payload: one for all tables, or one per --table in the same order "
-        "(default: the config file's, else 1)",
+    _export_option(parser, "sites", "--site", more=" Repeat --site for more.")
+    _export_option(parser, "fallback_hours")
+    _export_option(
+        parser,
+        "batch_size",
+        repeat=True,
+        more=" One for all tables, or one per --table in the same order.",
     )
     parser.add_argument("--dry", action="store_true", help="build payloads, store nothing")
     _common_options(parser)
@@ -172,19 +188,20 @@ def _send_live_data_parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class _Request:
-    """What one invocation asks for, whichever command line said it."""
+    """What one invocation asks for, whichever command line said it.
+
+    ``options`` are the export options given on the command line (``ExportOptions``' fields,
+    over the config file's), except ``batch_size``, which may differ per table.
+    """
 
     config: str
     tables: list[catalogue.Table]
     batch_sizes: dict[catalogue.Table, int | None]
-    sites: list[str] | None
-    fallback_hours: float | None
+    options: dict[str, Any]
     since: str | None
     until: str | None
     dry_run: bool
     dagster_home: str | None
-    prog_name: str | None
-    strict_json: bool | None
 
 
 def _tables(name: str) -> list[catalogue.Table]:
@@ -195,8 +212,12 @@ def _tables(name: str) -> list[catalogue.Table]:
 def _shared(args: argparse.Namespace) -> dict[str, Any]:
     """What both command lines spell alike."""
     json_logs.configure(args.log_format)
-    keys = ("config", "dagster_home", "prog_name", "strict_json")
-    return {key: getattr(args, key) for key in keys}
+    given = {
+        name: value
+        for name in ExportOptions.model_fields
+        if name != "batch_size" and (value := getattr(args, name, None)) is not None
+    }
+    return {"config": args.config, "dagster_home": args.dagster_home, "options": given}
 
 
 def _flat_request(args: argparse.Namespace) -> _Request:
@@ -204,8 +225,6 @@ def _flat_request(args: argparse.Namespace) -> _Request:
     return _Request(
         tables=tables,
         batch_sizes=dict.fromkeys(tables),
-        sites=None,
-        fallback_hours=None,
         since=args.since,
         until=args.until,
         dry_run=args.dry_run,
@@ -231,8 +250,6 @@ def _send_live_data_request(args: argparse.Namespace) -> _Request:
     return _Request(
         tables=tables,
         batch_sizes=dict(zip(tables, per_table, strict=True)),
-        sites=args.site,
-        fallback_hours=args.fallback_hours,
         since=None,
         until=None,
         dry_run=args.dry,
@@ -241,26 +258,22 @@ def _send_live_data_request(args: argparse.Namespace) -> _Request:
 
 
 def _run_config(
-    config: LiveCosmosConfig, request: _Request, table: catalogue.Table
+    options: dict[str, Any], request: _Request, table: catalogue.Table
 ) -> dict[str, Any]:
-    """The command line's values over the config file's; what neither says keeps its default."""
+    """``options`` (the command line's over the config file's) and the run's own values; what
+    nothing says keeps its default."""
     from iotswarm_pipelines.export.assets import LiveExportConfig, cosmos_live_export
 
-    def first(*values: Any) -> Any:
-        return next((v for v in values if v is not None), None)
-
-    op_config: dict[str, Any] = {"dry_run": request.dry_run}
     optional = {
-        "sites": first(request.sites, config.sites),
-        "fallback_hours": first(request.fallback_hours, config.fallback_hours),
-        "batch_size": first(request.batch_sizes[table], config.batch_size),
+        "batch_size": request.batch_sizes[table],
         "since": request.since,
         "until": request.until,
-        "prog_name": first(request.prog_name, config.prog_name),
-        "strict_json": first(request.strict_json, config.strict_json),
-        "pushgateway": config.pushgateway,
     }
-    op_config.update({k: v for k, v in optional.items() if v is not None})
+    op_config: dict[str, Any] = {
+        "dry_run": request.dry_run,
+        **options,
+        **{k: v for k, v in optional.items() if v is not None},
+    }
     LiveExportConfig(**op_config).check()  # a bad --since: fail before running
     return {
         "ops": {cosmos_live_export.op.name: {"config": op_config}},
@@ -335,12 +348,11 @@ def _guarded(request_of: Callable[[], _Request]) -> int:
         tables = request.tables
         resources = commands.resources(config)
         scope_tags = commands.health_scope(config)
-        run_configs = {table: _run_config(config, request, table) for table in tables}
-        hours = config.fallback_hours if request.fallback_hours is None else request.fallback_hours
-        if warning := pipeline.fallback_warning(hours):
+        options = {**config.options, **request.options}
+        run_configs = {table: _run_config(options, request, table) for table in tables}
+        if warning := pipeline.fallback_warning(options.get("fallback_hours")):
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
-        sites = request.sites if request.sites is not None else config.sites
-        commands.check_source(commands.source(config), config, tables, sites)
+        commands.check_source(commands.source(config), config, tables, options.get("sites"))
     except commands.BAD_INPUT as exc:
         print(f"{PROG}: error: {commands.bad_input_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -12,8 +12,10 @@ never echo a value, because a line may hold the password.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -25,8 +27,7 @@ from iotswarm_pipelines.config_formats import (
     read_settings,
 )
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.file_options import KEYS, check_fallback_hours, clean_sites
-from iotswarm_pipelines.metrics.exposition import MetricsError, check_pushgateway
+from iotswarm_pipelines.file_options import KEYS, ExportOptions, clean_sites, option_kind
 
 __all__ = ["KEYS", "ConfigFileError", "LiveCosmosConfig", "parse_config"]
 
@@ -42,15 +43,17 @@ class LiveCosmosConfig:
     object_dir: str | None
     state_dir: str | None
     state_prefix: str | None  # S3 state objects in ``bucket`` under this prefix
-    fallback_hours: float | None
-    batch_size: int | None
-    sites: list[str] | None
-    prog_name: str | None
-    strict_json: bool | None
-    pushgateway: str | None = None  # where each run pushes its metrics (docs/metrics.md)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The export options the file sets (``ExportOptions``' fields), read and checked; a
+    command line's go over them, and what neither sets keeps the model's default."""
 
     def __repr__(self) -> str:  # dataclass's repr would show the URL with its password
         return f"LiveCosmosConfig(path={str(self.path)!r}, url={self.safe_url!r}, ...)"
+
+    @property
+    def export_options(self) -> ExportOptions:
+        """The file's export options over the model's defaults."""
+        return ExportOptions(**self.options)
 
     @property
     def safe_url(self) -> str:
@@ -89,40 +92,18 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         raise fail("state_prefix", "give state_dir='…' (files) or state_prefix='…' (S3), not both")
     if "state_prefix" in values and "bucket" not in values:
         raise fail("state_prefix", "state_prefix keeps the state in the bucket: give bucket='…'")
-    fallback_hours = batch_size = None
-    if "fallback_hours" in values:
-        try:
-            fallback_hours = float(values["fallback_hours"])
-            check_fallback_hours(fallback_hours)
-        except ValueError:
-            raise fail(
-                "fallback_hours",
-                "fallback_hours must be a number of hours, 0 or more (1000000 means every row)",
-            ) from None
-    if "batch_size" in values:
-        if not values["batch_size"].isdigit() or int(values["batch_size"]) < 1:
-            raise fail("batch_size", "batch_size must be a whole number of rows, 1 or more")
-        batch_size = int(values["batch_size"])
-    sites = None
-    if "sites" in values:
-        # Matched against the source's IDs (``export.sites``) before any run, not upper-cased.
-        sites = clean_sites(values["sites"].split(","))
-        if not sites:
-            raise fail("sites", "sites is empty; list site IDs like sites='ALIC1,BALRD'")
-    strict_json = None
-    if "strict_json" in settings:
-        strict_json = parse_bool(path, "strict_json", settings["strict_json"])
-    if "prog_name" in values and not values["prog_name"]:
-        raise fail("prog_name", "prog_name is empty; e.g. prog_name='CPU:iotswarm-1.6.10.CR1X'")
+    options = {}
+    for name in ExportOptions.model_fields:
+        if name in settings:
+            try:
+                options[name] = _option_value(path, name, settings[name])
+            except ConfigFileError:  # a bool's own line
+                raise
+            except ValueError:
+                raise fail(name, _how_to_write(name)) from None
     endpoint_url = values.get("endpoint_url")
     if endpoint_url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", endpoint_url):
         raise fail("endpoint_url", "endpoint_url must be an http:// or https:// URL")
-    pushgateway = values.get("pushgateway")
-    if pushgateway is not None:
-        try:
-            check_pushgateway(pushgateway)
-        except MetricsError:
-            raise fail("pushgateway", "pushgateway must be http://host:9091 or host:9091") from None
     try:
         backend = _backend(url)
     except ValueError:
@@ -137,13 +118,47 @@ def parse_config(path: str | Path) -> LiveCosmosConfig:
         object_dir=values.get("object_dir"),
         state_dir=values.get("state_dir"),
         state_prefix=values.get("state_prefix"),
-        fallback_hours=fallback_hours,
-        batch_size=batch_size,
-        sites=sites,
-        prog_name=values.get("prog_name"),
-        strict_json=strict_json,
-        pushgateway=pushgateway,
+        options=options,
     )
+
+
+_HOW_TO_WRITE = {
+    "fallback_hours": (
+        "fallback_hours must be a number of hours, 0 or more (1000000 means every row)"
+    ),
+    "batch_size": "batch_size must be a whole number of rows, 1 or more",
+    "sites": "sites is empty; list site IDs like sites='ALIC1,BALRD'",
+    "prog_name": "prog_name is empty; e.g. prog_name='CPU:iotswarm-1.6.10.CR1X'",
+    "pushgateway": "pushgateway must be http://host:9091 or host:9091",
+}
+"""What a wrong value of an export option should look like; the line never echoes the value."""
+
+
+def _how_to_write(name: str) -> str:
+    return _HOW_TO_WRITE.get(name, f"{name} is not valid: see docs/live-export.md's options")
+
+
+def _option_value(path: Path, name: str, setting: Setting) -> Any:
+    """One export option's value from the file's text, by its type in ``ExportOptions``, then
+    checked by the model's rules. Raises ``ValueError`` when it does not fit.
+
+    Text is never empty; a list is comma-separated, trimmed, each ID kept once (the sites are
+    matched against the source's IDs by ``export.sites`` before any run, not upper-cased); a
+    whole number is digits only.
+    """
+    kind, text = option_kind(name), setting.value
+    if kind is bool:
+        return parse_bool(path, name, setting)
+    if kind is list:
+        value: Any = clean_sites(text.split(","))
+    elif kind is int:
+        value = int(text) if text.isdigit() else None
+    else:
+        value = kind(text)
+    if value is None or value == "" or value == []:
+        raise ValueError(name)
+    ExportOptions(**{name: value}).check_options()  # ValueError (MetricsError is one)
+    return value
 
 
 def _backend(url: str) -> str:

@@ -22,11 +22,12 @@ from iotswarm_pipelines.export.reconcile_assets import (
 )
 from iotswarm_pipelines.export.schedules import table_schedules
 from iotswarm_pipelines.export.sensors import table_sensors
+from iotswarm_pipelines.export.verify_sensor import verify_behind_tables
 
 defs = dg.Definitions(
     assets=[cosmos_live_export, *HEALTH_SPECS, cosmos_history_export, cosmos_reconciliation],
     asset_checks=[cosmos_health],
     jobs=[live_export_job, history_export_job, health_checks_job, reconcile_job],
-    sensors=[*table_sensors, record_failed_export, record_succeeded_export],
+    sensors=[*table_sensors, record_failed_export, record_succeeded_export, verify_behind_tables],
     schedules=[*table_schedules, health_checks_schedule, reconcile_yesterday],
 )

@@ -15,7 +15,7 @@ import dagster as dg
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.errors import first_line
-from iotswarm_pipelines.export import checks, health, scope
+from iotswarm_pipelines.export import checks, health, scope, verify
 from iotswarm_pipelines.export.asset_keys import health_key
 from iotswarm_pipelines.export.assets import TABLE_TAG
 
@@ -45,11 +45,17 @@ CHECK_SPECS = [
 
 def export_table(run: dg.DagsterRun) -> catalogue.Table | None:
     """The table a finished run exported for the deployment, or None (not a live export run
-    of one table: a reconciliation day, a history re-send, a one-off to another destination).
+    of one table: a reconciliation day, a history re-send, a one-off to another destination, a
+    verify-only run, which exports nothing and whose failure the table's freshness already says).
 
     The run's table tag is a name: it is looked up here, where the run is read."""
     name = run.tags.get(TABLE_TAG)
-    if name is None or run.tags.get(PARTITION_TAG) != name or scope.is_one_off(run.tags):
+    if (
+        name is None
+        or run.tags.get(PARTITION_TAG) != name
+        or scope.is_one_off(run.tags)
+        or verify.is_verify_run(run.tags)
+    ):
         return None
     return catalogue.get_table(name)
 

@@ -139,17 +139,15 @@ def _run(argv: Sequence[str]) -> int:
 
     try:
         config = parse_config(args.config)
+        options = config.export_options
         tables = catalogue.get_tables(args.table)
         until = _day("--until", args.until) if args.until else utc_now().date()
         days = days_between(_day("--since", args.since), until)
         source = commands.source(config)
-        commands.check_source(source, config, tables, config.sites, require_rows=True)
+        commands.check_source(source, config, tables, options.sites, require_rows=True)
         built = commands.stores(config)
         store, state = built["object_store"].build(), built["state"].build()
-        payload_format = payloads.PayloadFormat(
-            prog_name=config.prog_name or payloads.DEFAULT_PROG_NAME,
-            strict_json=bool(config.strict_json),
-        )
+        payload_format = options.payload_format
     except commands.BAD_INPUT as exc:
         print(f"{PROG}: error: {commands.bad_input_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -160,7 +158,7 @@ def _run(argv: Sequence[str]) -> int:
         return EXIT_FAILED
     recorder = _recorder(args.dagster_home, config, payload_format)
     incomplete = missing = 0
-    pushgateway = exposition.pushgateway_url(config.pushgateway)
+    pushgateway = exposition.pushgateway_url(options.pushgateway)
     bar = tqdm(total=len(days) * len(tables), unit=" days", disable=None, file=sys.stderr)
     try:
         for table in tables:
@@ -173,8 +171,8 @@ def _run(argv: Sequence[str]) -> int:
                     source=source,
                     store=store,
                     state=state,
-                    sites=config.sites,
-                    batch_size=config.batch_size or DEFAULT_BATCH_SIZES[table.name],
+                    sites=options.sites,
+                    batch_size=options.batch_size or DEFAULT_BATCH_SIZES[table.name],
                     payload_format=payload_format,
                     heal=args.heal,
                 )
@@ -217,6 +215,7 @@ def _recorder(
     if home is None:
         return None
     resources = commands.resources(config)
-    op_config = reconcile_record.op_config(config.sites, config.batch_size, payload_format)
+    options = config.export_options
+    op_config = reconcile_record.op_config(options.sites, options.batch_size, payload_format)
     instance = dg.DagsterInstance.from_config(home)
     return DayRecorder(instance, resources, op_config, resources["object_store"].build().describe())

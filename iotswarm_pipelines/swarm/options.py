@@ -44,6 +44,7 @@ from pydantic_core import ErrorDetails
 
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.payload_options import DEFAULTS as PAYLOAD_DEFAULTS
+from iotswarm_pipelines.payload_options import PayloadOptions
 
 DATA, SCHEDULE, MQTT = "devices and data", "schedule", "MQTT"
 SCENARIO = "scenario phases (loop mode: one cycle of sleep_time is one row of the table)"
@@ -230,14 +231,14 @@ class SwarmOptions(BaseModel):
     device_type: str = option("cr1000x", "cr1000x | basic", group=DATA, choices=DeviceType)
     prog_name: str = option(
         PAYLOAD_DEFAULTS.prog_name,
-        "cr1000x: prog_name in every payload; the old tool's is CPU:iotswarm-<version>.CR1X.",
+        f"cr1000x: {PayloadOptions.model_fields['prog_name'].description}",
         group=DATA,
         min_length=1,
         message="prog_name is empty: e.g. CPU:iotswarm-1.6.10.CR1X",
     )
     strict_json: bool = option(
         PAYLOAD_DEFAULTS.strict_json,
-        "Write NaN and +-Infinity as null instead of the old tool's NaN/Infinity.",
+        PayloadOptions.model_fields["strict_json"].description or "",
         group=DATA,
     )
     sleep_time: float = option(60.0, "Seconds between a device's sends.", group=SCHEDULE, ge=0)
