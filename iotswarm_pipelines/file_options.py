@@ -14,6 +14,9 @@ subsets of the same options:
 - ``BatchOptions``: which sites and how many rows per payload, as the history re-export and the
   reconciliation (which must cut payloads as the export did) take them too.
 - ``ExportOptions``: the live export's, the ones its config file may set too.
+- ``LiveRunOptions``: what one live export run adds, on either command line or in the
+  launchpad but never in the file (a replay window, a dry run): a file says how a deployment
+  exports, a run what it does this time.
 
 Derived from them: the Dagster run configs (``assets.LiveExportConfig``,
 ``assets.HistoryExportConfig``, ``reconcile_assets.ReconcileConfig``), the config file's
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Union, get_args, get_origin
 
 from pydantic import Field
@@ -118,10 +122,62 @@ class ExportOptions(BatchOptions):
         check_fallback_hours(self.fallback_hours)
 
 
+def check_time(name: str, value: str | None) -> None:
+    """Raises ``ValueError`` (one line) unless ``value`` is a GMT time without a zone: a typo in
+    a replay window must fail the launch, not export the wrong window."""
+    if value is None:
+        return
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{name}={value!r} is not an ISO 8601 date/time; write it like 2024-06-01T00:30 (GMT)"
+        ) from None
+    if parsed.tzinfo is not None:
+        raise ValueError(
+            f"{name}={value!r} has a time zone; give GMT without one (2024-06-01T00:30)"
+        )
+
+
+class LiveRunOptions(ExportOptions):
+    """One live export run's own choices besides the export's options."""
+
+    since: str | None = Field(
+        default=None,
+        description=(
+            "Replay: re-export rows after this GMT time (ISO 8601, e.g. 2024-06-01T00:30) "
+            "whatever the watermarks say; when not set, each site's watermark."
+        ),
+    )
+    until: str | None = Field(
+        default=None,
+        description="Replay: stop at this GMT time (inclusive); when not set, the newest row.",
+    )
+    dry_run: bool = Field(
+        default=False, description="Build and count payloads; store nothing, move no watermark."
+    )
+
+    def check_options(self) -> None:
+        super().check_options()
+        check_time("since", self.since)
+        check_time("until", self.until)
+        since, until = self.since_time, self.until_time
+        if since is not None and until is not None and until <= since:
+            raise ValueError(f"until={self.until!r} must be later than since={self.since!r}")
+
+    @property
+    def since_time(self) -> datetime | None:
+        return datetime.fromisoformat(self.since) if self.since else None
+
+    @property
+    def until_time(self) -> datetime | None:
+        return datetime.fromisoformat(self.until) if self.until else None
+
+
 def option_kind(name: str) -> Any:
-    """An export option's value type without ``None``, ``list`` for a list: what decides how a
+    """A live run option's value type without ``None``, ``list`` for a list: what decides how a
     command line or the config file spells its value."""
-    kind = ExportOptions.model_fields[name].annotation
+    kind = LiveRunOptions.model_fields[name].annotation
     if get_origin(kind) in (Union, types.UnionType):
         kind = next(a for a in get_args(kind) if a is not type(None))
     return get_origin(kind) or kind

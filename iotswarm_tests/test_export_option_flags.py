@@ -11,7 +11,7 @@ import pytest
 
 from iotswarm_pipelines.export import cli
 from iotswarm_pipelines.export.config_file import parse_config
-from iotswarm_pipelines.file_options import ExportOptions
+from iotswarm_pipelines.file_options import ExportOptions, LiveRunOptions
 from iotswarm_pipelines.payload_options import PayloadOptions
 from iotswarm_pipelines.swarm import cli as swarm_cli
 
@@ -40,6 +40,36 @@ def test_live_cosmos_help_is_the_models_description_and_says_the_config_file(par
     assert action.dest == name
     assert action.help.startswith(description)
     assert f"(default: the config file's {name}" in action.help
+
+
+RUN_FLAGS = [
+    (cli._parser, "--since", "since"),
+    (cli._parser, "--until", "until"),
+    (cli._parser, "--dry-run", "dry_run"),
+    (cli._send_live_data_parser, "--dry", "dry_run"),
+]
+
+
+@pytest.mark.parametrize(("parser", "flag", "name"), RUN_FLAGS, ids=[f[1] for f in RUN_FLAGS])
+def test_a_runs_own_flags_are_the_models_and_never_the_config_files(parser, flag, name):
+    """--since, --until and --dry-run (--dry) mean what the launchpad's fields do; the config
+    file cannot set them, so their help never sends the reader there."""
+    action = _action(parser(), flag)
+    field = LiveRunOptions.model_fields[name]
+    assert action.dest == name
+    assert action.help == field.description
+    assert action.default == field.default
+    assert name not in ExportOptions.model_fields
+
+
+def test_a_dry_run_and_a_replay_window_parse_as_the_old_command_lines_wrote_them():
+    flat = cli._parser().parse_args(
+        ["my.cfg", "all", "--since", "2024-06-01T00:00", "--until", "2024-06-02T00:00", "--dry-run"]
+    )
+    assert (flat.since, flat.until, flat.dry_run) == ("2024-06-01T00:00", "2024-06-02T00:00", True)
+    assert cli._parser().parse_args(["my.cfg", "all"]).dry_run is False
+    old = cli._send_live_data_parser().parse_args(["my.cfg", "--table", "all", "--dry"])
+    assert old.dry_run is True
 
 
 @pytest.mark.parametrize("name", ["prog_name", "strict_json"])

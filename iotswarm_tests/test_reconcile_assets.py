@@ -77,10 +77,16 @@ def test_missing_rows_fail_the_partition_then_a_heal_completes_it(resources):
         failed = materialize(resources, instance, DAYS[0])
         assert not failed.success
         assert "1 missing" in str(failed.failure_data_for_node(cosmos_reconciliation.op.name))
-        observed = instance.fetch_observations(asset_key, limit=1).records[0]
-        counts = numbers(observed.asset_observation)
+        observed = instance.fetch_observations(asset_key, limit=1).records[0].asset_observation
+        counts = numbers(observed)
         assert counts["missing"] == 1 and counts["complete"] is False
         assert list(counts["problems"]) == ["BALRD"]
+        # The partition's history leads with the run's own one line: counts, first rows, advice.
+        line = failed.failure_data_for_node(cosmos_reconciliation.op.name).user_failure_data
+        assert observed.partition == key(DAYS[0])
+        assert observed.description == line.description
+        assert "1 missing, 0 duplicated, 0 orphaned" in line.description
+        assert "; first missing BALRD " in line.description and "heal: true" in line.description
         assert instance.get_materialized_partitions(asset_key) == set()
 
         healed = materialize(resources, instance, DAYS[0], heal=True)
@@ -140,6 +146,19 @@ def test_bad_run_config_fails_with_one_line(resources):
         )
     assert not result.success
     assert "bad run config" in str(result.failure_data_for_node(cosmos_reconciliation.op.name))
+
+
+def test_a_partition_that_cannot_be_reconciled_records_why(resources):
+    resources = {**resources, "cosmos": source("sqlite:////nonexistent/folder/cosmos.sqlite")}
+    with dg.instance_for_test() as instance:
+        result = materialize(resources, instance, DAYS[0])
+        assert not result.success
+        [observed] = instance.fetch_observations(cosmos_reconciliation.key, limit=5).records
+    observation = observed.asset_observation
+    assert observation.partition == key(DAYS[0])
+    cause = observation.metadata["cause"].value
+    assert "cosmos.sqlite does not exist" in cause and "\n" not in cause
+    assert observation.description == f"not reconciled: {cause}"
 
 
 def test_the_schedule_heals_yesterday_for_every_table_and_is_on_by_default():

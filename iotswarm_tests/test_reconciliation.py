@@ -6,7 +6,7 @@ import pytest
 
 from iotswarm_pipelines import payloads
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.export import keys, reconciliation
+from iotswarm_pipelines.export import keys, reconcile, reconciliation
 from iotswarm_pipelines.export.reconciliation import (
     TableDay,
     UnreadablePayloadError,
@@ -91,6 +91,18 @@ def test_the_day_counts_add_up_and_heal_decides_completeness():
     assert day.problems()["ALIC1"]["missing"] == [t(2).isoformat()]
     day.healed = 1
     assert day.complete and day.counts()["missing_after_heal"] == 0
+
+
+def test_a_failed_day_names_its_first_rows_at_fault_and_how_many_more():
+    a = compare_site("ALIC1", AFTER, UNTIL, [t(h) for h in range(1, 6)], {"k": (t(9),)}, None)
+    b = compare_site("BALRD", AFTER, UNTIL, [t(1)], {"x": (t(1),), "y": (t(1),)}, None)
+    day = TableDay(table=catalogue.SOILMET_30MIN, day=AFTER.date(), sites=[a, b])
+    assert reconcile.first_faults(day) == (
+        "missing ALIC1 01:00:00, ALIC1 02:00:00, ALIC1 03:00:00 and 2 more; "
+        "duplicated BALRD 01:00:00; orphaned ALIC1 09:00:00"
+    )
+    clean = compare_site("ALIC1", AFTER, UNTIL, [t(1)], {"k": (t(1),)}, None)
+    assert reconcile.first_faults(TableDay(catalogue.SOILMET_30MIN, AFTER.date(), [clean])) == ""
 
 
 def test_payload_rows_reads_the_station_and_times_of_a_stored_payload():

@@ -82,6 +82,9 @@ def test_the_commands_days_turn_their_cells_green_and_red(two_days):
         counts = observed.asset_observation.metadata
         assert (counts["missing"].value, counts["duplicated"].value) == (4, 0)
         assert "orphaned" in counts
+        # The line the cell's history leads with, as a backfill's run records it.
+        line = observed.asset_observation.description
+        assert "4 missing, 0 duplicated, 0 orphaned" in line and "first missing ALIC1 " in line
 
     assert reconcile(config, home, *span, "--heal") == cli.EXIT_OK
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -31,7 +31,7 @@ from iotswarm_pipelines.export.partitions import (
     table_partitions,
 )
 from iotswarm_pipelines.export.state_backend import StateBackend
-from iotswarm_pipelines.file_options import BatchOptions, ExportOptions
+from iotswarm_pipelines.file_options import BatchOptions, LiveRunOptions
 from iotswarm_pipelines.labels import OWNERS, Trigger, trigger_tags
 from iotswarm_pipelines.metrics import exposition
 from iotswarm_pipelines.metrics.export import ExportRun, push_export
@@ -74,40 +74,13 @@ def _tag_run(context: dg.AssetExecutionContext, table: catalogue.Table) -> None:
         context.instance.add_run_tags(context.run.run_id, missing)
 
 
-def _parse_time(name: str, value: str | None) -> str | None:
-    """Check a replay time early: a typo must fail the launch, not export the wrong window."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"{name}={value!r} is not an ISO 8601 date/time; write it like 2024-06-01T00:30 (GMT)"
-        ) from None
-    if parsed.tzinfo is not None:
-        raise ValueError(
-            f"{name}={value!r} has a time zone; give GMT without one (2024-06-01T00:30)"
-        )
-    return value
-
-
-class LiveExportConfig(dg.Config, ExportOptions):
+class LiveExportConfig(dg.Config, LiveRunOptions):
     """Run config of one live export run (one table): the export's options and the run's own.
 
     ``check()`` (not pydantic validators) rejects bad values, so the asset can fail the run
     with one line instead of a validation error wrapped in a step error.
     """
 
-    since: str | None = pydantic.Field(
-        default=None,
-        description="Replay: re-export rows after this GMT time whatever the watermark says.",
-    )
-    until: str | None = pydantic.Field(
-        default=None, description="Replay: stop at this GMT time (inclusive)."
-    )
-    dry_run: bool = pydantic.Field(
-        default=False, description="Build and count payloads; store nothing, move no watermark."
-    )
     skip_rows: list[str] | None = pydantic.Field(
         default=None,
         description=(
@@ -128,19 +101,6 @@ class LiveExportConfig(dg.Config, ExportOptions):
         """Raises ``ValueError`` (one line) for the first bad value."""
         self.check_options()
         bad_rows.parse_skip_rows(self.skip_rows or ())
-        _parse_time("since", self.since)
-        _parse_time("until", self.until)
-        since, until = self.since_time, self.until_time
-        if since is not None and until is not None and until <= since:
-            raise ValueError(f"until={self.until!r} must be later than since={self.since!r}")
-
-    @property
-    def since_time(self) -> datetime | None:
-        return datetime.fromisoformat(self.since) if self.since else None
-
-    @property
-    def until_time(self) -> datetime | None:
-        return datetime.fromisoformat(self.until) if self.until else None
 
 
 def _parse_day(name: str, value: str) -> date:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from iotswarm_pipelines import help_text, json_logs, settings
 from iotswarm_pipelines.command_line import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Parser, UsageError
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.file_options import ExportOptions, option_kind
+from iotswarm_pipelines.file_options import ExportOptions, LiveRunOptions, option_kind
 from iotswarm_pipelines.labels import Trigger, trigger_tags
 
 if TYPE_CHECKING:
@@ -73,17 +73,19 @@ def _export_option(
     repeat: bool = False,
     more: str = "",
 ) -> None:
-    """The flag of one of the export's options, from its field in ``ExportOptions``.
+    """The flag of one of a live run's options, from its field in ``LiveRunOptions``.
 
     Its type and help are the model's, so ``--help``, the launchpad and the docs' table say the
-    same; ``more`` adds what only this command line means. A flag left out is None, so the
-    config file's value applies, else the model's default (the help says both). ``repeat``
+    same; ``more`` adds what only this command line means. An option the config file may set
+    is None when left out, so the file's value applies, else the model's default (the help
+    says both); a run's own (``since``, ``dry_run``) takes the model's default. ``repeat``
     keeps the old tool's repeated flag where it took one value per table.
     """
-    field = ExportOptions.model_fields[name]
+    field = LiveRunOptions.model_fields[name]
+    in_file = name in ExportOptions.model_fields
     kind = option_kind(name)
     flag = flag or "--" + name.replace("_", "-")
-    kwargs: dict[str, Any] = {"dest": name, "default": None}
+    kwargs: dict[str, Any] = {"dest": name, "default": None if in_file else field.default}
     if kind is bool:
         kwargs["action"] = "store_true"
     else:
@@ -91,9 +93,11 @@ def _export_option(
         kwargs["metavar"] = flag.removeprefix("--").replace("-", "_").upper()
         if kind is list or repeat:
             kwargs["action"] = "append"
-    # An option with no default says in its description what leaving it out means.
-    otherwise = "" if field.default is None else f", else {_shown(field.default)}"
-    help = f"{field.description}{more} (default: the config file's {name}{otherwise})"
+    help = f"{field.description}{more}"
+    if in_file:
+        # An option with no default says in its description what leaving it out means.
+        otherwise = "" if field.default is None else f", else {_shown(field.default)}"
+        help += f" (default: the config file's {name}{otherwise})"
     parser.add_argument(flag, help=help.replace("%", "%%"), **kwargs)
 
 
@@ -129,14 +133,9 @@ def _parser() -> argparse.ArgumentParser:
         help="COSMOS table (LEVEL1_SOILMET_30MIN or the older LEVEL_1_SOILMET_30MIN) or 'all' "
         f"({', '.join(catalogue.TABLE_NAMES)})",
     )
-    parser.add_argument(
-        "--since",
-        help="replay rows after this GMT time (ISO 8601) (default: none, from each watermark)",
-    )
-    parser.add_argument(
-        "--until", help="replay rows up to this GMT time (ISO 8601) (default: none, the newest row)"
-    )
-    parser.add_argument("--dry-run", action="store_true", help="build payloads, store nothing")
+    _export_option(parser, "since")
+    _export_option(parser, "until")
+    _export_option(parser, "dry_run")
     _common_options(parser)
     return parser
 
@@ -181,7 +180,7 @@ def _send_live_data_parser() -> argparse.ArgumentParser:
         repeat=True,
         more=" One for all tables, or one per --table in the same order.",
     )
-    parser.add_argument("--dry", action="store_true", help="build payloads, store nothing")
+    _export_option(parser, "dry_run", "--dry")
     _common_options(parser)
     return parser
 
@@ -252,7 +251,7 @@ def _send_live_data_request(args: argparse.Namespace) -> _Request:
         batch_sizes=dict(zip(tables, per_table, strict=True)),
         since=None,
         until=None,
-        dry_run=args.dry,
+        dry_run=args.dry_run,
         **_shared(args),
     )
 

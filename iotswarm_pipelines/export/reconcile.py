@@ -21,9 +21,10 @@ watermarks for them. Per site and UTC day it:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from iotswarm_pipelines import payloads
@@ -271,3 +272,24 @@ def describe(result: TableDay) -> str:
         if c["heal_failed"]:
             text += f" ({c['heal_failed']} objects FAILED)"
     return text + (" - complete" if result.complete else " - INCOMPLETE")
+
+
+def first_faults(result: TableDay, limit: int = 3) -> str:
+    """The first ``limit`` rows of each kind at fault, as site and time of day, then ``and N
+    more``: enough for a one-line verdict to say where to look (``problems()`` has them all)."""
+    counts = result.counts()
+    kinds: tuple[tuple[str, Iterable[tuple[str, datetime]]], ...] = (
+        ("missing", ((s.site_id, t) for s in result.sites for t in s.missing)),
+        ("duplicated", ((s.site_id, t) for s in result.sites for t in s.duplicated)),
+        (
+            "orphaned",
+            ((s.site_id, t) for s in result.sites for ts in s.orphaned.values() for t in ts),
+        ),
+    )
+    parts = []
+    for kind, faults in kinds:
+        first = [f"{site} {when.time().isoformat()}" for site, when in islice(faults, limit)]
+        if first:
+            more = f" and {counts[kind] - limit} more" if counts[kind] > limit else ""
+            parts.append(f"{kind} {', '.join(first)}{more}")
+    return "; ".join(parts)

@@ -2,8 +2,14 @@
 
 A thin Dagster shell over ``reconcile.reconcile_day``. A partition (one UTC day of one table)
 materializes only when the store holds every source row up to the watermarks (after healing,
-when asked), so the partition grid shows complete days green and incomplete ones as failed. An
-incomplete day still records its counts, as an observation, so the numbers plot across runs.
+when asked), so the partition grid shows complete days green and incomplete ones as failed.
+
+A failed partition records why as an observation of the partition, in the failing run: its
+counts and a one-line verdict, or the cause when it could not be reconciled. Dagster 1.13 keeps
+no other per-partition record of a failure (its failure events are dropped by the open-source
+event storage), and the partition's pane lists observations under "View all historical events"
+(and shows them under Metadata once the partition has been materialized before), so the
+operator reads the numbers beside the red cell; they also plot across runs.
 """
 
 import time
@@ -17,6 +23,7 @@ import pydantic
 from iotswarm_pipelines import executors
 from iotswarm_pipelines.cosmos import catalogue
 from iotswarm_pipelines.cosmos.source import CosmosSource
+from iotswarm_pipelines.errors import first_line
 from iotswarm_pipelines.export import reconcile
 from iotswarm_pipelines.export.assets import DEFAULT_BATCH_SIZES, KINDS
 from iotswarm_pipelines.export.object_store import ObjectStore
@@ -89,6 +96,28 @@ def cosmos_reconciliation(
     state: dg.ResourceParam[StateBackend],
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     try:
+        result = _reconcile(context, config, cosmos, object_store, state)
+    except Exception as exc:  # any cause: the partition's history says it, the run fails as before
+        cause = first_line(exc)
+        yield _observation(context, f"not reconciled: {cause}", {"cause": cause})
+        raise
+    metadata = reconcile_metadata(result, object_store.describe())
+    if result.complete:
+        yield dg.MaterializeResult(metadata=metadata)
+        return
+    line = verdict(result, config.heal)
+    yield _observation(context, line, metadata)
+    raise dg.Failure(description=line, metadata=metadata)
+
+
+def _reconcile(
+    context: dg.AssetExecutionContext,
+    config: ReconcileConfig,
+    cosmos: CosmosSource,
+    object_store: ObjectStore,
+    state: StateBackend,
+) -> TableDay:
+    try:
         config.check()
     except ValueError as exc:
         raise dg.Failure(description=f"bad run config: {exc}") from None
@@ -107,13 +136,28 @@ def cosmos_reconciliation(
     )
     url = exposition.pushgateway_url(None)  # IOTSWARM_PUSHGATEWAY
     push_reconcile(url, table.name, [ReconciledDay.of(result)], time.time(), context.log.warning)
-    metadata = reconcile_metadata(result, object_store.describe())
-    if result.complete:
-        yield dg.MaterializeResult(metadata=metadata)
-        return
-    yield dg.AssetObservation(context.asset_key, partition=context.partition_key, metadata=metadata)
-    advice = "" if config.heal else "; launch it with heal: true to re-export the missing rows"
-    raise dg.Failure(description=reconcile.describe(result) + advice, metadata=metadata)
+    return result
+
+
+def verdict(result: TableDay, heal: bool) -> str:
+    """The line a failed partition leads with, in its history and its run: the counts, the first
+    rows at fault, and what to do."""
+    line = reconcile.describe(result)
+    faults = reconcile.first_faults(result)
+    if faults:
+        line += f"; first {faults}"
+    return line if heal else line + "; launch it with heal: true to re-export the missing rows"
+
+
+def _observation(
+    context: dg.AssetExecutionContext, description: str, metadata: dict[str, Any]
+) -> dg.AssetObservation:
+    return dg.AssetObservation(
+        context.asset_key,
+        partition=context.partition_key,
+        description=description,
+        metadata=metadata,
+    )
 
 
 reconcile_job = dg.define_asset_job(
