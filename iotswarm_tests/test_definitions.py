@@ -31,8 +31,9 @@ def test_code_location_loads_for_each_deployment(monkeypatch, deployment):
 def test_assets_have_groups_kinds_owners_and_the_export_checks(monkeypatch):
     asset_graph = load_definitions(monkeypatch, "local").defs.resolve_asset_graph()
     expected = {
-        "cosmos/live_export": ("cosmos_export", {"oracle", "sqlite", "s3"}),
-        "cosmos/history_export": ("cosmos_history", {"oracle", "sqlite", "s3"}),
+        "cosmos/live_export": ("cosmos_export", {"s3"}),
+        "cosmos/history_export": ("cosmos_history", {"s3"}),
+        "cosmos/reconciliation": ("cosmos_reconciliation", {"s3"}),
         "health_LEVEL1_SOILMET_30MIN": ("cosmos_export", set()),
         "swarm/report": ("device_swarm", {"mqtt", "report"}),
     }

@@ -17,8 +17,9 @@ from pathlib import Path
 from playwright.sync_api import expect
 
 from iotswarm_pipelines.cosmos import catalogue
+from iotswarm_pipelines.definitions import defs
 from iotswarm_pipelines.export import checks, cli, export_runs
-from iotswarm_pipelines.export.asset_keys import health_key
+from iotswarm_pipelines.export.asset_keys import HEALTH_TABLES, health_key
 from iotswarm_pipelines.export.pipeline import utc_now
 from iotswarm_tests import test_ui_e2e as ui
 from iotswarm_tests.dagster_server import LOCATION, DagsterServer, tags_of
@@ -32,6 +33,7 @@ FRESH_TABLE = "LEVEL1_NMDB_1HOUR"
 BROKEN_TABLE = "COSMOS_STATUS_1HOUR"
 SENSOR_TIMEOUT = 180
 CATALOG_WIDTHS = (1400, 1280)  # the issue's window, and a laptop's
+ASSET_KEYS = defs.resolve_asset_graph().get_all_asset_keys()
 
 START_SENSOR = """
 mutation Start($selector: SensorSelector!) {
@@ -155,11 +157,16 @@ def test_the_catalog_shows_each_health_asset_with_the_graphs_verdict(dagster, pa
 def test_the_catalog_lists_each_health_asset_by_its_whole_name(dagster, page):
     """The Catalog's list cut ``cosmos / health / LEVEL1_PRECIP_RAINE_1MIN`` in the middle in a
     window 1400 px wide, and every health asset's name in one 1280 px wide: each name must read
-    whole, in the list of all assets and in the group's List tab."""
-    names = [" / ".join(health_key(table).path) for table in catalogue.TABLES.values()]
+    whole, in the list of all assets and in the group's List tab. So must every other asset's
+    (three kind icons cut ``cosmos / reconciliation`` at 1400 px)."""
+    health = [" / ".join(health_key(table).path) for table in catalogue.TABLES.values()]
+    others = [" / ".join(key.path) for key in ASSET_KEYS if key not in HEALTH_TABLES]
     for width in CATALOG_WIDTHS:
         page.set_viewport_size({"width": width, "height": 1200})  # tall: every row rendered
-        for view in (f"{dagster.url}/assets?view=list", group_list(dagster)):
+        for view, names in (
+            (f"{dagster.url}/assets?view=list", health + others),
+            (group_list(dagster), health),
+        ):
             page.goto(view)
             for name in names:
                 # The list keeps a copy of no height of the whole name, to measure it; the copy

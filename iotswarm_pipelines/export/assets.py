@@ -49,9 +49,12 @@ DEFAULT_BATCH_SIZES: dict[str, int] = {name: 1 for name in catalogue.TABLE_NAMES
 The one place to change a table's default (e.g. larger batches for the 1-minute tables).
 """
 
-KINDS = {"oracle", "sqlite", "s3"}
-"""Kinds the asset graph shows as icons: read from Oracle (prod) or SQLite (local), written to S3
-(prod; a local folder by default)."""
+KINDS = {"s3"}
+"""The kind the asset graph shows as an icon: where these assets' data lives (S3 in prod; a
+folder locally, as each description says). Not the source too: Oracle is upstream, as Dagster's
+kinds describe an asset's own storage, and each icon takes room from the Catalog's name column
+(with ``oracle`` and ``sqlite`` too it cut ``cosmos / history_export`` at 1280 px and
+``cosmos / reconciliation`` at 1400; ``test_ui_verdicts_e2e``)."""
 
 
 def run_tags(table: catalogue.Table) -> dict[str, str]:
