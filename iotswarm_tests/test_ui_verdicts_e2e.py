@@ -17,7 +17,6 @@ from pathlib import Path
 from playwright.sync_api import expect
 
 from iotswarm_pipelines.cosmos import catalogue
-from iotswarm_pipelines.definitions import defs
 from iotswarm_pipelines.export import checks, cli, export_runs
 from iotswarm_pipelines.export.asset_keys import HEALTH_TABLES, health_key
 from iotswarm_pipelines.export.pipeline import utc_now
@@ -33,7 +32,6 @@ FRESH_TABLE = "LEVEL1_NMDB_1HOUR"
 BROKEN_TABLE = "COSMOS_STATUS_1HOUR"
 SENSOR_TIMEOUT = 180
 CATALOG_WIDTHS = (1400, 1280)  # the issue's window, and a laptop's
-ASSET_KEYS = defs.resolve_asset_graph().get_all_asset_keys()
 
 START_SENSOR = """
 mutation Start($selector: SensorSelector!) {
@@ -159,8 +157,13 @@ def test_the_catalog_lists_each_health_asset_by_its_whole_name(dagster, page):
     window 1400 px wide, and every health asset's name in one 1280 px wide: each name must read
     whole, in the list of all assets and in the group's List tab. So must every other asset's
     (three kind icons cut ``cosmos / reconciliation`` at 1400 px)."""
+    # Imported here, not at collection: the code location's resources take the data folder of
+    # the moment they are built, which must be a test's own (conftest), never the checkout's.
+    from iotswarm_pipelines.definitions import defs
+
     health = [" / ".join(health_key(table).path) for table in catalogue.TABLES.values()]
-    others = [" / ".join(key.path) for key in ASSET_KEYS if key not in HEALTH_TABLES]
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    others = [" / ".join(key.path) for key in keys if key not in HEALTH_TABLES]
     for width in CATALOG_WIDTHS:
         page.set_viewport_size({"width": width, "height": 1200})  # tall: every row rendered
         for view, names in (
